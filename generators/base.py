@@ -1,0 +1,85 @@
+"""The small interface every model backend implements.
+
+A generator receives everything it needs through its constructor and has one entry point,
+``generate(prompt, seed, **params)``, with the same argument names for every family. It returns a
+:class:`GenerationResult`: the image plus exactly what made it.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from PIL import Image
+
+MODALITIES = ("colonoscopy", "radiology")
+
+
+class GenerationError(RuntimeError):
+    """A generation failed for a reason the user should read (names the model and settings)."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    image: Image.Image
+    model: str
+    family: str
+    prompt: str
+    seed: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def check_modality(modality: str) -> str:
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    return modality
+
+
+class Generator(abc.ABC):
+    """A named text-to-image model for one modality."""
+
+    name: str
+    family: str
+    modality: str
+
+    @property
+    @abc.abstractmethod
+    def max_prompt_tokens(self) -> int:
+        """How many tokens the text encoder reads (special tokens excluded)."""
+
+    @abc.abstractmethod
+    def count_tokens(self, prompt: str) -> int:
+        """Number of tokens ``prompt`` takes in this model's (first) tokenizer, special tokens excluded."""
+
+    @abc.abstractmethod
+    def effective_params(self, **params: Any) -> dict[str, Any]:
+        """Family defaults merged with config overrides and ``params``: what ``generate`` will use.
+
+        Raises ValueError on an unknown parameter name or a bad value. The result is JSON-serialisable
+        and is what the generation cache is keyed by.
+        """
+
+    @abc.abstractmethod
+    def generate(self, prompt: str, seed: int, **params: Any) -> GenerationResult:
+        """Make one image. Same model + prompt + seed + params gives the same image."""
+
+    def check_prompt(self, prompt: str) -> str:
+        """Return the stripped prompt, or raise ValueError with a message a clinician can act on."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("The prompt is empty: type a description of the image.")
+        prompt = " ".join(prompt.split())
+        n = self.count_tokens(prompt)
+        if n > self.max_prompt_tokens:
+            raise ValueError(
+                f"The prompt is too long for model text encoders: {n} tokens, at most "
+                f"{self.max_prompt_tokens}. Shorten it."
+            )
+        return prompt
+
+    def load(self) -> None:  # pragma: no cover - default is lazy
+        """Load weights now (otherwise the first ``generate`` does)."""
+
+    def close(self) -> None:  # pragma: no cover
+        """Free weights and device memory."""
