@@ -1,0 +1,63 @@
+"""Thin Gradio UI over :class:`p2p_app.service.P2PApp`.
+
+Two separate Blocks apps are mounted on one FastAPI server: the rater app at ``/`` and the admin app at
+``/admin``. Because they are separate apps, nothing of the admin side (its events, its outputs) appears in
+the rater app's ``/config`` or API listing.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..service import P2PApp
+from .admin import build_admin
+from .arena import build_arena
+from .common import CSS, KEYBOARD_JS
+from .study import build_study
+
+
+def build_rater_app(app: P2PApp) -> gr.Blocks:
+    cfg = app.config
+    with gr.Blocks(title=cfg.title, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {cfg.title}")
+        if cfg.demo_models:
+            gr.Markdown(
+                "**Demo models:** the models here are tiny random-weight stand-ins, so every image is noise. "
+                "The app works the same with real checkpoints.",
+                elem_classes=["p2p-demo-banner"],
+            )
+        if app.studies:
+            with gr.Tabs():
+                with gr.Tab("Reader study"):
+                    build_study(app, demo)
+                with gr.Tab("Live arena"):
+                    build_arena(app)
+        else:
+            build_arena(app)
+    demo.queue(default_concurrency_limit=None)
+    return demo
+
+
+def build_admin_app(app: P2PApp) -> gr.Blocks:
+    with gr.Blocks(title=f"{app.config.title} — admin", analytics_enabled=False) as demo:
+        gr.Markdown(f"# {app.config.title} — admin")
+        build_admin(app)
+    demo.queue(default_concurrency_limit=None)
+    return demo
+
+
+def create_server(app: P2PApp):
+    """A FastAPI app with the rater UI at / and the admin UI at /admin (monitoring page off)."""
+    from fastapi import FastAPI
+
+    server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=CSS)
+    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", **common)
+    gr.mount_gradio_app(server, build_rater_app(app), path="", js=KEYBOARD_JS, **common)
+    return server
+
+
+def serve(app: P2PApp, host: str = "127.0.0.1", port: int = 7860) -> None:
+    import uvicorn
+
+    uvicorn.run(create_server(app), host=host, port=port, log_level="warning")

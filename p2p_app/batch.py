@@ -1,0 +1,150 @@
+"""Batch generation: many prompts × seeds × models, resumable, one model in memory at a time.
+
+Jobs are grouped by model; a model is loaded for its group and released after it, so a batch never holds
+every model at once. Each image is committed on its own (file, then row), so an interrupted run loses at
+most the image in flight, and a rerun skips every image already made (the generation cache). Past one GPU,
+the same command runs under ``accelerate launch``: each process takes its share of the jobs
+(``accelerate.PartialState.split_between_processes``) on its own device and writes to the same database.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from generators import GenerationError
+from generators.base import MODALITIES
+
+from .service import P2PApp, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    prompt_id: str
+    prompt: str
+    seed: int
+
+
+@dataclass
+class BatchReport:
+    made: int = 0
+    skipped: int = 0
+    failures: list[tuple[Job, str]] = field(default_factory=list)
+    image_ids: dict[Job, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.made + self.skipped + len(self.failures)
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    prompt_id: str
+    prompt: str
+    modality: str
+
+
+def read_prompts(path: str | Path) -> list[PromptRow]:
+    """A CSV with columns ``prompt_id,prompt,modality`` (modality may be left out when only one is used)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    if "prompt" not in header:
+        raise UserError(f"{path}, line 1: the header must have a 'prompt' column (got {', '.join(header) or 'nothing'})")
+    rows: list[PromptRow] = []
+    seen: set[str] = set()
+    for lineno, rec in enumerate(reader, start=2):
+        if None in rec or any(v is None for v in rec.values()):
+            raise UserError(f"{path}, line {lineno}: wrong number of columns")
+        prompt = " ".join((rec.get("prompt") or "").split())
+        if not prompt:
+            raise UserError(f"{path}, line {lineno}: empty prompt")
+        pid = (rec.get("prompt_id") or f"row{lineno - 1}").strip()
+        if pid in seen:
+            raise UserError(f"{path}, line {lineno}: duplicate prompt_id {pid!r}")
+        seen.add(pid)
+        modality = (rec.get("modality") or "").strip().lower()
+        if modality and modality not in MODALITIES:
+            raise UserError(f"{path}, line {lineno}: unknown modality {modality!r}")
+        rows.append(PromptRow(pid, prompt, modality))
+    if not rows:
+        raise UserError(f"{path}: no prompts")
+    return rows
+
+
+def plan_jobs(app: P2PApp, prompts: Sequence[PromptRow], seeds: Sequence[int], models: Sequence[str] | None = None) -> list[Job]:
+    """Every (model, prompt, seed) to make, grouped by model. A prompt goes to the models of its modality."""
+    if not seeds:
+        raise UserError("give at least one seed")
+    known = {m.name: m for m in app.config.models}
+    chosen = list(models) if models else list(known)
+    unknown = [m for m in chosen if m not in known]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(unknown)}; the config has {', '.join(known)}")
+    jobs = []
+    for name in chosen:
+        spec = known[name]
+        for row in prompts:
+            if row.modality and row.modality != spec.modality:
+                continue
+            jobs.extend(Job(name, row.prompt_id, row.prompt, int(s)) for s in seeds)
+    return jobs
+
+
+def my_share(jobs: list[Job]) -> list[Job]:
+    """This process's share of the jobs under ``accelerate launch`` (all of them in a plain run)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return jobs
+    with state.split_between_processes(jobs) as mine:
+        return list(mine)
+
+
+def run_jobs(
+    app: P2PApp,
+    jobs: Iterable[Job],
+    on_done: Callable[[Job, str], None] | None = None,
+) -> BatchReport:
+    """Make every job's image (skipping those already stored); failures are reported, the batch goes on."""
+    report = BatchReport()
+    current: str | None = None
+    try:
+        for job in jobs:
+            if job.model != current:
+                if current is not None:
+                    app.registry.release(current)
+                current = job.model
+            try:
+                generator = app.registry.get(job.model)
+                prompt = generator.check_prompt(job.prompt)
+                made = app.generate_image(generator, prompt, job.seed, prompt_id=job.prompt_id)
+            except (GenerationError, ValueError, RuntimeError, OSError) as exc:
+                log.warning("failed: %s %s seed %s: %s", job.model, job.prompt_id, job.seed, exc)
+                report.failures.append((job, str(exc)))
+                status = "failed"
+            else:
+                report.image_ids[job] = made.image.id
+                if made.cached:
+                    report.skipped += 1
+                    status = "skipped"
+                else:
+                    report.made += 1
+                    status = "made"
+            if on_done:
+                on_done(job, status)
+    finally:
+        if current is not None:
+            app.registry.release(current)
+    return report

@@ -1,0 +1,184 @@
+"""Application settings, declared as data, loaded from a TOML file into an immutable object.
+
+Every setting has a name, a default and a help text (``SETTINGS``); the README's table and a test are
+checked against this list. Model entries (``[[models]]``) are passed to ``generators.ModelSpec``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from generators.base import MODALITIES
+from generators.registry import ModelSpec
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "studies" / "demo.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    env: str | None = None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("title", "Prompt to Polyp", "Title shown at the top of every page."),
+    Setting(
+        "demo_models",
+        False,
+        "Say on every page that the models are random-weight demo models whose images are noise.",
+    ),
+    Setting(
+        "reveal_after_rating",
+        True,
+        "In the live arena, show which model made which image once the trial's ratings are stored.",
+    ),
+    Setting(
+        "access_code",
+        "",
+        "If not empty, raters must type this code to sign in to the live arena.",
+        env="P2P_ACCESS_CODE",
+    ),
+    Setting(
+        "admin_password",
+        "",
+        "Password of the admin area at /admin. Empty: the admin area refuses every sign-in. "
+        "Set it through the environment in production rather than in a file.",
+        env="P2P_ADMIN_PASSWORD",
+    ),
+    Setting("presentation_size", 512, "Every image is re-encoded to this square pixel size before a rater sees it."),
+    Setting("max_prompt_chars", 1000, "Longest prompt a rater may type, in characters."),
+    Setting(
+        "data_dir",
+        "p2p_data",
+        "Folder for the database, presentation images and built tiny models (relative to the working directory).",
+        env="P2P_DATA_DIR",
+    ),
+    Setting(
+        "database_url",
+        "",
+        "SQLAlchemy URL of the database. Empty: SQLite at <data_dir>/p2p.sqlite.",
+        env="P2P_DATABASE_URL",
+    ),
+    Setting("studies", [], "Study definition files (TOML) served to raters, relative to this config file."),
+)
+
+_SETTING_NAMES = {s.name for s in SETTINGS}
+_SECTIONS = {"models", "examples"}
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    title: str
+    demo_models: bool
+    reveal_after_rating: bool
+    access_code: str
+    admin_password: str
+    presentation_size: int
+    max_prompt_chars: int
+    data_dir: Path
+    database_url: str
+    studies: tuple[Path, ...]
+    models: tuple[ModelSpec, ...]
+    examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    source: Path | None = None
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'p2p.sqlite').resolve()}"
+
+    def modalities(self) -> tuple[str, ...]:
+        present = {m.modality for m in self.models}
+        return tuple(m for m in MODALITIES if m in present)
+
+    def models_for(self, modality: str) -> tuple[ModelSpec, ...]:
+        return tuple(m for m in self.models if m.modality == modality)
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong; the message names the file and the entry."""
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
+    """Read a TOML config (default: the built-in demo) and apply environment and keyword overrides.
+
+    Precedence: keyword overrides (CLI options) > environment variables > file > defaults.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+    unknown = set(raw) - _SETTING_NAMES - _SECTIONS
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = raw.get(s.name, s.default)
+        if s.env and os.environ.get(s.env):
+            value = os.environ[s.env]
+        if overrides.get(s.name) is not None:
+            value = overrides[s.name]
+        expected = type(s.default)
+        if expected is int and isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{path}: setting {s.name!r} must be {expected.__name__}, got {value!r}")
+        values[s.name] = value
+
+    models = []
+    names: set[str] = set()
+    for i, entry in enumerate(raw.get("models", []), start=1):
+        try:
+            spec = ModelSpec.from_dict(entry)
+        except (ValueError, TypeError) as exc:
+            label = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+            raise ConfigError(f"{path}: model entry {label!r}: {exc}") from None
+        if spec.name in names:
+            raise ConfigError(f"{path}: model name {spec.name!r} is used twice")
+        if spec.name == "real":
+            raise ConfigError(f"{path}: 'real' is reserved for real control images; rename the model")
+        names.add(spec.name)
+        models.append(spec)
+
+    examples: dict[str, tuple[str, ...]] = {}
+    for modality, prompts in raw.get("examples", {}).items():
+        if modality not in MODALITIES:
+            raise ConfigError(f"{path}: [examples] has unknown modality {modality!r}")
+        examples[modality] = tuple(str(p) for p in prompts)
+
+    base = path.resolve().parent
+    data_dir = Path(values["data_dir"]).expanduser()
+    return AppConfig(
+        title=values["title"],
+        demo_models=values["demo_models"],
+        reveal_after_rating=values["reveal_after_rating"],
+        access_code=values["access_code"],
+        admin_password=values["admin_password"],
+        presentation_size=values["presentation_size"],
+        max_prompt_chars=values["max_prompt_chars"],
+        data_dir=data_dir,
+        database_url=values["database_url"],
+        studies=tuple((base / p).resolve() for p in values["studies"]),
+        models=tuple(models),
+        examples=examples,
+        source=path.resolve(),
+    )

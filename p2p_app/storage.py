@@ -1,0 +1,840 @@
+"""Storage: the only module that opens database connections. Every write goes through it.
+
+SQLAlchemy 2.0 typed models on SQLite by default (any SQLAlchemy URL works). On SQLite the connection is
+set to WAL mode with a busy timeout and foreign keys on. Each public write is one transaction: a trial's
+ratings are stored all together or not at all, and an image row is written only after its file is safely
+on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import pandas as pd
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+LIVE_STUDY = "live"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive: they were stored as UTC."""
+    if ts is not None and ts.tzinfo is None:
+        return ts.replace(tzinfo=timezone.utc)
+    return ts
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Rater(Base):
+    __tablename__ = "raters"
+    __table_args__ = (UniqueConstraint("name", "study_key", name="uq_rater_name_study"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    study_key: Mapped[str] = mapped_column(String(200), default=LIVE_STUDY)
+    token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    slot: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # opaque, random
+    model: Mapped[str] = mapped_column(String(200))  # "real" for real images
+    source: Mapped[str] = mapped_column(String(16))  # "generated" | "real"
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_id: Mapped[str] = mapped_column(String(200), default="")
+    modality: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    cache_key: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    file_path: Mapped[str] = mapped_column(Text)
+    original_path: Mapped[str] = mapped_column(Text, default="")
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    gen_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    __table_args__ = (UniqueConstraint("study_id", "version", name="uq_study_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text, default="")
+    design_hash: Mapped[str] = mapped_column(String(64))
+    images_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    frozen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def key(self) -> str:
+        return f"{self.study_id}@v{self.version}"
+
+
+class StudySlot(Base):
+    """Which stored image fills a study's image slot (e.g. "p003/colon-msdm-tiny/s1")."""
+
+    __tablename__ = "study_slots"
+
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), primary_key=True)
+    slot_key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+
+
+class Trial(Base):
+    """One screen shown to one rater: the images in the order shown (stored before showing)."""
+
+    __tablename__ = "trials"
+    __table_args__ = (UniqueConstraint("rater_pk", "study_pk", "order_index", name="uq_trial_sequence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rater_pk: Mapped[int] = mapped_column(ForeignKey("raters.id"))
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), nullable=True)
+    item_key: Mapped[str] = mapped_column(String(400), default="")
+    order_index: Mapped[int] = mapped_column(Integer, default=0)
+    is_repeat: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_id: Mapped[str] = mapped_column(String(200), default="")
+    modality: Mapped[str] = mapped_column(String(32))
+    shown_order: Mapped[list] = mapped_column(JSON)  # list of image ids, position 1 first
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Rating(Base):
+    __tablename__ = "ratings"
+    __table_args__ = (
+        UniqueConstraint("rater_pk", "image_id", "question", "attempt", name="uq_rater_image_question"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"))
+    rater_pk: Mapped[int] = mapped_column(ForeignKey("raters.id"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    question: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # 1 for a planned repeat
+    value: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    choices: Mapped[str] = mapped_column(Text, default="")
+    cant_judge: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    position: Mapped[int] = mapped_column(Integer)
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+class RatingHistory(Base):
+    """Earlier versions of a changed answer: answers are never silently overwritten."""
+
+    __tablename__ = "rating_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rating_id: Mapped[int] = mapped_column(ForeignKey("ratings.id"))
+    value: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    choices: Mapped[str] = mapped_column(Text, default="")
+    cant_judge: Mapped[bool] = mapped_column(Boolean, default=False)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    replaced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain values handed to the rest of the app (no ORM objects leave this module).
+
+
+@dataclass(frozen=True)
+class RaterInfo:
+    pk: int
+    public_id: str
+    name: str
+    study_key: str
+    slot: int | None
+    token: str | None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    model: str
+    source: str
+    prompt: str
+    prompt_id: str
+    modality: str
+    seed: int | None
+    file_path: str
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class TrialInfo:
+    id: int
+    rater_pk: int
+    study_pk: int | None
+    item_key: str
+    order_index: int
+    is_repeat: bool
+    prompt: str
+    prompt_id: str
+    modality: str
+    shown_order: tuple[str, ...]
+    shown_at: datetime
+    submitted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer to one question about one image of a trial."""
+
+    image_id: str
+    question: str
+    value: int | None = None
+    choices: tuple[str, ...] = ()
+    cant_judge: bool = False
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    status: str  # "stored" | "duplicate" | "changed"
+    n_rows: int
+
+
+class AccessDenied(PermissionError):
+    """The caller may not act on this trial (it belongs to another rater, or does not exist)."""
+
+
+class StorageError(ValueError):
+    """A write was refused; nothing was written."""
+
+
+def _rater_info(r: Rater) -> RaterInfo:
+    return RaterInfo(r.id, r.public_id, r.name, r.study_key, r.slot, r.token)
+
+
+def _image_info(i: Image) -> ImageInfo:
+    return ImageInfo(
+        i.id, i.model, i.source, i.prompt, i.prompt_id, i.modality, i.seed, i.file_path, i.sha256, i.width, i.height
+    )
+
+
+def _trial_info(t: Trial) -> TrialInfo:
+    return TrialInfo(
+        t.id,
+        t.rater_pk,
+        t.study_pk,
+        t.item_key,
+        t.order_index,
+        t.is_repeat,
+        t.prompt,
+        t.prompt_id,
+        t.modality,
+        tuple(t.shown_order),
+        _aware(t.shown_at),
+        _aware(t.submitted_at),
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (below) instead of the driver's lazy BEGIN,
+    # so a read-then-write transaction takes the write lock up front and waits on busy_timeout instead
+    # of failing with "database is locked" when another writer got there first.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+class Storage:
+    """Owns the engine and the image folder; exposes intent-named reads and writes."""
+
+    def __init__(self, url: str, image_dir: str | Path):
+        self.url = url
+        self.image_dir = Path(image_dir)
+        self.image_dir.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            db_path = url.split("///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 10}
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ raters
+    def sign_in_rater(self, name: str, study_key: str = LIVE_STUDY) -> RaterInfo:
+        """Get or create the rater called ``name`` (names are matched case-insensitively, trimmed)."""
+        clean = " ".join(name.split())
+        with self._tx() as s:
+            found = s.scalars(
+                select(Rater).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
+            ).first()
+            if found is not None:
+                return _rater_info(found)
+        try:
+            return self.add_rater(clean, study_key)
+        except StorageError:  # created concurrently by the same name
+            with self._tx() as s:
+                found = s.scalars(
+                    select(Rater).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
+                ).one()
+                return _rater_info(found)
+
+    def add_rater(self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None, with_token: bool = False) -> RaterInfo:
+        clean = " ".join(name.split())
+        if not clean:
+            raise StorageError("The rater name is empty.")
+        try:
+            with self._tx() as s:
+                r = Rater(
+                    public_id="r" + secrets.token_hex(4),
+                    name=clean,
+                    study_key=study_key,
+                    slot=slot,
+                    token=secrets.token_urlsafe(24) if with_token else None,
+                )
+                s.add(r)
+                s.flush()
+                return _rater_info(r)
+        except IntegrityError:
+            raise StorageError(f"A rater named {clean!r} already exists for {study_key}.") from None
+
+    def rater_by_token(self, token: str) -> RaterInfo | None:
+        if not token:
+            return None
+        with self._tx() as s:
+            r = s.scalars(select(Rater).where(Rater.token == token)).first()
+            return _rater_info(r) if r else None
+
+    def raters(self, study_key: str | None = None) -> list[RaterInfo]:
+        with self._tx() as s:
+            q = select(Rater).order_by(Rater.id)
+            if study_key is not None:
+                q = q.where(Rater.study_key == study_key)
+            return [_rater_info(r) for r in s.scalars(q)]
+
+    def set_rater_slot(self, rater_pk: int, slot: int) -> RaterInfo:
+        with self._tx() as s:
+            r = s.get(Rater, rater_pk)
+            if r is None:
+                raise StorageError(f"no rater #{rater_pk}")
+            if r.slot is None:
+                r.slot = slot
+            return _rater_info(r)
+
+    # ------------------------------------------------------------------ images
+    def image_by_cache_key(self, cache_key: str) -> ImageInfo | None:
+        with self._tx() as s:
+            i = s.scalars(select(Image).where(Image.cache_key == cache_key)).first()
+            if i is None or not Path(i.file_path).is_file():
+                return None
+            return _image_info(i)
+
+    def image(self, image_id: str) -> ImageInfo | None:
+        with self._tx() as s:
+            i = s.get(Image, image_id)
+            return _image_info(i) if i else None
+
+    def add_image(
+        self,
+        *,
+        image_id: str,
+        png: bytes,
+        sha256: str,
+        size: int,
+        model: str,
+        source: str,
+        prompt: str,
+        modality: str,
+        prompt_id: str = "",
+        seed: int | None = None,
+        params: dict | None = None,
+        cache_key: str | None = None,
+        original_path: str = "",
+        gen_seconds: float | None = None,
+    ) -> ImageInfo:
+        """Write the presentation file (atomically) and then its row; on any failure neither remains.
+
+        A ``cache_key`` already present returns the existing image instead (concurrent identical requests).
+        """
+        if source not in ("generated", "real"):
+            raise StorageError(f"image source must be 'generated' or 'real', got {source!r}")
+        path = self.image_dir / f"{image_id}.png"
+        fd, tmp = tempfile.mkstemp(dir=self.image_dir, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(png)
+        os.replace(tmp, path)
+        try:
+            with self._tx() as s:
+                row = Image(
+                    id=image_id,
+                    model=model,
+                    source=source,
+                    prompt=prompt,
+                    prompt_id=prompt_id,
+                    modality=modality,
+                    seed=seed,
+                    params=params or {},
+                    cache_key=cache_key,
+                    sha256=sha256,
+                    file_path=str(path.resolve()),
+                    original_path=original_path,
+                    width=size,
+                    height=size,
+                    gen_seconds=gen_seconds,
+                )
+                s.add(row)
+                s.flush()
+                return _image_info(row)
+        except IntegrityError:
+            path.unlink(missing_ok=True)
+            if cache_key is not None:
+                existing = self.image_by_cache_key(cache_key)
+                if existing is not None:
+                    return existing
+            raise StorageError(f"image {image_id} could not be stored") from None
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def count_images(self) -> int:
+        with self._tx() as s:
+            return s.scalar(select(func.count()).select_from(Image)) or 0
+
+    # ------------------------------------------------------------------ studies
+    def study(self, study_id: str, version: int) -> dict | None:
+        with self._tx() as s:
+            st = s.scalars(select(Study).where(Study.study_id == study_id, Study.version == version)).first()
+            return self._study_dict(st) if st else None
+
+    def study_versions(self, study_id: str) -> list[dict]:
+        with self._tx() as s:
+            return [
+                self._study_dict(st)
+                for st in s.scalars(select(Study).where(Study.study_id == study_id).order_by(Study.version))
+            ]
+
+    @staticmethod
+    def _study_dict(st: Study) -> dict:
+        return {
+            "pk": st.id,
+            "study_id": st.study_id,
+            "version": st.version,
+            "key": st.key,
+            "title": st.title,
+            "design_hash": st.design_hash,
+            "images_hash": st.images_hash,
+            "frozen_at": _aware(st.frozen_at),
+        }
+
+    def register_study(self, study_id: str, version: int, title: str, design_hash: str) -> dict:
+        """Create the study row, or return it if its design is unchanged.
+
+        A frozen study whose design changed is refused: bump ``version`` in the study file instead.
+        An unfrozen study may still be edited (its design hash is updated).
+        """
+        with self._tx() as s:
+            st = s.scalars(select(Study).where(Study.study_id == study_id, Study.version == version)).first()
+            if st is None:
+                st = Study(study_id=study_id, version=version, title=title, design_hash=design_hash)
+                s.add(st)
+                s.flush()
+            elif st.design_hash != design_hash:
+                if st.frozen_at is not None:
+                    raise StorageError(
+                        f"study {study_id!r} version {version} is frozen and its design changed "
+                        f"(stored hash {st.design_hash[:12]}…, file now {design_hash[:12]}…). "
+                        "Create a new version (raise `version` in the study file) instead of editing it."
+                    )
+                st.design_hash = design_hash
+                st.title = title
+            return self._study_dict(st)
+
+    def set_study_slot(self, study_pk: int, slot_key: str, image_id: str) -> None:
+        with self._tx() as s:
+            st = s.get(Study, study_pk)
+            if st is None:
+                raise StorageError(f"no study #{study_pk}")
+            if st.frozen_at is not None:
+                raise StorageError(f"study {st.key} is frozen: its images cannot change")
+            existing = s.get(StudySlot, (study_pk, slot_key))
+            if existing is None:
+                s.add(StudySlot(study_pk=study_pk, slot_key=slot_key, image_id=image_id))
+            else:
+                existing.image_id = image_id
+
+    def study_slots(self, study_pk: int) -> dict[str, ImageInfo]:
+        with self._tx() as s:
+            rows = s.execute(
+                select(StudySlot.slot_key, Image).join(Image, Image.id == StudySlot.image_id).where(
+                    StudySlot.study_pk == study_pk
+                )
+            ).all()
+            return {key: _image_info(img) for key, img in rows}
+
+    def freeze_study(self, study_pk: int, images_hash: str) -> dict:
+        with self._tx() as s:
+            st = s.get(Study, study_pk)
+            if st is None:
+                raise StorageError(f"no study #{study_pk}")
+            if st.frozen_at is not None:
+                if st.images_hash != images_hash:
+                    raise StorageError(f"study {st.key} is frozen with different images")
+                return self._study_dict(st)
+            st.images_hash = images_hash
+            st.frozen_at = utcnow()
+            return self._study_dict(st)
+
+    # ------------------------------------------------------------------ trials
+    def create_trial(
+        self,
+        *,
+        rater_pk: int,
+        prompt: str,
+        modality: str,
+        shown_order: Sequence[str],
+        study_pk: int | None = None,
+        item_key: str = "",
+        order_index: int | None = None,
+        is_repeat: bool = False,
+        prompt_id: str = "",
+    ) -> TrialInfo:
+        """Store a trial with the exact order its images will be shown in, before they are shown.
+
+        For a study trial that already exists at this ``order_index`` the stored one is returned (resume).
+        """
+        if not shown_order:
+            raise StorageError("a trial needs at least one image")
+        with self._tx() as s:
+            if study_pk is not None and order_index is not None:
+                existing = s.scalars(
+                    select(Trial).where(
+                        Trial.rater_pk == rater_pk, Trial.study_pk == study_pk, Trial.order_index == order_index
+                    )
+                ).first()
+                if existing is not None:
+                    return _trial_info(existing)
+            if order_index is None:
+                order_index = s.scalar(
+                    select(func.count()).select_from(Trial).where(Trial.rater_pk == rater_pk, Trial.study_pk.is_(None))
+                ) or 0
+            missing = set(shown_order) - set(s.scalars(select(Image.id).where(Image.id.in_(list(shown_order)))))
+            if missing:
+                raise StorageError(f"unknown image ids in trial: {sorted(missing)}")
+            t = Trial(
+                rater_pk=rater_pk,
+                study_pk=study_pk,
+                item_key=item_key,
+                order_index=order_index,
+                is_repeat=is_repeat,
+                prompt=prompt,
+                prompt_id=prompt_id,
+                modality=modality,
+                shown_order=list(shown_order),
+            )
+            s.add(t)
+            s.flush()
+            if not item_key:
+                t.item_key = f"live-{t.id}"
+            return _trial_info(t)
+
+    def trial(self, trial_id: int) -> TrialInfo | None:
+        with self._tx() as s:
+            t = s.get(Trial, trial_id)
+            return _trial_info(t) if t else None
+
+    def trials_for(self, rater_pk: int, study_pk: int | None) -> list[TrialInfo]:
+        with self._tx() as s:
+            q = select(Trial).where(Trial.rater_pk == rater_pk).order_by(Trial.order_index)
+            q = q.where(Trial.study_pk.is_(None)) if study_pk is None else q.where(Trial.study_pk == study_pk)
+            return [_trial_info(t) for t in s.scalars(q)]
+
+    def record_ratings(
+        self, trial_id: int, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False
+    ) -> RecordResult:
+        """Store all of a trial's answers in one transaction, or none.
+
+        The trial must belong to ``rater_pk`` and every answer must name an image of that trial.
+        A second submission of a submitted trial is a no-op (``status="duplicate"``) unless
+        ``allow_changes``; then changed answers are updated and their old versions kept in history.
+        """
+        if not answers:
+            raise StorageError("no answers to store")
+        now = utcnow()
+        try:
+            with self._tx() as s:
+                t = s.get(Trial, trial_id, with_for_update=True)
+                if t is None or t.rater_pk != rater_pk:
+                    raise AccessDenied("This trial is not yours.")
+                positions = {image_id: i + 1 for i, image_id in enumerate(t.shown_order)}
+                for a in answers:
+                    if a.image_id not in positions:
+                        raise AccessDenied("An answer names an image that is not part of this trial.")
+                if t.submitted_at is not None:
+                    if not allow_changes:
+                        return RecordResult("duplicate", 0)
+                    return self._change_answers(s, t, answers, now)
+                # The n-th showing of one image to one rater (a planned repeat, or a real image that
+                # appears beside several seeds) is attempt n-1: the unique key stays one answer per
+                # rater × image × question × showing, and a concurrent double submit still collides.
+                prior = {
+                    (image_id, question): n
+                    for image_id, question, n in s.execute(
+                        select(Rating.image_id, Rating.question, func.count())
+                        .where(Rating.rater_pk == rater_pk, Rating.image_id.in_(list(positions)))
+                        .group_by(Rating.image_id, Rating.question)
+                    )
+                }
+                shown_at = _aware(t.shown_at)
+                seconds = max(0.0, (now - shown_at).total_seconds())
+                for a in answers:
+                    s.add(
+                        Rating(
+                            trial_id=t.id,
+                            rater_pk=rater_pk,
+                            image_id=a.image_id,
+                            question=a.question,
+                            attempt=prior.get((a.image_id, a.question), 0),
+                            value=a.value,
+                            choices="|".join(a.choices),
+                            cant_judge=a.cant_judge,
+                            comment=a.comment,
+                            position=positions[a.image_id],
+                            answered_at=now,
+                            seconds=seconds,
+                        )
+                    )
+                t.submitted_at = now
+                s.flush()
+                return RecordResult("stored", len(answers))
+        except IntegrityError as exc:
+            again = self.trial(trial_id)
+            if again is not None and again.submitted_at is not None and not allow_changes:
+                return RecordResult("duplicate", 0)  # a concurrent submit of the same trial won
+            raise StorageError(f"these answers could not be stored; nothing was written ({exc.orig})") from None
+
+    @staticmethod
+    def _change_answers(s: Session, t: Trial, answers: Sequence[Answer], now: datetime) -> RecordResult:
+        existing = {(r.image_id, r.question): r for r in s.scalars(select(Rating).where(Rating.trial_id == t.id))}
+        changed = 0
+        for a in answers:
+            r = existing.get((a.image_id, a.question))
+            new = (a.value, "|".join(a.choices), a.cant_judge, a.comment)
+            if r is None:
+                raise StorageError(f"question {a.question!r} was not part of the original answers")
+            if (r.value, r.choices, r.cant_judge, r.comment) == new:
+                continue
+            s.add(
+                RatingHistory(
+                    rating_id=r.id,
+                    value=r.value,
+                    choices=r.choices,
+                    cant_judge=r.cant_judge,
+                    comment=r.comment,
+                    answered_at=_aware(r.answered_at),
+                    replaced_at=now,
+                )
+            )
+            r.value, r.choices, r.cant_judge, r.comment = new
+            r.answered_at = now
+            changed += 1
+        return RecordResult("changed" if changed else "duplicate", changed)
+
+    def rating_history(self, trial_id: int) -> list[dict]:
+        with self._tx() as s:
+            rows = s.execute(
+                select(Rating.image_id, Rating.question, RatingHistory)
+                .join(RatingHistory, RatingHistory.rating_id == Rating.id)
+                .where(Rating.trial_id == trial_id)
+                .order_by(RatingHistory.id)
+            ).all()
+            return [
+                {
+                    "image_id": image_id,
+                    "question": q,
+                    "value": h.value,
+                    "choices": h.choices,
+                    "cant_judge": h.cant_judge,
+                    "comment": h.comment,
+                    "answered_at": _aware(h.answered_at),
+                    "replaced_at": _aware(h.replaced_at),
+                }
+                for image_id, q, h in rows
+            ]
+
+    def trial_models(self, trial_id: int, rater_pk: int) -> list[tuple[int, str, str]]:
+        """(position, model, source) for each panel — only for the trial's own rater, only once submitted."""
+        with self._tx() as s:
+            t = s.get(Trial, trial_id)
+            if t is None or t.rater_pk != rater_pk:
+                raise AccessDenied("This trial is not yours.")
+            if t.submitted_at is None:
+                raise AccessDenied("Models are revealed only after this trial's ratings are stored.")
+            images = {i.id: i for i in s.scalars(select(Image).where(Image.id.in_(list(t.shown_order))))}
+            return [(p + 1, images[i].model, images[i].source) for p, i in enumerate(t.shown_order)]
+
+    # ------------------------------------------------------------------ read-outs
+    def count_ratings(self) -> int:
+        with self._tx() as s:
+            return s.scalar(select(func.count()).select_from(Rating)) or 0
+
+    def ratings_frame(self, study_key: str | None = None) -> pd.DataFrame:
+        """The tidy ratings frame (docs/CONTRACTS.md), one row per answer, plus ``rater_name``."""
+        q = (
+            select(
+                Study.study_id,
+                Study.version,
+                Rater.public_id,
+                Rater.name,
+                Trial.item_key,
+                Trial.id,
+                Rating.image_id,
+                Image.model,
+                Image.source,
+                Image.prompt_id,
+                Trial.prompt,
+                Image.prompt,
+                Image.modality,
+                Image.seed,
+                Rating.position,
+                Trial.shown_order,
+                Trial.order_index,
+                Rating.question,
+                Rating.value,
+                Rating.choices,
+                Rating.cant_judge,
+                Rating.comment,
+                Trial.shown_at,
+                Rating.answered_at,
+                Rating.seconds,
+                Trial.is_repeat,
+            )
+            .join(Trial, Trial.id == Rating.trial_id)
+            .join(Rater, Rater.id == Rating.rater_pk)
+            .join(Image, Image.id == Rating.image_id)
+            .outerjoin(Study, Study.id == Trial.study_pk)
+            .order_by(Rating.id)
+        )
+        with self._tx() as s:
+            rows = s.execute(q).all()
+        records = []
+        for r in rows:
+            (sid, ver, pub, name, item, tid, iid, model, source, pid, tprompt, iprompt, modality, seed, pos, order,
+             oidx, question, value, choices, cj, comment, shown, answered, secs, rep) = r
+            study = f"{sid}@v{ver}" if sid is not None else LIVE_STUDY
+            if study_key is not None and study != study_key and sid != study_key:
+                continue
+            records.append(
+                {
+                    "study": study,
+                    "rater_id": pub,
+                    "item_id": item,
+                    "trial_id": tid,
+                    "image_id": iid,
+                    "model": model,
+                    "source": source,
+                    "prompt_id": pid or "",
+                    # a real control is judged against the trial's prompt (its caption in a study)
+                    "prompt": tprompt or iprompt,
+                    "modality": modality,
+                    "seed": seed,
+                    "position": pos,
+                    "n_panels": len(order),
+                    "order_index": oidx,
+                    "question": question,
+                    "value": float(value) if value is not None and not cj else float("nan"),
+                    "choices": choices or "",
+                    "cant_judge": bool(cj),
+                    "comment": comment or "",
+                    "shown_at": _aware(shown),
+                    "answered_at": _aware(answered),
+                    "seconds": float(secs),
+                    "is_repeat": bool(rep),
+                    "rater_name": name,
+                }
+            )
+        return tidy_frame(records)
+
+
+TIDY_COLUMNS = (
+    "study", "rater_id", "item_id", "trial_id", "image_id", "model", "source", "prompt_id", "prompt", "modality",
+    "seed", "position", "n_panels", "order_index", "question", "value", "choices", "cant_judge", "comment",
+    "shown_at", "answered_at", "seconds", "is_repeat",
+)
+
+
+def tidy_frame(records: list[dict]) -> pd.DataFrame:
+    """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns)."""
+    columns = list(TIDY_COLUMNS) + ["rater_name"]
+    df = pd.DataFrame.from_records(records, columns=columns)
+    df["trial_id"] = df["trial_id"].astype("int64")
+    df["seed"] = df["seed"].astype("Int64")
+    for col in ("position", "n_panels", "order_index"):
+        df[col] = df[col].astype("int64")
+    df["value"] = df["value"].astype("float64")
+    df["seconds"] = df["seconds"].astype("float64")
+    df["cant_judge"] = df["cant_judge"].astype(bool)
+    df["is_repeat"] = df["is_repeat"].astype(bool)
+    for col in ("shown_at", "answered_at"):
+        df[col] = pd.to_datetime(df[col], utc=True)
+    for col in ("study", "rater_id", "item_id", "image_id", "model", "source", "prompt_id", "prompt", "modality",
+                "question", "choices", "comment", "rater_name"):
+        df[col] = df[col].astype(object)
+    return df
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,126 @@
+"""The live blinded arena: sign in, type a prompt, rate every model's image blind, see the reveal."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from ..service import LIVE_QUESTIONS, P2PApp
+from .common import build_panels, guarded, read_answers, show_trial
+
+MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
+
+
+def build_arena(app: P2PApp) -> None:
+    """Render the arena inside the current Blocks context."""
+    cfg = app.config
+    modalities = cfg.modalities()
+    n_panels = max(len(cfg.models_for(m)) for m in modalities)
+
+    session = gr.State(None)  # RaterSession, server-side only
+    trial = gr.State(None)  # current trial id, server-side only
+    n_shown = gr.State(0)
+
+    with gr.Column(visible=True) as signin_box:
+        gr.Markdown("### Sign in\nYour name identifies your ratings in the study data.")
+        name = gr.Textbox(label="Your name", max_length=100)
+        code = gr.Textbox(label="Access code", type="password", visible=bool(cfg.access_code))
+        signin_btn = gr.Button("Sign in", variant="primary")
+    message = gr.Markdown(visible=False)
+
+    with gr.Column(visible=False) as arena_box:
+        who = gr.Markdown()
+        with gr.Row():
+            modality = gr.Radio(
+                choices=[(MODALITY_LABELS[m], m) for m in modalities],
+                value=modalities[0],
+                label="Modality",
+                scale=1,
+            )
+            prompt = gr.Textbox(
+                label="Prompt",
+                placeholder="Describe the image, e.g. colonoscopy image with a single sessile polyp of 5-10 mm",
+                lines=2,
+                max_length=cfg.max_prompt_chars,
+                scale=4,
+            )
+        examples = gr.Dataset(
+            components=[prompt],
+            samples=[[p] for p in cfg.examples.get(modalities[0], ())],
+            label="Example prompts (click to use)",
+        )
+        generate_btn = gr.Button("Generate", variant="primary")
+        trial_prompt = gr.Markdown()
+        panels = build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=True)
+        submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
+        reveal_box = gr.Markdown()
+
+    guard = guarded(message)
+
+    @guard
+    def on_sign_in(name_value: str, code_value: str) -> dict:
+        rater = app.sign_in(name_value, code_value)
+        return {
+            session: rater,
+            signin_box: gr.Column(visible=False),
+            arena_box: gr.Column(visible=True),
+            who: gr.Markdown(f"Signed in as **{rater.name}**. Images are shown in random order; models are hidden."),
+            message: gr.Markdown(visible=False),
+        }
+
+    def on_modality(modality_value: str) -> dict:
+        return {examples: gr.Dataset(samples=[[p] for p in cfg.examples.get(modality_value, ())])}
+
+    def on_example(sample: list) -> dict:
+        return {prompt: gr.Textbox(value=sample[0] if sample else "")}
+
+    @guard
+    def on_generate(rater, modality_value: str, prompt_value: str, progress=gr.Progress()) -> dict:
+        shown = app.live_generate(rater, modality_value, prompt_value, progress=lambda f, d: progress(f, desc=d))
+        return {
+            trial: shown.trial_id,
+            n_shown: len(shown.panels),
+            trial_prompt: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),
+            submit_btn: gr.Button(interactive=True),
+            reveal_box: gr.Markdown(""),
+            message: gr.Markdown(visible=False),
+            **show_trial(panels, shown),
+        }
+
+    @guard
+    def on_submit(data: dict) -> dict:
+        answers = read_answers(panels, data, data[n_shown])
+        result = app.submit(data[session], data[trial], answers)
+        lines = [f"✅ {result.message}"]
+        if result.reveal:
+            lines.append("\n".join(f"- **{label}** was made by `{model}`" for label, model in result.reveal))
+        lines.append("Type a new prompt and press Generate to rate again.")
+        return {
+            submit_btn: gr.Button(interactive=False),
+            reveal_box: gr.Markdown("\n\n".join(lines)),
+            message: gr.Markdown(visible=False),
+        }
+
+    signin_outputs = [session, signin_box, arena_box, who, message]
+    signin_btn.click(on_sign_in, [name, code], signin_outputs, api_visibility="private")
+    name.submit(on_sign_in, [name, code], signin_outputs, api_visibility="private")
+    modality.change(on_modality, modality, examples, api_visibility="private", queue=False)
+    examples.click(on_example, examples, prompt, api_visibility="private", queue=False)
+    panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
+    generate_btn.click(
+        on_generate,
+        [session, modality, prompt],
+        [trial, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
+        api_visibility="private",
+        concurrency_limit=1,  # one generation at a time per device; the backend also locks each device
+        concurrency_id="generate",
+    )
+    submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
+    submit_btn.click(
+        on_submit,
+        submit_inputs,
+        [submit_btn, reveal_box, message],
+        api_visibility="private",
+        concurrency_limit=None,
+    )

@@ -1,0 +1,132 @@
+"""Pieces shared by the rater screens: the rating panel widgets and error handling for callbacks."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import gradio as gr
+
+from ..service import ShownTrial, UserError
+from ..storage import AccessDenied, StorageError
+from ..study import Question
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.p2p-demo-banner {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 10px;}
+.p2p-panel img {image-rendering:auto;}
+"""
+
+# Keyboard: 1–5 answers the focused panel's scale radio; Ctrl+Enter submits. Radios are also reachable
+# with Tab and the arrow keys, as native inputs.
+KEYBOARD_JS = """
+() => {
+  document.addEventListener('keydown', (e) => {
+    if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+      const btn = [...document.querySelectorAll('button')].find(b => b.offsetParent && /^Submit/.test(b.innerText.trim()));
+      if (btn) { btn.click(); e.preventDefault(); }
+    }
+  });
+}
+"""
+
+
+def choices_for(q: Question) -> list[tuple[str, int]]:
+    return [(f"{value} · {label}", value) for value, label in q.levels]
+
+
+@dataclass
+class PanelWidgets:
+    """One blinded panel: image + one input per question + "can't judge" + comment."""
+
+    column: gr.Column
+    image: gr.Image
+    inputs: dict[str, gr.components.Component]
+    cant_judge: gr.Checkbox
+    comment: gr.Textbox
+
+    def all_inputs(self) -> list[gr.components.Component]:
+        return [*self.inputs.values(), self.cant_judge, self.comment]
+
+    def read(self, data: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {key: data[widget] for key, widget in self.inputs.items()}
+        out["cant_judge"] = data[self.cant_judge]
+        out["comment"] = data[self.comment]
+        return out
+
+    def show(self, label: str | None, path: str | None) -> dict:
+        """Updates that show ``path`` (or hide the panel) with every answer cleared."""
+        updates: dict = {
+            self.column: gr.Column(visible=path is not None),
+            self.image: gr.Image(value=path, label=label or ""),
+            self.cant_judge: gr.Checkbox(value=False),
+            self.comment: gr.Textbox(value=""),
+        }
+        for widget in self.inputs.values():
+            updates[widget] = widget.__class__(value=None if not isinstance(widget, gr.CheckboxGroup) else [])
+        return updates
+
+
+def build_panels(n: int, questions: Sequence[Question], with_cant_judge: bool = True) -> list[PanelWidgets]:
+    panels = []
+    with gr.Row(equal_height=False):
+        for i in range(n):
+            with gr.Column(visible=False, min_width=220, elem_classes=["p2p-panel"]) as col:
+                image = gr.Image(
+                    label=f"Image {chr(65 + i)}",
+                    type="filepath",
+                    format="png",
+                    interactive=False,
+                    buttons=["fullscreen"],
+                )
+                inputs: dict[str, gr.components.Component] = {}
+                for q in questions:
+                    if q.kind == "scale":
+                        inputs[q.key] = gr.Radio(choices=choices_for(q), label=q.label, value=None)
+                    elif q.kind == "multi":
+                        inputs[q.key] = gr.CheckboxGroup(choices=list(q.options), label=q.label, value=[])
+                cant = gr.Checkbox(
+                    label="Can't judge / image failed to load", value=False, visible=with_cant_judge
+                )
+                comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4)
+            panels.append(PanelWidgets(col, image, inputs, cant, comment))
+    return panels
+
+
+def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict:
+    updates: dict = {}
+    shown = list(trial.panels) if trial else []
+    for i, widgets in enumerate(panels):
+        if i < len(shown):
+            updates |= widgets.show(shown[i].label, shown[i].path)
+        else:
+            updates |= widgets.show(None, None)
+    return updates
+
+
+def read_answers(panels: Sequence[PanelWidgets], data: dict, n: int) -> dict[int, dict[str, Any]]:
+    return {i + 1: panels[i].read(data) for i in range(n)}
+
+
+def guarded(message_box: gr.components.Component) -> Callable:
+    """Turn domain errors into a message for the person instead of an error page; nothing else changes."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (UserError, StorageError) as exc:
+                return {message_box: gr.Markdown(f"⚠️ {exc}", visible=True)}
+            except AccessDenied as exc:
+                return {message_box: gr.Markdown(f"⛔ {exc}", visible=True)}
+            except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
+                log.exception("unexpected error in %s", fn.__name__)
+                return {message_box: gr.Markdown("⚠️ Something went wrong on the server; nothing was saved. Try again.", visible=True)}
+
+        return inner
+
+    return wrap

@@ -1,0 +1,153 @@
+"""Storage on a real SQLite file: transactions, the unique constraint, history, the tidy frame."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+from PIL import Image
+
+from p2p_app.blinding import new_image_id, presentation_png, sha256_hex
+from p2p_app.storage import AccessDenied, Answer, Storage, StorageError
+
+
+@pytest.fixture()
+def storage(tmp_path):
+    s = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "images")
+    yield s
+    s.close()
+
+
+def add_image(storage: Storage, model: str = "m1", key: str | None = None, colour=(200, 10, 10)):
+    png = presentation_png(Image.new("RGB", (64, 64), colour), 32)
+    return storage.add_image(
+        image_id=new_image_id(), png=png, sha256=sha256_hex(png), size=32, model=model, source="generated",
+        prompt="a polyp", modality="colonoscopy", seed=1, cache_key=key,
+    )
+
+
+def make_trial(storage: Storage, n: int = 2):
+    rater = storage.sign_in_rater("Dr Who")
+    images = [add_image(storage, f"m{i}") for i in range(n)]
+    trial = storage.create_trial(
+        rater_pk=rater.pk, prompt="a polyp", modality="colonoscopy", shown_order=[i.id for i in images]
+    )
+    return rater, images, trial
+
+
+def full_answers(images, value=3):
+    return [Answer(i.id, q, value) for i in images for q in ("realism", "alignment")]
+
+
+def test_sqlite_is_wal_with_foreign_keys(storage, tmp_path):
+    with storage.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_record_and_double_submit_is_a_no_op(storage):
+    rater, images, trial = make_trial(storage)
+    assert storage.record_ratings(trial.id, rater.pk, full_answers(images)).status == "stored"
+    assert storage.record_ratings(trial.id, rater.pk, full_answers(images, 5)).status == "duplicate"
+    df = storage.ratings_frame()
+    assert len(df) == 4 and set(df["value"]) == {3.0}
+    assert sorted(df["position"].unique()) == [1, 2]
+    assert set(df["model"]) == {"m0", "m1"}
+
+
+def test_unique_constraint_in_the_database(storage, tmp_path):
+    rater, images, trial = make_trial(storage)
+    storage.record_ratings(trial.id, rater.pk, full_answers(images))
+    con = sqlite3.connect(tmp_path / "db.sqlite")
+    with pytest.raises(sqlite3.IntegrityError):
+        con.execute(
+            "INSERT INTO ratings (trial_id, rater_pk, image_id, question, attempt, value, choices, cant_judge, "
+            "comment, position, answered_at, seconds) VALUES (?, ?, ?, 'realism', 0, 1, '', 0, '', 1, "
+            "'2026-01-01', 1.0)",
+            (trial.id, rater.pk, images[0].id),
+        )
+    con.close()
+
+
+def test_all_or_nothing_when_an_answer_is_bad(storage):
+    rater, images, trial = make_trial(storage)
+    foreign = add_image(storage, "other")
+    bad = full_answers(images) + [Answer(foreign.id, "realism", 2)]
+    with pytest.raises(AccessDenied):
+        storage.record_ratings(trial.id, rater.pk, bad)
+    assert storage.count_ratings() == 0
+    assert storage.trial(trial.id).submitted_at is None
+
+
+def test_other_rater_cannot_submit_or_reveal(storage):
+    rater, images, trial = make_trial(storage)
+    other = storage.sign_in_rater("Someone else")
+    with pytest.raises(AccessDenied):
+        storage.record_ratings(trial.id, other.pk, full_answers(images))
+    with pytest.raises(AccessDenied, match="only after"):
+        storage.trial_models(trial.id, rater.pk)
+    storage.record_ratings(trial.id, rater.pk, full_answers(images))
+    assert [m for _, m, _ in storage.trial_models(trial.id, rater.pk)] == ["m0", "m1"]
+    with pytest.raises(AccessDenied):
+        storage.trial_models(trial.id, other.pk)
+
+
+def test_changed_answers_keep_history(storage):
+    rater, images, trial = make_trial(storage)
+    storage.record_ratings(trial.id, rater.pk, full_answers(images, 2))
+    changed = [Answer(images[0].id, "realism", 5)] + full_answers(images, 2)[1:]
+    result = storage.record_ratings(trial.id, rater.pk, changed, allow_changes=True)
+    assert result.status == "changed" and result.n_rows == 1
+    history = storage.rating_history(trial.id)
+    assert len(history) == 1 and history[0]["value"] == 2
+    df = storage.ratings_frame()
+    assert df.loc[(df.image_id == images[0].id) & (df.question == "realism"), "value"].item() == 5.0
+    assert len(df) == 4
+
+
+def test_concurrent_double_submit_stores_once(storage):
+    rater, images, trial = make_trial(storage, n=3)
+    results = []
+
+    def submit():
+        results.append(storage.record_ratings(trial.id, rater.pk, full_answers(images)).status)
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["duplicate"] * 3 + ["stored"]
+    assert storage.count_ratings() == 6
+
+
+def test_cache_key_is_unique_and_image_files_are_opaque(storage):
+    a = add_image(storage, key="k1")
+    b = add_image(storage, key="k1")
+    assert a.id == b.id
+    assert storage.count_images() == 1
+    assert a.file_path.endswith(f"{a.id}.png") and "m1" not in a.file_path
+    assert len(list(storage.image_dir.glob("*.png"))) == 1
+
+
+def test_trial_needs_known_images(storage):
+    rater = storage.sign_in_rater("x")
+    with pytest.raises(StorageError):
+        storage.create_trial(rater_pk=rater.pk, prompt="p", modality="radiology", shown_order=["nope"])
+    with pytest.raises(StorageError):
+        storage.create_trial(rater_pk=rater.pk, prompt="p", modality="radiology", shown_order=[])
+
+
+def test_sign_in_is_case_insensitive_and_stable(storage):
+    a = storage.sign_in_rater("Dr  Smith")
+    b = storage.sign_in_rater("dr smith")
+    assert a.pk == b.pk and a.public_id == b.public_id
+
+
+def test_empty_ratings_frame_has_the_documented_columns(storage):
+    from p2p_app.storage import TIDY_COLUMNS
+
+    df = storage.ratings_frame()
+    assert tuple(df.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS and df.empty
