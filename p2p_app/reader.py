@@ -293,3 +293,18 @@ def progress_frame(app: P2PApp, study: StudyDefinition) -> pd.DataFrame:
             }
         )
     return pd.DataFrame.from_records(records, columns=["rater_id", "name", "slot", "done", "total", "last_answer"])
+
+
+def coverage_frame(app: P2PApp, study: StudyDefinition) -> pd.DataFrame:
+    """Per item: how many distinct raters have answered it (first showings), and whether it is short of k."""
+    row = app.storage.study(study.id, study.version)
+    df = app.storage.ratings_frame(study_key(study)) if row else pd.DataFrame(columns=["item_id", "rater_id", "is_repeat"])
+    first = df[~df["is_repeat"].astype(bool)] if not df.empty else df
+    counts = first.groupby("item_id")["rater_id"].nunique() if not first.empty else pd.Series(dtype=int)
+    records = [
+        {"item_id": item.key, "raters": int(counts.get(item.key, 0)), "k": study.overlap_k}
+        for item in study.items()
+    ]
+    out = pd.DataFrame.from_records(records, columns=["item_id", "raters", "k"])
+    out["short_of_k"] = out["raters"] < out["k"]
+    return out

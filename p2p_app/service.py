@@ -73,6 +73,7 @@ class P2PApp:
     config: AppConfig
     storage: Storage
     registry: Registry
+    studies: Mapping[str, Any] = field(default_factory=dict)  # study key "id@vN" → StudyDefinition
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -96,6 +97,9 @@ class P2PApp:
         storage = Storage(config.resolved_database_url, config.image_dir)
         registry = Registry(config.models, cache_dir=config.model_cache_dir)
         app = cls(config=config, storage=storage, registry=registry)
+        from .reader import load_studies  # reader builds on this module
+
+        app.studies = load_studies(app)
         if load_models:
             registry.load_all()
         return app
@@ -105,6 +109,11 @@ class P2PApp:
         self.storage.close()
 
     # ------------------------------------------------------------------ sign-in
+    def check_admin(self, password: str) -> bool:
+        """True only for the configured admin password; an unset password opens nothing."""
+        expected = self.config.admin_password
+        return bool(expected) and hmac.compare_digest(expected.encode(), (password or "").encode())
+
     def sign_in(self, name: str, access_code: str = "") -> RaterSession:
         name = " ".join((name or "").split())
         if not name:

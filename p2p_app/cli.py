@@ -1,0 +1,297 @@
+"""The ``p2p`` command line: thin commands over the app object; domain errors become clean CLI errors.
+
+Heavy imports (torch, diffusers, gradio) happen inside the commands that need them, so ``p2p --help``
+and ``p2p export`` start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+CONFIG_HELP = "Config file (TOML). Default: the built-in demo with tiny models."
+
+
+def _common(fn: Callable) -> Callable:
+    """--config, --data-dir and --database-url, shared by every command that opens the app."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                  help="Folder for the database, images and built tiny models (default: ./p2p_data).")
+    @click.option("--database-url", default=None, help="SQLAlchemy database URL (default: SQLite in the data dir).")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _domain_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .config import ConfigError
+        from .service import UserError
+        from .storage import StorageError
+        from .study import StudyError
+
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, UserError, StorageError, StudyError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:  # e.g. a model entry the registry refuses at start-up
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, load_models: bool = False):
+    from .service import P2PApp
+
+    return P2PApp.create(config_path, data_dir=data_dir, database_url=database_url, load_models=load_models)
+
+
+def _study(app: Any, name: str):
+    """A study by key (``id@vN``), id, or path to its TOML file."""
+    from .reader import study_key
+    from .study import load_study
+
+    if name in app.studies:
+        return app.studies[name]
+    matches = [s for s in app.studies.values() if s.id == name]
+    if matches:
+        return max(matches, key=lambda s: s.version)
+    if Path(name).is_file():
+        return load_study(name, known_models=[m.name for m in app.config.models])
+    known = ", ".join(sorted({s.id for s in app.studies.values()})) or "none"
+    raise click.ClickException(f"unknown study {name!r}; the config has: {known} (or give a study.toml path)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Prompt to Polyp: blinded clinician evaluation of medical text-to-image models."""
+
+
+@main.command()
+@_common
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", default=7860, show_default=True, type=int, help="Port to listen on.")
+@_domain_errors
+def serve(config_path, data_dir, database_url, host, port) -> None:
+    """Start the rater app (/) and the admin app (/admin)."""
+    from .ui import serve as run_server
+
+    click.echo("Loading models (tiny demo models are built on first run)…")
+    app = _open_app(config_path, data_dir, database_url, load_models=True)
+    click.echo(f"Database: {app.config.resolved_database_url}")
+    if not app.config.admin_password:
+        click.echo("Admin area /admin is locked: set P2P_ADMIN_PASSWORD to open it.")
+    click.echo(f"Serving on http://{host}:{port}/  (admin: http://{host}:{port}/admin)")
+    run_server(app, host=host, port=port)
+
+
+@main.command()
+@click.argument("out", type=click.Path(dir_okay=False))
+@_common
+@click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
+@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet"]), default=None,
+              help="long CSV (one row per answer), wide CSV (one row per image) or Parquet. Default: from OUT's suffix.")
+@_domain_errors
+def export(out, config_path, data_dir, database_url, study, fmt) -> None:
+    """Write the ratings to OUT (analysis-ready, models unblinded)."""
+    from . import export as exporter
+
+    app = _open_app(config_path, data_dir, database_url)
+    df = app.storage.ratings_frame(study)
+    fmt = fmt or ("parquet" if out.endswith(".parquet") else "long")
+    {"long": exporter.write_long_csv, "wide": exporter.write_wide_csv, "parquet": exporter.write_parquet}[fmt](df, out)
+    click.echo(f"Wrote {len(df)} answers ({fmt}) to {out}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            seeds.extend(range(int(lo), int(hi) + 1))
+        else:
+            seeds.append(int(part))
+    if not seeds or any(s < 0 for s in seeds):
+        raise click.BadParameter("give seeds like 0,1,2 or 0-9")
+    return seeds
+
+
+@main.command()
+@_common
+@click.option("--prompts", "prompts_csv", required=True, type=click.Path(dir_okay=False),
+              help="CSV with columns prompt_id,prompt[,modality].")
+@click.option("--seeds", default="0", show_default=True, help="Seeds: 0,1,2 or 0-9.")
+@click.option("--models", default=None, help="Comma-separated model names (default: all of each prompt's modality).")
+@_domain_errors
+def generate(config_path, data_dir, database_url, prompts_csv, seeds, models) -> None:
+    """Pre-generate images for PROMPTS × SEEDS × MODELS (resumable; works under `accelerate launch`)."""
+    from tqdm import tqdm
+
+    from .batch import my_share, plan_jobs, read_prompts, run_jobs
+
+    try:
+        seed_list = _parse_seeds(seeds)
+    except ValueError:
+        raise click.BadParameter("give seeds like 0,1,2 or 0-9", param_hint="--seeds") from None
+    app = _open_app(config_path, data_dir, database_url)
+    prompts = read_prompts(prompts_csv)
+    jobs = my_share(plan_jobs(app, prompts, seed_list, models.split(",") if models else None))
+    bar = tqdm(total=len(jobs), unit="img", desc=f"generating (process {os.environ.get('RANK', '0')})")
+    try:
+        report = run_jobs(app, jobs, on_done=lambda job, status: bar.update(1))
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo("Interrupted: images made so far are stored; run the same command again to resume.", err=True)
+        sys.exit(130)
+    bar.close()
+    click.echo(f"made {report.made}, already there {report.skipped}, failed {len(report.failures)}")
+    for job, message in report.failures:
+        click.echo(f"FAILED {job.model} {job.prompt_id} seed {job.seed}: {message}", err=True)
+    if report.failures:
+        sys.exit(1)
+
+
+@main.group()
+def study() -> None:
+    """Frozen reader studies: generate, verify, progress."""
+
+
+@study.command("generate")
+@click.argument("name")
+@_common
+@_domain_errors
+def study_generate(name, config_path, data_dir, database_url) -> None:
+    """Pre-generate NAME's images, import its real images, and freeze it."""
+    from tqdm import tqdm
+
+    from .reader import prepare_study
+
+    app = _open_app(config_path, data_dir, database_url)
+    st = _study(app, name)
+    slots = [s for s in st.image_slots() if not s.is_real]
+    bar = tqdm(total=len(slots), unit="img", desc=f"{st.id} v{st.version}")
+    report = prepare_study(app, st, on_done=lambda job, status: bar.update(1))
+    bar.close()
+    click.echo(
+        f"{report.study}: made {report.made}, reused {report.reused}, real imported {report.real_imported}, "
+        f"failed {len(report.failures)}"
+    )
+    for failure in report.failures:
+        click.echo(f"FAILED {failure}", err=True)
+    if report.frozen:
+        click.echo(f"frozen: design {report.design_hash}\n        images {report.images_hash}")
+    else:
+        click.echo("not frozen: fix the failures and run again", err=True)
+        sys.exit(1)
+
+
+@study.command("verify")
+@click.argument("name")
+@_common
+@_domain_errors
+def study_verify(name, config_path, data_dir, database_url) -> None:
+    """Check that NAME's design and every image are unchanged since it was frozen."""
+    from .reader import verify_study
+
+    app = _open_app(config_path, data_dir, database_url)
+    report = verify_study(app, _study(app, name))
+    for problem in report.problems:
+        click.echo(f"PROBLEM {problem}", err=True)
+    if not report.ok:
+        sys.exit(1)
+    click.echo(f"{report.study}: OK, design and images unchanged")
+
+
+@study.command("status")
+@click.argument("name")
+@_common
+@_domain_errors
+def study_status(name, config_path, data_dir, database_url) -> None:
+    """Per-rater progress of NAME."""
+    from .reader import progress_frame
+
+    app = _open_app(config_path, data_dir, database_url)
+    df = progress_frame(app, _study(app, name))
+    click.echo(df.to_string(index=False) if not df.empty else "no raters yet")
+
+
+@main.group()
+def raters() -> None:
+    """Study raters and their invite links."""
+
+
+@raters.command("add")
+@click.argument("name")
+@click.option("--study", "study_name", required=True, help="Study id (or id@vN).")
+@click.option("--base-url", default="http://127.0.0.1:7860/", show_default=True, help="Public address of the app.")
+@_common
+@_domain_errors
+def raters_add(name, study_name, base_url, config_path, data_dir, database_url) -> None:
+    """Create rater NAME for a study and print their personal invite link."""
+    from .reader import add_rater
+
+    app = _open_app(config_path, data_dir, database_url)
+    st = _study(app, study_name)
+    session, token = add_rater(app, st, name)
+    click.echo(f"{session.name} ({session.public_id}) → {base_url.rstrip('/')}/?token={token}")
+
+
+@raters.command("list")
+@click.option("--study", "study_name", default=None, help="Only this study.")
+@_common
+@_domain_errors
+def raters_list(study_name, config_path, data_dir, database_url) -> None:
+    """List raters (id, name, study, slot)."""
+    from .reader import study_key
+
+    app = _open_app(config_path, data_dir, database_url)
+    key = study_key(_study(app, study_name)) if study_name else None
+    for r in app.storage.raters(key):
+        click.echo(f"{r.public_id}\t{r.name}\t{r.study_key}\tslot={r.slot}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@_common
+@_domain_errors
+def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
+    """One self-contained HTML report (figures + tables) for study NAME ('live' for the arena)."""
+    from .reader import progress_frame, study_key
+    from .report import build_report
+
+    app = _open_app(config_path, data_dir, database_url)
+    if name == "live":
+        df, title, progress = app.storage.ratings_frame("live"), f"{app.config.title}: live arena", None
+    else:
+        st = _study(app, name)
+        df, title, progress = app.storage.ratings_frame(study_key(st)), st.title, progress_frame(app, st)
+    Path(out).write_text(build_report(df, title, progress=progress, n_boot=bootstrap), encoding="utf-8")
+    click.echo(f"Wrote {out} ({len(df)} answers)")
+
+
+@main.command()
+def settings() -> None:
+    """List every config setting with its default and meaning."""
+    from .config import SETTINGS
+
+    for s in SETTINGS:
+        env = f" (env {s.env})" if s.env else ""
+        click.echo(f"{s.name} = {s.default!r}{env}\n    {s.help}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

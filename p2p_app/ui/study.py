@@ -1,0 +1,128 @@
+"""Reader-study screens: sign in (name or personal invite link), work through the assigned items, resume."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from .. import reader
+from ..service import P2PApp, ShownTrial
+from ..study import StudyDefinition
+from .common import build_panels, guarded, read_answers, show_trial
+
+
+def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
+    pct = 0 if not total else round(100 * done / total)
+    return (
+        f"<div><progress max='{total or 1}' value='{done}' style='width:100%'></progress>"
+        f"<div>{done} of {total} items done ({pct}%)</div></div>"
+    )
+
+
+def build_study(app: P2PApp, demo: gr.Blocks) -> None:
+    """One tab per study; a ``?token=`` link signs its rater in to the right study on page load."""
+    studies = list(app.studies.values())
+    tab_ids = {reader.study_key(s): f"study-{i}" for i, s in enumerate(studies)}
+    with gr.Tabs() as tabs:
+        loaders = []
+        for st in studies:
+            with gr.Tab(st.title, id=tab_ids[reader.study_key(st)]):
+                loaders.append(_build_one(app, st))
+
+    def on_load(request: gr.Request) -> dict:
+        token = (request.query_params.get("token") or "") if request else ""
+        if not token:
+            return {}
+        rater = app.storage.rater_by_token(token)
+        if rater is None or rater.study_key not in tab_ids:
+            return {}
+        return {tabs: gr.Tabs(selected=tab_ids[rater.study_key])}
+
+    demo.load(on_load, None, tabs, api_visibility="private", queue=False)
+    for load in loaders:
+        load(demo)
+
+
+def _build_one(app: P2PApp, st: StudyDefinition):
+    n_panels = max(item.n_panels for item in st.items())
+    session = gr.State(None)
+    trial = gr.State(None)
+    n_shown = gr.State(0)
+    invite = "Open your personal invite link, or type your name." if st.open or st.raters else "Open your personal invite link."
+
+    with gr.Column() as signin_box:
+        gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
+        name = gr.Textbox(label="Your name", max_length=100, visible=bool(st.open or st.raters))
+        signin_btn = gr.Button("Start / continue", variant="primary", visible=bool(st.open or st.raters))
+    message = gr.Markdown(visible=False)
+    with gr.Column(visible=False) as work_box:
+        who = gr.Markdown()
+        with gr.Accordion("Instructions", open=False):
+            gr.Markdown(html.escape(st.instructions))
+        progress = gr.HTML()
+        prompt_md = gr.Markdown()
+        panels = build_panels(n_panels, st.questions, with_cant_judge=True)
+        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
+    done_box = gr.Markdown(visible=False)
+
+    guard = guarded(message)
+
+    def show_next(rater) -> dict:
+        shown = reader.next_trial(app, st, rater)
+        if shown is None:
+            return {
+                trial: None,
+                n_shown: 0,
+                work_box: gr.Column(visible=False),
+                done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
+                message: gr.Markdown(visible=False),
+            }
+        label = "Caption" if shown.prompt and len(shown.panels) == 1 else "Prompt"
+        return {
+            trial: shown.trial_id,
+            n_shown: len(shown.panels),
+            work_box: gr.Column(visible=True),
+            done_box: gr.Markdown(visible=False),
+            progress: gr.HTML(_progress_html(shown, shown.total, shown.done)),
+            prompt_md: gr.Markdown(f"**{label}:** {html.escape(shown.prompt)}"),
+            message: gr.Markdown(visible=False),
+            **show_trial(panels, shown),
+        }
+
+    @guard
+    def on_sign_in(name_value: str, request: gr.Request) -> dict:
+        token = (request.query_params.get("token") or "") if request else ""
+        rater = reader.sign_in(app, st, token=token, name="" if token else name_value)
+        return {
+            session: rater,
+            signin_box: gr.Column(visible=False),
+            who: gr.Markdown(f"Signed in as **{html.escape(rater.name)}**. Your answers are saved as you go; you can close the page and continue later."),
+            **show_next(rater),
+        }
+
+    @guard
+    def on_auto_sign_in(request: gr.Request) -> dict:
+        token = (request.query_params.get("token") or "") if request else ""
+        rater = app.storage.rater_by_token(token) if token else None
+        if rater is None or rater.study_key != reader.study_key(st):
+            return {}
+        return on_sign_in("", request)
+
+    @guard
+    def on_submit(data: dict) -> dict:
+        answers = read_answers(panels, data, data[n_shown])
+        reader.submit_trial(app, st, data[session], data[trial], answers)
+        return show_next(data[session])
+
+    panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
+    outputs = [session, signin_box, who, trial, n_shown, work_box, done_box, progress, prompt_md, message, *panel_outputs]
+    signin_btn.click(on_sign_in, name, outputs, api_visibility="private")
+    name.submit(on_sign_in, name, outputs, api_visibility="private")
+    submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
+    submit_btn.click(on_submit, submit_inputs, outputs[3:], api_visibility="private", concurrency_limit=None)
+
+    def attach(demo: gr.Blocks) -> None:
+        demo.load(on_auto_sign_in, None, outputs, api_visibility="private")
+
+    return attach
