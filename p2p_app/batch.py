@@ -124,7 +124,7 @@ def run_jobs(
         for job in jobs:
             if job.model != current:
                 if current is not None:
-                    app.registry.release(current)
+                    app.registry.get(current).close()
                 current = job.model
             try:
                 generator = app.registry.get(job.model)
@@ -146,5 +146,5 @@ def run_jobs(
                 on_done(job, status)
     finally:
         if current is not None:
-            app.registry.release(current)
+            app.registry.get(current).close()
     return report

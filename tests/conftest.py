@@ -1,0 +1,50 @@
+"""Shared fixtures: the demo config's tiny models are built and loaded once per test session; each test
+gets its own SQLite database and image folder through the same constructors a user's app goes through."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory):
+    """The demo config's six tiny models (three families × two modalities), loaded once."""
+    from generators import Registry
+    from p2p_app.config import load_config
+
+    config = load_config(data_dir=str(tmp_path_factory.mktemp("models")))
+    registry = Registry(config.models, cache_dir=config.model_cache_dir)
+    registry.load_all()
+    yield registry
+    registry.close()
+
+
+def make_app(data_dir: Path, registry, **overrides):
+    """A P2PApp on a fresh SQLite database in ``data_dir``, sharing the loaded tiny models."""
+    from p2p_app.config import load_config
+    from p2p_app.reader import load_studies
+    from p2p_app.service import P2PApp
+    from p2p_app.storage import Storage
+
+    config = load_config(data_dir=str(data_dir))
+    if overrides:
+        config = replace(config, **overrides)
+    app = P2PApp(config=config, storage=Storage(config.resolved_database_url, config.image_dir), registry=registry)
+    app.studies = load_studies(app)
+    return app
+
+
+@pytest.fixture()
+def app(tmp_path, demo_registry):
+    a = make_app(tmp_path / "data", demo_registry)
+    yield a
+    a.storage.close()
