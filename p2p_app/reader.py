@@ -169,13 +169,11 @@ def add_rater(app: P2PApp, study: StudyDefinition, name: str) -> tuple[RaterSess
 def _slot_for(app: P2PApp, study: StudyDefinition, name: str) -> int:
     if not name:
         raise UserError("Type your name.")
-    if study.raters:
-        lowered = [r.lower() for r in study.raters]
-        if name.lower() not in lowered:
-            raise UserError(f"{name!r} is not a rater of this study.")
-        return lowered.index(name.lower())
     joined = len(app.storage.raters(study_key(study)))
-    return joined % study.n_raters
+    try:
+        return assignment.slot_for_rater(study, rater=name, join_index=joined)
+    except ValueError:
+        raise UserError(f"{name!r} is not a rater of this study.") from None
 
 
 def sign_in(app: P2PApp, study: StudyDefinition, *, token: str = "", name: str = "") -> RaterSession:
@@ -221,6 +219,7 @@ def next_trial(app: P2PApp, study: StudyDefinition, session: RaterSession) -> Sh
     row = _study_row(app, study)
     slot = _slot(app, session)
     sequence = assignment.rater_sequence(study, slot)
+    orders = assignment.sequence_panel_orders(study, slot, sequence)  # repeats get a new panel order
     trials = {t.order_index: t for t in app.storage.trials_for(session.rater_pk, row["pk"])}
     done = sum(1 for t in trials.values() if t.submitted_at is not None)
     items = study.item_map()
@@ -232,7 +231,7 @@ def next_trial(app: P2PApp, study: StudyDefinition, session: RaterSession) -> Sh
         if t is None:
             slots = slots or app.storage.study_slots(row["pk"])
             item = items[a.item_key]
-            order = assignment.panel_order(item.n_panels, study.id, slot, a.order_index)
+            order = orders[a.order_index]
             shown = [slots[item.slots[i].key].id for i in order]
             t = app.storage.create_trial(
                 rater_pk=session.rater_pk,

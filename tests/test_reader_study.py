@@ -1,0 +1,191 @@
+"""Frozen reader studies through the app: prepare + freeze + verify, assignment balance with simulated raters,
+resume after a restart, the unique constraint, answer history, and refusal of edits to a frozen design."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import make_app
+from p2p_app import reader
+from p2p_app.service import UserError
+from p2p_app.storage import AccessDenied
+from p2p_app.study import load_study, write_study
+
+ROOT = Path(__file__).resolve().parent.parent
+REAL = ROOT / "studies" / "colonoscopy_pilot" / "controls"
+
+
+def small_study(folder: Path, **overrides) -> Path:
+    """3 prompts (one with a real image) × 2 models × 1 seed + 1 control, single design, 3 listed raters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REAL / "bleeding.png", folder / "real.png")
+    settings = {
+        "id": "mini",
+        "version": 1,
+        "title": "Mini study",
+        "instructions": "Rate each image.",
+        "modality": "colonoscopy",
+        "design": "single",
+        "models": ["colon-msdm-tiny", "colon-flux-tiny"],
+        "seeds": [3],
+        "overlap_k": 2,
+        "repeat_fraction": 0.25,
+        "raters": ["ann", "ben", "cat"],
+    }
+    settings.update(overrides)
+    prompts = [
+        {"prompt_id": "p1", "prompt": "a 5 mm sessile polyp in the sigmoid colon", "real_image": "real.png"},
+        {"prompt_id": "p2", "prompt": "ulcerative colitis with erosions", "real_image": ""},
+        {"prompt_id": "p3", "prompt": "cecum with appendiceal orifice", "real_image": ""},
+    ]
+    (folder / "controls").mkdir(exist_ok=True)
+    shutil.copy(REAL / "snare_polyp.png", folder / "controls" / "c1.png")
+    controls = [{"control_id": "c1", "file": "c1.png", "caption": "a polyp in a snare"}]
+    return write_study(folder, settings, prompts, controls)
+
+
+@pytest.fixture()
+def study_app(tmp_path, demo_registry):
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    yield app, st
+    app.storage.close()
+
+
+def answer_all(app, st, session, value=3):
+    """Answer the rater's whole sequence; returns the number of trials answered."""
+    n = 0
+    while (shown := reader.next_trial(app, st, session)) is not None:
+        answers = {p.position: {"realism": value, "alignment": value} for p in shown.panels}
+        assert reader.submit_trial(app, st, session, shown.trial_id, answers).status == "stored"
+        n += 1
+    return n
+
+
+def test_prepare_freezes_and_verify_detects_tampering(study_app):
+    app, st = study_app
+    report = reader.prepare_study(app, st)
+    assert report.frozen and report.made == 6 and report.real_imported == 2 and not report.failures
+    assert reader.verify_study(app, st).ok
+    again = reader.prepare_study(app, st)  # idempotent: nothing regenerated
+    assert again.made == 0 and again.frozen
+    some = next(iter(app.storage.study_slots(app.storage.study(st.id, st.version)["pk"]).values()))
+    Path(some.file_path).write_bytes(Path(some.file_path).read_bytes() + b"x")
+    bad = reader.verify_study(app, st)
+    assert not bad.ok and any("changed" in p for p in bad.problems)
+
+
+def test_editing_a_frozen_design_is_refused_unless_new_version(study_app, tmp_path):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    edited = load_study(small_study(tmp_path / "mini", seeds=[4]), known_models=[m.name for m in app.config.models])
+    with pytest.raises(UserError, match="frozen.*new version"):
+        reader.prepare_study(app, edited)
+    assert not reader.verify_study(app, edited).ok
+    v2 = load_study(small_study(tmp_path / "mini", seeds=[4], version=2), known_models=[m.name for m in app.config.models])
+    assert reader.prepare_study(app, v2).frozen
+
+
+def test_not_ready_study_is_refused(study_app):
+    app, st = study_app
+    session = reader.sign_in(app, st, name="ann")
+    with pytest.raises(UserError, match="not ready"):
+        reader.next_trial(app, st, session)
+
+
+def test_every_item_reaches_k_raters_and_repeats_are_marked(study_app):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    sessions = [reader.sign_in(app, st, name=n) for n in st.raters]
+    for s in sessions:
+        assert answer_all(app, st, s) > 0
+    cov = reader.coverage_frame(app, st)
+    assert (cov["raters"] == st.overlap_k).all(), cov
+    df = app.storage.ratings_frame(reader.study_key(st))
+    assert df["is_repeat"].any()
+    # repeats are never adjacent to their first showing
+    for (rater, item), g in df.groupby(["rater_id", "item_id"]):
+        idx = sorted(g["order_index"].unique())
+        if len(idx) > 1:
+            assert idx[1] - idx[0] >= 2
+    # position shown and n_panels are stored; real images are marked as real
+    assert set(df.loc[df.model == "real", "source"]) == {"real"}
+    assert df.loc[df.item_id.str.startswith("control:"), "prompt"].eq("a polyp in a snare").all()
+
+
+def test_resume_after_restart(study_app, demo_registry, tmp_path):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    session = reader.sign_in(app, st, name="ben")
+    first = reader.next_trial(app, st, session)
+    reader.submit_trial(app, st, session, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
+    second = reader.next_trial(app, st, session)
+    assert second.done == 1
+    app.storage.close()
+
+    restarted = make_app(tmp_path / "data", demo_registry)  # same database, new process state
+    restarted.studies = {reader.study_key(st): st}
+    again = reader.sign_in(restarted, st, name="BEN")
+    resumed = reader.next_trial(restarted, st, again)
+    assert resumed.trial_id == second.trial_id and resumed.order_index == second.order_index
+    assert [p.image_id for p in resumed.panels] == [p.image_id for p in second.panels]
+    restarted.storage.close()
+
+
+def test_unique_answers_and_history(tmp_path, demo_registry):
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    s = reader.sign_in(app, st, name="cat")
+    shown = reader.next_trial(app, st, s)
+    ans = {p.position: {"realism": 2, "alignment": 2} for p in shown.panels}
+    assert reader.submit_trial(app, st, s, shown.trial_id, ans).status == "stored"
+    ans[1]["realism"] = 5
+    assert reader.submit_trial(app, st, s, shown.trial_id, ans).status == "changed"
+    history = app.storage.rating_history(shown.trial_id)
+    assert [h["value"] for h in history] == [2]
+    df = app.storage.ratings_frame()
+    assert len(df) == 2 * len(shown.panels)
+
+
+def test_cant_judge_is_recorded_not_scored(study_app):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    s = reader.sign_in(app, st, name="ann")
+    shown = reader.next_trial(app, st, s)
+    reader.submit_trial(app, st, s, shown.trial_id, {1: {"cant_judge": True}})
+    df = app.storage.ratings_frame()
+    assert df["cant_judge"].all() and df["value"].isna().all()
+
+
+def test_sign_in_rules(study_app):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    with pytest.raises(UserError, match="not a rater"):
+        reader.sign_in(app, st, name="mallory")
+    session, token = reader.add_rater(app, st, "ann")
+    assert reader.sign_in(app, st, token=token).rater_pk == session.rater_pk
+    with pytest.raises(UserError, match="invite link"):
+        reader.sign_in(app, st, name="ann")  # a rater with a token uses it
+    with pytest.raises(UserError, match="not valid"):
+        reader.sign_in(app, st, token="forged-token")
+
+
+def test_other_raters_trials_are_refused(study_app):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    ann = reader.sign_in(app, st, name="ann")
+    ben = reader.sign_in(app, st, name="ben")
+    shown = reader.next_trial(app, st, ann)
+    with pytest.raises(AccessDenied):
+        reader.submit_trial(app, st, ben, shown.trial_id, {1: {"realism": 1, "alignment": 1}})
+    assert app.storage.count_ratings() == 0
+
+
+def test_shipped_studies_load_with_the_demo_models(app):
+    assert {"colonoscopy_pilot@v1", "radiology_pilot@v1"} <= set(app.studies)
