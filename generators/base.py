@@ -8,16 +8,24 @@ A generator receives everything it needs through its constructor and has one ent
 from __future__ import annotations
 
 import abc
+import hashlib
+import json
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from PIL import Image
 
 MODALITIES = ("colonoscopy", "radiology")
+MAX_SEED = 2**63 - 1  # seeds fit a signed 64-bit database column
 
 
 class GenerationError(RuntimeError):
     """A generation failed for a reason the user should read (names the model and settings)."""
+
+
+class ModelLoadError(ValueError):
+    """A configured model cannot be loaded (missing or corrupt folder, bad LoRA, ...); names the entry."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,26 @@ def check_modality(modality: str) -> str:
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
     return modality
+
+
+def check_seed(seed: int) -> int:
+    """Return ``seed`` as an int, or raise ValueError (seeds are integers in 0 .. 2**63 - 1)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def cache_key(spec_name: str, prompt: str, seed: int, effective_params: Mapping[str, Any]) -> str:
+    """Stable key of one generation: sha256 of canonical JSON of (model name, prompt, seed, params).
+
+    ``prompt`` should be the normalised prompt (``GenerationResult.prompt`` / ``check_prompt``'s result) and
+    ``effective_params`` what :meth:`Generator.effective_params` returned, so a changed default or override
+    changes the key. The model is identified by name only: give a model a new name when its weights change.
+    Keys are equal across processes and machines.
+    """
+    payload = {"model": spec_name, "prompt": prompt, "seed": int(seed), "params": dict(effective_params)}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Generator(abc.ABC):

@@ -80,7 +80,7 @@ def test_rater_flow_end_to_end(server, tmp_path):
     page.set(ids["modality"], "colonoscopy")
     page.set(ids["prompt"], PROMPT)
     out = page.trigger(ids["generate"])
-    shown = [out[c] for c in ids["images"]]
+    shown = [page.values[c] for c in ids["images"]]
     assert all(v and v.get("url") for v in shown), out
     urls = [v["url"] for v in shown]
     for v in shown:

@@ -88,13 +88,13 @@ def build_admin(app: P2PApp) -> None:
         hours = (df.assign(hour=df["answered_at"].dt.floor("h")).groupby("hour").size().rename("answers").reset_index()
                  if not df.empty else pd.DataFrame(columns=["hour", "answers"]))
         result = analyze(df, n_boot=200, seed=0)
-        figs = list(figures(result, df).values())[:FIGURE_SLOTS]
+        figs = list(figures(result, df, progress=None if key == LIVE_STUDY else prog).values())[:FIGURE_SLOTS]
         updates = {
             summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."),
             raters_table: prog,
             per_hour: hours.astype({"hour": str}) if not hours.empty else hours,
             short_table: short,
-            stats_table: result.model_summary,
+            stats_table: result.scores,
             message: gr.Markdown(visible=False),
         }
         for i, plot in enumerate(plots):

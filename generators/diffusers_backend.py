@@ -1,0 +1,633 @@
+"""Text-to-image generation with any diffusers pipeline.
+
+:class:`DiffusersGenerator` loads a pipeline with ``from_pretrained`` (a hub id or a local folder, real or
+tiny), keeps it warm, and makes one image per :meth:`~DiffusersGenerator.generate` call, seeded with a CPU
+``torch.Generator`` so that the same model + prompt + seed + parameters give the same pixels.
+
+:class:`DevicePool` is shared by every generator of a process: it holds one lock per device (two
+pipelines never run on one device at once), places each newly loaded model on the least-loaded GPU, and
+falls back to diffusers' ``enable_model_cpu_offload()`` when a model does not fit in free GPU memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import importlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+
+from .base import (
+    GenerationError,
+    GenerationResult,
+    Generator,
+    ModelLoadError,
+    check_modality,
+    check_seed,
+)
+from .families import DTYPES, LORA_SCALE, Family, family_defaults, get_family
+
+log = logging.getLogger(__name__)
+
+GiB = 1024**3
+LORA_ADAPTER = "p2p_lora"
+_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Tried in order to find the tokenizer that reads the prompt first.
+_TOKENIZER_PREFERENCE = ("tokenizer", "prior_tokenizer")
+
+
+# ----------------------------------------------------------------------------------------------- devices
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model lives: ``device`` runs it; ``offload`` keeps weights in CPU memory between uses."""
+
+    device: str
+    offload: bool = False
+
+
+def _parse_device(device: str | None) -> str | None:
+    """Normalise a device request: None/"auto" -> None, "cpu", "cuda", "cuda:N". Raises ValueError otherwise."""
+    if device is None or device == "auto":
+        return None
+    if not isinstance(device, str):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if parsed.type == "cpu":
+        return "cpu"
+    return str(parsed)
+
+
+def choose_placement(
+    nbytes: int,
+    free: Mapping[str, int],
+    models: Mapping[str, int],
+    headroom_bytes: int = 2 * GiB,
+    headroom_fraction: float = 0.15,
+) -> Placement:
+    """Pick the device with the most free memory (ties: fewest models placed, then order given).
+
+    The model is placed whole if its weights plus headroom fit in that device's free memory; otherwise it
+    is placed there with CPU offload (only one component at a time needs to fit).
+    """
+    order = list(free)
+    best = max(order, key=lambda d: (free[d], -models.get(d, 0), -order.index(d)))
+    need = nbytes + headroom_bytes + int(headroom_fraction * nbytes)
+    return Placement(best, offload=free[best] < need)
+
+
+class DevicePool:
+    """The devices generators may use, with one lock per device and memory-aware placement.
+
+    ``devices=None`` means every visible CUDA device, or the CPU when there is none. Pass one pool to
+    every generator of a process (the :class:`~generators.registry.Registry` does); generators on
+    different devices run concurrently, generators on the same device take turns.
+
+    A model is placed on the candidate GPU with the most free memory (ties: the one holding fewer
+    models). If the model's weights plus headroom (``headroom_bytes + headroom_fraction * weights``)
+    exceed that free memory, it is loaded with ``enable_model_cpu_offload()`` on that GPU instead.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[str] | None = None,
+        *,
+        headroom_bytes: int = 2 * GiB,
+        headroom_fraction: float = 0.15,
+    ) -> None:
+        if devices is None:
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            devices = [f"cuda:{i}" for i in range(n)] or ["cpu"]
+        keys: list[str] = []
+        for d in devices:
+            key = _parse_device(d)
+            if key is None:
+                raise ValueError("list concrete devices in a DevicePool ('cpu', 'cuda:0', ...), not 'auto'")
+            if key.startswith("cuda"):
+                if not torch.cuda.is_available():
+                    raise ValueError(f"device {d!r} was requested but CUDA is not available on this machine")
+                if key == "cuda":
+                    key = f"cuda:{torch.cuda.current_device()}"
+                if int(key.split(":")[1]) >= torch.cuda.device_count():
+                    raise ValueError(f"device {d!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+            if key not in keys:
+                keys.append(key)
+        if not keys:
+            raise ValueError("a DevicePool needs at least one device")
+        self._devices = tuple(keys)
+        self._locks = {k: threading.Lock() for k in (*keys, "cpu")}
+        self._models = dict.fromkeys(self._locks, 0)
+        self._placement_lock = threading.Lock()
+        self.headroom_bytes = int(headroom_bytes)
+        self.headroom_fraction = float(headroom_fraction)
+
+    def __repr__(self) -> str:
+        return f"DevicePool({list(self._devices)!r})"
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return self._devices
+
+    def candidates(self, requested: str | None) -> tuple[str, ...]:
+        """Devices a model asking for ``requested`` may be placed on; ValueError when there are none."""
+        req = _parse_device(requested)
+        if req is None:
+            cuda = tuple(d for d in self._devices if d.startswith("cuda"))
+            return cuda or ("cpu",)
+        if req == "cpu":
+            return ("cpu",)
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} was requested but CUDA is not available on this machine")
+        cuda = tuple(d for d in self._devices if d.startswith("cuda"))
+        if req == "cuda":
+            if not cuda:
+                raise ValueError(f"device {requested!r} was requested but this pool has no CUDA device")
+            return cuda
+        if req not in cuda:
+            raise ValueError(f"device {requested!r} is not in this pool ({', '.join(self._devices)})")
+        return (req,)
+
+    def lock(self, device: str) -> threading.Lock:
+        """The lock a generator holds while its pipeline runs on ``device``."""
+        return self._locks[device]
+
+    def free_bytes(self, device: str) -> int:
+        if device == "cpu":
+            return 1 << 62
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+
+    def _choose(self, nbytes: int, candidates: Sequence[str]) -> Placement:
+        if tuple(candidates) == ("cpu",):
+            return Placement("cpu")
+        free = {d: self.free_bytes(d) for d in candidates}
+        return choose_placement(
+            nbytes, free, {d: self._models[d] for d in candidates}, self.headroom_bytes, self.headroom_fraction
+        )
+
+    @contextlib.contextmanager
+    def placing(self, nbytes: int, candidates: Sequence[str]) -> Iterator[Placement]:
+        """Choose a placement and hold it while the caller moves weights there.
+
+        Placements are decided one at a time (so two loads never count the same free memory), and
+        the chosen device's lock is held during the move (so weights never arrive mid-generation).
+        """
+        with self._placement_lock:
+            placement = self._choose(nbytes, tuple(candidates))
+            with self._locks[placement.device]:
+                yield placement
+            self._models[placement.device] += 1
+
+    def release(self, placement: Placement) -> None:
+        with self._placement_lock:
+            self._models[placement.device] = max(0, self._models[placement.device] - 1)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _modules(pipe: Any) -> list[torch.nn.Module]:
+    components = getattr(pipe, "components", None) or {}
+    return [m for m in components.values() if isinstance(m, torch.nn.Module)]
+
+
+def pipeline_bytes(pipe: Any, *, cpu_only: bool = False) -> int:
+    """Bytes of the parameters and buffers of the pipeline's torch modules (``cpu_only``: those in CPU memory)."""
+    total = 0
+    for module in _modules(pipe):
+        for t in (*module.parameters(), *module.buffers()):
+            if not cpu_only or t.device.type == "cpu":
+                total += t.numel() * t.element_size()
+    return total
+
+
+def _fresh_cpu_memory(pipe: Any) -> None:
+    """Copy CPU weights into fresh allocations.
+
+    Weights loaded from safetensors can sit at addresses that make MKL round single-row matmuls
+    differently (~1e-6), flipping a few 8-bit pixels between two loads of one model. Fresh tensors are
+    allocated with the allocator's alignment, which makes repeated loads bit-identical.
+    """
+    with torch.no_grad():
+        for module in _modules(pipe):
+            for p in module.parameters():
+                if p.device.type == "cpu":
+                    p.data = p.data.clone()
+            for sub in module.modules():
+                for name, buf in sub._buffers.items():
+                    if buf is not None and buf.device.type == "cpu":
+                        sub._buffers[name] = buf.clone()
+
+
+def _weight_shapes(pipe: Any) -> dict[tuple[int, str], tuple[int, ...]]:
+    """Shapes of every layer weight, keyed by (component index, module name)."""
+    out = {}
+    for index, module in enumerate(_modules(pipe)):
+        for qualname, sub in module.named_modules():
+            weight = getattr(sub, "weight", None)
+            if isinstance(weight, torch.Tensor):
+                out[(index, qualname)] = tuple(weight.shape)
+    return out
+
+
+def _pick_tokenizer_name(names: Sequence[str]) -> str | None:
+    for name in _TOKENIZER_PREFERENCE:
+        if name in names:
+            return name
+    rest = sorted(n for n in names if "tokenizer" in n)
+    return rest[0] if rest else None
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _dtype_kwarg() -> str:
+    """diffusers >= 0.36 takes ``dtype=``; older releases ``torch_dtype=``."""
+    from diffusers.pipelines import pipeline_utils
+
+    return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def _looks_local(source: str) -> bool:
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or source.count("/") != 1
+        or os.sep != "/" and os.sep in source
+    )
+
+
+# ----------------------------------------------------------------------------------------------- generator
+
+
+class DiffusersGenerator(Generator):
+    """A diffusers text-to-image pipeline behind the :class:`~generators.base.Generator` interface.
+
+    Give either ``source`` (hub id or local pipeline folder, loaded with the family's pipeline class on
+    first use) or a ready ``pipeline`` object (tests, benchmarks). ``defaults`` are the family defaults
+    (:func:`~generators.families.family_defaults`; keys left out keep the family's real-size default),
+    ``params`` the config overrides; both are validated here. ``dtype=None`` picks the family's half
+    precision on CUDA (FLUX bf16, others fp16) and float32 on CPU. ``device=None`` lets ``pool`` place the
+    model (least-loaded CUDA device, else CPU); "cuda" when CUDA is absent is a ValueError.
+
+    The pipeline stays loaded ("warm") until :meth:`close`. ``generate`` holds the pool's lock for the
+    model's device while the pipeline runs, so calls from many threads are safe.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        family: str,
+        modality: str,
+        *,
+        source: str | os.PathLike | None = None,
+        pipeline: Any = None,
+        defaults: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        dtype: str | None = None,
+        device: str | None = None,
+        pool: DevicePool | None = None,
+        lora: str | os.PathLike | None = None,
+        lora_scale: float = 1.0,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"model name must be non-empty text, got {name!r}")
+        self.name = name
+        self._family: Family = get_family(family)
+        self.family = family
+        self.modality = check_modality(modality)
+        if (source is None) == (pipeline is None):
+            raise ValueError(f"model {name!r}: give exactly one of source= or pipeline=")
+        self.source = None if source is None else os.fspath(source)
+        self.lora = None if lora is None else os.fspath(lora)
+        self.pool = pool if pool is not None else DevicePool()
+        try:
+            self._candidates = self.pool.candidates(device)
+        except ValueError as exc:  # e.g. CUDA requested but absent
+            raise ValueError(f"model {name!r}: {exc}") from None
+        on_cuda = self._candidates[0].startswith("cuda")
+        if dtype in (None, "auto"):
+            dtype = self._family.cuda_dtype if on_cuda else "float32"
+        if dtype not in DTYPES:
+            raise ValueError(f"model {name!r}: dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+        if dtype == "float16" and not on_cuda:
+            raise ValueError(f"model {name!r}: float16 is not supported on the CPU; use float32 or bfloat16")
+        self.dtype = dtype
+
+        self._defaults = family_defaults(family)
+        self._defaults.update(self._check_params(defaults or {}, "defaults"))
+        if self.lora is not None:
+            self._defaults["lora_scale"] = LORA_SCALE.check(lora_scale, name)
+            cls = getattr(importlib.import_module("diffusers"), self._family.pipeline_class)
+            if not cls.__name__.startswith("AutoPipeline") and not hasattr(cls, "load_lora_weights"):
+                raise ValueError(f"model {name!r}: {cls.__name__} ({family}) does not support LoRA adapters")
+        self._overrides = self._check_params(params or {}, "config")
+
+        self._pipe = pipeline
+        self._placement: Placement | None = None
+        self._active_lora_scale: float | None = None
+        self._tokenizer: Any = None
+        self._special_tokens = 0
+        self._load_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+        if pipeline is not None:
+            self._setup(pipeline)
+
+    def __repr__(self) -> str:
+        where = self._placement.device if self._placement else "not loaded"
+        return f"DiffusersGenerator({self.name!r}, family={self.family!r}, source={self.source!r}, {where})"
+
+    # ------------------------------------------------------------------------------------------ params
+
+    def _param(self, key: str):
+        if key == "lora_scale" and self.lora is not None:
+            return LORA_SCALE
+        return self._family.param(key)
+
+    def _check_params(self, params: Mapping[str, Any], origin: str) -> dict[str, Any]:
+        out = {}
+        for key, value in params.items():
+            rule = self._param(key)
+            if rule is None:
+                known = ", ".join(self._defaults)
+                raise ValueError(
+                    f"unknown parameter {key!r} for model {self.name!r} ({self.family}) in {origin}; "
+                    f"known parameters: {known}"
+                )
+            out[key] = rule.check(value, self.name)
+        return out
+
+    def effective_params(self, **params: Any) -> dict[str, Any]:
+        merged = dict(self._defaults)
+        merged.update(self._overrides)
+        merged.update(self._check_params(params, "the call"))
+        return merged
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None and self._placement is not None
+
+    @property
+    def placement(self) -> Placement | None:
+        return self._placement
+
+    def _local_folder(self) -> Path | None:
+        if self.source is None:
+            return None
+        path = Path(self.source).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise ModelLoadError(f"model {self.name!r}: source {self.source!r} is a file, not a pipeline folder")
+            if not (path / "model_index.json").is_file():
+                raise ModelLoadError(
+                    f"model {self.name!r}: folder {self.source!r} is not a diffusers pipeline (no model_index.json)"
+                )
+            return path
+        if _looks_local(self.source):
+            raise ModelLoadError(f"model {self.name!r}: model folder {self.source!r} does not exist")
+        return None  # a hub id
+
+    def load(self) -> None:
+        """Load the pipeline now (otherwise the first ``generate`` does); idempotent and thread-safe."""
+        if self.loaded:
+            return
+        with self._load_lock:
+            if self.loaded:
+                return
+            if self.source is None:
+                raise GenerationError(f"model {self.name!r} was closed and has no source to reload from")
+            folder = self._local_folder()
+            self._setup(self._from_pretrained(folder))
+
+    def _from_pretrained(self, folder: Path | None) -> Any:
+        import diffusers
+
+        cls = getattr(diffusers, self._family.pipeline_class)
+        where = str(folder) if folder is not None else self.source
+        kwargs = {_dtype_kwarg(): _TORCH_DTYPES[self.dtype]}
+        t0 = time.perf_counter()
+        try:
+            pipe = cls.from_pretrained(where, **kwargs)
+        except Exception as exc:
+            what = f"folder {self.source!r}" if folder is not None else (
+                f"{self.source!r} (not a local folder, so it was tried as a hub id)"
+            )
+            raise ModelLoadError(
+                f"model {self.name!r}: cannot load {what} as {self._family.pipeline_class}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        log.info("loaded %s from %s in %.1f s", self.name, where, time.perf_counter() - t0)
+        return pipe
+
+    def _setup(self, pipe: Any) -> None:
+        """Place the pipeline, attach the LoRA, disable progress bars. Caller holds ``_load_lock``."""
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
+        if self.lora is not None:
+            self._attach_lora(pipe)
+        # Only weights still in CPU memory need room (a ready pipeline may already sit on the GPU).
+        with self.pool.placing(pipeline_bytes(pipe, cpu_only=True), self._candidates) as placement:
+            if placement.device == "cpu":
+                _fresh_cpu_memory(pipe)
+            elif not placement.offload:
+                try:
+                    pipe.to(placement.device)
+                except torch.OutOfMemoryError:  # the estimate was optimistic (fragmentation, other processes)
+                    placement = Placement(placement.device, offload=True)
+                if placement.offload:
+                    pipe.to("cpu")
+                    gc.collect()
+                    torch.cuda.empty_cache()
+            if placement.offload:
+                log.warning("%s does not fit in free memory of %s: model CPU offload", self.name, placement.device)
+                pipe.enable_model_cpu_offload(device=placement.device)
+        self._pipe = pipe
+        self._placement = placement
+
+    def _attach_lora(self, pipe: Any) -> None:
+        what = f"LoRA {self.lora!r} for model {self.name!r}"
+        if not hasattr(pipe, "load_lora_weights"):
+            raise ModelLoadError(f"{what}: {type(pipe).__name__} does not support LoRA adapters")
+        lora_path = Path(self.lora).expanduser()
+        if not lora_path.exists() and _looks_local(self.lora):
+            raise ModelLoadError(f"{what}: the LoRA path does not exist")
+        shapes = _weight_shapes(pipe)
+        try:
+            pipe.load_lora_weights(str(lora_path) if lora_path.exists() else self.lora, adapter_name=LORA_ADAPTER)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{what}: the LoRA does not match this model ({type(exc).__name__}: {exc})"
+            ) from exc
+        problem = self._lora_problem(pipe, shapes)
+        if problem:
+            with contextlib.suppress(Exception):
+                pipe.unload_lora_weights()
+            raise ModelLoadError(f"{what}: the LoRA does not match this model: {problem}")
+        self._active_lora_scale = None
+
+    @staticmethod
+    def _lora_problem(pipe: Any, shapes_before: Mapping[tuple[int, str], tuple[int, ...]]) -> str | None:
+        """Why the loaded adapter cannot work on this pipeline, or None if it fits."""
+        layers = 0
+        for index, module in enumerate(_modules(pipe)):
+            for qualname, sub in module.named_modules():
+                lora_a = getattr(sub, "lora_A", None)
+                if not isinstance(lora_a, torch.nn.ModuleDict) or LORA_ADAPTER not in lora_a:
+                    continue
+                layers += 1
+                base = sub.get_base_layer() if hasattr(sub, "get_base_layer") else None
+                base_w = getattr(base, "weight", None)
+                before = shapes_before.get((index, qualname))
+                if base_w is not None and before is not None and tuple(base_w.shape) != before:
+                    # diffusers silently widens some FLUX layers to fit a bigger LoRA
+                    return (
+                        f"layer {qualname!r} has shape {list(before)} but the LoRA needs {list(base_w.shape)}: "
+                        "it was made for a different base model"
+                    )
+                a_w = getattr(lora_a[LORA_ADAPTER], "weight", None)
+                b_w = getattr(sub.lora_B[LORA_ADAPTER], "weight", None)
+                if base_w is None or a_w is None or b_w is None or base_w.dim() < 2:
+                    continue
+                # Linear and conv weights are (out, in, ...): A is (rank, in, ...), B is (out, rank, ...).
+                if a_w.shape[1] != base_w.shape[1] or b_w.shape[0] != base_w.shape[0]:
+                    return (
+                        f"layer {qualname!r} maps {base_w.shape[1]} -> {base_w.shape[0]} features "
+                        f"but the LoRA's shape expects {a_w.shape[1]} -> {b_w.shape[0]}"
+                    )
+        if layers == 0:
+            return "none of its weights names a layer of this model"
+        return None
+
+    # ------------------------------------------------------------------------------------------ tokens
+
+    def _get_tokenizer(self) -> Any:
+        if self._tokenizer is not None:
+            return self._tokenizer
+        with self._tokenizer_lock:
+            if self._tokenizer is None:
+                tok = self._load_tokenizer()
+                self._special_tokens = len(tok("")["input_ids"])
+                self._tokenizer = tok
+        return self._tokenizer
+
+    def _load_tokenizer(self) -> Any:
+        # A local folder: read only the tokenizer, without loading weights.
+        folder = self._local_folder() if self._pipe is None else None
+        if folder is not None:
+            try:
+                index = json.loads((folder / "model_index.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"model {self.name!r}: unreadable model_index.json in {self.source!r}") from exc
+            name = _pick_tokenizer_name([k for k, v in index.items() if isinstance(v, list) and v[0]])
+            if name is not None:
+                library, class_name = index[name]
+                try:
+                    cls = getattr(importlib.import_module(library), class_name)
+                    return cls.from_pretrained(folder / name)
+                except Exception as exc:
+                    raise ModelLoadError(
+                        f"model {self.name!r}: cannot load tokenizer {name!r} from {self.source!r}: {exc}"
+                    ) from exc
+        self.load()
+        components = getattr(self._pipe, "components", {}) or {}
+        name = _pick_tokenizer_name([k for k, v in components.items() if v is not None])
+        if name is None:
+            raise ModelLoadError(f"model {self.name!r}: its pipeline has no tokenizer")
+        # A private copy: the pipeline's own tokenizer is used (with padding/truncation) during generation.
+        return copy.deepcopy(components[name])
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        tok = self._get_tokenizer()
+        limit = int(min(tok.model_max_length, self._family.text_limit or tok.model_max_length))
+        return limit - self._special_tokens
+
+    def count_tokens(self, prompt: str) -> int:
+        tok = self._get_tokenizer()
+        with self._tokenizer_lock:
+            return len(tok(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+
+    # ------------------------------------------------------------------------------------------ generation
+
+    def _apply_lora_scale(self, scale: float) -> None:
+        if scale != self._active_lora_scale:
+            self._pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+            self._active_lora_scale = scale
+
+    def generate(self, prompt: str, seed: int, **params: Any) -> GenerationResult:
+        prompt = self.check_prompt(prompt)
+        seed = check_seed(seed)
+        effective = self.effective_params(**params)
+        self.load()
+        call_kwargs = {k: v for k, v in effective.items() if k != "lora_scale"}
+        pipe, device = self._pipe, self._placement.device
+        with self.pool.lock(device):
+            if self.lora is not None:
+                self._apply_lora_scale(effective["lora_scale"])
+            generator = torch.Generator("cpu").manual_seed(seed)
+            t0 = time.perf_counter()
+            out_of_memory = False
+            try:
+                output = pipe(prompt=prompt, generator=generator, output_type="pil", **call_kwargs)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                out_of_memory = True  # handled below, once the traceback (and its tensors) is released
+            if out_of_memory:
+                gc.collect()
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                settings = ", ".join(f"{k}={v!r}" for k, v in effective.items())
+                raise GenerationError(
+                    f"model {self.name!r} ran out of memory on {device} ({settings}). "
+                    "Try a smaller image or fewer steps, or free the device."
+                )
+            seconds = time.perf_counter() - t0
+        image = output.images[0]
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return GenerationResult(
+            image=image,
+            model=self.name,
+            family=self.family,
+            prompt=prompt,
+            seed=seed,
+            params=effective,
+            seconds=seconds,
+        )
+
+    def close(self) -> None:
+        """Drop the pipeline and free its device memory (a later ``generate`` reloads it from ``source``)."""
+        with self._load_lock:
+            placement, self._placement = self._placement, None
+            if placement is None:
+                return
+            with self.pool.lock(placement.device):
+                if placement.offload and hasattr(self._pipe, "remove_all_hooks"):
+                    with contextlib.suppress(Exception):
+                        self._pipe.remove_all_hooks()
+                self._pipe = None
+            self.pool.release(placement)
+            gc.collect()
+            if placement.device.startswith("cuda"):
+                torch.cuda.empty_cache()

@@ -1,0 +1,268 @@
+"""Models declared as data, and the registry that turns them into warm generators.
+
+A config entry (TOML/YAML/JSON, parsed by the caller) becomes a :class:`ModelSpec` with
+:meth:`ModelSpec.from_dict`; :func:`build_generator` turns a spec into a :class:`~generators.base.Generator`
+and :class:`Registry` holds one generator per spec, sharing one device pool.
+
+``source`` is a hub id (``"owner/name"``), a local pipeline folder, or ``"tiny:<family>"`` for the built-in
+tiny random-weight variant (built on first use under ``<cache_dir>/tiny/<family>-<weight_seed>``).
+
+Importing this module does not import torch; building a generator does.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+
+from .base import Generator, ModelLoadError, check_modality
+from .families import DTYPES, FAMILIES, LORA_SCALE, TINY_PREFIX, check_family, family_defaults, get_family
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diffusers_backend import DevicePool
+
+_DEVICE_HELP = "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+__all__ = ["FAMILIES", "ModelSpec", "Registry", "build_generator", "family_defaults"]
+
+
+def _check_device_text(device: str | None) -> str | None:
+    if device is None or device in ("auto", "cpu", "cuda"):
+        return device
+    if isinstance(device, str) and device.startswith("cuda:") and device[5:].isdigit():
+        return device
+    raise ValueError(f"device must be {_DEVICE_HELP}, got {device!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One configured model. Build it with :meth:`from_dict`; every field is validated on creation."""
+
+    name: str
+    family: str
+    source: str
+    modality: str
+    weight_seed: int = 0
+    lora: str | None = None
+    lora_scale: float = 1.0
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    dtype: str | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"model name must be non-empty text, got {self.name!r}")
+        where = f"model {self.name!r}"
+        try:
+            check_family(self.family)
+            check_modality(self.modality)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        if isinstance(self.source, os.PathLike):
+            object.__setattr__(self, "source", os.fspath(self.source))
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ValueError(f"{where}: source must be a hub id, a folder or 'tiny:<family>', got {self.source!r}")
+        tiny = self.tiny_family
+        if tiny is not None and tiny != self.family:
+            raise ValueError(
+                f"{where}: source {self.source!r} is a tiny {tiny!r} model but the family is {self.family!r}"
+                if tiny in FAMILIES
+                else f"{where}: unknown tiny family in source {self.source!r}; known: {', '.join(FAMILIES)}"
+            )
+        if isinstance(self.weight_seed, bool) or not isinstance(self.weight_seed, int) or self.weight_seed < 0:
+            raise ValueError(f"{where}: weight_seed must be a non-negative integer, got {self.weight_seed!r}")
+        if self.lora is not None:
+            if isinstance(self.lora, os.PathLike):
+                object.__setattr__(self, "lora", os.fspath(self.lora))
+            if not isinstance(self.lora, str) or not self.lora.strip():
+                raise ValueError(f"{where}: lora must be a path or hub id, got {self.lora!r}")
+        if isinstance(self.lora_scale, bool) or not isinstance(self.lora_scale, numbers.Real):
+            raise ValueError(f"{where}: lora_scale must be a number, got {self.lora_scale!r}")
+        object.__setattr__(self, "lora_scale", float(self.lora_scale))
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"{where}: params must be a table of parameter values, got {self.params!r}")
+        fam = get_family(self.family)
+        checked = {}
+        for key, value in self.params.items():
+            rule = LORA_SCALE if key == "lora_scale" and self.lora is not None else fam.param(key)
+            if rule is None:
+                raise ValueError(
+                    f"{where}: unknown parameter {key!r} in params; known: {', '.join(fam.param_names())}"
+                )
+            checked[key] = rule.check(value, self.name)
+        object.__setattr__(self, "params", MappingProxyType(checked))
+        if self.dtype not in (None, "auto", *DTYPES):
+            raise ValueError(f"{where}: dtype must be one of auto, {', '.join(DTYPES)}; got {self.dtype!r}")
+        try:
+            _check_device_text(self.device)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        """Build a spec from a config table; unknown or missing keys raise ValueError naming them."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a model entry must be a table, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        label = repr(data.get("name", "<unnamed>"))
+        for key in data:
+            if key not in known:
+                raise ValueError(f"model {label}: unknown key {key!r}; known keys: {', '.join(known)}")
+        missing = [k for k in ("name", "family", "source", "modality") if k not in data]
+        if missing:
+            raise ValueError(f"model {label}: missing required key(s) {', '.join(map(repr, missing))}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["params"] = dict(self.params)
+        return out
+
+    @property
+    def tiny_family(self) -> str | None:
+        """The family of a ``"tiny:<family>"`` source, else None."""
+        return self.source[len(TINY_PREFIX) :] if self.source.startswith(TINY_PREFIX) else None
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.tiny_family is not None
+
+    def defaults(self) -> dict[str, Any]:
+        """Family defaults for this spec (tiny sizes for a tiny source), before ``params`` overrides."""
+        return family_defaults(self.family, tiny=self.is_tiny)
+
+
+def _as_pool(devices: "DevicePool | Iterable[str] | None") -> "DevicePool":
+    from .diffusers_backend import DevicePool
+
+    if isinstance(devices, DevicePool):
+        return devices
+    return DevicePool(None if devices is None else list(devices))
+
+
+def build_generator(
+    spec: ModelSpec,
+    cache_dir: str | os.PathLike,
+    devices: "DevicePool | Iterable[str] | None" = None,
+) -> Generator:
+    """Make the (lazily loading) generator for ``spec``.
+
+    ``devices`` is a shared :class:`~generators.diffusers_backend.DevicePool`, a list of device names, or
+    None for all CUDA devices (else the CPU). Tiny sources are built under ``cache_dir`` on first use.
+    Configuration errors (unknown parameter, CUDA requested but absent, ...) raise ValueError here;
+    loading errors surface on ``load()``/``generate()`` as :class:`~generators.base.ModelLoadError`.
+    """
+    from .diffusers_backend import DiffusersGenerator
+
+    source: str = spec.source
+    if spec.is_tiny:
+        from .tiny import ensure_tiny
+
+        try:
+            source = os.fspath(ensure_tiny(spec.family, cache_dir, spec.weight_seed))
+        except Exception as exc:
+            raise ModelLoadError(f"model {spec.name!r}: cannot build tiny {spec.family!r} model: {exc}") from exc
+    return DiffusersGenerator(
+        spec.name,
+        spec.family,
+        spec.modality,
+        source=source,
+        defaults=spec.defaults(),
+        params=spec.params,
+        dtype=spec.dtype,
+        device=spec.device,
+        pool=_as_pool(devices),
+        lora=spec.lora,
+        lora_scale=spec.lora_scale,
+    )
+
+
+class Registry:
+    """The configured models of a process, by name, sharing one device pool.
+
+    Generators are created (and validated) up front and load their weights on first use; call
+    :meth:`load_all` to load everything at start-up and see every failing entry at once.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        cache_dir: str | os.PathLike,
+        devices: "DevicePool | Iterable[str] | None" = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self._specs: dict[str, ModelSpec] = {}
+        for spec in specs:
+            if not isinstance(spec, ModelSpec):
+                raise ValueError(f"Registry takes ModelSpec objects, got {type(spec).__name__}")
+            if spec.name in self._specs:
+                raise ValueError(f"model name {spec.name!r} is used twice")
+            self._specs[spec.name] = spec
+        self.pool = _as_pool(devices)
+        self._generators: dict[str, Generator] = {
+            name: build_generator(spec, self.cache_dir, self.pool) for name, spec in self._specs.items()
+        }
+
+    @classmethod
+    def from_dicts(
+        cls,
+        entries: Iterable[Mapping[str, Any]],
+        cache_dir: str | os.PathLike,
+        devices: "DevicePool | Iterable[str] | None" = None,
+    ) -> "Registry":
+        return cls([ModelSpec.from_dict(e) for e in entries], cache_dir, devices)
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __iter__(self) -> Iterator[Generator]:
+        return iter(self._generators.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def names(self) -> list[str]:
+        """Model names in config order."""
+        return list(self._specs)
+
+    def spec(self, name: str) -> ModelSpec:
+        self._check_name(name)
+        return self._specs[name]
+
+    def get(self, name: str) -> Generator:
+        self._check_name(name)
+        return self._generators[name]
+
+    def _check_name(self, name: str) -> None:
+        if name not in self._specs:
+            raise KeyError(f"unknown model {name!r}; configured models: {', '.join(self._specs) or 'none'}")
+
+    def for_modality(self, modality: str) -> list[Generator]:
+        """Generators of ``modality`` in config order."""
+        check_modality(modality)
+        return [g for g in self._generators.values() if g.modality == modality]
+
+    def load_all(self) -> None:
+        """Load every model; raise one :class:`ModelLoadError` naming each entry that failed."""
+        failures = []
+        for name, generator in self._generators.items():
+            try:
+                generator.load()
+            except Exception as exc:  # collect every failure, report them together
+                failures.append(f"- {name}: {exc}")
+        if failures:
+            raise ModelLoadError(f"{len(failures)} of {len(self)} model(s) failed to load:\n" + "\n".join(failures))
+
+    def close(self) -> None:
+        for generator in self._generators.values():
+            generator.close()
