@@ -103,9 +103,12 @@ def plan_jobs(app: P2PApp, prompts: Sequence[PromptRow], seeds: Sequence[int], m
 
 def my_share(jobs: list[Job]) -> list[Job]:
     """This process's share of the jobs under ``accelerate launch`` (all of them in a plain run)."""
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # On a machine without CUDA (tests, CPU clusters) accelerate only forms a multi-process group when
+    # told to use the CPU; under `accelerate launch --multi_gpu` each process gets its own GPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
     if state.num_processes == 1:
         return jobs
     with state.split_between_processes(jobs) as mine:
@@ -116,14 +119,19 @@ def run_jobs(
     app: P2PApp,
     jobs: Iterable[Job],
     on_done: Callable[[Job, str], None] | None = None,
+    release_models: bool = True,
 ) -> BatchReport:
-    """Make every job's image (skipping those already stored); failures are reported, the batch goes on."""
+    """Make every job's image (skipping those already stored); failures are reported, the batch goes on.
+
+    With ``release_models`` each model is unloaded after its group of jobs (a batch never holds them all);
+    a serving process passes False to keep its models warm.
+    """
     report = BatchReport()
     current: str | None = None
     try:
         for job in jobs:
             if job.model != current:
-                if current is not None:
+                if current is not None and release_models:
                     app.registry.get(current).close()
                 current = job.model
             try:
@@ -145,6 +153,6 @@ def run_jobs(
             if on_done:
                 on_done(job, status)
     finally:
-        if current is not None:
+        if current is not None and release_models:
             app.registry.get(current).close()
     return report

@@ -80,13 +80,28 @@ def main() -> None:
 @_common
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
 @click.option("--port", default=7860, show_default=True, type=int, help="Port to listen on.")
+@click.option("--prepare-studies/--no-prepare-studies", default=None,
+              help="Generate and freeze studies that are not ready yet before serving. "
+                   "Default: only studies whose models are all built-in tiny models.")
 @_domain_errors
-def serve(config_path, data_dir, database_url, host, port) -> None:
+def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> None:
     """Start the rater app (/) and the admin app (/admin)."""
+    from .reader import prepare_study
     from .ui import serve as run_server
 
     click.echo("Loading models (tiny demo models are built on first run)…")
     app = _open_app(config_path, data_dir, database_url, load_models=True)
+    for key, st in app.studies.items():
+        row = app.storage.study(st.id, st.version)
+        if row is not None and row["frozen_at"] is not None:
+            continue
+        all_tiny = all(app.registry.spec(m).is_tiny for m in st.models)
+        if prepare_studies or (prepare_studies is None and all_tiny):
+            click.echo(f"Preparing study {key} (generating its images once)…")
+            report = prepare_study(app, st, release_models=False)
+            click.echo(f"  made {report.made}, real imported {report.real_imported}, frozen: {report.frozen}")
+        else:
+            click.echo(f"Study {key} is not generated yet: run `p2p study generate {st.id}`.")
     click.echo(f"Database: {app.config.resolved_database_url}")
     if not app.config.admin_password:
         click.echo("Admin area /admin is locked: set P2P_ADMIN_PASSWORD to open it.")

@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="P2P_DATA_DIR",
     ),
     Setting(
+        "model_dir",
+        "",
+        "Folder where built-in tiny models are built and cached. Empty: <data_dir>/models.",
+        env="P2P_MODEL_DIR",
+    ),
+    Setting(
         "database_url",
         "",
         "SQLAlchemy URL of the database. Empty: SQLite at <data_dir>/p2p.sqlite.",
@@ -83,6 +89,7 @@ class AppConfig:
     presentation_size: int
     max_prompt_chars: int
     data_dir: Path
+    model_dir: str
     database_url: str
     studies: tuple[Path, ...]
     models: tuple[ModelSpec, ...]
@@ -91,7 +98,7 @@ class AppConfig:
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.data_dir / "models"
+        return Path(self.model_dir).expanduser() if self.model_dir else self.data_dir / "models"
 
     @property
     def image_dir(self) -> Path:
@@ -176,6 +183,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         presentation_size=values["presentation_size"],
         max_prompt_chars=values["max_prompt_chars"],
         data_dir=data_dir,
+        model_dir=values["model_dir"],
         database_url=values["database_url"],
         studies=tuple((base / p).resolve() for p in values["studies"]),
         models=tuple(models),

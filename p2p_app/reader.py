@@ -72,7 +72,12 @@ class PrepareReport:
     images_hash: str | None
 
 
-def prepare_study(app: P2PApp, study: StudyDefinition, on_done: Callable[[Job, str], None] | None = None) -> PrepareReport:
+def prepare_study(
+    app: P2PApp,
+    study: StudyDefinition,
+    on_done: Callable[[Job, str], None] | None = None,
+    release_models: bool = True,
+) -> PrepareReport:
     """Generate every image slot (skipping ones already made), import the real images, then freeze.
 
     Re-running is safe: made images are reused through the generation cache, a frozen study is only
@@ -90,7 +95,7 @@ def prepare_study(app: P2PApp, study: StudyDefinition, on_done: Callable[[Job, s
     generated = [s for s in slots if not s.is_real]
     jobs = {Job(s.model, s.prompt_id, s.prompt, int(s.seed)): s.key for s in generated}
     ordered = sorted(jobs, key=lambda j: (study.models.index(j.model), j.prompt_id, j.seed))
-    batch = run_jobs(app, ordered, on_done=on_done)
+    batch = run_jobs(app, ordered, on_done=on_done, release_models=release_models)
     for job, image_id in batch.image_ids.items():
         app.storage.set_study_slot(row["pk"], jobs[job], image_id)
     imported = 0

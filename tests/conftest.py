@@ -16,12 +16,18 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")
-def demo_registry(tmp_path_factory):
+def model_dir(tmp_path_factory) -> Path:
+    """Where the demo's tiny models are built once per test session (P2P_MODEL_DIR for CLI runs)."""
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def demo_registry(model_dir):
     """The demo config's six tiny models (three families × two modalities), loaded once."""
     from generators import Registry
     from p2p_app.config import load_config
 
-    config = load_config(data_dir=str(tmp_path_factory.mktemp("models")))
+    config = load_config(data_dir=str(model_dir), model_dir=str(model_dir))
     registry = Registry(config.models, cache_dir=config.model_cache_dir)
     registry.load_all()
     yield registry
