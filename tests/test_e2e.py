@@ -185,3 +185,72 @@ def test_admin_needs_the_password(server):
     admin.trigger(admin.one(label="Sign in", type="button"))
     out = admin.trigger(long_btn)
     assert any(isinstance(v, dict) and str(v.get("url", "")).endswith(".csv") for v in out.values()), out
+
+
+@pytest.fixture()
+def study_server(tmp_path, demo_registry):
+    """A server whose only study is the small test study, prepared and frozen, with one invited rater."""
+    import uvicorn
+
+    from p2p_app import reader
+    from p2p_app.study import load_study
+    from p2p_app.ui import create_server
+    from test_reader_study import small_study
+
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    _, token = reader.add_rater(app, st, "ann")
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield app, st, token, f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+    app.storage.close()
+
+
+def test_one_rater_through_a_whole_study(study_server, tmp_path):
+    from p2p_app import reader
+
+    app, st, token, url = study_server
+    page = BrowserSession(url, query=f"token={token}")
+    start = page.one(label="Start / continue", type="button")
+    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
+    realism = page.find(label="How real does this image look?", type="radio")
+    alignment = page.find(label="How well does the image match the prompt?", type="radio")
+    out = page.trigger(start)
+    assert any("Signed in as **ann**" in str(v) for v in out.values()), out
+    total = len(reader.assignment.rater_sequence(st, 0))
+    seen_progress = []
+    for step in range(total + 1):
+        html_values = [v for v in page.values.values() if isinstance(v, str) and "items done" in v]
+        seen_progress.extend(html_values)
+        if any("All items are done" in str(v) for v in page.values.values()):
+            break
+        page.set(realism[0], 1 + step % 5)
+        page.set(alignment[0], 5 - step % 5)
+        page.trigger(submit)
+    assert any("All items are done" in str(v) for v in page.values.values())
+    assert f"0 of {total} items done" in " ".join(seen_progress)
+
+    out_csv = tmp_path / "study.csv"
+    from p2p_app.cli import main
+
+    res = CliRunner().invoke(main, ["export", str(out_csv), "--study", "mini", "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out_csv)
+    assert df["trial_id"].nunique() == total
+    assert df["is_repeat"].any() and set(df["source"]) == {"generated", "real"}
+    assert set(df["rater_id"]) == {app.storage.raters("mini@v1")[0].public_id}
+    page.close()
+
+    # a forged token gets nothing
+    intruder = BrowserSession(url, query="token=forged")
+    out = intruder.trigger(intruder.one(label="Start / continue", type="button"))
+    assert any("not valid" in str(v) or "Type your name" in str(v) for v in out.values())
+    intruder.close()
