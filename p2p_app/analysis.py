@@ -1,0 +1,1206 @@
+"""Statistics on the tidy ratings frame (see docs/CONTRACTS.md).
+
+Every public function takes the tidy frame (one row per answer) and returns a tidy ``DataFrame``; ``analyze`` runs
+them all and returns an immutable :class:`Analysis`.
+
+Conventions, applied everywhere:
+
+* Numeric questions are those with at least one non-NaN ``value``; other questions (multi-select, free text) are
+  ignored here.
+* Rows with ``cant_judge`` True never enter a score; they are counted in ``n_cant_judge``.
+* Rows with ``is_repeat`` True are used **only** for intra-rater consistency. Every other statistic uses each rater's
+  first answer, so a repeated image does not count twice.
+* Whatever cannot be computed (no ratings, one rater, no real controls, too few pairs…) gives a row whose ``note``
+  starts with ``"not computable: "`` and says why; numbers on such rows are NaN. A computable row has ``note == ""``.
+* Confidence intervals are percentile intervals (``ci_level``, default 95 %) over ``n_boot`` bootstrap replicates
+  drawn from ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
+
+Bootstrap schemes:
+
+* Scores, pass rates and AUCs: two-way clustered ("pigeonhole") bootstrap. Each replicate draws rater ids and item ids
+  (``item_id``) with replacement and keeps the cross, i.e. answer (r, i) gets weight ``a_r * b_i`` where ``a`` and
+  ``b`` are the draw counts. Because scale answers take few levels, every statistic is a function of the weighted
+  count of answers per (model, question, level) cell, computed for all replicates at once with one sparse product
+  (cost ∝ answers × replicates, vectorised; see ``_two_way_cell_weights``).
+* Krippendorff's α and Fleiss' κ: units (rated images) resampled with replacement. Units with the same count pattern
+  are interchangeable, so a replicate is a multinomial draw over the distinct patterns; α and κ of a replicate are
+  evaluated from pattern totals with the same formulas the libraries use (``krippendorff.alpha``,
+  ``statsmodels.stats.inter_rater.fleiss_kappa``); the point estimates come from the libraries themselves and the
+  tests check that both paths agree. (Calling the libraries once per replicate would cost minutes at 1,000,000
+  rows.) The units × categories table for Fleiss' κ is what ``aggregate_raters`` returns, built with one
+  ``bincount`` (``aggregate_raters`` loops over units in Python); the tests check the two tables are equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import types
+import warnings
+from collections.abc import Mapping, Sequence
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+from sklearn.metrics import roc_auc_score, roc_curve
+from statsmodels.stats.inter_rater import cohens_kappa, fleiss_kappa
+from statsmodels.stats.multitest import multipletests
+
+# --------------------------------------------------------------------------------------------------------------------
+# The tidy frame
+# --------------------------------------------------------------------------------------------------------------------
+
+TIDY_DTYPES: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": "str",
+        "rater_id": "str",
+        "item_id": "str",
+        "trial_id": "int64",
+        "image_id": "str",
+        "model": "str",
+        "source": "str",
+        "prompt_id": "str",
+        "prompt": "str",
+        "modality": "str",
+        "seed": "Int64",
+        "position": "int64",
+        "n_panels": "int64",
+        "order_index": "int64",
+        "question": "str",
+        "value": "float64",
+        "choices": "str",
+        "cant_judge": "bool",
+        "comment": "str",
+        "shown_at": "datetime64[ns, UTC]",
+        "answered_at": "datetime64[ns, UTC]",
+        "seconds": "float64",
+        "is_repeat": "bool",
+    }
+)
+"""Columns of the tidy ratings frame, in contract order, with their dtypes."""
+
+TIDY_COLUMNS: tuple[str, ...] = tuple(TIDY_DTYPES)
+
+REALISM = "realism"
+ALIGNMENT = "alignment"
+REAL_MODEL = "real"
+REAL_SOURCE = "real"
+GENERATED_SOURCE = "generated"
+ALL = "all"
+"""Value of the ``model``/``rater_id`` column on rows that pool every model or rater."""
+
+SCALE_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+PASS_THRESHOLD = 4.0
+"""A realism score at or above this counts as "passes as real"."""
+
+DEFAULT_N_BOOT = 1000
+DEFAULT_SEED = 0
+DEFAULT_CI_LEVEL = 0.95
+MAX_DISCRETE_LEVELS = 21
+"""Numeric questions with more distinct values than this are bootstrapped as continuous (sum/count)."""
+MIN_REPEAT_PAIRS = 5
+"""Fewest (first answer, repeat) pairs for an intra-rater statistic."""
+MIN_PAIRS = 5
+"""Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
+BOOT_CELLS_PER_CHUNK = 10_000_000
+"""Upper bound on replicate × item weights held in memory at once by the clustered bootstrap."""
+BOOT_MAX_CHUNK = 100
+
+NOT_COMPUTABLE = "not computable: "
+
+
+@dataclasses.dataclass(frozen=True)
+class RaterThresholds:
+    """Thresholds for the per-rater quality flags (all inclusive)."""
+
+    too_fast_seconds: float = 1.5
+    """``too_fast`` when the rater's median seconds per image (trial seconds / panels) is below this."""
+    straight_lining_share: float = 0.8
+    """``straight_lining`` when one score makes up at least this share of the rater's scored answers."""
+    min_answers: int = 10
+    """Fewest scored answers before ``straight_lining``/``outlier`` can be raised."""
+    min_consensus_corr: float = 0.2
+    """``outlier`` when the correlation with the consensus (other raters' mean) is below this…"""
+    max_consensus_bias: float = 1.0
+    """…or when the mean difference from the consensus is at least this many scale points."""
+
+
+def empty_ratings_frame() -> pd.DataFrame:
+    """A tidy frame with no rows and the contract's columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TIDY_DTYPES.items()})
+
+
+def check_ratings_frame(df: pd.DataFrame) -> None:
+    """Raise ``ValueError`` unless ``df`` has every contract column (extra columns are allowed)."""
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"ratings must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in TIDY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"ratings frame is missing columns: {', '.join(missing)}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Output schemas
+# --------------------------------------------------------------------------------------------------------------------
+
+OVERVIEW_COLUMNS = ("quantity", "value")
+SCORE_COLUMNS = (
+    "model", "source", "question", "n", "n_cant_judge", "n_raters", "n_items", "n_images",
+    "mean", "median", "sd", "ci_low", "ci_high", *(f"n_{k}" for k in SCALE_LEVELS), "note",
+)  # fmt: skip
+REAL_VS_GENERATED_COLUMNS = (
+    "model", "n_real", "n_generated", "auc", "auc_ci_low", "auc_ci_high",
+    "pass_rate", "pass_ci_low", "pass_ci_high", "real_pass_rate", "note",
+)  # fmt: skip
+ROC_COLUMNS = ("model", "fpr", "tpr", "threshold")
+AGREEMENT_COLUMNS = (
+    "question", "model", "metric", "value", "ci_low", "ci_high",
+    "n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped", "note",
+)  # fmt: skip
+INTRA_COLUMNS = (
+    "question", "rater_id", "n_pairs", "exact_agreement", "kappa_quadratic", "alpha_ordinal", "note",
+)  # fmt: skip
+POSITION_COLUMNS = ("question", "position", "n", "mean", "sd", "mean_centered")
+POSITION_TEST_COLUMNS = ("question", "test", "statistic", "p_value", "n_positions", "n", "note")
+TIMING_COLUMNS = ("by", "key", "n_trials", "median_seconds", "q25_seconds", "q75_seconds")
+RATER_COLUMNS = (
+    "rater_id", "n_answers", "n_trials", "n_scored", "n_cant_judge", "median_seconds", "median_seconds_per_image",
+    "mean", "modal_score", "modal_share", "consensus_corr", "consensus_bias", "n_consensus",
+    "too_fast", "straight_lining", "outlier", "note",
+)  # fmt: skip
+PAIRWISE_COLUMNS = (
+    "question", "model_a", "model_b", "n_pairs", "mean_a", "mean_b", "mean_diff", "median_diff",
+    "statistic", "p_value", "p_holm", "note",
+)  # fmt: skip
+
+
+def _frame(rows: Sequence[Mapping], columns: Sequence[str]) -> pd.DataFrame:
+    """Rows (dicts) to a frame with exactly ``columns``; missing numbers are NaN, a missing note is ``""``."""
+    if "note" in columns:
+        rows = [{**r, "note": r.get("note") or ""} for r in rows]
+    return pd.DataFrame(list(rows), columns=list(columns))
+
+
+def _nc(reason: str) -> str:
+    return NOT_COMPUTABLE + reason
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Preparation: integer codes once, so every table below is bincount / groupby on integers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """Rows of numeric questions as integer codes, plus the labels the codes stand for."""
+
+    rows: pd.DataFrame
+    """Columns: ``rater, item, image, model, question, pkey`` (int codes), ``seed`` (int64, -1 = missing),
+    ``trial, position, n_panels`` (int64), ``value, seconds`` (float64), ``cant, repeat`` (bool), ``t`` (answer
+    time as int64)."""
+    scored: pd.DataFrame
+    """First answers (not repeats) with a value and not can't-judge."""
+    raters: np.ndarray
+    """Rater label per rater code (codes follow sorted labels)."""
+    models: tuple[str, ...]
+    """Model label per model code, in display order: real controls first, then generated models by name."""
+    sources: tuple[str, ...]
+    questions: tuple[str, ...]
+    """Numeric question label per question code, display order (realism, alignment, then by name)."""
+    n_answers: int
+    n_items: int
+    n_images: int
+
+    @property
+    def is_real(self) -> np.ndarray:
+        return np.array([s == REAL_SOURCE for s in self.sources], dtype=bool)
+
+    @property
+    def generated(self) -> list[int]:
+        return [i for i, s in enumerate(self.sources) if s != REAL_SOURCE]
+
+    def q(self, question: str) -> int | None:
+        return self.questions.index(question) if question in self.questions else None
+
+
+def question_order(questions) -> tuple[str, ...]:
+    """Display order of question keys: realism, alignment, then the others by name."""
+    qs = set(questions)
+    head = [q for q in (REALISM, ALIGNMENT) if q in qs]
+    return tuple(head + sorted(qs - set(head)))
+
+
+def _codes(col: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (missing → the label ``""``) and the labels they stand for."""
+    codes, uniques = pd.factorize(col.fillna(""), sort=sort)
+    return codes.astype(np.int64), np.asarray(uniques, dtype=object)
+
+
+def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
+    check_ratings_frame(df)
+    value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    q_code, q_uni = _codes(df["question"])
+    has_value = np.zeros(len(q_uni), dtype=bool)
+    has_value[np.unique(q_code[~np.isnan(value)])] = True
+    questions = question_order(str(q) for q in q_uni[has_value])
+    q_map = np.array(
+        [questions.index(str(q)) if has else -1 for q, has in zip(q_uni, has_value, strict=True)], dtype=np.int64
+    )
+    q_new = q_map[q_code] if len(q_code) else q_code
+    keep = q_new >= 0
+
+    m_code, m_uni = _codes(df["model"])
+    _, first = np.unique(m_code, return_index=True)
+    src = df["source"].fillna("").to_numpy(dtype=object)[first] if len(first) else np.array([], dtype=object)
+    sources = {str(m): str(s) for m, s in zip(m_uni, src, strict=True)}
+    for m in models:
+        sources.setdefault(str(m), REAL_SOURCE if m == REAL_MODEL else GENERATED_SOURCE)
+    order = sorted(m for m, s in sources.items() if s == REAL_SOURCE)
+    order += sorted(m for m, s in sources.items() if s != REAL_SOURCE)
+    m_map = np.array([order.index(str(m)) for m in m_uni], dtype=np.int64)
+
+    r_code, r_uni = _codes(df["rater_id"], sort=True)
+    i_code, i_uni = _codes(df["item_id"])
+    g_code, g_uni = _codes(df["image_id"])
+    pid_code, pid_uni = _codes(df["prompt_id"])
+    txt_code, _ = _codes(df["prompt"])
+    empty_pid = np.array([str(p) == "" for p in pid_uni], dtype=bool)
+    pkey = np.where(empty_pid[pid_code], len(pid_uni) + txt_code, pid_code) if len(pid_code) else pid_code
+    answered = df["answered_at"]
+    if not isinstance(answered.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(answered.dtype):
+        answered = pd.to_datetime(answered, utc=True, errors="coerce")
+
+    def as_int(col: str, missing: int = -1) -> np.ndarray:
+        x = pd.to_numeric(df[col], errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+        return np.where(np.isnan(x), missing, x).astype(np.int64)
+
+    rows = pd.DataFrame(
+        {
+            "rater": r_code[keep],
+            "item": i_code[keep],
+            "image": g_code[keep],
+            "model": (m_map[m_code] if len(m_code) else m_code)[keep],
+            "question": q_new[keep],
+            "pkey": pkey[keep],
+            "seed": as_int("seed")[keep],
+            "trial": as_int("trial_id")[keep],
+            "position": as_int("position")[keep],
+            "n_panels": as_int("n_panels", 1)[keep],
+            "value": value[keep],
+            "seconds": pd.to_numeric(df["seconds"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[keep],
+            "cant": df["cant_judge"].fillna(False).to_numpy(dtype=bool)[keep],
+            "repeat": df["is_repeat"].fillna(False).to_numpy(dtype=bool)[keep],
+            "t": pd.DatetimeIndex(answered).asi8[keep],
+        }
+    )
+    ok = (~np.isnan(rows["value"].to_numpy())) & ~rows["cant"].to_numpy() & ~rows["repeat"].to_numpy()
+    return _Prepared(
+        rows=rows,
+        scored=rows[ok],
+        raters=r_uni,
+        models=tuple(order),
+        sources=tuple(sources[m] for m in order),
+        questions=questions,
+        n_answers=len(df),
+        n_items=len(i_uni),
+        n_images=len(g_uni),
+    )
+
+
+def _dense(codes: np.ndarray) -> np.ndarray:
+    """Renumber integer codes 0..k-1 (only the codes present)."""
+    return np.unique(codes, return_inverse=True)[1].astype(np.int64)
+
+
+def _percentile_ci(reps: np.ndarray, ci_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0, ignoring NaN replicates (a replicate that drew no data for a group)."""
+    tail = 100 * (1 - ci_level) / 2
+    reps = np.asarray(reps, dtype=float)
+    if reps.ndim == 1:
+        reps = reps[:, None]
+    lo = np.full(reps.shape[1], np.nan)
+    hi = np.full(reps.shape[1], np.nan)
+    ok = np.isfinite(reps).any(axis=0)
+    if ok.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo[ok], hi[ok] = np.nanpercentile(reps[:, ok], [tail, 100 - tail], axis=0)
+    return lo, hi
+
+
+def _ci(reps: np.ndarray, ci_level: float) -> tuple[float, float]:
+    lo, hi = _percentile_ci(reps, ci_level)
+    return float(lo[0]), float(hi[0])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Two-way clustered bootstrap over (model, question, level) cells
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _draw_counts(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
+    """``reps`` × ``n`` counts of how often each of ``n`` clusters is drawn when drawing ``n`` with replacement."""
+    idx = rng.integers(0, n, size=(reps, n), dtype=np.int64)
+    idx += (np.arange(reps, dtype=np.int64) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
+
+
+def _two_way_cell_weights(
+    rater: np.ndarray,
+    item: np.ndarray,
+    cell: np.ndarray,
+    data: np.ndarray,
+    n_cells: int,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Bootstrap totals per cell: ``W[b, c] = Σ_{answers in c} data · A[b, rater] · B[b, item]``.
+
+    ``rater``/``item`` are dense 0-based codes, ``cell`` the cell of each answer; ``A[b]`` and ``B[b]`` count how often
+    each rater and each item was drawn in replicate ``b`` (raters and items resampled with replacement,
+    independently). Computed as ``W[b, c] = Σ_r A[b, r] · (N @ B[b])[(r, c)]`` with ``N`` the sparse (rater·cell) ×
+    item matrix of ``data`` sums: cost ∝ answers × replicates, in chunks of at most ``BOOT_MAX_CHUNK`` replicates.
+    """
+    n_r = int(rater.max()) + 1
+    n_i = int(item.max()) + 1
+    nt = sp.csr_matrix((data.astype(np.float32), (rater * n_cells + cell, item)), shape=(n_r * n_cells, n_i))
+    nt.sum_duplicates()
+    out = np.empty((n_boot, n_cells))
+    chunk = int(max(1, min(BOOT_MAX_CHUNK, BOOT_CELLS_PER_CHUNK // max(n_i, 1))))
+    for start in range(0, n_boot, chunk):
+        c = min(chunk, n_boot - start)
+        a = _draw_counts(rng, n_r, c).astype(np.float64)  # c × R
+        b = _draw_counts(rng, n_i, c).astype(np.float32)  # c × I
+        t = np.asarray(nt @ np.ascontiguousarray(b.T)).reshape(n_r, n_cells, c)
+        out[start : start + c] = np.einsum("rkc,cr->ck", t, a)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _CellBoot:
+    """Observed and bootstrap totals per (model, question) group: one cell per score level of the question, or two
+    cells (count, sum of values) for a question with more than ``MAX_DISCRETE_LEVELS`` distinct values."""
+
+    start: np.ndarray  # (n_models, n_questions) first cell of the group, -1 when the group has no answers
+    levels: tuple  # per question: sorted levels (ndarray) or None (continuous)
+    observed: np.ndarray  # (n_cells,)
+    reps: np.ndarray  # (n_boot, n_cells)
+
+    def cells(self, model: int, question: int) -> tuple[np.ndarray, np.ndarray] | None:
+        s = int(self.start[model, question]) if self.start.size else -1
+        if s < 0:
+            return None
+        n = len(self.levels[question]) if self.levels[question] is not None else 2
+        return self.observed[s : s + n], self.reps[:, s : s + n]
+
+    def mean(self, question: int, totals: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lv = self.levels[question]
+            if lv is not None:
+                return (totals * lv).sum(-1) / totals.sum(-1)
+            return totals[..., 1] / totals[..., 0]
+
+
+def _cell_bootstrap(prep: _Prepared, n_boot: int, rng: np.random.Generator) -> _CellBoot:
+    s = prep.scored
+    n_m, n_q = len(prep.models), len(prep.questions)
+    start = np.full((n_m, n_q), -1, dtype=np.int64)
+    value = s["value"].to_numpy()
+    q = s["question"].to_numpy()
+    levels = []
+    for qi in range(n_q):
+        lv = np.unique(value[q == qi])
+        levels.append(lv if len(lv) <= MAX_DISCRETE_LEVELS else None)
+    if s.empty:
+        return _CellBoot(start, tuple(levels), np.zeros(0), np.zeros((n_boot, 0)))
+    m = s["model"].to_numpy()
+    present = np.zeros((n_m, n_q), dtype=bool)
+    present[m, q] = True
+    width = np.array([len(lv) if lv is not None else 2 for lv in levels])
+    sizes = np.where(present, width[None, :], 0).ravel()
+    offsets = np.cumsum(sizes) - sizes
+    start[present] = offsets.reshape(n_m, n_q)[present]
+    n_cells = int(sizes.sum())
+    lev_idx = np.zeros(len(s), dtype=np.int64)
+    for qi, lv in enumerate(levels):
+        if lv is not None:
+            sel = q == qi
+            lev_idx[sel] = np.searchsorted(lv, value[sel])
+    continuous = np.array([lv is None for lv in levels])[q]
+    cell = start[m, q] + np.where(continuous, 0, lev_idx)
+    rater, item, data = _dense(s["rater"].to_numpy()), _dense(s["item"].to_numpy()), np.ones(len(s))
+    if continuous.any():  # a second entry per answer carries the value
+        rater, item = np.r_[rater, rater[continuous]], np.r_[item, item[continuous]]
+        cell, data = np.r_[cell, cell[continuous] + 1], np.r_[data, value[continuous]]
+    observed = np.bincount(cell, weights=data, minlength=n_cells)
+    reps = (
+        _two_way_cell_weights(rater, item, cell, data, n_cells, n_boot, rng) if n_boot > 0 else np.zeros((0, n_cells))
+    )
+    return _CellBoot(start, tuple(levels), observed, reps)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Scores per model × question
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def score_summary(
+    df: pd.DataFrame,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    ci_level: float = DEFAULT_CI_LEVEL,
+    models: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Per model × numeric question: ``n`` scored answers, ``n_cant_judge``, raters/items/images, mean, median, sd,
+    the two-way clustered bootstrap CI of the mean (raters × items) and the count per scale level (``n_1`` …
+    ``n_5``). Real controls (``source == "real"``) get their own rows. ``models`` lists models expected in the study;
+    one without answers gets a "not computable" row. Columns: ``SCORE_COLUMNS``."""
+    prep = _prepare(df, models)
+    return _score_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level)
+
+
+def _score_table(prep: _Prepared, boot: _CellBoot, ci_level: float) -> pd.DataFrame:
+    if prep.rows.empty and not prep.models:
+        return _frame([{"note": _nc("no ratings")}], SCORE_COLUMNS)
+    s = prep.scored
+    agg = s.groupby(["model", "question"]).agg(
+        n=("value", "size"), n_raters=("rater", "nunique"), n_items=("item", "nunique"),
+        n_images=("image", "nunique"), mean=("value", "mean"), median=("value", "median"), sd=("value", "std"),
+    )  # fmt: skip
+    r = prep.rows
+    first = r[~r["repeat"].to_numpy()]
+    cant = first[first["cant"].to_numpy()].groupby(["model", "question"]).size()
+    lv = s["value"].to_numpy()
+    in_scale = np.isin(lv, SCALE_LEVELS)
+    n_q = max(len(prep.questions), 1)
+    group = s["model"].to_numpy() * n_q + s["question"].to_numpy()
+    cell = group * len(SCALE_LEVELS) + np.searchsorted(SCALE_LEVELS, lv)
+    dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(SCALE_LEVELS))
+    dist = dist.reshape(len(prep.models), n_q, len(SCALE_LEVELS))
+    questions = prep.questions or (REALISM,)
+    rows = []
+    for mi, model in enumerate(prep.models):
+        for qi, question in enumerate(questions):
+            row = {"model": model, "source": prep.sources[mi], "question": question,
+                   "n_cant_judge": int(cant.get((mi, qi), 0))}  # fmt: skip
+            if (mi, qi) not in agg.index:
+                reason = "all answers were can't judge" if row["n_cant_judge"] else "no ratings for this model"
+                rows.append({**row, "n": 0, "note": _nc(reason)})
+                continue
+            row.update(agg.loc[(mi, qi)].to_dict())
+            row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(SCALE_LEVELS)})
+            cells = boot.cells(mi, qi)
+            if cells is not None and boot.reps.shape[0] > 0:
+                row["ci_low"], row["ci_high"] = _ci(boot.mean(qi, cells[1]), ci_level)
+            rows.append(row)
+    out = _frame(rows, SCORE_COLUMNS)
+    for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in SCALE_LEVELS)):
+        out[c] = out[c].fillna(0).astype("int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Real vs generated
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def real_vs_generated(
+    df: pd.DataFrame,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    ci_level: float = DEFAULT_CI_LEVEL,
+    models: Sequence[str] = (),
+    question: str = REALISM,
+) -> pd.DataFrame:
+    """Per generated model: how well the realism score tells its images from the real controls.
+
+    ``auc``: ROC AUC with real as the positive class and the realism score as the score (sklearn
+    ``roc_auc_score`` over first answers) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
+    indistinguishable from real ones; 1.0: every real image scored higher. ``pass_rate``: share of the model's answers
+    scoring ≥ ``PASS_THRESHOLD`` ("passes as real"); ``real_pass_rate``: the same share for the real images. CIs: the
+    two-way clustered bootstrap (raters × items); a replicate's AUC is evaluated from its weighted count of answers
+    per score level (the same Mann–Whitney formula sklearn's AUC reduces to; tests check the two agree). Pooling
+    answers over readers like this is the simple "pooled" reader-study AUC; the bootstrap over readers and cases
+    carries both sources of variance (as MRMC methods require) into the CI. Columns: ``REAL_VS_GENERATED_COLUMNS``.
+    """
+    prep = _prepare(df, models)
+    return _real_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level, question)
+
+
+def roc_points(df: pd.DataFrame, question: str = REALISM, models: Sequence[str] = ()) -> pd.DataFrame:
+    """ROC curve per generated model (sklearn ``roc_curve``, real = positive, all thresholds kept). At threshold t,
+    ``fpr`` is the share of the model's answers scoring ≥ t (passing as real at t) and ``tpr`` the share of real
+    answers scoring ≥ t. The first point per model has threshold ``inf``. Columns: ``ROC_COLUMNS``."""
+    return _roc_table(_prepare(df, models), question)
+
+
+def _realism_scores(prep: _Prepared, question: str) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    qi = prep.q(question)
+    if qi is None:
+        return np.zeros(0), {}
+    s = prep.scored[prep.scored["question"].to_numpy() == qi]
+    m, v = s["model"].to_numpy(), s["value"].to_numpy()
+    real = v[prep.is_real[m]] if len(m) else np.zeros(0)
+    return real, {mi: v[m == mi] for mi in prep.generated}
+
+
+def _auc_from_level_totals(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUC = P(pos > neg) + ½ P(tie) from (weighted) counts per ordered level (last axis)."""
+    below = np.cumsum(neg, axis=-1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (below + 0.5 * neg)).sum(-1) / (pos.sum(-1) * neg.sum(-1))
+
+
+def _real_table(prep: _Prepared, boot: _CellBoot, ci_level: float, question: str) -> pd.DataFrame:
+    if not prep.generated:
+        reason = "no ratings" if prep.rows.empty else "no generated images"
+        return _frame([{"note": _nc(reason)}], REAL_VS_GENERATED_COLUMNS)
+    real, gen = _realism_scores(prep, question)
+    qi = prep.q(question)
+    real_pass = float(np.mean(real >= PASS_THRESHOLD)) if len(real) else np.nan
+    pos = None
+    if qi is not None and len(real) and boot.reps.shape[0] > 0 and boot.levels[qi] is not None:
+        pos = sum(boot.cells(mi, qi)[1] for mi in np.flatnonzero(prep.is_real) if boot.cells(mi, qi) is not None)
+    rows = []
+    for mi in prep.generated:
+        x = gen.get(mi, np.zeros(0))
+        row = {"model": prep.models[mi], "n_real": len(real), "n_generated": len(x), "real_pass_rate": real_pass}
+        if len(x) == 0:
+            rows.append({**row, "note": _nc(f"no {question} scores for this model")})
+            continue
+        row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
+        cells = boot.cells(mi, qi) if boot.reps.shape[0] > 0 and boot.levels[qi] is not None else None
+        if cells is not None:
+            neg = cells[1]
+            passing = np.asarray(boot.levels[qi]) >= PASS_THRESHOLD
+            with np.errstate(invalid="ignore", divide="ignore"):
+                row["pass_ci_low"], row["pass_ci_high"] = _ci(neg[:, passing].sum(1) / neg.sum(1), ci_level)
+        if len(real) == 0:
+            rows.append({**row, "note": _nc("no real control images")})
+            continue
+        row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
+        if cells is not None and pos is not None:
+            row["auc_ci_low"], row["auc_ci_high"] = _ci(_auc_from_level_totals(pos, cells[1]), ci_level)
+        rows.append(row)
+    out = _frame(rows, REAL_VS_GENERATED_COLUMNS)
+    out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
+    return out
+
+
+def _roc_table(prep: _Prepared, question: str) -> pd.DataFrame:
+    real, gen = _realism_scores(prep, question)
+    parts = []
+    for mi, x in gen.items():
+        if len(real) == 0 or len(x) == 0:
+            continue
+        fpr, tpr, thr = roc_curve(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x], drop_intermediate=False)
+        parts.append(pd.DataFrame({"model": prep.models[mi], "fpr": fpr, "tpr": tpr, "threshold": thr}))
+    return pd.concat(parts, ignore_index=True) if parts else _frame([], ROC_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Agreement
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _alpha_from_patterns(patterns: np.ndarray, weights: np.ndarray, levels: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's α for weighted sums of unit value-count patterns (the formulas of ``krippendorff.alpha``).
+
+    ``patterns``: P × V value counts of distinct pairable units; ``weights``: B × P multiplicities. Returns (B,).
+    """
+    p = patterns.astype(float)
+    n_pat, v = p.shape
+    eye = np.eye(v)
+    coinc = (p[:, :, None] * p[:, None, :] - p[:, :, None] * eye) / (p.sum(1) - 1)[:, None, None]
+    o = (weights @ coinc.reshape(n_pat, v * v)).reshape(-1, v, v)
+    n_v = o.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = (n_v[:, :, None] * n_v[:, None, :] - n_v[:, :, None] * eye) / (n_v.sum(1) - 1)[:, None, None]
+    i1, i2 = np.meshgrid(np.arange(v), np.arange(v), indexing="ij")
+    if level == "nominal":
+        d = np.broadcast_to((i1 != i2).astype(float), o.shape)
+    elif level == "interval":
+        lv = np.asarray(levels, dtype=float)
+        d = np.broadcast_to((lv[:, None] - lv[None, :]) ** 2, o.shape)
+    elif level == "ordinal":
+        lo, hi = np.minimum(i1, i2), np.maximum(i1, i2)
+        cs = np.concatenate([np.zeros((len(n_v), 1)), np.cumsum(n_v, axis=1)], axis=1)
+        d = (cs[:, hi + 1] - cs[:, lo] - (n_v[:, lo] + n_v[:, hi]) / 2) ** 2
+    else:
+        raise ValueError(f"level_of_measurement must be 'nominal', 'ordinal' or 'interval', got {level!r}")
+    do, de = (o * d).sum((1, 2)), (e * d).sum((1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(de > 0, 1 - do / de, np.nan)
+
+
+def _fleiss_from_patterns(patterns: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Fleiss' κ for weighted sums of unit category-count patterns, all with the same number of raters m
+    (the formula of ``statsmodels.stats.inter_rater.fleiss_kappa``). Returns (B,)."""
+    p = patterns.astype(float)
+    m = p.sum(1)[0]
+    p_rat = ((p * p).sum(1) - m) / (m * (m - 1))
+    total = weights.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_mean = (weights @ p_rat) / total
+        pe = (((weights @ p) / (total * m)[:, None]) ** 2).sum(1)
+        return np.where(pe < 1, (p_mean - pe) / (1 - pe), np.nan)
+
+
+def _resample_patterns(rng: np.random.Generator, table: np.ndarray, n_boot: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of ``table`` and, per replicate, how often each is drawn when resampling rows with replacement
+    (a multinomial draw over the distinct rows: rows with the same pattern are interchangeable)."""
+    table = np.asarray(table, dtype=np.int64)
+    base = int(table.max()) + 1 if table.size else 1
+    if base ** table.shape[1] < 2**62:  # encode each row as one integer: a 1-D unique is much faster
+        key = table @ (base ** np.arange(table.shape[1], dtype=np.int64))
+        _, first, counts = np.unique(key, return_index=True, return_counts=True)
+        pats = table[first]
+    else:
+        pats, counts = np.unique(table, axis=0, return_counts=True)
+    weights = rng.multinomial(int(counts.sum()), counts / counts.sum(), size=n_boot).astype(float)
+    return pats, weights
+
+
+def fleiss_table(units: np.ndarray, categories: np.ndarray, n_units: int, n_categories: int) -> np.ndarray:
+    """Units × categories count table, the output of statsmodels ``aggregate_raters`` (which loops over units in
+    Python; this is one ``bincount``): ``units``/``categories`` are the 0-based codes of each answer."""
+    flat = np.bincount(units * n_categories + categories, minlength=n_units * n_categories)
+    return flat.reshape(n_units, n_categories)
+
+
+def _agreement_scope(
+    rows: Mapping[str, np.ndarray],
+    question: str,
+    model: str,
+    levels: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    ci_level: float,
+    level: str,
+) -> list[dict]:
+    """α and κ for the answers in ``rows`` (numpy arrays unit, lev, rater, rank — rank = order of the answer within
+    its unit by answer time — all for one question and scope)."""
+    alpha_name = f"krippendorff_alpha_{level}"
+    unit, lev = rows["unit"], rows["lev"]
+    n_raters = int(np.unique(rows["rater"]).size)
+    base = {"question": question, "model": model, "n_raters": n_raters, "n_answers": len(unit)}
+
+    def nc(reason: str, **extra) -> list[dict]:
+        return [{**base, **extra, "metric": m, "note": _nc(reason)} for m in (alpha_name, "fleiss_kappa")]
+
+    if len(unit) == 0:
+        return nc("no ratings")
+    if base["n_raters"] < 2:
+        return nc("only one rater")
+    units, unit_d = np.unique(unit, return_inverse=True)
+    n_l = len(levels)
+    vc = fleiss_table(unit_d, lev, len(units), n_l)
+    per_unit = vc.sum(1)
+    pairable = per_unit >= 2
+    if not pairable.any():
+        return nc("no image rated by two or more raters", n_units=len(units))
+    if np.unique(lev).size < 2:
+        return nc("every answer has the same score (no variation)", n_units=int(pairable.sum()))
+    out = []
+    # Krippendorff's α: library point estimate on the unit × level counts; CI by resampling units.
+    a_row = {**base, "metric": alpha_name, "n_units": int(pairable.sum()), "n_units_dropped": int((~pairable).sum())}
+    vc_p = vc[pairable]
+    used = vc_p.sum(0) > 0
+    if used.sum() < 2:
+        out.append({**a_row, "note": _nc("pairable answers all have the same score (no variation)")})
+    else:
+        a_row["value"] = float(
+            krippendorff.alpha(value_counts=vc_p[:, used], value_domain=levels[used], level_of_measurement=level)
+        )
+        if n_boot > 0:
+            pats, w = _resample_patterns(rng, vc_p[:, used], n_boot)
+            a_row["ci_low"], a_row["ci_high"] = _ci(_alpha_from_patterns(pats, w, levels[used], level), ci_level)
+        out.append(a_row)
+    # Fleiss' κ needs the same number m of raters per unit: m = the most common count among pairable units (ties:
+    # the larger); a unit with more answers keeps its first m by answer time, a unit with fewer is dropped.
+    counts_m = np.bincount(per_unit[pairable])
+    m = int(np.flatnonzero(counts_m == counts_m.max()).max())
+    keep_unit = per_unit >= m
+    f_row = {**base, "metric": "fleiss_kappa", "raters_per_unit": m, "n_units": int(keep_unit.sum()),
+             "n_units_dropped": int(len(units) - keep_unit.sum())}  # fmt: skip
+    sel = (rows["rank"] < m) & keep_unit[unit_d]
+    table = fleiss_table(_dense(unit_d[sel]), lev[sel], int(keep_unit.sum()), n_l)
+    table = table[:, table.sum(0) > 0]
+    if table.shape[1] < 2:
+        out.append({**f_row, "note": _nc("every kept answer has the same score (no variation)")})
+        return out
+    f_row["value"] = float(fleiss_kappa(table, method="fleiss"))
+    if n_boot > 0:
+        pats, w = _resample_patterns(rng, table, n_boot)
+        f_row["ci_low"], f_row["ci_high"] = _ci(_fleiss_from_patterns(pats, w), ci_level)
+    out.append(f_row)
+    return out
+
+
+def agreement(
+    df: pd.DataFrame,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    ci_level: float = DEFAULT_CI_LEVEL,
+    level_of_measurement: str = "ordinal",
+) -> pd.DataFrame:
+    """Inter-rater agreement per numeric question, over all images (``model == "all"``) and per model.
+
+    Units are images (``image_id``); each rater's first answer counts; can't-judge answers are missing values.
+
+    * ``krippendorff_alpha_<level>``: ``krippendorff.alpha`` (ordinal by default) on the unit × score count table;
+      CI by resampling units. Units with a single answer carry no pairable information; ``n_units_dropped`` counts
+      them.
+    * ``fleiss_kappa``: statsmodels ``fleiss_kappa`` on the units × score-category count table (what
+      ``aggregate_raters`` returns). Fleiss' κ needs an equal number of raters per unit: ``raters_per_unit`` (m) is
+      the most common number of answers per unit (ties → the larger); a unit with more than m answers keeps its first
+      m by answer time, a unit with fewer is dropped (``n_units_dropped``). CI by resampling units.
+
+    Columns: ``AGREEMENT_COLUMNS``. Common reading: α ≥ 0.8 reliable, ≥ 0.667 tentative.
+    """
+    return _agreement_table(_prepare(df), n_boot, _rng(seed, "agreement"), ci_level, level_of_measurement)
+
+
+def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: str) -> pd.DataFrame:
+    if prep.rows.empty:
+        return _frame([{"metric": "", "note": _nc("no ratings")}], AGREEMENT_COLUMNS)
+    s = prep.scored
+    rows = []
+    for qi, question in enumerate(prep.questions):
+        sq = s[s["question"].to_numpy() == qi]
+        unit = sq["image"].to_numpy()
+        levels, lev = np.unique(sq["value"].to_numpy(), return_inverse=True)
+        rater, model = sq["rater"].to_numpy(), sq["model"].to_numpy()
+        order = np.lexsort((rater, sq["t"].to_numpy(), unit))
+        rank = np.empty(len(unit), dtype=np.int64)
+        u_sorted = unit[order]
+        rank[order] = np.arange(len(order)) - np.searchsorted(u_sorted, u_sorted, side="left")
+        arrays = {"unit": unit, "lev": lev, "rater": rater, "rank": rank}
+        rows += _agreement_scope(arrays, question, ALL, levels, n_boot, rng, ci_level, level)
+        for mi, name in enumerate(prep.models):
+            sel = model == mi
+            scoped = {k: v[sel] for k, v in arrays.items()}
+            rows += _agreement_scope(scoped, question, name, levels, n_boot, rng, ci_level, level)
+    out = _frame(rows, AGREEMENT_COLUMNS)
+    for c in ("n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped"):
+        out[c] = out[c].astype("Int64")
+    return out
+
+
+def intra_rater(df: pd.DataFrame, min_pairs: int = MIN_REPEAT_PAIRS) -> pd.DataFrame:
+    """Intra-rater consistency on repeated items, per question: pooled over raters (``rater_id == "all"``) and per
+    rater. Each repeat answer (``is_repeat``) is paired with the same rater's first answer on the same image and
+    question; pairs where either answer is can't-judge are dropped. Statistics: share of identical scores,
+    quadratic-weighted Cohen's κ (statsmodels ``cohens_kappa(table, wt="quadratic")`` on the first × repeat table
+    over the question's score levels — identical to sklearn ``cohen_kappa_score(weights="quadratic",
+    labels=levels)``, checked in the tests, and ~30× faster per rater) and Krippendorff's α (ordinal, the two
+    occasions as two coders). Fewer than ``min_pairs`` pairs → "not computable". Columns: ``INTRA_COLUMNS``.
+    """
+    return _intra_table(_prepare(df), min_pairs)
+
+
+def _intra_stats(first: np.ndarray, again: np.ndarray, n_levels: int, min_pairs: int) -> dict:
+    """``first``/``again``: level codes (0..n_levels-1) of the paired answers."""
+    row = {"n_pairs": len(first)}
+    if len(first) < min_pairs:
+        return {**row, "note": _nc(f"{len(first)} repeat pairs (need {min_pairs})")}
+    row["exact_agreement"] = float(np.mean(first == again))
+    if np.unique(np.r_[first, again]).size < 2:
+        return {**row, "note": _nc("every repeated answer has the same score (no variation)")}
+    table = fleiss_table(first, again, n_levels, n_levels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = float(cohens_kappa(table, wt="quadratic", return_results=False))
+    row["kappa_quadratic"] = kappa if np.isfinite(kappa) else np.nan
+    two_coders = np.vstack([first, again]).astype(float)
+    row["alpha_ordinal"] = float(krippendorff.alpha(two_coders, level_of_measurement="ordinal"))
+    if not np.isfinite(kappa):
+        row["note"] = _nc("κ undefined: one occasion used a single score")
+    return row
+
+
+def _repeat_pairs(prep: _Prepared) -> pd.DataFrame:
+    """One row per valid (first answer, repeat) pair: rater, question, value_first, value_repeat."""
+    r = prep.rows
+    rater, image, q = r["rater"].to_numpy(), r["image"].to_numpy(), r["question"].to_numpy()
+    key = (rater * (int(image.max()) + 1 if len(image) else 1) + image) * max(len(prep.questions), 1) + q
+    rep = r["repeat"].to_numpy()
+    valid = ~np.isnan(r["value"].to_numpy()) & ~r["cant"].to_numpy()
+    first_idx = np.flatnonzero(~rep)
+    first_idx = first_idx[np.lexsort((r["t"].to_numpy()[first_idx], key[first_idx]))]
+    k_sorted = key[first_idx]
+    is_first = np.r_[True, k_sorted[1:] != k_sorted[:-1]] if len(k_sorted) else np.zeros(0, bool)
+    first_idx, k_sorted = first_idx[is_first], k_sorted[is_first]
+    again = np.flatnonzero(rep & valid)
+    pos = np.searchsorted(k_sorted, key[again])
+    found = np.zeros(len(again), dtype=bool)
+    if len(k_sorted):
+        found = (pos < len(k_sorted)) & (k_sorted[np.minimum(pos, len(k_sorted) - 1)] == key[again])
+    again, match = again[found], first_idx[pos[found]]
+    ok = valid[match]
+    again, match = again[ok], match[ok]
+    v = r["value"].to_numpy()
+    return pd.DataFrame(
+        {"rater": rater[again], "question": q[again], "value_first": v[match], "value_repeat": v[again]}
+    )
+
+
+def _intra_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
+    if prep.rows.empty:
+        return _frame([{"note": _nc("no ratings")}], INTRA_COLUMNS)
+    pairs = _repeat_pairs(prep)
+    rows = []
+    for qi, question in enumerate(prep.questions):
+        pq = pairs[pairs["question"].to_numpy() == qi]
+        if pq.empty:
+            rows.append({"question": question, "rater_id": ALL, "n_pairs": 0, "note": _nc("no repeated items")})
+            continue
+        levels = np.unique(prep.scored.loc[prep.scored["question"] == qi, "value"].to_numpy())
+        levels = np.unique(np.r_[levels, pq["value_first"].to_numpy(), pq["value_repeat"].to_numpy()])
+        f = np.searchsorted(levels, pq["value_first"].to_numpy())
+        a = np.searchsorted(levels, pq["value_repeat"].to_numpy())
+        rows.append({"question": question, "rater_id": ALL, **_intra_stats(f, a, len(levels), min_pairs)})
+        rater = pq["rater"].to_numpy()
+        order = np.argsort(rater, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, rater[order][1:] != rater[order][:-1], True])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            idx = order[lo:hi]
+            rows.append({"question": question, "rater_id": str(prep.raters[rater[idx[0]]]),
+                         **_intra_stats(f[idx], a[idx], len(levels), min_pairs)})  # fmt: skip
+    out = _frame(rows, INTRA_COLUMNS)
+    out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Position bias, timing, raters
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def position_bias(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean score by panel position shown, per numeric question, and a Kruskal–Wallis test (scipy ``kruskal``) of
+    "the scores have the same distribution at every position". ``mean_centered`` is the mean of (score − that
+    model's mean on the question), which removes any imbalance of models across positions. Only screens with more
+    than one panel count. Returns ``(by_position, tests)`` with ``POSITION_COLUMNS`` / ``POSITION_TEST_COLUMNS``."""
+    return _position_tables(_prepare(df))
+
+
+def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if prep.rows.empty:
+        tests = _frame([{"test": "kruskal", "note": _nc("no ratings")}], POSITION_TEST_COLUMNS)
+        return _frame([], POSITION_COLUMNS), tests
+    s = prep.scored[prep.scored["n_panels"].to_numpy() > 1]
+    if s.empty:
+        reason = "every screen shows one panel" if not prep.scored.empty else "no scored answers"
+        tests = [{"question": q, "test": "kruskal", "note": _nc(reason)} for q in prep.questions]
+        return _frame([], POSITION_COLUMNS), _frame(tests, POSITION_TEST_COLUMNS)
+    s = s.assign(centered=s["value"] - s.groupby(["model", "question"])["value"].transform("mean"))
+    by = (
+        s.groupby(["question", "position"])
+        .agg(n=("value", "size"), mean=("value", "mean"), sd=("value", "std"), mean_centered=("centered", "mean"))
+        .reset_index()
+    )
+    by["question"] = [prep.questions[q] for q in by["question"]]
+    tests = []
+    for qi, question in enumerate(prep.questions):
+        sq = s[s["question"].to_numpy() == qi]
+        groups = [g.to_numpy() for _, g in sq.groupby("position")["value"]]
+        row = {"question": question, "test": "kruskal", "n_positions": len(groups), "n": len(sq)}
+        if len(groups) < 2:
+            tests.append({**row, "note": _nc("answers at fewer than two positions")})
+        elif np.unique(sq["value"].to_numpy()).size < 2:
+            tests.append({**row, "note": _nc("every answer has the same score (no variation)")})
+        else:
+            res = stats.kruskal(*groups)
+            tests.append({**row, "statistic": float(res.statistic), "p_value": float(res.pvalue)})
+    return by.loc[:, list(POSITION_COLUMNS)], _frame(tests, POSITION_TEST_COLUMNS)
+
+
+def _trial_times(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: rater, seconds, panels."""
+    t = rows[~np.isnan(rows["seconds"].to_numpy())]
+    return t.groupby("trial", sort=False).agg(
+        rater=("rater", "first"), seconds=("seconds", "max"), n_panels=("n_panels", "max")
+    )
+
+
+def rating_times(df: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per trial (one screen; ``seconds`` is stored per trial): overall (``by == "all"``), per model (the
+    trials that showed that model — identical across models when every screen shows every model) and per rater.
+    Columns: ``TIMING_COLUMNS``."""
+    return _timing_table(_prepare(df))
+
+
+def _timing_table(prep: _Prepared) -> pd.DataFrame:
+    r = prep.rows
+    if r.empty or np.isnan(r["seconds"].to_numpy()).all():
+        return _frame([], TIMING_COLUMNS)
+    trials = _trial_times(r)
+    timed = r[~np.isnan(r["seconds"].to_numpy())]
+    per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds"]]
+
+    def summarise(frame: pd.DataFrame, key: str | None, by: str, labels) -> pd.DataFrame:
+        g = frame.groupby(key)["seconds"] if key else frame.assign(_k=0).groupby("_k")["seconds"]
+        q = g.quantile([0.25, 0.5, 0.75]).unstack()
+        out = pd.DataFrame(
+            {"n_trials": g.size(), "median_seconds": q[0.5], "q25_seconds": q[0.25], "q75_seconds": q[0.75]}
+        )
+        return out.assign(by=by, key=[labels(k) for k in out.index]).reset_index(drop=True)
+
+    out = pd.concat(
+        [
+            summarise(trials, None, "all", lambda k: ALL),
+            summarise(per_model, "model", "model", lambda k: prep.models[k]),
+            summarise(trials, "rater", "rater", lambda k: str(prep.raters[k])),
+        ],
+        ignore_index=True,
+    )
+    return out.loc[:, list(TIMING_COLUMNS)]
+
+
+def rater_summary(df: pd.DataFrame, thresholds: RaterThresholds = RaterThresholds()) -> pd.DataFrame:
+    """One row per rater: answers, trials, scored and can't-judge answers, median seconds per trial and per image
+    (trial seconds / panels), mean score, most-used score and its share, and agreement with the consensus: for each
+    scored answer the consensus is the mean of the *other* raters' first answers on the same image and question;
+    ``consensus_corr`` is the Pearson correlation computed within each question and averaged weighted by answers,
+    ``consensus_bias`` the mean (answer − consensus). Flags ``too_fast``, ``straight_lining``, ``outlier``: see
+    :class:`RaterThresholds`. Columns: ``RATER_COLUMNS``."""
+    return _rater_table(_prepare(df), thresholds)
+
+
+def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
+    r = prep.rows
+    if r.empty:
+        return _frame([{"note": _nc("no ratings")}], RATER_COLUMNS)
+    out = r.groupby("rater").agg(
+        n_answers=("value", "size"), n_trials=("trial", "nunique"), n_cant_judge=("cant", "sum")
+    )
+    trials = _trial_times(r)
+    trials["per_image"] = trials["seconds"] / trials["n_panels"].clip(lower=1)
+    out = out.join(
+        trials.groupby("rater").agg(
+            median_seconds=("seconds", "median"), median_seconds_per_image=("per_image", "median")
+        )
+    )
+    s = prep.scored
+    out = out.join(s.groupby("rater")["value"].agg(n_scored="size", mean="mean"))
+    counts = s.groupby(["rater", "value"]).size().rename("k").reset_index()
+    counts = counts.sort_values(["rater", "k", "value"], ascending=[True, False, True])  # ties: the lower score
+    modal = counts.drop_duplicates("rater").set_index("rater")
+    out["modal_score"] = modal["value"]
+    out["modal_share"] = modal["k"] / out["n_scored"]
+    # consensus: mean of the other raters' answers on the same image × question
+    grp = s.groupby(["image", "question"])["value"]
+    tot, cnt = grp.transform("sum").to_numpy(), grp.transform("size").to_numpy()
+    shared = cnt > 1
+    x = s["value"].to_numpy()[shared]
+    y = (tot[shared] - x) / (cnt[shared] - 1)
+    c = pd.DataFrame({"rater": s["rater"].to_numpy()[shared], "question": s["question"].to_numpy()[shared],
+                      "x": x, "y": y, "xx": x * x, "yy": y * y, "xy": x * y})  # fmt: skip
+    sums = c.groupby(["rater", "question"]).agg(
+        n=("x", "size"), x=("x", "sum"), y=("y", "sum"), xx=("xx", "sum"), yy=("yy", "sum"), xy=("xy", "sum")
+    )
+    n = sums["n"]
+    vx, vy = sums["xx"] - sums["x"] ** 2 / n, sums["yy"] - sums["y"] ** 2 / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = ((sums["xy"] - sums["x"] * sums["y"] / n) / np.sqrt(vx * vy)).where((vx > 1e-9) & (vy > 1e-9))
+    w = n.where(corr.notna(), 0)
+    per = pd.DataFrame({"wc": (corr * n).fillna(0), "w": w, "n": n, "bias": sums["x"] - sums["y"]})
+    per = per.groupby("rater").sum()
+    out["consensus_corr"] = (per["wc"] / per["w"]).where(per["w"] > 0)
+    out["consensus_bias"] = per["bias"] / per["n"]
+    out["n_consensus"] = per["n"]
+    for col in ("n_scored", "n_consensus", "n_cant_judge"):
+        out[col] = out[col].fillna(0).astype("int64")
+    enough_c = out["n_consensus"] >= th.min_answers
+    out["too_fast"] = (out["median_seconds_per_image"] < th.too_fast_seconds).fillna(False).astype(bool)
+    straight = (out["n_scored"] >= th.min_answers) & (out["modal_share"] >= th.straight_lining_share)
+    out["straight_lining"] = straight.fillna(False).astype(bool)
+    off = (out["consensus_corr"] < th.min_consensus_corr) | (out["consensus_bias"].abs() >= th.max_consensus_bias)
+    out["outlier"] = (enough_c & off).fillna(False).astype(bool)
+    out["note"] = np.where(
+        out["n_consensus"] == 0,
+        _nc("no image shared with another rater (consensus)"),
+        np.where(~enough_c, f"consensus flag needs {th.min_answers} shared answers", ""),
+    )
+    out = out.reset_index()
+    out["rater_id"] = [str(prep.raters[k]) for k in out["rater"]]
+    return out.loc[:, list(RATER_COLUMNS)].sort_values("rater_id").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pairwise model comparison
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def pairwise_tests(df: pd.DataFrame, min_pairs: int = MIN_PAIRS) -> pd.DataFrame:
+    """Paired comparison of every two generated models on the same prompts, per numeric question.
+
+    Scores are averaged per (model, prompt, seed) — prompt = ``prompt_id``, or the prompt text when ``prompt_id`` is
+    empty; the pairs are the (prompt, seed) cells both models have. Test: Wilcoxon signed-rank (scipy, two-sided,
+    zero differences dropped; all differences zero → p = 1). ``mean_diff`` = mean of (a − b). ``p_holm``: Holm
+    correction across the model pairs of one question (statsmodels ``multipletests``). Columns: ``PAIRWISE_COLUMNS``.
+    """
+    return _pairwise_table(_prepare(df), min_pairs)
+
+
+def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
+    gen = prep.generated
+    if len(gen) < 2:
+        reason = "no ratings" if prep.rows.empty else "fewer than two generated models"
+        return _frame([{"note": _nc(reason)}], PAIRWISE_COLUMNS)
+    s = prep.scored[~prep.is_real[prep.scored["model"].to_numpy()]] if len(prep.scored) else prep.scored
+    cell = s.groupby(["question", "pkey", "seed", "model"])["value"].mean()
+    rows = []
+    for qi, question in enumerate(prep.questions):
+        present = cell.index.get_level_values(0) == qi
+        wide = cell[present].droplevel(0).unstack("model") if present.any() else pd.DataFrame()
+        q_rows = []
+        for a, b in itertools.combinations(gen, 2):
+            row = {"question": question, "model_a": prep.models[a], "model_b": prep.models[b]}
+            if a not in wide.columns or b not in wide.columns:
+                q_rows.append({**row, "n_pairs": 0, "note": _nc("a model has no ratings on this question")})
+                continue
+            both = wide[[a, b]].dropna()
+            x, y = both[a].to_numpy(), both[b].to_numpy()
+            row["n_pairs"] = len(both)
+            if len(both) < min_pairs:
+                q_rows.append({**row, "note": _nc(f"{len(both)} shared prompt/seed pairs (need {min_pairs})")})
+                continue
+            d = x - y
+            row.update(mean_a=x.mean(), mean_b=y.mean(), mean_diff=d.mean(), median_diff=float(np.median(d)))
+            if np.all(d == 0):
+                row.update(statistic=0.0, p_value=1.0)
+            else:
+                res = stats.wilcoxon(x, y)
+                row.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+            q_rows.append(row)
+        p = np.array([r.get("p_value", np.nan) for r in q_rows], dtype=float)
+        ok = np.flatnonzero(np.isfinite(p))
+        if len(ok):
+            for i, adj in zip(ok, multipletests(p[ok], method="holm")[1], strict=True):
+                q_rows[i]["p_holm"] = float(adj)
+        rows += q_rows
+    if not rows:
+        return _frame([{"note": _nc("no numeric questions")}], PAIRWISE_COLUMNS)
+    out = _frame(rows, PAIRWISE_COLUMNS)
+    out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Overview and the whole analysis
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def overview(df: pd.DataFrame) -> pd.DataFrame:
+    """Counts that frame every other table (answers, scored, can't judge, repeats, raters, items, images, models,
+    questions, first and last answer). Columns: ``quantity``, ``value`` (strings)."""
+    return _overview(df, _prepare(df))
+
+
+def _overview(df: pd.DataFrame, prep: _Prepared) -> pd.DataFrame:
+    r = prep.rows
+    t = r["t"].to_numpy()
+    t = t[t != np.iinfo(np.int64).min]
+    unit = pd.DatetimeIndex(df["answered_at"]).unit if len(t) else "ns"
+
+    def when(x) -> str:
+        return pd.Timestamp(int(x), unit=unit, tz="UTC").isoformat()
+
+    q = [
+        ("answers (all questions)", prep.n_answers),
+        ("answers to numeric questions", len(r)),
+        ("scored first answers", len(prep.scored)),
+        ("can't judge", int(r["cant"].sum())),
+        ("repeat answers", int(r["repeat"].sum())),
+        ("raters", len(prep.raters)),
+        ("items", prep.n_items),
+        ("images", prep.n_images),
+        ("models (incl. real)", ", ".join(prep.models) or "none"),
+        ("numeric questions", ", ".join(prep.questions) or "none"),
+        ("first answer", when(t.min()) if len(t) else ""),
+        ("last answer", when(t.max()) if len(t) else ""),
+    ]
+    return pd.DataFrame([(k, str(v)) for k, v in q], columns=list(OVERVIEW_COLUMNS))
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    """Independent, reproducible stream per statistic family, so one table's draws don't depend on another's."""
+    return np.random.default_rng([int(seed), sum(ord(ch) * 31**i for i, ch in enumerate(stream)) % 2**32])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Analysis:
+    """Every table of the analysis (built by :func:`analyze`; each function's docstring gives its columns)."""
+
+    overview: pd.DataFrame
+    scores: pd.DataFrame
+    real_vs_generated: pd.DataFrame
+    roc: pd.DataFrame
+    agreement: pd.DataFrame
+    intra_rater: pd.DataFrame
+    position: pd.DataFrame
+    position_test: pd.DataFrame
+    timing: pd.DataFrame
+    raters: pd.DataFrame
+    pairwise: pd.DataFrame
+    notes: tuple[str, ...]
+    n_boot: int
+    seed: int
+    ci_level: float
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Table name → table, in reading order."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: v for name, v in values.items() if isinstance(v, pd.DataFrame)}
+
+
+def analyze(
+    df: pd.DataFrame,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    ci_level: float = DEFAULT_CI_LEVEL,
+    models: Sequence[str] = (),
+    thresholds: RaterThresholds = RaterThresholds(),
+) -> Analysis:
+    """Run every statistic on the tidy frame ``df``. ``models``: models expected in the study (listed even without
+    answers). Deterministic for a given ``seed``."""
+    if n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+    if not 0 < ci_level < 1:
+        raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
+    prep = _prepare(df, models)
+    boot = _cell_bootstrap(prep, n_boot, _rng(seed, "scores"))
+    position, position_test = _position_tables(prep)
+    raters = _rater_table(prep, thresholds)
+    notes = []
+    if prep.rows.empty:
+        notes.append("No ratings yet: every statistic is not computable.")
+    else:
+        if prep.scored["rater"].nunique() < 2:
+            notes.append("Only one rater: agreement statistics are not computable.")
+        if not prep.is_real.any():
+            notes.append("No real control images: real-vs-generated AUC is not computable.")
+        for flag in ("too_fast", "straight_lining", "outlier"):
+            ids = raters.loc[raters[flag].to_numpy(dtype=bool), "rater_id"].tolist()
+            if ids:
+                notes.append(f"Raters flagged {flag}: {', '.join(ids)}.")
+    return Analysis(
+        overview=_overview(df, prep),
+        scores=_score_table(prep, boot, ci_level),
+        real_vs_generated=_real_table(prep, boot, ci_level, REALISM),
+        roc=_roc_table(prep, REALISM),
+        agreement=_agreement_table(prep, n_boot, _rng(seed, "agreement"), ci_level, "ordinal"),
+        intra_rater=_intra_table(prep, MIN_REPEAT_PAIRS),
+        position=position,
+        position_test=position_test,
+        timing=_timing_table(prep),
+        raters=raters,
+        pairwise=_pairwise_table(prep, MIN_PAIRS),
+        notes=tuple(notes),
+        n_boot=n_boot,
+        seed=seed,
+        ci_level=ci_level,
+    )

@@ -1,0 +1,167 @@
+"""Analysis-ready exports of the tidy ratings frame: long CSV, wide CSV (one row per image) and Parquet.
+
+* No index column; columns in contract order (docs/CONTRACTS.md), documented in ``EXPORT_COLUMNS``.
+* CSV timestamps are ISO 8601 in UTC with microseconds, e.g. ``2026-03-02T08:00:00.000000Z``; booleans are
+  ``true``/``false``; missing values are empty fields. Parquet keeps the native types (UTC timestamps, nullable
+  integers, booleans).
+* CSV is written by pyarrow's multi-threaded writer: a 1,000,000-row export takes about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from .analysis import TIDY_COLUMNS, check_ratings_frame, question_order
+
+EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": 'study id; "live" for the live arena',
+        "rater_id": "stable, pseudonymous rater id",
+        "item_id": 'stable item key within the study ("live-<trial>" in the live arena)',
+        "trial_id": "database id of the trial (one screen shown to one rater)",
+        "image_id": "opaque image id (what the browser saw)",
+        "model": 'model name, unblinded; "real" for real control images',
+        "source": '"generated" or "real"',
+        "prompt_id": 'prompt id from the prompt bank ("" when typed live)',
+        "prompt": "prompt text",
+        "modality": '"colonoscopy" or "radiology"',
+        "seed": "generation seed; empty for real images",
+        "position": '1-based panel position shown (1 = "Image A")',
+        "n_panels": "panels on that screen",
+        "order_index": "0-based index of the trial in the rater's sequence",
+        "question": '"realism", "alignment" or a study-defined key',
+        "value": "the score (1..5 for scales); empty when can't judge or for non-numeric questions",
+        "choices": 'multi-select answers joined with "|"; empty otherwise',
+        "cant_judge": 'true when the rater chose "can\'t judge / image failed to load"',
+        "comment": "free-text comment for that image (empty if none)",
+        "shown_at": "when the trial was shown (ISO 8601, UTC)",
+        "answered_at": "when the answer was stored (ISO 8601, UTC)",
+        "seconds": "answered_at - shown_at, in seconds",
+        "is_repeat": "true when this trial repeats an earlier item (intra-rater consistency)",
+    }
+)
+"""Long format (``write_long_csv``, ``write_parquet``): column → meaning, in file order."""
+
+WIDE_ID_COLUMNS: tuple[str, ...] = ("image_id", "model", "source", "prompt_id", "prompt", "modality", "seed")
+WIDE_SEPARATOR = "__"
+WIDE_COLUMNS: Mapping[str, str] = types.MappingProxyType(
+    {
+        **{c: EXPORT_COLUMNS[c] for c in WIDE_ID_COLUMNS},
+        f"<rater_id>{WIDE_SEPARATOR}<question>": (
+            "that rater's first score for the image on that question; empty when not rated, can't judge, or only "
+            "answered in a repeat (repeats are in the long export)"
+        ),
+    }
+)
+"""Wide format (``wide_frame``, ``write_wide_csv``): one row per image; column → meaning."""
+
+
+def _iso_utc(col: pd.Series) -> pa.Array:
+    """ISO 8601 strings (UTC, microseconds, ``Z`` suffix); nulls stay null."""
+    ts = pd.to_datetime(col, utc=True)
+    arr = pa.array(ts).cast(pa.timestamp("ns", tz="UTC"))
+    naive = pc.cast(arr.cast(pa.timestamp("ns")), pa.timestamp("us"), safe=False)
+    text = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T")
+    return pc.binary_join_element_wise(text, pa.scalar("Z"), "")
+
+
+def _long_table(df: pd.DataFrame) -> pa.Table:
+    check_ratings_frame(df)
+    data = df.loc[:, list(TIDY_COLUMNS)]
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    for name in ("shown_at", "answered_at"):
+        table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
+    return table
+
+
+def _write_csv(table: pa.Table, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pcsv.write_csv(table, path)
+    return path
+
+
+def write_long_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the tidy frame as CSV, one row per answer (``EXPORT_COLUMNS``). Returns the path."""
+    return _write_csv(_long_table(df), path)
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the tidy frame as Parquet with native types (``EXPORT_COLUMNS``, no index). Returns the path."""
+    check_ratings_frame(df)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.loc[:, list(TIDY_COLUMNS)].to_parquet(path, index=False, engine="pyarrow")
+    return path
+
+
+def wide_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per image: ``WIDE_ID_COLUMNS`` then one column per rater × numeric question named
+    ``<rater_id>__<question>`` holding that rater's first score (``is_repeat`` False, not can't judge).
+
+    Columns are ordered by rater id, then question (realism, alignment, others by name); rows by model (real first)
+    then image id. Scores are nullable integers (``Int8``) when every score is a whole number in -128..127,
+    else floats.
+    """
+    check_ratings_frame(df)
+    value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    first = ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
+    numeric_q = pd.unique(df["question"][~np.isnan(value)])
+    questions = list(question_order(numeric_q))
+    img_code, img_uni = pd.factorize(df["image_id"])
+    ids = df.loc[:, list(WIDE_ID_COLUMNS)].iloc[np.unique(img_code[img_code >= 0], return_index=True)[1]]
+    ids = ids.sort_values(["source", "model", "image_id"], key=lambda c: c.ne("real") if c.name == "source" else c)
+    ids = ids.reset_index(drop=True)
+    row_of_image = np.empty(len(img_uni), dtype=np.int64)
+    row_of_image[pd.Index(img_uni).get_indexer(ids["image_id"])] = np.arange(len(ids))
+
+    use = first & ~np.isnan(value) & ~df["cant_judge"].fillna(False).to_numpy(dtype=bool)
+    q_idx = pd.Index(questions).get_indexer(df["question"])
+    r_code, r_uni = pd.factorize(df["rater_id"], sort=True)
+    col = r_code * max(len(questions), 1) + q_idx
+    use &= (q_idx >= 0) & (r_code >= 0) & (img_code >= 0)
+    rows_i, cols_i, vals = row_of_image[img_code[use]], col[use], value[use]
+    # one score per cell: if a rater answered the same image twice outside repeats, keep the earliest answer
+    order = np.argsort(pd.DatetimeIndex(df["answered_at"]).asi8[use], kind="stable")[::-1]
+    rows_i, cols_i, vals = rows_i[order], cols_i[order], vals[order]
+    present = np.unique(cols_i)
+    dense_col = np.searchsorted(present, cols_i)
+    integral = len(vals) > 0 and np.all(vals == np.round(vals)) and vals.min() >= -128 and vals.max() <= 127
+    names = [f"{r_uni[c // len(questions)]}{WIDE_SEPARATOR}{questions[c % len(questions)]}" for c in present]
+    shape = (len(ids), len(present))  # column-major, so each score column is one contiguous slice
+    # with repeated cells the last write (= the earliest answer) wins
+    if integral:
+        data = np.zeros(shape, dtype=np.int8, order="F")
+        missing = np.ones(shape, dtype=bool, order="F")
+        data[rows_i, dense_col] = vals.astype(np.int8)
+        missing[rows_i, dense_col] = False
+        scores = {n: pd.arrays.IntegerArray(data[:, j], missing[:, j]) for j, n in enumerate(names)}
+    else:
+        data = np.full(shape, np.nan, order="F")
+        data[rows_i, dense_col] = vals
+        scores = {n: data[:, j] for j, n in enumerate(names)}
+    return pd.concat([ids, pd.DataFrame(scores, index=ids.index)], axis=1)
+
+
+def write_wide_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``wide_frame(df)`` as CSV (one row per image; ``WIDE_COLUMNS``). Returns the path."""
+    return _write_csv(pa.Table.from_pandas(wide_frame(df), preserve_index=False), path)
+
+
+def export_all(df: pd.DataFrame, directory: str | os.PathLike, stem: str = "ratings") -> dict[str, Path]:
+    """Write ``<stem>_long.csv``, ``<stem>_wide.csv`` and ``<stem>.parquet`` into ``directory``."""
+    d = Path(directory)
+    return {
+        "long_csv": write_long_csv(df, d / f"{stem}_long.csv"),
+        "wide_csv": write_wide_csv(df, d / f"{stem}_wide.csv"),
+        "parquet": write_parquet(df, d / f"{stem}.parquet"),
+    }

@@ -1,0 +1,332 @@
+"""One self-contained HTML report: the analysis tables and plotly figures built from them.
+
+``figures`` only draws aggregated tables (never one point per answer), so a 1,000,000-row study gives a report of
+the same size as a small one. ``build_report`` embeds plotly.js once, inline (no CDN, works offline), and escapes
+every table and label.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .analysis import (
+    DEFAULT_N_BOOT,
+    DEFAULT_SEED,
+    NOT_COMPUTABLE,
+    SCALE_LEVELS,
+    Analysis,
+    analyze,
+)
+
+ALPHA_RELIABLE = 0.8
+ALPHA_TENTATIVE = 0.667
+FIGURE_HEIGHT = 420
+PROGRESS_COUNT_COLUMNS = ("done", "total", "answered", "assigned")
+"""Columns of a ``progress`` table drawn per rater when present (else its other numeric columns)."""
+
+SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # (title, explanation, figure names, table names)
+    ("Overview", "What the data holds.", (), ("overview",)),
+    (
+        "Scores per model",
+        "Mean score with a 95% CI from a two-way clustered bootstrap (raters and items resampled), and the "
+        "distribution of scores. Real control images are their own row.",
+        ("means", "score_distributions"),
+        ("scores",),
+    ),
+    (
+        "Real vs generated",
+        "AUC of telling real from generated images by the realism score (real = positive class; 0.5 = "
+        "indistinguishable). Pass rate: share of answers scoring 4 or 5 ('passes as real').",
+        ("roc",),
+        ("real_vs_generated", "roc"),
+    ),
+    (
+        "Agreement",
+        f"Krippendorff's alpha (ordinal, CI by resampling images) and Fleiss' kappa. Common reading: alpha >= "
+        f"{ALPHA_RELIABLE} reliable, >= {ALPHA_TENTATIVE} tentative. Intra-rater: the same rater on repeated images.",
+        ("agreement",),
+        ("agreement", "intra_rater"),
+    ),
+    (
+        "Model comparisons",
+        "Paired Wilcoxon signed-rank tests on scores averaged per (prompt, seed); Holm-corrected per question.",
+        (),
+        ("pairwise",),
+    ),
+    (
+        "Position bias",
+        "Mean score by the panel position shown (centered: minus the model's mean), with a Kruskal-Wallis test.",
+        ("position",),
+        ("position_test", "position"),
+    ),
+    (
+        "Raters and progress",
+        "Per-rater answers, time and quality flags (too fast, straight-lining, outlier against the consensus).",
+        ("progress", "rater_progress", "raters"),
+        ("answers_over_time", "progress", "raters", "timing"),
+    ),
+)
+
+
+def _is_nc(note) -> bool:
+    return isinstance(note, str) and note.startswith(NOT_COMPUTABLE)
+
+
+def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows that are computable (no "not computable" note)."""
+    if "note" not in table.columns:
+        return table
+    return table[~table["note"].map(_is_nc)]
+
+
+def _score_distributions(a: Analysis) -> go.Figure | None:
+    s = _ok(a.scores)
+    if s.empty:
+        return None
+    questions = list(dict.fromkeys(s["question"]))
+    fig = make_subplots(rows=1, cols=len(questions), subplot_titles=questions, shared_yaxes=True)
+    for model in dict.fromkeys(s["model"]):
+        for j, q in enumerate(questions):
+            row = s[(s["model"] == model) & (s["question"] == q)]
+            if row.empty:
+                continue
+            counts = row[[f"n_{k}" for k in SCALE_LEVELS]].to_numpy(dtype=float)[0]
+            share = counts / counts.sum() if counts.sum() else counts
+            fig.add_trace(
+                go.Bar(x=list(SCALE_LEVELS), y=share, name=model, legendgroup=model, showlegend=j == 0,
+                       customdata=counts, hovertemplate="score %{x}: %{y:.1%} (%{customdata:.0f})"),  # fmt: skip
+                row=1,
+                col=j + 1,
+            )
+    fig.update_layout(barmode="group", title="Score distribution (share of answers)", yaxis_tickformat=".0%")
+    return fig
+
+
+def _means(a: Analysis) -> go.Figure | None:
+    s = _ok(a.scores)
+    if s.empty:
+        return None
+    fig = go.Figure()
+    for q in dict.fromkeys(s["question"]):
+        sq = s[s["question"] == q]
+        fig.add_trace(
+            go.Scatter(
+                x=sq["model"], y=sq["mean"], mode="markers", name=q, marker={"size": 10},
+                error_y={"type": "data", "symmetric": False, "array": sq["ci_high"] - sq["mean"],
+                         "arrayminus": sq["mean"] - sq["ci_low"]},
+            )
+        )  # fmt: skip
+    fig.update_layout(title="Mean score with 95% CI", yaxis={"range": [1, 5], "title": "score"}, scattermode="group")
+    return fig
+
+
+def _roc(a: Analysis) -> go.Figure | None:
+    if a.roc.empty:
+        return None
+    auc = a.real_vs_generated.set_index("model")["auc"]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"}))
+    for model, r in a.roc.groupby("model", sort=False):
+        label = f"{model} (AUC {auc.get(model, np.nan):.2f})"
+        fig.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines+markers", name=label,
+                                 customdata=r["threshold"], hovertemplate="realism >= %{customdata}"))  # fmt: skip
+    fig.update_layout(
+        title="ROC: telling real from generated by realism score",
+        xaxis={"title": "generated images passing (FPR)", "range": [0, 1]},
+        yaxis={"title": "real images passing (TPR)", "range": [0, 1]},
+    )
+    return fig
+
+
+def _agreement(a: Analysis) -> go.Figure | None:
+    ag = _ok(a.agreement)
+    ag = ag[ag["metric"].str.startswith("krippendorff")]
+    if ag.empty:
+        return None
+    fig = go.Figure()
+    for q in dict.fromkeys(ag["question"]):
+        aq = ag[ag["question"] == q]
+        fig.add_trace(
+            go.Bar(x=aq["model"], y=aq["value"], name=q,
+                   error_y={"type": "data", "symmetric": False, "array": aq["ci_high"] - aq["value"],
+                            "arrayminus": aq["value"] - aq["ci_low"]})
+        )  # fmt: skip
+    for y, label in ((ALPHA_RELIABLE, "reliable"), (ALPHA_TENTATIVE, "tentative")):
+        fig.add_hline(y=y, line_dash="dot", annotation_text=label)
+    fig.update_layout(barmode="group", title="Krippendorff's alpha (ordinal) with 95% CI", yaxis={"title": "alpha"})
+    return fig
+
+
+def _position(a: Analysis) -> go.Figure | None:
+    if a.position.empty:
+        return None
+    fig = go.Figure()
+    for q, p in a.position.groupby("question", sort=False):
+        fig.add_trace(
+            go.Scatter(x=p["position"], y=p["mean_centered"], mode="lines+markers", name=q, customdata=p["n"],
+                       hovertemplate="position %{x}: %{y:+.3f} (n=%{customdata})")
+        )  # fmt: skip
+    fig.add_hline(y=0, line_dash="dot")
+    fig.update_layout(title="Score by position shown (minus the model's mean)",
+                      xaxis={"title": "position", "dtick": 1}, yaxis={"title": "score − model mean"})  # fmt: skip
+    return fig
+
+
+def answers_over_time(df: pd.DataFrame) -> pd.DataFrame:
+    """Answers per hour (studies spanning up to 3 days) or per day: ``period`` (UTC), ``answers``, ``cumulative``."""
+    t = pd.to_datetime(df["answered_at"], utc=True).dropna() if len(df) else pd.Series(dtype="datetime64[ns, UTC]")
+    if t.empty:
+        return pd.DataFrame(columns=["period", "answers", "cumulative"])
+    freq = "h" if (t.max() - t.min()) <= pd.Timedelta(days=3) else "D"
+    per = t.dt.floor(freq).value_counts().sort_index()
+    return pd.DataFrame({"period": per.index, "answers": per.to_numpy(), "cumulative": per.cumsum().to_numpy()})
+
+
+def _progress(over_time: pd.DataFrame) -> go.Figure | None:
+    if over_time.empty:
+        return None
+    fig = go.Figure(
+        go.Scatter(x=over_time["period"], y=over_time["cumulative"], mode="lines", name="answers", line_shape="hv")
+    )
+    fig.update_layout(title="Answers over time (cumulative)", yaxis={"title": "answers"})
+    return fig
+
+
+def _rater_progress(progress: pd.DataFrame | None) -> go.Figure | None:
+    if progress is None or "rater_id" not in progress.columns or progress.empty:
+        return None
+    columns = [c for c in PROGRESS_COUNT_COLUMNS if c in progress.columns] or [
+        c for c in progress.columns if c not in ("rater_id", "slot") and pd.api.types.is_numeric_dtype(progress[c])
+    ]
+    if not columns:
+        return None
+    fig = go.Figure([go.Bar(x=progress["rater_id"].astype(str), y=progress[c], name=c) for c in columns])
+    fig.update_layout(barmode="group", title="Progress per rater")
+    return fig
+
+
+def _raters(a: Analysis) -> go.Figure | None:
+    r = a.raters[a.raters["n_answers"].notna()]
+    if r.empty:
+        return None
+    flagged = r[["too_fast", "straight_lining", "outlier"]].fillna(False).astype(bool).any(axis=1)
+    fig = go.Figure(
+        go.Bar(x=r["rater_id"], y=r["n_answers"], marker_color=np.where(flagged, "crimson", "steelblue"),
+               customdata=r["median_seconds"], hovertemplate="%{x}: %{y} answers, median %{customdata:.1f} s/trial")
+    )  # fmt: skip
+    fig.update_layout(title="Answers per rater (red: flagged too fast, straight-lining or outlier)",
+                      yaxis={"title": "answers"})  # fmt: skip
+    return fig
+
+
+def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None = None) -> dict[str, go.Figure]:
+    """Figures for the report, keyed by name; a figure whose data is not computable is left out.
+
+    Names: ``score_distributions``, ``means``, ``roc``, ``agreement``, ``position``, ``progress`` (answers over
+    time, from ``df``), ``raters`` (answers per rater, flagged raters in red) and, when a ``progress`` table with a
+    ``rater_id`` column is given, ``rater_progress`` (its ``done``/``total``/``answered``/``assigned`` columns, or
+    else its other numeric columns, per rater).
+    """
+    built = {
+        "score_distributions": _score_distributions(analysis),
+        "means": _means(analysis),
+        "roc": _roc(analysis),
+        "agreement": _agreement(analysis),
+        "position": _position(analysis),
+        "progress": _progress(answers_over_time(df)),
+        "raters": _raters(analysis),
+        "rater_progress": _rater_progress(progress),
+    }
+    for fig in built.values():
+        if fig is not None:
+            fig.update_layout(
+                height=FIGURE_HEIGHT, template="plotly_white", margin={"t": 60, "l": 60, "r": 20, "b": 50}
+            )
+    return {k: v for k, v in built.items() if v is not None}
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;
+padding:0 1rem}
+h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
+section{margin:2rem 0;border-top:1px solid #ddd;padding-top:1rem}
+table.dataframe{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}
+table.dataframe th,table.dataframe td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
+table.dataframe th{background:#f4f4f4} .scroll{max-height:28rem;overflow:auto}
+.notes li{color:#8a4b00} .nc{color:#8a4b00;font-style:italic}
+"""
+
+
+def _table_html(name: str, table: pd.DataFrame) -> str:
+    if table is None or table.empty:
+        return f'<p class="nc">{html.escape(name)}: no rows.</p>'
+    body = table.to_html(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}", border=0)
+    return f"<h3>{html.escape(name)}</h3><div class=\"scroll\">{body}</div>"
+
+
+def render_html(
+    analysis: Analysis,
+    figs: Mapping[str, go.Figure],
+    title: str,
+    extra_tables: Mapping[str, pd.DataFrame] | None = None,
+) -> str:
+    """The report page for an analysis, its figures and any extra tables (e.g. ``progress``, ``answers_over_time``);
+    plotly.js is inlined once, before the first figure."""
+    tables = {**analysis.tables(), **(extra_tables or {})}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">Bootstrap replicates: {analysis.n_boot}; seed: {analysis.seed}; '
+        f"CI level: {analysis.ci_level:.0%}. Tables and figures: p2p_app.analysis.</p>",
+    ]
+    if analysis.notes:
+        parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>")
+    js_done = False
+    for heading, text, fig_names, table_names in SECTIONS:
+        parts.append(f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>")
+        for name in fig_names:
+            fig = figs.get(name)
+            if fig is None:
+                continue
+            parts.append(
+                fig.to_html(full_html=False, include_plotlyjs=not js_done, div_id=f"fig-{name}",
+                            config={"displaylogo": False, "responsive": True})
+            )  # fmt: skip
+            js_done = True
+        shown = [n for n in fig_names if n in figs]
+        missing = [n for n in fig_names if n not in figs and n != "rater_progress"]
+        if missing and not shown:
+            parts.append('<p class="nc">No figure: not computable (see the notes in the table below).</p>')
+        for name in table_names:
+            if name in tables:
+                parts.append(_table_html(name, tables[name]))
+        parts.append("</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def build_report(
+    df: pd.DataFrame,
+    title: str = "Prompt to Polyp: evaluation report",
+    progress: pd.DataFrame | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = DEFAULT_SEED,
+    analysis: Analysis | None = None,
+) -> str:
+    """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
+    table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
+    answered / assigned), shown as a table and a bar chart."""
+    analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed)
+    extra = {"answers_over_time": answers_over_time(df)}
+    if progress is not None:
+        extra["progress"] = progress
+    return render_html(analysis, figures(analysis, df, progress), title, extra)

@@ -1,0 +1,399 @@
+"""Statistics of p2p_app.analysis against published examples, the libraries, and hand computations."""
+
+from __future__ import annotations
+
+import krippendorff
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
+from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+from p2p_app import analysis as A
+from p2p_app.simulate import frame_from_matrix, simulate_ratings, true_order
+
+nan = np.nan
+
+# Krippendorff (2011) "Computing Krippendorff's Alpha-Reliability", the 4-coder × 12-unit example with missing data
+# (coders A–D in rows). Published: nominal 0.743, interval 0.849, ordinal 0.815.
+K2011 = [
+    [1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+    [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan],
+]
+
+# Fleiss (1971) "Measuring nominal scale agreement among many raters": 30 patients × 6 psychiatrists, 5 diagnoses.
+# Published κ = 0.430 (R irr::kappam.fleiss: 0.4302445).
+FLEISS_1971 = np.array(
+    [
+        [4, 4, 4, 4, 4, 4], [2, 2, 2, 5, 5, 5], [2, 3, 3, 3, 3, 5], [5, 5, 5, 5, 5, 5], [2, 2, 2, 4, 4, 4],
+        [1, 1, 3, 3, 3, 3], [3, 3, 3, 3, 5, 5], [1, 1, 3, 3, 3, 4], [1, 1, 4, 4, 4, 4], [5, 5, 5, 5, 5, 5],
+        [1, 4, 4, 4, 4, 4], [1, 2, 4, 4, 4, 4], [2, 2, 2, 3, 3, 3], [1, 4, 4, 4, 4, 4], [2, 2, 4, 4, 4, 5],
+        [3, 3, 3, 3, 3, 5], [1, 1, 1, 4, 5, 5], [1, 1, 1, 1, 1, 2], [2, 2, 4, 4, 4, 4], [1, 3, 3, 5, 5, 5],
+        [5, 5, 5, 5, 5, 5], [2, 4, 4, 4, 4, 4], [2, 2, 4, 5, 5, 5], [1, 1, 4, 4, 4, 4], [1, 4, 4, 4, 4, 5],
+        [2, 2, 2, 2, 2, 4], [1, 1, 1, 1, 5, 5], [2, 2, 4, 4, 4, 4], [1, 3, 3, 3, 3, 3], [5, 5, 5, 5, 5, 5],
+    ]
+)  # fmt: skip
+
+
+def _row(table: pd.DataFrame, **where) -> pd.Series:
+    hit = table
+    for k, v in where.items():
+        hit = hit[hit[k] == v]
+    assert len(hit) == 1, f"expected one row for {where}, got {len(hit)}"
+    return hit.iloc[0]
+
+
+def _small_study(seed: int = 3, **kw) -> pd.DataFrame:
+    args = dict(n_raters=8, n_prompts=12, seeds_per_prompt=2, overlap_k=3, repeat_fraction=0.2, seed=seed)
+    return simulate_ratings(**{**args, **kw})
+
+
+# --- Krippendorff's α --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("level", "published"), [("nominal", 0.743), ("interval", 0.849), ("ordinal", 0.815)])
+def test_alpha_reproduces_krippendorff_2011_through_our_wrapper(level, published):
+    assert round(krippendorff.alpha(K2011, level_of_measurement=level), 3) == published  # the library itself
+    ag = A.agreement(frame_from_matrix(K2011), n_boot=50, level_of_measurement=level)
+    row = _row(ag, model=A.ALL, metric=f"krippendorff_alpha_{level}")
+    assert round(row["value"], 3) == published
+    assert row["value"] == pytest.approx(krippendorff.alpha(K2011, level_of_measurement=level), abs=1e-12)
+    assert row["n_units"] == 11 and row["n_units_dropped"] == 1  # unit 12 has a single value
+    assert row["ci_low"] <= row["value"] <= row["ci_high"]
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
+def test_alpha_bootstrap_formula_equals_library_at_observed_counts(level):
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 6, size=(5, 40)).astype(float)
+    data[rng.random(data.shape) < 0.3] = nan
+    levels = np.unique(data[~np.isnan(data)])
+    vc = np.stack([(data == v).sum(0) for v in levels], axis=1)
+    vc = vc[vc.sum(1) >= 2]
+    pats, counts = np.unique(vc, axis=0, return_counts=True)
+    ours = A._alpha_from_patterns(pats, counts[None, :].astype(float), levels, level)[0]
+    assert ours == pytest.approx(krippendorff.alpha(data, level_of_measurement=level), abs=1e-12)
+
+
+# --- Fleiss' κ ---------------------------------------------------------------------------------------------------
+
+
+def test_fleiss_kappa_reproduces_fleiss_1971_and_statsmodels():
+    df = frame_from_matrix(FLEISS_1971.T.astype(float))  # raters in rows
+    row = _row(A.agreement(df, n_boot=50), model=A.ALL, metric="fleiss_kappa")
+    expected = fleiss_kappa(aggregate_raters(FLEISS_1971)[0], method="fleiss")
+    assert row["value"] == pytest.approx(expected, abs=1e-12)
+    assert row["value"] == pytest.approx(0.4302445, abs=1e-7)  # published (Fleiss 1971: 0.430)
+    assert row["raters_per_unit"] == 6 and row["n_units"] == 30 and row["n_units_dropped"] == 0
+
+
+def test_fleiss_table_equals_aggregate_raters():
+    unit = np.repeat(np.arange(30), 6)
+    cats, codes = np.unique(FLEISS_1971.ravel(), return_inverse=True)
+    table = A.fleiss_table(unit, codes, 30, len(cats))
+    np.testing.assert_array_equal(table, aggregate_raters(FLEISS_1971)[0])
+    pats, counts = np.unique(table, axis=0, return_counts=True)
+    assert A._fleiss_from_patterns(pats, counts[None, :].astype(float))[0] == pytest.approx(fleiss_kappa(table))
+
+
+def test_fleiss_unequal_rater_counts_keep_first_m_and_drop_short_units():
+    # 4 units rated by 3 raters, one by 4 (its 4th answer comes last in time), one by 2 (dropped).
+    m = np.array(
+        [
+            [1, 2, 3, 4, 5, 1],
+            [1, 2, 4, 4, 5, 2],
+            [2, 2, 3, 5, 5, nan],
+            [nan, nan, nan, nan, 1, nan],
+        ]
+    )
+    df = frame_from_matrix(m)
+    row = _row(A.agreement(df, n_boot=0), model=A.ALL, metric="fleiss_kappa")
+    assert row["raters_per_unit"] == 3 and row["n_units"] == 5 and row["n_units_dropped"] == 1
+    kept = np.array([[1, 1, 2], [2, 2, 2], [3, 4, 3], [4, 4, 5], [5, 5, 5]])  # unit 5 keeps raters 1-3 (earliest)
+    assert row["value"] == pytest.approx(fleiss_kappa(aggregate_raters(kept)[0]), abs=1e-12)
+
+
+# --- real vs generated -------------------------------------------------------------------------------------------
+
+
+def test_auc_hand_computed():
+    # real scores (5, 3), generated (4, 2): real wins 3 of 4 pairs → AUC 0.75; generated passing (>= 4): 1 of 2.
+    m = np.array([[5.0, 3.0, 4.0, 2.0]])
+    df = frame_from_matrix(m, unit_models=["real", "real", "gen", "gen"])
+    row = _row(A.real_vs_generated(df, n_boot=20), model="gen")
+    assert row["auc"] == pytest.approx(0.75)
+    assert row["auc"] == pytest.approx(roc_auc_score([1, 1, 0, 0], [5, 3, 4, 2]))
+    assert row["pass_rate"] == pytest.approx(0.5) and row["real_pass_rate"] == pytest.approx(0.5)
+    # ties count one half: real (4, 2) vs generated (4, 1): 0.5 + 1 + 0 + 1 = 2.5 of 4
+    df = frame_from_matrix(np.array([[4.0, 2.0, 4.0, 1.0]]), unit_models=["real", "real", "gen", "gen"])
+    assert _row(A.real_vs_generated(df, n_boot=0), model="gen")["auc"] == pytest.approx(0.625)
+
+
+def test_auc_bootstrap_formula_equals_sklearn_at_observed_counts():
+    rng = np.random.default_rng(1)
+    real, gen = rng.integers(1, 6, 300), rng.integers(1, 6, 250)
+    pos = np.bincount(real, minlength=6)[1:].astype(float)
+    neg = np.bincount(gen, minlength=6)[1:].astype(float)
+    expected = roc_auc_score(np.r_[np.ones(300), np.zeros(250)], np.r_[real, gen])
+    assert A._auc_from_level_totals(pos, neg) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_points_and_pass_rate_agree():
+    a = A.analyze(_small_study(), n_boot=50)
+    for model, r in a.roc.groupby("model"):
+        at4 = r[r["threshold"] == 4.0]
+        assert at4["fpr"].iloc[0] == pytest.approx(_row(a.real_vs_generated, model=model)["pass_rate"])
+        assert r["fpr"].is_monotonic_increasing and r["tpr"].is_monotonic_increasing
+
+
+def test_no_real_images_is_not_computable_not_a_crash():
+    df = _small_study(include_real=False)
+    rvg = A.real_vs_generated(df, n_boot=20)
+    assert (rvg["note"] == "not computable: no real control images").all()
+    assert rvg["auc"].isna().all() and rvg["pass_rate"].notna().all()
+    a = A.analyze(df, n_boot=20)
+    assert a.roc.empty and any("No real control images" in n for n in a.notes)
+
+
+# --- clustered bootstrap -----------------------------------------------------------------------------------------
+
+
+def test_two_way_bootstrap_ci_covers_truth_about_95_percent():
+    """200 seeded fully crossed studies: score = clip(round(mu + rater + item + noise), 1, 5)."""
+    n_r, n_i, mu, s_r, s_i, s_e = 12, 16, 3.2, 0.4, 0.6, 0.8
+    rng = np.random.default_rng(123)
+    draws = 2_000_000
+    latent = mu + rng.normal(0, s_r, draws) + rng.normal(0, s_i, draws) + rng.normal(0, s_e, draws)
+    truth = np.clip(np.rint(latent), 1, 5).mean()  # the population mean score, by Monte Carlo (±0.001)
+    hits = 0
+    for k in range(200):
+        latent = mu + rng.normal(0, s_r, (n_r, 1)) + rng.normal(0, s_i, (1, n_i)) + rng.normal(0, s_e, (n_r, n_i))
+        s = A.score_summary(frame_from_matrix(np.clip(np.rint(latent), 1, 5)), n_boot=199, seed=k)
+        hits += s.loc[0, "ci_low"] <= truth <= s.loc[0, "ci_high"]
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_bootstrap_mean_matches_observed_and_is_deterministic():
+    df = _small_study()
+    s1 = A.score_summary(df, n_boot=100, seed=7)
+    s2 = A.score_summary(df, n_boot=100, seed=7)
+    pd.testing.assert_frame_equal(s1, s2)
+    by_hand = df[~df["cant_judge"] & ~df["is_repeat"]].groupby(["model", "question"])["value"].mean()
+    for _, r in s1.iterrows():
+        assert r["mean"] == pytest.approx(by_hand[(r["model"], r["question"])])
+        assert r["ci_low"] < r["mean"] < r["ci_high"]
+        assert r["n"] == sum(r[f"n_{k}"] for k in A.SCALE_LEVELS)
+
+
+def test_continuous_question_is_bootstrapped_by_moments():
+    m = np.random.default_rng(0).normal(50, 10, size=(6, 30)).round(2)  # > MAX_DISCRETE_LEVELS distinct values
+    row = A.score_summary(frame_from_matrix(m, question="size_mm"), n_boot=100).iloc[0]
+    assert row["mean"] == pytest.approx(m.mean())
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+
+
+# --- intra-rater -------------------------------------------------------------------------------------------------
+
+
+def _with_repeats(first: list[float], again: list[float]) -> pd.DataFrame:
+    base = frame_from_matrix(np.array([first, first]), rater_ids=["r001", "r002"])
+    rep = frame_from_matrix(np.array([again]), rater_ids=["r001"])
+    later = pd.Timedelta(days=1)
+    rep = rep.assign(is_repeat=True, trial_id=rep["trial_id"] + 1000,
+                     shown_at=rep["shown_at"] + later, answered_at=rep["answered_at"] + later)  # fmt: skip
+    return pd.concat([base, rep], ignore_index=True)
+
+
+def test_intra_rater_kappa_and_alpha_match_sklearn_and_krippendorff():
+    first = [1, 2, 3, 4, 5, 3, 2, 4, 5, 1, 2, 3]
+    again = [1, 3, 3, 4, 4, 3, 2, 5, 5, 2, 2, 3]
+    intra = A.intra_rater(_with_repeats(first, again))
+    for rater in (A.ALL, "r001"):
+        row = _row(intra, rater_id=rater, question="realism")
+        assert row["n_pairs"] == 12 and row["note"] == ""
+        expected = cohen_kappa_score(first, again, weights="quadratic", labels=[1, 2, 3, 4, 5])
+        assert row["kappa_quadratic"] == pytest.approx(expected)
+        assert row["alpha_ordinal"] == pytest.approx(krippendorff.alpha([first, again], level_of_measurement="ordinal"))
+        assert row["exact_agreement"] == pytest.approx(np.mean(np.array(first) == np.array(again)))
+
+
+def test_intra_rater_too_few_pairs_and_no_repeats_are_not_computable():
+    intra = A.intra_rater(_with_repeats([1, 2, 3], [1, 2, 4]))
+    assert _row(intra, rater_id=A.ALL)["note"] == "not computable: 3 repeat pairs (need 5)"
+    intra = A.intra_rater(frame_from_matrix([[1, 2, 3], [2, 3, 4]]))
+    assert _row(intra, rater_id=A.ALL)["note"] == "not computable: no repeated items"
+
+
+def test_intra_rater_on_simulation_pairs_every_repeat():
+    df = _small_study()
+    intra = A.intra_rater(df)
+    pooled = intra[intra["rater_id"] == A.ALL].set_index("question")
+    rep = df[df["is_repeat"] & ~df["cant_judge"]]
+    first_ok = df[~df["is_repeat"] & ~df["cant_judge"]][["rater_id", "image_id", "question"]]
+    expected = rep.merge(first_ok, on=["rater_id", "image_id", "question"]).groupby("question").size()
+    for q, n in expected.items():
+        assert pooled.loc[q, "n_pairs"] == n
+        assert 0 < pooled.loc[q, "kappa_quadratic"] <= 1
+
+
+# --- pairwise ----------------------------------------------------------------------------------------------------
+
+
+def test_holm_matches_hand_computation_and_wilcoxon_matches_scipy():
+    df = simulate_ratings(n_raters=6, n_prompts=15, seeds_per_prompt=1, overlap_k=2, repeat_fraction=0, seed=5,
+                          models={"a": (3.5, 3.5), "b": (3.3, 3.0), "c": (2.5, 3.4)})  # fmt: skip
+    pw = A.pairwise_tests(df)
+    for q, t in pw.groupby("question"):
+        p = t["p_value"].to_numpy()
+        order = np.argsort(p)
+        holm = np.empty(3)
+        running = 0.0
+        for rank, i in enumerate(order):  # Holm: p_(k) * (m - k + 1), made monotone, capped at 1
+            running = max(running, min(1.0, p[i] * (3 - rank)))
+            holm[i] = running
+        np.testing.assert_allclose(t["p_holm"].to_numpy(), holm)
+    # Wilcoxon on (prompt, seed) means, by hand for one pair
+    s = df[(df["question"] == "realism") & ~df["cant_judge"] & ~df["is_repeat"]]
+    means = s.groupby(["prompt_id", "model"])["value"].mean().unstack()[["a", "c"]].dropna()
+    row = _row(pw, question="realism", model_a="a", model_b="c")
+    assert row["n_pairs"] == len(means)
+    assert row["p_value"] == pytest.approx(stats.wilcoxon(means["a"], means["c"]).pvalue)
+    assert row["mean_diff"] == pytest.approx((means["a"] - means["c"]).mean())
+
+
+def test_holm_fixed_example():
+    from statsmodels.stats.multitest import multipletests
+
+    # hand: sorted 0.01, 0.03, 0.04 → 0.03, 0.06, max(0.06, 0.04) = 0.06
+    np.testing.assert_allclose(multipletests([0.01, 0.04, 0.03], method="holm")[1], [0.03, 0.06, 0.06])
+
+
+def test_pairwise_needs_two_generated_models():
+    df = simulate_ratings(n_raters=4, n_prompts=6, models={"only": (3, 3)}, overlap_k=2, seed=1)
+    assert A.pairwise_tests(df)["note"].iloc[0] == "not computable: fewer than two generated models"
+
+
+# --- position, timing, raters --------------------------------------------------------------------------------------
+
+
+def test_position_bias_detected_when_injected():
+    df = simulate_ratings(n_raters=10, n_prompts=40, overlap_k=3, seed=2)
+    first = df["position"] == 1
+    df.loc[first, "value"] = (df.loc[first, "value"] + 1).clip(upper=5)
+    by, tests = A.position_bias(df)
+    for q in ("realism", "alignment"):
+        b = by[by["question"] == q].set_index("position")
+        assert b["mean_centered"].idxmax() == 1
+        assert _row(tests, question=q)["p_value"] < 1e-3
+    one_panel = A.position_bias(frame_from_matrix([[1, 2], [2, 3]]))[1]
+    assert one_panel["note"].iloc[0] == "not computable: every screen shows one panel"
+
+
+def test_rater_flags():
+    df = simulate_ratings(n_raters=12, n_prompts=30, overlap_k=4, careless_raters=2, seed=4)
+    raters = A.rater_summary(df)
+    careless = raters[raters["modal_share"] == 1.0]["rater_id"].tolist()
+    assert len(careless) == 2
+    assert set(raters.loc[raters["too_fast"], "rater_id"]) == set(careless)
+    assert set(raters.loc[raters["straight_lining"], "rater_id"]) == set(careless)
+    # reversing one careful rater's scale makes them an outlier against the consensus
+    target = raters.loc[~raters["rater_id"].isin(careless), "rater_id"].iloc[0]
+    sel = df["rater_id"] == target
+    df.loc[sel, "value"] = 6 - df.loc[sel, "value"]
+    flagged = A.rater_summary(df).set_index("rater_id")
+    assert flagged.loc[target, "outlier"] and flagged.loc[target, "consensus_corr"] < 0
+    strict = A.rater_summary(df, A.RaterThresholds(too_fast_seconds=1000.0)).set_index("rater_id")
+    assert strict["too_fast"].all()
+
+
+def test_rating_times_median_per_rater():
+    df = _small_study()
+    timing = A.rating_times(df)
+    per_trial = df.drop_duplicates("trial_id")
+    r = _row(timing, by="rater", key="r001")
+    assert r["median_seconds"] == pytest.approx(per_trial[per_trial["rater_id"] == "r001"]["seconds"].median())
+    assert _row(timing, by="all", key=A.ALL)["n_trials"] == df["trial_id"].nunique()
+
+
+# --- not computable ----------------------------------------------------------------------------------------------
+
+
+def test_empty_frame_gives_notes_everywhere():
+    a = A.analyze(A.empty_ratings_frame(), n_boot=10)
+    for name in ("scores", "real_vs_generated", "agreement", "intra_rater", "raters", "pairwise", "position_test"):
+        table = getattr(a, name)
+        assert len(table) == 1 and table["note"].iloc[0] == "not computable: no ratings", name
+    assert a.roc.empty and a.position.empty and a.timing.empty
+    assert a.notes == ("No ratings yet: every statistic is not computable.",)
+
+
+def test_one_rater_agreement_not_computable():
+    df = frame_from_matrix([[1, 2, 3, 4, 5, 4]], unit_models=["real", "real", "a", "a", "b", "b"])
+    a = A.analyze(df, n_boot=10)
+    assert (a.agreement["note"] == "not computable: only one rater").all()
+    assert "Only one rater: agreement statistics are not computable." in a.notes
+    assert a.scores["mean"].notna().all()
+    assert a.raters["note"].iloc[0] == "not computable: no image shared with another rater (consensus)"
+
+
+def test_model_without_ratings_and_all_cant_judge():
+    df = _small_study()
+    df.loc[df["model"] == "model-c", ["cant_judge"]] = True
+    df.loc[df["model"] == "model-c", ["value"]] = nan
+    a = A.analyze(df, n_boot=20, models=["model-a", "model-b", "model-c", "model-z"])
+    c = _row(a.scores, model="model-c", question="realism")
+    assert c["n"] == 0 and c["n_cant_judge"] > 0 and c["note"] == "not computable: all answers were can't judge"
+    z = _row(a.scores, model="model-z", question="realism")
+    assert z["n"] == 0 and z["note"] == "not computable: no ratings for this model"
+    assert _row(a.real_vs_generated, model="model-z")["note"] == "not computable: no realism scores for this model"
+    kappa_c = _row(a.agreement, model="model-c", question="realism", metric="fleiss_kappa")
+    assert kappa_c["note"] == "not computable: no ratings"
+    assert (_row(a.pairwise, question="realism", model_a="model-a", model_b="model-c")["note"]
+            == "not computable: a model has no ratings on this question")  # fmt: skip
+
+
+def test_no_variation_is_not_computable():
+    ag = A.agreement(frame_from_matrix([[3, 3, 3], [3, 3, 3]]), n_boot=10)
+    assert (ag["note"] == "not computable: every answer has the same score (no variation)").all()
+
+
+def test_missing_columns_raise():
+    with pytest.raises(ValueError, match="ratings frame is missing columns: value"):
+        A.analyze(A.empty_ratings_frame().drop(columns="value"))
+    with pytest.raises(ValueError, match="n_boot must be >= 0"):
+        A.analyze(A.empty_ratings_frame(), n_boot=-1)
+
+
+# --- the whole analysis recovers the truth -----------------------------------------------------------------------
+
+
+def test_simulation_recovers_true_model_ranking():
+    models = {"good": (3.9, 4.0), "fair": (3.2, 3.4), "poor": (2.4, 2.6)}
+    df = simulate_ratings(n_raters=15, n_prompts=40, models=models, overlap_k=3, seed=11)
+    a = A.analyze(df, n_boot=200)
+    for q in ("realism", "alignment"):
+        gen = a.scores[(a.scores["question"] == q) & (a.scores["source"] == "generated")]
+        assert gen.sort_values("mean", ascending=False)["model"].tolist() == true_order(models, q)
+        quality = [models[m][("realism", "alignment").index(q)] for m in gen["model"]]
+        assert stats.spearmanr(gen["mean"], quality)[0] == 1
+    # a better model is harder to tell from real: AUC rises as quality falls
+    auc = a.real_vs_generated.set_index("model")["auc"]
+    assert auc["good"] < auc["fair"] < auc["poor"]
+    assert (a.pairwise[a.pairwise["question"] == "realism"]["p_holm"] < 0.05).all()
+    assert all(t.notna().any().any() for t in a.tables().values())
+
+
+def test_analyze_is_deterministic_and_tables_have_documented_columns():
+    df = _small_study()
+    a1, a2 = A.analyze(df, n_boot=50, seed=3), A.analyze(df, n_boot=50, seed=3)
+    for name, table in a1.tables().items():
+        pd.testing.assert_frame_equal(table, a2.tables()[name], obj=name)
+    assert tuple(a1.scores.columns) == A.SCORE_COLUMNS
+    assert tuple(a1.real_vs_generated.columns) == A.REAL_VS_GENERATED_COLUMNS
+    assert tuple(a1.agreement.columns) == A.AGREEMENT_COLUMNS
+    assert tuple(a1.raters.columns) == A.RATER_COLUMNS
+    assert tuple(a1.pairwise.columns) == A.PAIRWISE_COLUMNS
+    assert tuple(a1.intra_rater.columns) == A.INTRA_COLUMNS

@@ -1,0 +1,142 @@
+"""The rating simulator (contract frame, known truth) and the self-contained HTML report."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from p2p_app import analysis as A
+from p2p_app.report import build_report, figures
+from p2p_app.simulate import DEFAULT_MODELS, frame_from_matrix, simulate_ratings, true_order
+
+
+@pytest.fixture(scope="module")
+def study() -> pd.DataFrame:
+    return simulate_ratings(n_raters=10, n_prompts=16, seeds_per_prompt=2, overlap_k=3, repeat_fraction=0.15, seed=21)
+
+
+# --- simulator ---------------------------------------------------------------------------------------------------
+
+
+def test_simulated_frame_follows_the_contract(study):
+    assert tuple(study.columns) == A.TIDY_COLUMNS
+    assert {c: str(t) for c, t in study.dtypes.items()} == dict(A.TIDY_DTYPES)
+    pd.testing.assert_frame_equal(study.iloc[:0], A.empty_ratings_frame(), check_index_type=False)
+
+
+def test_simulated_design(study):
+    panels = len(DEFAULT_MODELS) + 1
+    first_trials = 16 * 2 * 3
+    n_repeat = round(0.15 * first_trials)
+    assert len(study) == (first_trials + n_repeat) * panels * 2
+    assert study["trial_id"].nunique() == first_trials + n_repeat
+    assert set(study["model"]) == {*DEFAULT_MODELS, "real"}
+    assert (study["source"] == np.where(study["model"] == "real", "real", "generated")).all()
+    assert study.loc[study["source"] == "real", "seed"].isna().all()
+    assert study.loc[study["source"] == "generated", "seed"].notna().all()
+    # same (prompt, seed) for every model of an item; positions are a permutation of 1..panels per trial
+    assert (study.groupby("item_id")["seed"].nunique() == 1).all()
+    pos = study[study["question"] == "realism"].groupby("trial_id")["position"].agg(sorted)
+    assert all(p == list(range(1, panels + 1)) for p in pos)
+    assert study.groupby("item_id")["rater_id"].nunique().eq(3).all()
+    assert study["rater_id"].str.fullmatch(r"r\d{3}").all()
+    assert study["image_id"].str.fullmatch(r"img_[0-9a-f]{12}").all()
+    assert study["image_id"].nunique() == 16 * 2 * panels
+    # can't judge rows carry no value; values are on the 1..5 scale
+    assert study.loc[study["cant_judge"], "value"].isna().all()
+    assert set(study.loc[~study["cant_judge"], "value"].unique()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    # time runs forward: answered after shown, seconds consistent; repeats come after the first showing
+    assert (study["answered_at"] > study["shown_at"]).all()
+    elapsed = (study["answered_at"] - study["shown_at"]).dt.total_seconds()
+    np.testing.assert_allclose(elapsed, study["seconds"], atol=1e-6)
+    first = study[~study["is_repeat"]].groupby(["rater_id", "item_id"])["order_index"].min()
+    again = study[study["is_repeat"]].groupby(["rater_id", "item_id"])["order_index"].min()
+    assert (again > first.reindex(again.index)).all()
+    per_rater = study.drop_duplicates("trial_id").sort_values("order_index").groupby("rater_id")["shown_at"]
+    assert all(s.is_monotonic_increasing for _, s in per_rater)
+
+
+def test_simulator_is_seeded():
+    a = simulate_ratings(n_raters=4, n_prompts=5, overlap_k=2, seed=9)
+    pd.testing.assert_frame_equal(a, simulate_ratings(n_raters=4, n_prompts=5, overlap_k=2, seed=9))
+    assert not a["value"].equals(simulate_ratings(n_raters=4, n_prompts=5, overlap_k=2, seed=10)["value"])
+
+
+def test_true_order():
+    assert true_order({"x": (2, 4), "y": (3, 1)}, "realism") == ["y", "x"]
+    assert true_order({"x": (2, 4), "y": (3, 1)}, "alignment") == ["x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"overlap_k": 5, "n_raters": 4}, "overlap_k must be between 1 and n_raters (4), got 5"),
+        ({"repeat_fraction": 1.5}, "repeat_fraction must be between 0 and 1, got 1.5"),
+        ({"models": {}, "include_real": False}, "models is empty and include_real is False: nothing to rate"),
+        ({"models": {"real": (3, 3)}}, "'real' is reserved for real control images; rename that model"),
+        ({"models": {"m": 3}}, "quality of model 'm' must be (realism, alignment), got 3"),
+    ],
+)
+def test_simulator_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        simulate_ratings(**kwargs)
+
+
+def test_simulator_scales_vectorised():
+    df = simulate_ratings(n_raters=50, n_prompts=1000, seeds_per_prompt=2, overlap_k=5, seed=0)
+    assert len(df) == round(1000 * 2 * 5 * 1.1) * 4 * 2
+    assert df["value"].notna().mean() > 0.95
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+FIGURES = ("score_distributions", "means", "roc", "agreement", "position", "progress", "raters")
+
+
+def _script_srcs(page: str) -> list[str]:
+    return re.findall(r"<script[^>]*\bsrc\s*=", page, flags=re.I)
+
+
+def test_report_is_self_contained_with_every_figure(study):
+    progress = pd.DataFrame({"rater_id": ["r001", "r002"], "answered": [40, 12], "assigned": [48, 48]})
+    page = build_report(study, title="Pilot <study> & co", progress=progress, n_boot=50, seed=1)
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert _script_srcs(page) == []  # nothing loaded from a CDN or anywhere else
+    assert page.count("plotly.js v") == 1  # the library is inlined exactly once
+    for name in (*FIGURES, "rater_progress"):
+        assert f'id="fig-{name}"' in page, name
+    assert "<title>Pilot &lt;study&gt; &amp; co</title>" in page
+    tables = ("overview", "scores", "real_vs_generated", "roc", "agreement", "intra_rater", "pairwise", "position_test",
+              "position", "answers_over_time", "progress", "raters", "timing")  # fmt: skip
+    for table in tables:
+        assert f"<h3>{table}</h3>" in page
+    assert "Pilot <study>" not in page
+
+
+def test_report_escapes_data(study):
+    df = study.copy()
+    df["rater_id"] = df["rater_id"].where(df["rater_id"] != "r001", "<b>evil</b>")
+    page = build_report(df, n_boot=10)
+    assert "<b>evil</b>" not in page and "&lt;b&gt;evil&lt;/b&gt;" in page
+
+
+def test_figures_dict(study):
+    a = A.analyze(study, n_boot=20)
+    figs = figures(a, study)
+    assert set(figs) == set(FIGURES)
+    roc = figs["roc"]
+    assert len(roc.data) == 1 + len(DEFAULT_MODELS)  # chance line + one curve per model
+
+
+def test_report_for_empty_and_one_rater_frames():
+    page = build_report(A.empty_ratings_frame(), title="empty", n_boot=10)
+    assert "not computable: no ratings" in page and "plotly.js v" not in page  # no figure, so no library
+    assert _script_srcs(page) == []
+    one = frame_from_matrix([[1, 2, 3, 4, 5, 4]], unit_models=["real", "real", "a", "a", "b", "b"])
+    page = build_report(one, n_boot=10)
+    assert "not computable: only one rater" in page
+    assert page.count("plotly.js v") == 1 and _script_srcs(page) == []
+    assert 'id="fig-means"' in page and 'id="fig-agreement"' not in page
