@@ -57,7 +57,6 @@ def _open_app(config_path: str | None, data_dir: str | None, database_url: str |
 
 def _study(app: Any, name: str):
     """A study by key (``id@vN``), id, or path to its TOML file."""
-    from .reader import study_key
     from .study import load_study
 
     if name in app.studies:

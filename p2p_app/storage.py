@@ -8,7 +8,6 @@ on disk.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import tempfile
@@ -37,6 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .tidy import TIDY_COLUMNS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
 
@@ -809,32 +810,8 @@ class Storage:
         return tidy_frame(records)
 
 
-TIDY_COLUMNS = (
-    "study", "rater_id", "item_id", "trial_id", "image_id", "model", "source", "prompt_id", "prompt", "modality",
-    "seed", "position", "n_panels", "order_index", "question", "value", "choices", "cant_judge", "comment",
-    "shown_at", "answered_at", "seconds", "is_repeat",
-)
-
-
 def tidy_frame(records: list[dict]) -> pd.DataFrame:
-    """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns)."""
-    columns = list(TIDY_COLUMNS) + ["rater_name"]
-    df = pd.DataFrame.from_records(records, columns=columns)
-    df["trial_id"] = df["trial_id"].astype("int64")
-    df["seed"] = df["seed"].astype("Int64")
-    for col in ("position", "n_panels", "order_index"):
-        df[col] = df[col].astype("int64")
-    df["value"] = df["value"].astype("float64")
-    df["seconds"] = df["seconds"].astype("float64")
-    df["cant_judge"] = df["cant_judge"].astype(bool)
-    df["is_repeat"] = df["is_repeat"].astype(bool)
-    for col in ("shown_at", "answered_at"):
-        df[col] = pd.to_datetime(df[col], utc=True)
-    for col in ("study", "rater_id", "item_id", "image_id", "model", "source", "prompt_id", "prompt", "modality",
-                "question", "choices", "comment", "rater_name"):
-        df[col] = df[col].astype(object)
+    """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns), plus rater_name."""
+    df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "rater_name"])
+    df = df.astype({**TIDY_DTYPES, "rater_name": "str"})
     return df
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))

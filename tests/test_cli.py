@@ -4,7 +4,6 @@ study generate/verify/status, raters, export formats, report, and that every com
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
