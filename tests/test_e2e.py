@@ -254,3 +254,17 @@ def test_one_rater_through_a_whole_study(study_server, tmp_path):
     out = intruder.trigger(intruder.one(label="Start / continue", type="button"))
     assert any("not valid" in str(v) or "Type your name" in str(v) for v in out.values())
     intruder.close()
+
+
+@pytest.mark.parametrize("path", ["", "/admin"])
+def test_every_event_answers_without_a_server_error(server, path):
+    """Smoke test: every event of a fresh, signed-out page (load events included) runs and answers with a
+    message or an update — never a crash — and nothing is written."""
+    app, url = server
+    page = BrowserSession(url + path, query="token=not-a-token")
+    for i, dep in enumerate(page.config["dependencies"]):
+        fn_index = dep.get("id", i)
+        data = [page.values.get(c) for c in dep["inputs"]]
+        page.call(fn_index, data)  # raises if the server reports an error
+    assert app.storage.count_ratings() == 0 and app.storage.count_images() == 0
+    page.close()

@@ -32,11 +32,9 @@ def build_study(app: P2PApp, demo: gr.Blocks) -> None:
 
     def on_load(request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
-        if not token:
-            return {}
-        rater = app.storage.rater_by_token(token)
+        rater = app.storage.rater_by_token(token) if token else None
         if rater is None or rater.study_key not in tab_ids:
-            return {}
+            return {tabs: gr.Tabs()}
         return {tabs: gr.Tabs(selected=tab_ids[rater.study_key])}
 
     demo.load(on_load, None, tabs, api_visibility="private", queue=False)
@@ -78,14 +76,13 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
                 message: gr.Markdown(visible=False),
             }
-        label = "Caption" if shown.prompt and len(shown.panels) == 1 else "Prompt"
         return {
             trial: shown.trial_id,
             n_shown: len(shown.panels),
             work_box: gr.Column(visible=True),
             done_box: gr.Markdown(visible=False),
             progress: gr.HTML(_progress_html(shown, shown.total, shown.done)),
-            prompt_md: gr.Markdown(f"**{label}:** {html.escape(shown.prompt)}"),
+            prompt_md: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),  # one word for every item: no tell
             message: gr.Markdown(visible=False),
             **show_trial(panels, shown),
         }
@@ -106,7 +103,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         token = (request.query_params.get("token") or "") if request else ""
         rater = app.storage.rater_by_token(token) if token else None
         if rater is None or rater.study_key != reader.study_key(st):
-            return {}
+            return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
         return on_sign_in("", request)
 
     @guard
