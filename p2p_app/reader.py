@@ -253,6 +253,27 @@ def next_trial(app: P2PApp, study: StudyDefinition, session: RaterSession) -> Sh
     return None
 
 
+def previous_trial(
+    app: P2PApp, study: StudyDefinition, session: RaterSession, before_order_index: int | None
+) -> ShownTrial:
+    """The rater's latest answered item before ``before_order_index`` (None: the latest), with its stored
+    answers, for revising. Only when the study allows answer changes; a change is kept as history."""
+    _check_session(study, session)
+    if not study.allow_answer_changes:
+        raise UserError("This study does not allow changing answers.")
+    row = _study_row(app, study)
+    trials = [t for t in app.storage.trials_for(session.rater_pk, row["pk"]) if t.submitted_at is not None]
+    if before_order_index is not None:
+        trials = [t for t in trials if t.order_index < before_order_index]
+    if not trials:
+        raise UserError("There is no earlier answered item.")
+    t = max(trials, key=lambda t: t.order_index)
+    done = sum(1 for x in app.storage.trials_for(session.rater_pk, row["pk"]) if x.submitted_at is not None)
+    total = len(assignment.rater_sequence(study, _slot(app, session)))
+    return app._shown(t, study.questions, done=done, total=total,
+                      answers=app.storage.trial_answers(t.id, session.rater_pk))
+
+
 def submit_trial(
     app: P2PApp, study: StudyDefinition, session: RaterSession, trial_id: int | None, answers: Mapping[int, Mapping[str, Any]]
 ) -> SubmitResult:

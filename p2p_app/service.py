@@ -53,6 +53,7 @@ class ShownTrial:
     order_index: int = 0
     done: int = 0
     total: int = 0
+    answers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # position → stored answers (revisits)
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,14 @@ class P2PApp:
         if session.study_key != LIVE_STUDY:
             raise AccessDenied("This sign-in is for a study, not the live arena.")
 
-    def _shown(self, trial: TrialInfo, questions: Sequence[Question], done: int = 0, total: int = 0) -> ShownTrial:
+    def _shown(
+        self,
+        trial: TrialInfo,
+        questions: Sequence[Question],
+        done: int = 0,
+        total: int = 0,
+        answers: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> ShownTrial:
         panels = []
         for pos, image_id in enumerate(trial.shown_order, start=1):
             info = self.storage.image(image_id)
@@ -328,6 +336,7 @@ class P2PApp:
             order_index=trial.order_index,
             done=done,
             total=total,
+            answers=answers or {},
         )
 
 

@@ -716,6 +716,21 @@ class Storage:
                 for image_id, q, h in rows
             ]
 
+    def trial_answers(self, trial_id: int, rater_pk: int) -> dict[int, dict[str, Any]]:
+        """The stored answers of one of this rater's trials, as a form: position → {question: value, …}."""
+        with self._tx() as s:
+            t = s.get(Trial, trial_id)
+            if t is None or t.rater_pk != rater_pk:
+                raise AccessDenied("This trial is not yours.")
+            positions = {image_id: i + 1 for i, image_id in enumerate(t.shown_order)}
+            form: dict[int, dict[str, Any]] = {}
+            for r in s.scalars(select(Rating).where(Rating.trial_id == trial_id)):
+                entry = form.setdefault(positions[r.image_id], {})
+                entry[r.question] = [c for c in r.choices.split("|") if c] if r.choices else r.value
+                entry["cant_judge"] = entry.get("cant_judge", False) or r.cant_judge
+                entry["comment"] = r.comment
+            return form
+
     def trial_models(self, trial_id: int, rater_pk: int) -> list[tuple[int, str, str]]:
         """(position, model, source) for each panel — only for the trial's own rater, only once submitted."""
         with self._tx() as s:

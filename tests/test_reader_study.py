@@ -189,3 +189,34 @@ def test_other_raters_trials_are_refused(study_app):
 
 def test_shipped_studies_load_with_the_demo_models(app):
     assert {"colonoscopy_pilot@v1", "radiology_pilot@v1"} <= set(app.studies)
+
+
+def test_going_back_to_change_an_answer(tmp_path, demo_registry):
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    s = reader.sign_in(app, st, name="ann")
+    first = reader.next_trial(app, st, s)
+    reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
+    second = reader.next_trial(app, st, s)
+    back = reader.previous_trial(app, st, s, second.order_index)
+    assert back.trial_id == first.trial_id
+    assert back.answers == {1: {"realism": 2, "alignment": 3, "cant_judge": False, "comment": "hm"}}
+    assert reader.submit_trial(app, st, s, back.trial_id, {1: {"realism": 4, "alignment": 3, "comment": "hm"}}).status == "changed"
+    assert [h["value"] for h in app.storage.rating_history(first.trial_id)] == [2]
+    assert reader.next_trial(app, st, s).trial_id == second.trial_id  # back to the first unanswered item
+    with pytest.raises(UserError, match="no earlier"):
+        reader.previous_trial(app, st, s, first.order_index)
+
+
+def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
+    app, st = study_app
+    reader.prepare_study(app, st)
+    s = reader.sign_in(app, st, name="ann")
+    first = reader.next_trial(app, st, s)
+    reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
+    with pytest.raises(UserError, match="does not allow"):
+        reader.previous_trial(app, st, s, None)
+    again = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}})
+    assert again.status == "duplicate" and app.storage.rating_history(first.trial_id) == []

@@ -57,16 +57,19 @@ class PanelWidgets:
         out["comment"] = data[self.comment]
         return out
 
-    def show(self, label: str | None, path: str | None) -> dict:
-        """Updates that show ``path`` (or hide the panel) with every answer cleared."""
+    def show(self, label: str | None, path: str | None, answers: dict | None = None) -> dict:
+        """Updates that show ``path`` (or hide the panel) with the given stored answers, or none."""
+        answers = answers or {}
         updates: dict = {
             self.column: gr.Column(visible=path is not None),
             self.image: gr.Image(value=path, label=label or ""),
-            self.cant_judge: gr.Checkbox(value=False),
-            self.comment: gr.Textbox(value=""),
+            self.cant_judge: gr.Checkbox(value=bool(answers.get("cant_judge"))),
+            self.comment: gr.Textbox(value=answers.get("comment") or ""),
         }
-        for widget in self.inputs.values():
-            updates[widget] = widget.__class__(value=None if not isinstance(widget, gr.CheckboxGroup) else [])
+        for key, widget in self.inputs.items():
+            empty = [] if isinstance(widget, gr.CheckboxGroup) else None
+            value = answers.get(key)
+            updates[widget] = widget.__class__(value=empty if value is None else value)
         return updates
 
 
@@ -101,7 +104,7 @@ def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict
     shown = list(trial.panels) if trial else []
     for i, widgets in enumerate(panels):
         if i < len(shown):
-            updates |= widgets.show(shown[i].label, shown[i].path)
+            updates |= widgets.show(shown[i].label, shown[i].path, trial.answers.get(i + 1))
         else:
             updates |= widgets.show(None, None)
     return updates

@@ -47,6 +47,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     session = gr.State(None)
     trial = gr.State(None)
     n_shown = gr.State(0)
+    position = gr.State(None)  # order index of the item on screen (None when all are done)
     invite = "Open your personal invite link, or type your name." if st.open or st.raters else "Open your personal invite link."
 
     with gr.Column() as signin_box:
@@ -63,26 +64,38 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         panels = build_panels(n_panels, st.questions, with_cant_judge=True)
         submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
     done_box = gr.Markdown(visible=False)
+    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm")
 
     guard = guarded(message)
 
     def show_next(rater) -> dict:
-        shown = reader.next_trial(app, st, rater)
+        return show(reader.next_trial(app, st, rater), rater)
+
+    def show(shown, rater) -> dict:
+        can_go_back = st.allow_answer_changes and rater is not None
         if shown is None:
             return {
                 trial: None,
                 n_shown: 0,
+                position: None,
                 work_box: gr.Column(visible=False),
                 done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
+                back_btn: gr.Button(visible=can_go_back),
                 message: gr.Markdown(visible=False),
             }
+        revisiting = bool(shown.answers)
         return {
             trial: shown.trial_id,
             n_shown: len(shown.panels),
+            position: shown.order_index,
+            back_btn: gr.Button(visible=can_go_back and (shown.done > 0 or revisiting)),
             work_box: gr.Column(visible=True),
             done_box: gr.Markdown(visible=False),
             progress: gr.HTML(_progress_html(shown, shown.total, shown.done)),
-            prompt_md: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),  # one word for every item: no tell
+            prompt_md: gr.Markdown(
+                ("*You are changing an earlier answer; changes are kept with the old answer.*\n\n" if revisiting else "")
+                + f"**Prompt:** {html.escape(shown.prompt)}"  # one word for every item: no tell
+            ),
             message: gr.Markdown(visible=False),
             **show_trial(panels, shown),
         }
@@ -112,12 +125,18 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         reader.submit_trial(app, st, data[session], data[trial], answers)
         return show_next(data[session])
 
+    @guard
+    def on_back(rater, current) -> dict:
+        return show(reader.previous_trial(app, st, rater, current), rater)
+
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
-    outputs = [session, signin_box, who, trial, n_shown, work_box, done_box, progress, prompt_md, message, *panel_outputs]
+    outputs = [session, signin_box, who, trial, n_shown, position, back_btn, work_box, done_box, progress, prompt_md,
+               message, *panel_outputs]
     signin_btn.click(on_sign_in, name, outputs, api_visibility="private")
     name.submit(on_sign_in, name, outputs, api_visibility="private")
     submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(on_submit, submit_inputs, outputs[3:], api_visibility="private", concurrency_limit=None)
+    back_btn.click(on_back, [session, position], outputs[3:], api_visibility="private")
 
     def attach(demo: gr.Blocks) -> None:
         demo.load(on_auto_sign_in, None, outputs, api_visibility="private")
