@@ -82,7 +82,7 @@ REAL_MODEL = "real"
 CONTROL_PREFIX = "control:"
 DESIGNS = ("single", "side_by_side")
 QUESTION_KINDS = ("scale", "multi", "text")
-MODALITIES = ("colonoscopy", "radiology")
+from generators.base import MODALITIES  # noqa: E402  (one list of modalities for the whole app)
 MAX_REPEAT_FRACTION = 0.5
 CANT_JUDGE_LABEL = "Can't judge / image failed to load"
 HASH_FORMAT = 1
