@@ -279,8 +279,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # of failing with "database is locked" when another writer got there first.
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL needs a lock another process may hold
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

@@ -4,6 +4,10 @@ gets its own SQLite database and image folder through the same constructors a us
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,3 +58,47 @@ def app(tmp_path, demo_registry):
     a = make_app(tmp_path / "data", demo_registry)
     yield a
     a.storage.close()
+
+
+def invited_study_app(tmp_path: Path, registry):
+    """An app whose only study is the small test study (tests/test_reader_study.py), prepared and frozen,
+    with one invited rater "ann". Returns (app, study, ann's token)."""
+    from test_reader_study import small_study
+
+    from p2p_app import reader
+    from p2p_app.study import load_study
+
+    app = make_app(tmp_path / "data", registry)
+    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    _, token = reader.add_rater(app, st, "ann")
+    return app, st, token
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(app):
+    """The real server (rater app at /, admin at /admin) for ``app`` on 127.0.0.1; yields its base URL."""
+    import uvicorn
+
+    from p2p_app.ui import create_server
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)

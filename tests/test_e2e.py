@@ -6,49 +6,25 @@ browser can see (config, API info, file URLs, monitoring) reveals no model; forg
 
 from __future__ import annotations
 
-import socket
 import sqlite3
-import threading
-import time
 
 import httpx
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
 from browser_client import BrowserSession
-from conftest import make_app
+from click.testing import CliRunner
+from conftest import invited_study_app, make_app, running_server
 
 pytestmark = pytest.mark.e2e
 
 PROMPT = "colonoscopy image with a single sessile polyp of 5-10 mm, no instruments"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(tmp_path, demo_registry):
-    import uvicorn
-
-    from p2p_app.ui import create_server
-
     app = make_app(tmp_path / "data", demo_registry, admin_password="s3cret-admin")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started
-    yield app, f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with running_server(app) as url:
+        yield app, url
     app.storage.close()
 
 
@@ -190,27 +166,9 @@ def test_admin_needs_the_password(server):
 @pytest.fixture()
 def study_server(tmp_path, demo_registry):
     """A server whose only study is the small test study, prepared and frozen, with one invited rater."""
-    import uvicorn
-
-    from p2p_app import reader
-    from p2p_app.study import load_study
-    from p2p_app.ui import create_server
-    from test_reader_study import small_study
-
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
-    reader.prepare_study(app, st)
-    _, token = reader.add_rater(app, st, "ann")
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield app, st, token, f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    app, st, token = invited_study_app(tmp_path, demo_registry)
+    with running_server(app) as url:
+        yield app, st, token, url
     app.storage.close()
 
 

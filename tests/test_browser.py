@@ -1,0 +1,161 @@
+"""In a real browser (Playwright driving Debian's Chromium): what a rater sees and does in the live arena.
+
+The HTTP-level tests (test_e2e.py) speak Gradio's protocol directly; this one runs the page's own JavaScript, so
+it catches what only a browser shows: updates the front end rejects, panels that never appear, model names in
+the rendered DOM, and the keyboard flow (digits answer a focused scale, Ctrl+Enter submits).
+
+Skipped, saying why, when Playwright or a Chromium binary is missing (set ``P2P_CHROMIUM`` to use another path).
+``.ci/run`` installs Debian's ``chromium`` so CI runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from conftest import invited_study_app, make_app, running_server
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "colonoscopy image with a single sessile polyp of 5-10 mm, no instruments"
+# Chromium's own background traffic is refused on this closed network; these flags keep it quiet.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str | None:
+    return os.environ.get("P2P_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no Chromium binary (install Debian's 'chromium' or set P2P_CHROMIUM)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def arena_page(tmp_path, demo_registry, browser):
+    app = make_app(tmp_path / "data", demo_registry)
+    with running_server(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        page.get_by_role("tab", name="Live arena").click()
+        yield app, page
+        page.close()
+    app.storage.close()
+
+
+def model_names(app) -> list[str]:
+    names = {m.name for m in app.config.models}
+    return sorted(names | {m.family for m in app.config.models})
+
+
+def visible_panels(page):
+    return page.locator(".p2p-panel:visible")
+
+
+def test_rater_answers_a_trial_from_the_keyboard(arena_page):
+    app, page = arena_page
+    tab = page.get_by_role("tabpanel")
+    tab.get_by_label("Your name").fill("Dr Browser")
+    tab.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for()
+
+    page.get_by_label("Prompt").fill(PROMPT)
+    page.get_by_role("button", name="Generate").click()
+    panels = visible_panels(page)
+    panels.nth(2).locator("img").wait_for()
+    assert panels.count() == 3
+
+    # Blinding in the rendered page: no model or family name anywhere, images served under opaque names,
+    # all shown at one size.
+    text, markup = page.locator("body").inner_text().lower(), page.content().lower()
+    for name in model_names(app):
+        assert name.lower() not in text, f"{name!r} is visible before rating"
+        assert name.lower() not in markup, f"{name!r} is in the page's HTML before rating"
+    sources = [panels.nth(i).locator("img").get_attribute("src") for i in range(3)]
+    for src in sources:
+        assert not any(n.lower() in src.lower() for n in model_names(app)), src
+    sizes = {tuple(panels.nth(i).locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]")) for i in range(3)}
+    assert len(sizes) == 1 and sizes != {(0, 0)}, sizes
+
+    # Submitting with nothing rated is refused with a message; nothing is stored.
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("Rate every image before submitting").wait_for()
+    assert ratings(app) == []
+
+    # Keyboard: focus the first scale, then one digit per scale; each digit moves on to the next scale.
+    digits = ["4", "2", "5", "1", "3", "3"]
+    panels.nth(0).get_by_role("radio").first.focus()
+    for d in digits:
+        page.keyboard.press(d)
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("was made by").first.wait_for()
+
+    stored = ratings(app)
+    by_position = sorted(stored)
+    expected = []
+    for pos in range(3):
+        expected += [(pos + 1, "alignment", int(digits[2 * pos + 1])), (pos + 1, "realism", int(digits[2 * pos]))]
+    assert by_position == sorted(expected)
+    # After the reveal, the page names the models.
+    text = page.locator("body").inner_text()
+    assert sum(name in text for name in (m.name for m in app.config.models_for("colonoscopy"))) == 3
+
+
+def ratings(app) -> list[tuple[int, str, int]]:
+    """(position shown, question, value) of every stored rating."""
+    df = app.storage.ratings_frame()
+    return [(int(r.position), str(r.question), int(r.value)) for r in df.itertuples()]
+
+
+def test_invited_rater_resumes_a_study_after_a_page_refresh(tmp_path, demo_registry, browser):
+    from p2p_app import reader
+
+    app, st, token = invited_study_app(tmp_path, demo_registry)
+    with running_server(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/?token={token}")  # the invite link signs the rater in on load
+        page.get_by_text("Signed in as ann").wait_for()
+        total = reader.progress_frame(app, st)["total"].iloc[0]
+        page.get_by_text(f"0 of {total} items done").wait_for()
+
+        # Item 1 from the keyboard: realism 4, alignment 2, Ctrl+Enter.
+        visible_panels(page).first.get_by_role("radio").first.focus()
+        page.keyboard.press("4")
+        page.keyboard.press("2")
+        page.keyboard.press("Control+Enter")
+        page.get_by_text(f"1 of {total} items done").wait_for()
+
+        # Item 2: "can't judge" alone is a complete answer, stored as such and never as a score.
+        visible_panels(page).first.get_by_label("Can't judge / image failed to load").check()
+        page.get_by_role("button", name="Submit and continue (Ctrl+Enter)").click()
+        page.get_by_text(f"2 of {total} items done").wait_for()
+
+        # A refresh loses nothing: the token link brings the rater back to the first unanswered item.
+        page.reload()
+        page.get_by_text("Signed in as ann").wait_for()
+        page.get_by_text(f"2 of {total} items done").wait_for()
+        page.close()
+
+    df = app.storage.ratings_frame()
+    first, second = (df[df["trial_id"] == t] for t in sorted(df["trial_id"].unique()))
+    assert sorted(zip(first["question"], first["value"].astype(int))) == [("alignment", 2), ("realism", 4)]
+    assert second["cant_judge"].all() and second["value"].isna().all()
+    app.storage.close()
