@@ -266,6 +266,18 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype"
 
 
+def _load_unet_lora(unet: Any, prefix: str, source: str) -> None:
+    """Load a LoRA into a UNet component the way diffusers loads a Stable Diffusion UNet LoRA (its format
+    conversions included). A file saved from the UNet alone has no ``unet.`` key prefix: one is added."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin as SDLora
+
+    state_dict, alphas = SDLora.lora_state_dict(source)
+    if not any(key.startswith((f"{prefix}.", "text_encoder.")) for key in state_dict):
+        state_dict = {f"{prefix}.{key}": value for key, value in state_dict.items()}
+        alphas = {f"{prefix}.{key}": value for key, value in alphas.items()} if alphas else alphas
+    SDLora.load_lora_into_unet(state_dict, alphas, unet=unet, adapter_name=LORA_ADAPTER)
+
+
 def _looks_local(source: str) -> bool:
     return (
         os.path.isabs(source)
@@ -337,13 +349,18 @@ class DiffusersGenerator(Generator):
         if self.lora is not None:
             self._defaults["lora_scale"] = LORA_SCALE.check(lora_scale, name)
             cls = getattr(importlib.import_module("diffusers"), self._family.pipeline_class)
-            if not cls.__name__.startswith("AutoPipeline") and not hasattr(cls, "load_lora_weights"):
+            if (
+                not cls.__name__.startswith("AutoPipeline")
+                and not hasattr(cls, "load_lora_weights")
+                and self._family.lora_component is None
+            ):
                 raise ValueError(f"model {name!r}: {cls.__name__} ({family}) does not support LoRA adapters")
         self._overrides = self._check_params(params or {}, "config")
 
         self._pipe = pipeline
         self._placement: Placement | None = None
         self._active_lora_scale: float | None = None
+        self._lora_module: Any = None  # the component holding the LoRA when the pipeline has no LoRA loader
         self._tokenizer: Any = None
         self._special_tokens = 0
         self._load_lock = threading.Lock()
@@ -466,14 +483,21 @@ class DiffusersGenerator(Generator):
 
     def _attach_lora(self, pipe: Any) -> None:
         what = f"LoRA {self.lora!r} for model {self.name!r}"
+        component = None
         if not hasattr(pipe, "load_lora_weights"):
-            raise ModelLoadError(f"{what}: {type(pipe).__name__} does not support LoRA adapters")
+            component = getattr(pipe, self._family.lora_component or "", None)
+            if component is None or not hasattr(component, "load_lora_adapter"):
+                raise ModelLoadError(f"{what}: {type(pipe).__name__} does not support LoRA adapters")
         lora_path = Path(self.lora).expanduser()
         if not lora_path.exists() and _looks_local(self.lora):
             raise ModelLoadError(f"{what}: the LoRA path does not exist")
+        source = str(lora_path) if lora_path.exists() else self.lora
         shapes = _weight_shapes(pipe)
         try:
-            pipe.load_lora_weights(str(lora_path) if lora_path.exists() else self.lora, adapter_name=LORA_ADAPTER)
+            if component is None:
+                pipe.load_lora_weights(source, adapter_name=LORA_ADAPTER)
+            else:
+                _load_unet_lora(component, self._family.lora_component, source)
         except Exception as exc:
             raise ModelLoadError(
                 f"{what}: the LoRA does not match this model ({type(exc).__name__}: {exc})"
@@ -481,8 +505,12 @@ class DiffusersGenerator(Generator):
         problem = self._lora_problem(pipe, shapes)
         if problem:
             with contextlib.suppress(Exception):
-                pipe.unload_lora_weights()
+                if component is None:
+                    pipe.unload_lora_weights()
+                else:
+                    component.delete_adapters(LORA_ADAPTER)
             raise ModelLoadError(f"{what}: the LoRA does not match this model: {problem}")
+        self._lora_module = component
         self._active_lora_scale = None
 
     @staticmethod
@@ -571,7 +599,10 @@ class DiffusersGenerator(Generator):
 
     def _apply_lora_scale(self, scale: float) -> None:
         if scale != self._active_lora_scale:
-            self._pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+            if self._lora_module is None:
+                self._pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
+            else:  # a LoRA on one component (Kandinsky 2.2's decoder UNet)
+                self._lora_module.set_adapters([LORA_ADAPTER], weights=[scale])
             self._active_lora_scale = scale
 
     def generate(self, prompt: str, seed: int, **params: Any) -> GenerationResult:

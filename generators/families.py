@@ -84,6 +84,9 @@ class Family:
     tiny_overrides: Mapping[str, Any]
     cuda_dtype: str
     text_limit: int | None = None  # the pipeline truncates text to this many tokens (special tokens included)
+    # Where a LoRA goes when the pipeline class has no ``load_lora_weights``: the UNet component that the family's
+    # diffusers LoRA training script adapts (Kandinsky 2.2: the decoder UNet, ``unet`` of the combined pipeline).
+    lora_component: str | None = None
     description: str = ""
     _by_name: Mapping[str, Param] = field(init=False, repr=False, compare=False)
 
@@ -164,6 +167,7 @@ _TABLE = {
         {**_TINY, "prior_num_inference_steps": 2},
         "float16",
         text_limit=77,
+        lora_component="unet",
         description="Kandinsky 2.2: CLIP prior + MoVQ latent decoder",
     ),
     "kandinsky3": Family(

@@ -493,34 +493,51 @@ def tiny_source(family: str) -> str:
     return TINY_PREFIX + check_family(family)
 
 
+# The model a LoRA adapts per family (subfolder of the saved pipeline) and the diffusers class of that model.
+LORA_FAMILIES = {"flux": ("transformer", "FluxTransformer2DModel"), "kandinsky22": ("unet", "UNet2DConditionModel")}
+
+
 def build_tiny_lora(
     base_folder: str | os.PathLike,
     folder: str | os.PathLike,
     seed: int = 0,
     rank: int = 4,
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"),
+    family: str = "flux",
 ) -> Path:
-    """Save a random LoRA for the tiny FLUX transformer in ``base_folder`` into ``folder``.
+    """Save a random LoRA for the tiny ``family`` model in ``base_folder`` into ``folder``, in the format diffusers'
+    LoRA training scripts write (``pytorch_lora_weights.safetensors`` with ``transformer.``/``unet.`` keys).
 
     peft's default init makes B = 0 (a LoRA that changes nothing), so the adapter is built with
     ``init_lora_weights=False``: it visibly changes the image.
     """
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+    import diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = FluxTransformer2DModel.from_pretrained(base_folder, subfolder="transformer")
+    if family not in LORA_FAMILIES:
+        raise ValueError(f"tiny LoRAs exist for {', '.join(LORA_FAMILIES)}; got {family!r}")
+    subfolder, model_class = LORA_FAMILIES[family]
+    model = getattr(diffusers, model_class).from_pretrained(base_folder, subfolder=subfolder)
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(target_modules), init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer.add_adapter(config)
+        model.add_adapter(config)
     folder = Path(folder)
-    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    layers = get_peft_model_state_dict(model)
+    if family == "flux":
+        diffusers.FluxPipeline.save_lora_weights(folder, transformer_lora_layers=layers)
+    else:  # a Stable-Diffusion-style UNet LoRA, as diffusers' Kandinsky 2.2 decoder LoRA script saves it
+        diffusers.StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
     return folder
 
 
-def ensure_tiny_lora(cache_dir: str | os.PathLike, weight_seed: int = 0, lora_seed: int = 0) -> Path:
-    """Return ``cache_dir/tiny/flux-<weight_seed>-lora-<lora_seed>``, building it (and its base) on first use."""
-    base = ensure_tiny("flux", cache_dir, weight_seed)
+def ensure_tiny_lora(
+    cache_dir: str | os.PathLike, weight_seed: int = 0, lora_seed: int = 0, family: str = "flux"
+) -> Path:
+    """Return ``cache_dir/tiny/<family>-<weight_seed>-lora-<lora_seed>``, building it (and its base) on first use."""
+    if family not in LORA_FAMILIES:
+        raise ValueError(f"tiny LoRAs exist for {', '.join(LORA_FAMILIES)}; got {family!r}")
+    base = ensure_tiny(family, cache_dir, weight_seed)
     final = base.parent / f"{base.name}-lora-{_check_seed(lora_seed)}"
-    return _atomic_build(final, lambda tmp: build_tiny_lora(base, tmp, seed=lora_seed))
+    return _atomic_build(final, lambda tmp: build_tiny_lora(base, tmp, seed=lora_seed, family=family))

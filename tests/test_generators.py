@@ -124,18 +124,37 @@ def test_call_params_override_config_and_defaults(cache_dir):
 # ------------------------------------------------------------------------------------------- LoRA
 
 
-def test_lora_changes_the_image_and_scale_zero_restores_it(registry, cache_dir, flux_lora):
-    spec = ModelSpec.from_dict(spec_dict("flux-lora", "flux", lora=str(flux_lora), lora_scale=1.0))
+@pytest.mark.parametrize("family", ["flux", "kandinsky22"])
+def test_lora_changes_the_image_and_scale_zero_restores_it(registry, cache_dir, family):
+    """FLUX takes the LoRA through the pipeline's loader; Kandinsky 2.2 (no pipeline loader) on its decoder UNet."""
+    lora = ensure_tiny_lora(cache_dir, weight_seed=0, lora_seed=0, family=family)
+    spec = ModelSpec.from_dict(spec_dict(f"{family}-lora", family, lora=str(lora), lora_scale=1.0))
     with_lora = build_generator(spec, cache_dir, registry.pool)
-    base = pixels(registry.get("flux").generate(PROMPT, 4))
+    base = pixels(registry.get(family).generate(PROMPT, 4))
     adapted = with_lora.generate(PROMPT, 4)
     assert adapted.params["lora_scale"] == 1.0
     assert not np.array_equal(base, pixels(adapted))
     assert np.array_equal(base, pixels(with_lora.generate(PROMPT, 4, lora_scale=0)))
     assert np.array_equal(pixels(adapted), pixels(with_lora.generate(PROMPT, 4)))
     with pytest.raises(ValueError, match="lora_scale"):
-        registry.get("flux").generate(PROMPT, 4, lora_scale=0.5)  # no LoRA on that model
+        registry.get(family).generate(PROMPT, 4, lora_scale=0.5)  # no LoRA on that model
     with_lora.close()
+
+
+def test_unet_lora_saved_without_prefix_loads_on_kandinsky22(registry, cache_dir, tmp_path):
+    """A LoRA saved from the UNet alone (keys without ``unet.``) is the same adapter."""
+    from safetensors.torch import load_file, save_file
+
+    lora = ensure_tiny_lora(cache_dir, weight_seed=0, lora_seed=0, family="kandinsky22")
+    weights = load_file(lora / "pytorch_lora_weights.safetensors")
+    assert all(k.startswith("unet.") for k in weights)
+    save_file({k.removeprefix("unet."): v for k, v in weights.items()}, tmp_path / "pytorch_lora_weights.safetensors")
+    results = []
+    for name, path in (("k22-lora-a", lora), ("k22-lora-b", tmp_path)):
+        gen = build_generator(ModelSpec.from_dict(spec_dict(name, "kandinsky22", lora=str(path))), cache_dir, registry.pool)
+        results.append(pixels(gen.generate(PROMPT, 2)))
+        gen.close()
+    assert np.array_equal(*results)
 
 
 def test_lora_for_another_model_is_a_clear_error(cache_dir, flux_lora):
@@ -158,14 +177,17 @@ def test_lora_with_wrong_shapes_is_a_clear_error(cache_dir, flux_lora, tmp_path)
         gen.load()
 
 
-def test_missing_lora_and_unsupported_family(cache_dir, tmp_path):
+def test_missing_lora_and_a_flux_lora_on_kandinsky(cache_dir, tmp_path, flux_lora):
     gen = build_generator(
         ModelSpec.from_dict(spec_dict("flux-no-lora", "flux", lora=str(tmp_path / "nope"))), cache_dir, ["cpu"]
     )
     with pytest.raises(ModelLoadError, match="flux-no-lora.*does not exist"):
         gen.load()
-    with pytest.raises(ValueError, match="does not support LoRA"):
-        build_generator(ModelSpec.from_dict(spec_dict("k22", "kandinsky22", lora="x/y")), cache_dir, ["cpu"])
+    gen = build_generator(
+        ModelSpec.from_dict(spec_dict("k22-flux-lora", "kandinsky22", lora=str(flux_lora))), cache_dir, ["cpu"]
+    )
+    with pytest.raises(ModelLoadError, match="k22-flux-lora.*does not match"):
+        gen.load()
 
 
 # ------------------------------------------------------------------------------------------- config errors
