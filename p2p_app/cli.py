@@ -56,7 +56,7 @@ def _open_app(config_path: str | None, data_dir: str | None, database_url: str |
 
 
 def _study(app: Any, name: str):
-    """A study by key (``id@vN``), id, or path to its TOML file."""
+    """A study by key (``id@vN``), id, or path to its TOML file or the folder holding ``study.toml``."""
     from .study import load_study
 
     if name in app.studies:
@@ -64,10 +64,10 @@ def _study(app: Any, name: str):
     matches = [s for s in app.studies.values() if s.id == name]
     if matches:
         return max(matches, key=lambda s: s.version)
-    if Path(name).is_file():
+    if Path(name).is_file() or (Path(name) / "study.toml").is_file():
         return load_study(name, known_models=[m.name for m in app.config.models])
     known = ", ".join(sorted({s.id for s in app.studies.values()})) or "none"
-    raise click.ClickException(f"unknown study {name!r}; the config has: {known} (or give a study.toml path)")
+    raise click.ClickException(f"unknown study {name!r}; the config has: {known} (or give the path of a study folder or study.toml)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -48,10 +48,10 @@ Items (what one screen shows):
   control's ``prompt_id`` is that same ``control:<control_id>`` and its prompt is the caption).
 * ``side_by_side``: one item per prompt x seed (key ``<prompt_id>/s<seed>``) holding one panel per
   model plus the prompt's real image as one more panel when the prompt has one (the same real image
-  then appears in each seed's item). A control has no prompt to be compared against, so each
-  control becomes its own one-panel item (``control:<control_id>``); note that a lone panel on a
-  side-by-side screen tells an attentive rater it is a control; prefer ``real_image`` in the prompt
-  bank for side-by-side studies.
+  then appears in each seed's item). A control's caption is its prompt: each control gives one item
+  per seed (key ``control:<control_id>/s<seed>``) with every model's image for the caption plus the
+  control image, so a control screen looks like any prompt screen with a real image (a lone real
+  panel would give the control away).
 
 The design hash covers everything that defines the design, the content (sha256) of every real
 image included, and nothing cosmetic: whitespace runs in text, comments, key order, file names,
@@ -73,6 +73,8 @@ from typing import Any
 
 from PIL import Image
 
+from generators.base import MODALITIES
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -82,10 +84,9 @@ REAL_MODEL = "real"
 CONTROL_PREFIX = "control:"
 DESIGNS = ("single", "side_by_side")
 QUESTION_KINDS = ("scale", "multi", "text")
-from generators.base import MODALITIES  # noqa: E402  (one list of modalities for the whole app)
 MAX_REPEAT_FRACTION = 0.5
 CANT_JUDGE_LABEL = "Can't judge / image failed to load"
-HASH_FORMAT = 1
+HASH_FORMAT = 2  # 2: side-by-side controls are shown beside the models' images for their caption
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # prompt/control ids, model names
@@ -328,14 +329,23 @@ class StudyDefinition:
                 if real is not None:
                     out.append(StudyItem(real.key, row.prompt_id, row.prompt, (real,)))
             else:
-                for seed in self.seeds:
-                    slots = tuple(ImageSlot(m, row.prompt_id, seed, row.prompt) for m in self.models)
-                    slots += (real,) if real is not None else ()
-                    out.append(StudyItem(f"{row.prompt_id}/s{seed}", row.prompt_id, row.prompt, slots))
+                out += self._side_by_side(row.prompt_id, row.prompt, real)
         for control in self.controls:
             slot = self._control_slot(control)
-            out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
+            if self.design == "single":
+                out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
+            else:  # the caption is the prompt: the models' images for it beside the real one
+                out += self._side_by_side(slot.prompt_id, slot.prompt, slot)
         return tuple(out)
+
+    def _side_by_side(self, prompt_id: str, prompt: str, real: ImageSlot | None) -> list[StudyItem]:
+        """One item per seed: each model's image for ``prompt``, plus ``real`` as one more panel when given."""
+        items = []
+        for seed in self.seeds:
+            slots = tuple(ImageSlot(m, prompt_id, seed, prompt) for m in self.models)
+            slots += (real,) if real is not None else ()
+            items.append(StudyItem(f"{prompt_id}/s{seed}", prompt_id, prompt, slots))
+        return items
 
     def image_slots(self) -> tuple[ImageSlot, ...]:
         """The distinct images the study needs, in design order: generate these, import the real ones."""

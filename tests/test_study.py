@@ -157,11 +157,11 @@ def test_radiology_pilot_design():
     assert study.design == "side_by_side" and study.open and study.raters == () and study.n_raters == 3
     assert study.questions == DEFAULT_QUESTIONS
     items = study.items()
-    assert len(items) == len(study.prompts) * len(study.seeds) + len(study.controls)
+    assert len(items) == (len(study.prompts) + len(study.controls)) * len(study.seeds)
     panels = {item.key: item.n_panels for item in items}
     assert panels["cxr_rll_consolidation/s5"] == 4  # 3 models + the real image
     assert panels["cxr_left_pneumothorax/s5"] == 3
-    assert panels["control:chest_normal"] == 1
+    assert panels["control:chest_normal/s5"] == 4  # a control looks like a prompt with a real image
 
 
 def test_placeholder_images_are_reproducible():
@@ -191,10 +191,18 @@ def test_single_design_items(tmp_path):
 def test_side_by_side_design_items(tmp_path):
     study = load_study(make_study(tmp_path, design="side_by_side"))
     items = study.item_map()
-    assert list(items) == ["p1/s1", "p1/s2", "p2/s1", "p2/s2", "p3/s1", "p3/s2", "control:c1", "control:c2"]
+    assert list(items) == [
+        "p1/s1", "p1/s2", "p2/s1", "p2/s2", "p3/s1", "p3/s2",
+        "control:c1/s1", "control:c1/s2", "control:c2/s1", "control:c2/s2",
+    ]  # fmt: skip
     assert [s.key for s in items["p1/s2"].slots] == ["p1/m-one/s2", "p1/m-two/s2", "p1/real"]
-    assert items["p2/s1"].n_panels == 2 and items["control:c2"].n_panels == 1
-    assert len(study.image_slots()) == 3 * 2 * 2 + 1 + 2  # the real image is one slot for both seeds
+    assert items["p2/s1"].n_panels == 2
+    # A control's screen: each model's image for the caption, then the control image (never a lone panel).
+    control = items["control:c1/s2"]
+    assert [s.key for s in control.slots] == ["control:c1/m-one/s2", "control:c1/m-two/s2", "control:c1"]
+    assert control.prompt == "a real polyp" and all(s.prompt == "a real polyp" for s in control.slots)
+    # the real images are one slot for both seeds; controls add 2 generated images per seed
+    assert len(study.image_slots()) == 3 * 2 * 2 + 1 + 2 + 2 * 2 * 2
 
 
 def test_prompt_whitespace_is_collapsed_and_lines_kept(tmp_path):
