@@ -193,7 +193,7 @@ def _progress(over_time: pd.DataFrame) -> go.Figure | None:
     if over_time.empty:
         return None
     fig = go.Figure(
-        go.Scatter(x=over_time["period"], y=over_time["cumulative"], mode="lines", name="answers", line_shape="hv")
+        go.Scatter(x=over_time["period"], y=over_time["cumulative"], mode="lines+markers", name="answers", line_shape="hv")
     )
     fig.update_layout(title="Answers over time (cumulative)", yaxis={"title": "answers"})
     return fig

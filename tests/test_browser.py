@@ -159,3 +159,39 @@ def test_invited_rater_resumes_a_study_after_a_page_refresh(tmp_path, demo_regis
     assert sorted(zip(first["question"], first["value"].astype(int))) == [("alignment", 2), ("realism", 4)]
     assert second["cant_judge"].all() and second["value"].isna().all()
     app.storage.close()
+
+
+def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
+    from dataclasses import replace
+
+    from test_reader_study import answer_all
+
+    from p2p_app import reader
+
+    app, st, token = invited_study_app(tmp_path, demo_registry)
+    app.config = replace(app.config, admin_password="s3cret-admin")
+    for t in [token] + [reader.add_rater(app, st, name)[1] for name in ("ben", "cat")]:
+        answer_all(app, st, reader.sign_in(app, st, token=t))
+    errors: list[str] = []
+    with running_server(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{url}/admin")  # as typed: no trailing slash
+        page.get_by_label("Admin password").fill("s3cret-admin")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_label("Study").click()
+        page.get_by_role("option", name="Mini study (mini@v1)").click()
+        page.get_by_text("answers from 3 raters").wait_for()
+        page.get_by_role("tab", name="Statistics").click()
+        page.locator(".js-plotly-plot").nth(4).wait_for()  # the report's figures, drawn by plotly
+        page.get_by_role("tab", name="Downloads").click()
+        page.get_by_role("button", name="Long CSV").click()
+        with page.expect_download() as download:
+            page.locator("a[download]").first.click()
+        assert download.value.suggested_filename.endswith(".csv")
+        lines = open(download.value.path(), encoding="utf-8").read().splitlines()
+        assert len(lines) == 1 + len(app.storage.ratings_frame())
+        page.close()
+    assert errors == []
+    app.storage.close()

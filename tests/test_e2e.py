@@ -146,6 +146,8 @@ def test_forged_requests_change_nothing(server):
 
 def test_admin_needs_the_password(server):
     app, url = server
+    typed = httpx.get(f"{url}/admin", follow_redirects=True)  # the address as people type it
+    assert typed.status_code == 200 and str(typed.url) == f"{url}/admin/"
     admin = BrowserSession(f"{url}/admin")
     pw = admin.one(label="Admin password", type="textbox")
     refresh = admin.one(label="Refresh", type="button")

@@ -50,7 +50,14 @@ def create_server(app: P2PApp):
     """A FastAPI app with the rater UI at / and the admin UI at /admin (monitoring page off)."""
     from fastapi import FastAPI
 
+    from fastapi.responses import RedirectResponse
+
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @server.get("/admin", include_in_schema=False)
+    def admin_without_slash() -> RedirectResponse:  # the mounted app answers only below /admin/
+        return RedirectResponse("admin/", status_code=307)  # relative: works behind a path prefix too
+
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=CSS)
     gr.mount_gradio_app(server, build_admin_app(app), path="/admin", **common)
     gr.mount_gradio_app(server, build_rater_app(app), path="", js=KEYBOARD_JS, **common)
