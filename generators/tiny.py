@@ -71,7 +71,7 @@ def _clip_tokenizer(model_max_length: int = 77):
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(model_max_length=model_max_length).train_new_from_iterator(
-        _corpus(), vocab_size=_TOKENIZER_VOCAB
+        _corpus(), vocab_size=_TOKENIZER_VOCAB, show_progress=False
     )
 
 
@@ -79,7 +79,7 @@ def _t5_tokenizer(model_max_length: int):
     from transformers import T5Tokenizer
 
     return T5Tokenizer(model_max_length=model_max_length, extra_ids=0).train_new_from_iterator(
-        _corpus(), vocab_size=_TOKENIZER_VOCAB
+        _corpus(), vocab_size=_TOKENIZER_VOCAB, show_progress=False
     )
 
 
@@ -87,7 +87,7 @@ def _bert_tokenizer(model_max_length: int = 77):
     from transformers import BertTokenizer
 
     return BertTokenizer(model_max_length=model_max_length).train_new_from_iterator(
-        _corpus(), vocab_size=_TOKENIZER_VOCAB
+        _corpus(), vocab_size=_TOKENIZER_VOCAB, show_progress=False
     )
 
 

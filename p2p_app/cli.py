@@ -49,6 +49,17 @@ def _domain_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _quiet_model_loading() -> None:
+    """Turn off the libraries' per-component and per-shard progress bars, which bury what a command prints (our
+    own progress, images done / total, stays). Their warnings stay too: they can matter for real weights."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, load_models: bool = False):
     from .service import P2PApp
 
@@ -85,6 +96,7 @@ def main() -> None:
 @_domain_errors
 def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> None:
     """Start the rater app (/) and the admin app (/admin)."""
+    _quiet_model_loading()
     from .reader import prepare_study
     from .ui import serve as run_server
 
@@ -151,6 +163,7 @@ def _parse_seeds(text: str) -> list[int]:
 @_domain_errors
 def generate(config_path, data_dir, database_url, prompts_csv, seeds, models) -> None:
     """Pre-generate images for PROMPTS × SEEDS × MODELS (resumable; works under `accelerate launch`)."""
+    _quiet_model_loading()
     from tqdm import tqdm
 
     from .batch import my_share, plan_jobs, read_prompts, run_jobs
@@ -188,6 +201,7 @@ def study() -> None:
 @_domain_errors
 def study_generate(name, config_path, data_dir, database_url) -> None:
     """Pre-generate NAME's images, import its real images, and freeze it."""
+    _quiet_model_loading()
     from tqdm import tqdm
 
     from .reader import prepare_study
