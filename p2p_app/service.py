@@ -266,7 +266,7 @@ class P2PApp:
     ) -> list[Answer]:
         """Validate a form (position → answers) against the questions; map positions to the stored image ids."""
         out: list[Answer] = []
-        problems: list[str] = []
+        missing: dict[str, list[str]] = {}  # image label -> labels of its unanswered required scales
         for position, image_id in enumerate(trial.shown_order, start=1):
             label = f"Image {chr(64 + position)}"
             given = answers.get(position) or {}
@@ -285,7 +285,7 @@ class P2PApp:
                     value = _scale_value(raw, q)
                     if value is None:
                         if q.required:
-                            problems.append(f"{label}: {q.label.lower()}")
+                            missing.setdefault(label, []).append(q.label)
                         continue
                     out.append(Answer(image_id, q.key, value, (), False, comment))
                 elif q.kind == "multi":
@@ -294,8 +294,13 @@ class P2PApp:
                     if bad:
                         raise UserError(f"{label}: {', '.join(map(str, bad))} is not an option of {q.label!r}.")
                     out.append(Answer(image_id, q.key, None, chosen, False, comment))
-        if problems:
-            raise UserError("Rate every image before submitting. Missing: " + "; ".join(problems) + ".")
+        if missing:
+            n_required = sum(q.kind == "scale" and q.required for q in questions)
+            parts = [
+                f"{label} is not rated yet" if len(labels) == n_required else f"{label} still needs: {' / '.join(labels)}"
+                for label, labels in missing.items()
+            ]
+            raise UserError("Rate every image before submitting (or tick \"can't judge\"). " + "; ".join(parts) + ".")
         return out
 
     def _own_trial(self, session: RaterSession, trial_id: int | None) -> TrialInfo:

@@ -96,7 +96,9 @@ def test_rater_answers_a_trial_from_the_keyboard(arena_page):
 
     # Submitting with nothing rated is refused with a message; nothing is stored.
     page.keyboard.press("Control+Enter")
-    page.get_by_text("Rate every image before submitting").wait_for()
+    # said twice: in the page's message box and in a pop-up that shows wherever the rater has scrolled to
+    page.locator(".toast-body").get_by_text("Rate every image before submitting").wait_for()
+    page.get_by_text("Rate every image before submitting").first.wait_for()
     assert ratings(app) == []
 
     # Keyboard: focus the first scale, then one digit per scale; each digit moves on to the next scale.

@@ -138,13 +138,20 @@ def guarded(message_box: gr.components.Component) -> Callable:
             try:
                 return fn(*args, **kwargs)
             except (UserError, StorageError) as exc:
-                return {message_box: gr.Markdown(f"⚠️ {exc}", visible=True)}
+                return _tell(message_box, "⚠️", str(exc))
             except AccessDenied as exc:
-                return {message_box: gr.Markdown(f"⛔ {exc}", visible=True)}
+                return _tell(message_box, "⛔", str(exc))
             except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
                 log.exception("unexpected error in %s", fn.__name__)
-                return {message_box: gr.Markdown("⚠️ Something went wrong on the server; nothing was saved. Try again.", visible=True)}
+                return _tell(message_box, "⚠️", "Something went wrong on the server; nothing was saved. Try again.")
 
         return inner
 
     return wrap
+
+
+def _tell(message_box: gr.components.Component, icon: str, text: str) -> dict:
+    """Show ``text`` in the page's message box and as a pop-up: the box sits at the top of a long page, out of
+    sight of someone who pressed Submit at the bottom; the pop-up is seen wherever they are."""
+    gr.Warning(text)
+    return {message_box: gr.Markdown(f"{icon} {text}", visible=True)}
