@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import assignment
 from .batch import Job, run_jobs
-from .service import P2PApp, RaterSession, ShownTrial, SubmitResult, UserError, _session
+from .service import NOT_SIGNED_IN, P2PApp, RaterSession, ShownTrial, SubmitResult, UserError, _session
 from .storage import AccessDenied, StorageError
 from .study import StudyDefinition, StudyError, load_study
 
@@ -293,7 +293,7 @@ def submit_trial(
 
 def _check_session(study: StudyDefinition, session: RaterSession | None) -> None:
     if session is None:
-        raise UserError("Sign in first.")
+        raise UserError(NOT_SIGNED_IN)
     if session.study_key != study_key(study):
         raise AccessDenied("This sign-in is not for this study.")
 

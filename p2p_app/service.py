@@ -29,6 +29,14 @@ LIVE_QUESTIONS: tuple[Question, ...] = (REALISM, ALIGNMENT)
 ProgressFn = Callable[[float, str], None]
 
 
+# Also what a page gets whose server-side session is gone: Gradio drops session state an hour after the browser
+# disconnects (a laptop asleep), and a server restart drops all of it.
+NOT_SIGNED_IN = (
+    "You are not signed in (or your session ended after a long pause or a server restart). Sign in, or reload "
+    "your invite link, to go on; everything you submitted is saved."
+)
+
+
 class UserError(ValueError):
     """Something the person can fix; the message is shown to them as is. Nothing was written."""
 
@@ -314,7 +322,7 @@ class P2PApp:
     @staticmethod
     def _check_live_session(session: RaterSession | None) -> None:
         if session is None:
-            raise UserError("Sign in first.")
+            raise UserError(NOT_SIGNED_IN)
         if session.study_key != LIVE_STUDY:
             raise AccessDenied("This sign-in is for a study, not the live arena.")
 
