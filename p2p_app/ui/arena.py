@@ -113,7 +113,8 @@ def build_arena(app: P2PApp) -> None:
         [session, modality, prompt],
         [trial, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
-        concurrency_limit=1,  # one generation at a time per device; the backend also locks each device
+        # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
+        concurrency_limit=len(app.registry.pool.devices),
         concurrency_id="generate",
     )
     submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
