@@ -106,7 +106,8 @@ def test_generate_splits_across_two_processes(tmp_path, model_dir):
         "--data-dir", str(tmp_path / "data"),
     ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, (out.stdout[-2000:], out.stderr[:4000], out.stderr[-2000:])
+    if out.returncode != 0:  # the whole output: the failing rank's traceback sits in the middle of stderr
+        pytest.fail(f"launcher exit {out.returncode}\n--- stdout\n{out.stdout}\n--- stderr\n{out.stderr}", pytrace=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("made")]
     assert sorted(lines) == ["made 6, already there 0, failed 0"] * 2
     assert image_count(tmp_path / "data") == 12
