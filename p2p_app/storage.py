@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -273,14 +275,32 @@ def _trial_info(t: Trial) -> TrialInfo:
     )
 
 
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried: on a new database the switch needs an exclusive lock and, unlike
+    other statements, fails at once instead of waiting on busy_timeout when another process holds a lock (two
+    ``p2p generate`` processes starting on one new database did). Once the file is in WAL mode it is a no-op."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE (below) instead of the driver's lazy BEGIN,
     # so a read-then-write transaction takes the write lock up front and waits on busy_timeout instead
     # of failing with "database is locked" when another writer got there first.
     dbapi_connection.isolation_level = None
     cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL needs a lock another process may hold
-    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    _switch_to_wal(cur)
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()

@@ -151,3 +151,41 @@ def test_empty_ratings_frame_has_the_documented_columns(storage):
 
     df = storage.ratings_frame()
     assert tuple(df.columns[: len(TIDY_COLUMNS)]) == TIDY_COLUMNS and df.empty
+
+
+OPEN_IN_LOCKSTEP = """
+import sys, time
+base, n, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+from p2p_app.storage import Storage
+failed = []
+for i in range(n):
+    while time.time() < start + i * 0.1:  # both processes open database i at the same moment
+        pass
+    try:
+        Storage(f"sqlite:///{base}/db{i}.sqlite", f"{base}/images").close()
+    except Exception as exc:
+        failed.append(f"db{i}: {exc}")
+print(failed)
+"""
+
+
+def test_two_processes_opening_one_new_database_at_once(tmp_path):
+    """The two-process `p2p generate` opens one new database from both processes at once. Switching a new file
+    to WAL fails at once, without waiting on busy_timeout, while the other process holds a lock (before the
+    retry, about one opening in six failed with "database is locked")."""
+    import subprocess
+    import sys
+    import time
+
+    n = 30
+    start = time.time() + 4  # after both interpreters have imported the storage module
+    procs = [
+        subprocess.Popen([sys.executable, "-c", OPEN_IN_LOCKSTEP, str(tmp_path), str(n), str(start)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip().splitlines()[-1] for out, _err in outputs] == ["[]", "[]"], outputs
+    for i in range(n):
+        with sqlite3.connect(tmp_path / f"db{i}.sqlite") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
