@@ -130,8 +130,13 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
     from . import export as exporter
+    from .storage import LIVE_STUDY
 
     app = _open_app(config_path, data_dir, database_url)
+    if study is not None:  # a typo would otherwise write an empty file
+        keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
+        if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
+            raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
     df = app.storage.ratings_frame(study)
     fmt = fmt or ("parquet" if out.endswith(".parquet") else "long")
     {"long": exporter.write_long_csv, "wide": exporter.write_wide_csv, "parquet": exporter.write_parquet}[fmt](df, out)

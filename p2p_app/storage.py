@@ -481,6 +481,11 @@ class Storage:
             st = s.scalars(select(Study).where(Study.study_id == study_id, Study.version == version)).first()
             return self._study_dict(st) if st else None
 
+    def study_keys(self) -> list[str]:
+        """``id@vN`` of every study in the database, in creation order."""
+        with self._tx() as s:
+            return [f"{sid}@v{ver}" for sid, ver in s.execute(select(Study.study_id, Study.version).order_by(Study.id))]
+
     def study_versions(self, study_id: str) -> list[dict]:
         with self._tx() as s:
             return [

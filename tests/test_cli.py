@@ -189,3 +189,12 @@ def test_every_command_and_setting_is_documented():
     for full, cmd in commands(main):
         assert f"`{full}" in readme, f"command {full} missing from README"
         assert cmd.help
+
+
+def test_export_of_an_unknown_study_is_refused(cli, tmp_path):
+    out = tmp_path / "typo.csv"
+    r = cli("export", str(out), "--study", "colonoscopy_pilto", ok=False)
+    assert r.exit_code != 0 and "unknown study 'colonoscopy_pilto'" in r.output and "colonoscopy_pilot@v1" in r.output
+    assert not out.exists()
+    for name in ("live", "colonoscopy_pilot", "colonoscopy_pilot@v1"):
+        assert "Wrote 0 answers" in cli("export", str(out), "--study", name).output
