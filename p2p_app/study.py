@@ -65,6 +65,7 @@ import hashlib
 import io
 import json
 import re
+import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,6 @@ from PIL import Image
 
 from generators.base import MODALITIES
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 REAL_MODEL = "real"
 CONTROL_PREFIX = "control:"
