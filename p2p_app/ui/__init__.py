@@ -49,7 +49,6 @@ def build_admin_app(app: P2PApp) -> gr.Blocks:
 def create_server(app: P2PApp):
     """A FastAPI app with the rater UI at / and the admin UI at /admin (monitoring page off)."""
     from fastapi import FastAPI
-
     from fastapi.responses import RedirectResponse
 
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
