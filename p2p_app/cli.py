@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -58,6 +59,18 @@ def _quiet_model_loading() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+@contextmanager
+def _resumable(bar: Any) -> Iterator[None]:
+    """Close the progress bar; on Ctrl-C say that the work done is kept (each image is stored as it is made)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted: images made so far are stored; run the same command again to resume.", err=True)
+        sys.exit(130)
+    finally:
+        bar.close()
 
 
 def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, load_models: bool = False):
@@ -181,13 +194,8 @@ def generate(config_path, data_dir, database_url, prompts_csv, seeds, models) ->
     prompts = read_prompts(prompts_csv)
     jobs = my_share(plan_jobs(app, prompts, seed_list, models.split(",") if models else None))
     bar = tqdm(total=len(jobs), unit="img", desc=f"generating (process {os.environ.get('RANK', '0')})")
-    try:
+    with _resumable(bar):
         report = run_jobs(app, jobs, on_done=lambda job, status: bar.update(1))
-    except KeyboardInterrupt:
-        bar.close()
-        click.echo("Interrupted: images made so far are stored; run the same command again to resume.", err=True)
-        sys.exit(130)
-    bar.close()
     click.echo(f"made {report.made}, already there {report.skipped}, failed {len(report.failures)}")
     for job, message in report.failures:
         click.echo(f"FAILED {job.model} {job.prompt_id} seed {job.seed}: {message}", err=True)
@@ -215,8 +223,8 @@ def study_generate(name, config_path, data_dir, database_url) -> None:
     st = _study(app, name)
     slots = [s for s in st.image_slots() if not s.is_real]
     bar = tqdm(total=len(slots), unit="img", desc=f"{st.id} v{st.version}")
-    report = prepare_study(app, st, on_done=lambda job, status: bar.update(1))
-    bar.close()
+    with _resumable(bar):
+        report = prepare_study(app, st, on_done=lambda job, status: bar.update(1))
     click.echo(
         f"{report.study}: made {report.made}, reused {report.reused}, real imported {report.real_imported}, "
         f"failed {len(report.failures)}"

@@ -198,3 +198,24 @@ def test_export_of_an_unknown_study_is_refused(cli, tmp_path):
     assert not out.exists()
     for name in ("live", "colonoscopy_pilot", "colonoscopy_pilot@v1"):
         assert "Wrote 0 answers" in cli("export", str(out), "--study", name).output
+
+
+def test_ctrl_c_keeps_what_was_made_and_the_next_run_resumes(cli, tmp_path, monkeypatch):
+    from generators.diffusers_backend import DiffusersGenerator
+
+    real, calls = DiffusersGenerator.generate, []
+
+    def interrupted_on_third(self, prompt, seed, **params):
+        calls.append(seed)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, prompt, seed, **params)
+
+    args = ("generate", "--prompts", str(prompts_csv(tmp_path)), "--seeds", "0-1", "--models", "colon-msdm-tiny,rad-msdm-tiny")
+    monkeypatch.setattr(DiffusersGenerator, "generate", interrupted_on_third)
+    r = cli(*args, ok=False)
+    assert r.exit_code == 130 and "run the same command again to resume" in r.output
+    assert image_count(cli.data) == 2
+    monkeypatch.setattr(DiffusersGenerator, "generate", real)
+    assert "made 2, already there 2, failed 0" in cli(*args).output
+    assert image_count(cli.data) == 4
