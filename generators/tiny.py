@@ -497,6 +497,12 @@ def tiny_source(family: str) -> str:
 LORA_FAMILIES = {"flux": ("transformer", "FluxTransformer2DModel"), "kandinsky22": ("unet", "UNet2DConditionModel")}
 
 
+def _lora_target(family: str) -> tuple[str, str]:
+    if family not in LORA_FAMILIES:
+        raise ValueError(f"tiny LoRAs exist for {', '.join(LORA_FAMILIES)}; got {family!r}")
+    return LORA_FAMILIES[family]
+
+
 def build_tiny_lora(
     base_folder: str | os.PathLike,
     folder: str | os.PathLike,
@@ -515,9 +521,7 @@ def build_tiny_lora(
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    if family not in LORA_FAMILIES:
-        raise ValueError(f"tiny LoRAs exist for {', '.join(LORA_FAMILIES)}; got {family!r}")
-    subfolder, model_class = LORA_FAMILIES[family]
+    subfolder, model_class = _lora_target(family)
     model = getattr(diffusers, model_class).from_pretrained(base_folder, subfolder=subfolder)
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(target_modules), init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
@@ -536,8 +540,7 @@ def ensure_tiny_lora(
     cache_dir: str | os.PathLike, weight_seed: int = 0, lora_seed: int = 0, family: str = "flux"
 ) -> Path:
     """Return ``cache_dir/tiny/<family>-<weight_seed>-lora-<lora_seed>``, building it (and its base) on first use."""
-    if family not in LORA_FAMILIES:
-        raise ValueError(f"tiny LoRAs exist for {', '.join(LORA_FAMILIES)}; got {family!r}")
+    _lora_target(family)  # refuse before building the base model
     base = ensure_tiny(family, cache_dir, weight_seed)
     final = base.parent / f"{base.name}-lora-{_check_seed(lora_seed)}"
     return _atomic_build(final, lambda tmp: build_tiny_lora(base, tmp, seed=lora_seed, family=family))
