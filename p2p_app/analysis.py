@@ -5,24 +5,42 @@ them all and returns an immutable :class:`Analysis`.
 
 Conventions, applied everywhere:
 
-* Numeric questions are those with at least one non-NaN ``value``; other questions (multi-select, free text) are
-  ignored here.
+* Numeric questions are those with at least one non-NaN ``value``, or with "can't judge" answers and no
+  multi-select choices; other questions (multi-select, free text) are ignored here.
 * Rows with ``cant_judge`` True never enter a score; they are counted in ``n_cant_judge``.
 * Rows with ``is_repeat`` True are used **only** for intra-rater consistency. Every other statistic uses each rater's
   first answer, so a repeated image does not count twice.
 * Whatever cannot be computed (no ratings, one rater, no real controls, too few pairs…) gives a row whose ``note``
   starts with ``"not computable: "`` and says why; numbers on such rows are NaN. A computable row has ``note == ""``.
-* Confidence intervals are percentile intervals (``ci_level``, default 95 %) over ``n_boot`` bootstrap replicates
-  drawn from ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
+* Intervals (``ci_level``, default 95 %):
 
-Bootstrap schemes:
+  - Means and pass rates, per model and question, and paired differences between models: **crossed random
+    effects** (generalizability theory). An answer is ``y = μ + a_rater + b_image + e`` with raters and images both
+    random; σ²_rater, σ²_image and σ²_residual are estimated by the method of moments from the within-rater,
+    within-image and total sums of squares, whose expectations hold for any pattern of who rated what (Henderson's
+    Method 3; Gao & Owen 2017, "Efficient moment calculations for variance components in large unbalanced crossed
+    random effects models", Electron J Stat 11:1235), truncated at zero (non-negative least squares). The variance
+    of the mean of the answers under the actual design is ``σ²_r Σ n_r² / N² + σ²_i Σ m_i² / N² + σ²_e / N``
+    (n_r answers per rater, m_i per image; fully crossed: σ²_r/R + σ²_i/I + σ²_e/N) and the interval is a t
+    interval with Satterthwaite degrees of freedom (rater term R − 1, image term I − 1, residual N − R − I + 1).
+    Why not the bootstrap: resampling raters and images together (the "pigeonhole" bootstrap) is biased for crossed
+    designs — it counts the residual variance up to three times, too wide with sparse overlap — and with few raters
+    its percentile interval is too narrow (McCullagh 2000, "Resampling and exchangeable arrays", Bernoulli 6:285;
+    Owen 2007, "The pigeonhole bootstrap", Ann Appl Stat 1:386; Owen & Eckles 2012, Ann Appl Stat 6:895). A mixed
+    model fit (REML, statsmodels MixedLM) would estimate the same components but costs minutes at 1,000,000 rows;
+    the moment estimates are a few ``bincount`` calls. ``benchmarks/bench_coverage.py`` measures the coverage.
+  - Real vs generated AUC: the Obuchowski–Rockette reader-study analysis (readers and cases random; Hillis ddf),
+    see :mod:`p2p_app.mrmc`.
+  - Krippendorff's α and Fleiss' κ: percentile intervals over ``n_boot`` bootstrap replicates of the units
+    (images), drawn from ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
 
-* Scores, pass rates and AUCs: two-way clustered ("pigeonhole") bootstrap. Each replicate draws rater ids and item ids
-  (``item_id``) with replacement and keeps the cross, i.e. answer (r, i) gets weight ``a_r * b_i`` where ``a`` and
-  ``b`` are the draw counts. Because scale answers take few levels, every statistic is a function of the weighted
-  count of answers per (model, question, level) cell, computed for all replicates at once with one sparse product
-  (cost ∝ answers × replicates, vectorised; see ``_two_way_cell_weights``).
-* Krippendorff's α and Fleiss' κ: units (rated images) resampled with replacement. Units with the same count pattern
+* Inter-rater agreement (α, κ, and the consensus in the rater table) uses each rater's **first answer per image and
+  question** (by answer time), even when the same image reappears on another screen (e.g. a prompt's real image on
+  each seed's side-by-side screen): a second answer by the same rater is not another rater.
+
+Bootstrap scheme for α and κ:
+
+* Units (rated images) resampled with replacement. Units with the same count pattern
   are interchangeable, so a replicate is a multinomial draw over the distinct patterns; α and κ of a replicate are
   evaluated from pattern totals with the same formulas the libraries use (``krippendorff.alpha``,
   ``statsmodels.stats.inter_rater.fleiss_kappa``); the point estimates come from the libraries themselves and the
@@ -35,14 +53,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 
 import krippendorff
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from scipy import stats
+from scipy.optimize import nnls
 from sklearn.metrics import roc_auc_score, roc_curve
 from statsmodels.stats.inter_rater import cohens_kappa, fleiss_kappa
 from statsmodels.stats.multitest import multipletests
@@ -51,6 +70,7 @@ from statsmodels.stats.multitest import multipletests
 # The tidy frame
 # --------------------------------------------------------------------------------------------------------------------
 
+from .mrmc import or_analysis  # noqa: E402
 from .tidy import TIDY_COLUMNS, TIDY_DTYPES  # noqa: E402  (re-exported: the contract lives there)
 
 REALISM = "realism"
@@ -62,21 +82,20 @@ ALL = "all"
 """Value of the ``model``/``rater_id`` column on rows that pool every model or rater."""
 
 SCALE_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+"""Score levels that always get an ``n_<level>`` column in the score table; any other whole-number level that
+occurs (studies allow 2–11-level scales, e.g. 0–10) gets its own column too."""
 PASS_THRESHOLD = 4.0
 """A realism score at or above this counts as "passes as real"."""
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
 DEFAULT_CI_LEVEL = 0.95
-MAX_DISCRETE_LEVELS = 21
-"""Numeric questions with more distinct values than this are bootstrapped as continuous (sum/count)."""
+MAX_SCORE_COLUMNS = 21
+"""At most this many ``n_<level>`` columns; a question with more distinct values is treated as continuous."""
 MIN_REPEAT_PAIRS = 5
 """Fewest (first answer, repeat) pairs for an intra-rater statistic."""
 MIN_PAIRS = 5
 """Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
-BOOT_CELLS_PER_CHUNK = 10_000_000
-"""Upper bound on replicate × item weights held in memory at once by the clustered bootstrap."""
-BOOT_MAX_CHUNK = 100
 
 NOT_COMPUTABLE = "not computable: "
 
@@ -118,11 +137,17 @@ def check_ratings_frame(df: pd.DataFrame) -> None:
 OVERVIEW_COLUMNS = ("quantity", "value")
 SCORE_COLUMNS = (
     "model", "source", "question", "n", "n_cant_judge", "n_raters", "n_items", "n_images",
-    "mean", "median", "sd", "ci_low", "ci_high", *(f"n_{k}" for k in SCALE_LEVELS), "note",
+    "mean", "median", "sd", "se", "df", "ci_low", "ci_high", *(f"n_{k}" for k in SCALE_LEVELS), "note",
 )  # fmt: skip
+"""Score table columns when every answer is on a 1–5 scale; other levels add ``n_<level>`` columns in order
+(see :func:`score_level_columns`)."""
 REAL_VS_GENERATED_COLUMNS = (
-    "model", "n_real", "n_generated", "auc", "auc_ci_low", "auc_ci_high",
+    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_ci_low", "auc_ci_high",
     "pass_rate", "pass_ci_low", "pass_ci_high", "real_pass_rate", "note",
+)  # fmt: skip
+READER_STUDY_COLUMNS = (
+    "comparison", "estimate", "se", "df", "ci_low", "ci_high", "statistic", "ndf", "ddf", "p_value",
+    "n_readers", "n_cases", "note",
 )  # fmt: skip
 ROC_COLUMNS = ("model", "fpr", "tpr", "threshold")
 AGREEMENT_COLUMNS = (
@@ -142,7 +167,7 @@ RATER_COLUMNS = (
 )  # fmt: skip
 PAIRWISE_COLUMNS = (
     "question", "model_a", "model_b", "n_pairs", "mean_a", "mean_b", "mean_diff", "median_diff",
-    "statistic", "p_value", "p_holm", "note",
+    "statistic", "p_value", "p_holm", "n_paired_answers", "paired_mean_diff", "diff_ci_low", "diff_ci_high", "note",
 )  # fmt: skip
 
 
@@ -214,6 +239,13 @@ def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
     q_code, q_uni = _codes(df["question"])
     has_value = np.zeros(len(q_uni), dtype=bool)
     has_value[np.unique(q_code[~np.isnan(value)])] = True
+    # a question answered only "can't judge" is still a scored question (not multi-select / free text)
+    cant = df["cant_judge"].fillna(False).to_numpy(dtype=bool)
+    has_choice = np.zeros(len(q_uni), dtype=bool)
+    has_choice[np.unique(q_code[df["choices"].fillna("").astype(str).to_numpy() != ""])] = True
+    only_cant = np.zeros(len(q_uni), dtype=bool)
+    only_cant[np.unique(q_code[cant])] = True
+    has_value |= only_cant & ~has_choice
     questions = question_order(str(q) for q in q_uni[has_value])
     q_map = np.array(
         [questions.index(str(q)) if has else -1 for q, has in zip(q_uni, has_value, strict=True)], dtype=np.int64
@@ -306,109 +338,60 @@ def _ci(reps: np.ndarray, ci_level: float) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Two-way clustered bootstrap over (model, question, level) cells
+# Crossed random effects: intervals for means (see the module docstring)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _draw_counts(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
-    """``reps`` × ``n`` counts of how often each of ``n`` clusters is drawn when drawing ``n`` with replacement."""
-    idx = rng.integers(0, n, size=(reps, n), dtype=np.int64)
-    idx += (np.arange(reps, dtype=np.int64) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
-
-
-def _two_way_cell_weights(
-    rater: np.ndarray,
-    item: np.ndarray,
-    cell: np.ndarray,
-    data: np.ndarray,
-    n_cells: int,
-    n_boot: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Bootstrap totals per cell: ``W[b, c] = Σ_{answers in c} data · A[b, rater] · B[b, item]``.
-
-    ``rater``/``item`` are dense 0-based codes, ``cell`` the cell of each answer; ``A[b]`` and ``B[b]`` count how often
-    each rater and each item was drawn in replicate ``b`` (raters and items resampled with replacement,
-    independently). Computed as ``W[b, c] = Σ_r A[b, r] · (N @ B[b])[(r, c)]`` with ``N`` the sparse (rater·cell) ×
-    item matrix of ``data`` sums: cost ∝ answers × replicates, in chunks of at most ``BOOT_MAX_CHUNK`` replicates.
-    """
-    n_r = int(rater.max()) + 1
-    n_i = int(item.max()) + 1
-    nt = sp.csr_matrix((data.astype(np.float32), (rater * n_cells + cell, item)), shape=(n_r * n_cells, n_i))
-    nt.sum_duplicates()
-    out = np.empty((n_boot, n_cells))
-    chunk = int(max(1, min(BOOT_MAX_CHUNK, BOOT_CELLS_PER_CHUNK // max(n_i, 1))))
-    for start in range(0, n_boot, chunk):
-        c = min(chunk, n_boot - start)
-        a = _draw_counts(rng, n_r, c).astype(np.float64)  # c × R
-        b = _draw_counts(rng, n_i, c).astype(np.float32)  # c × I
-        t = np.asarray(nt @ np.ascontiguousarray(b.T)).reshape(n_r, n_cells, c)
-        out[start : start + c] = np.einsum("rkc,cr->ck", t, a)
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
-class _CellBoot:
-    """Observed and bootstrap totals per (model, question) group: one cell per score level of the question, or two
-    cells (count, sum of values) for a question with more than ``MAX_DISCRETE_LEVELS`` distinct values."""
+class CrossedMean:
+    """Mean of answers with raters and images as crossed random effects."""
 
-    start: np.ndarray  # (n_models, n_questions) first cell of the group, -1 when the group has no answers
-    levels: tuple  # per question: sorted levels (ndarray) or None (continuous)
-    observed: np.ndarray  # (n_cells,)
-    reps: np.ndarray  # (n_boot, n_cells)
-
-    def cells(self, model: int, question: int) -> tuple[np.ndarray, np.ndarray] | None:
-        s = int(self.start[model, question]) if self.start.size else -1
-        if s < 0:
-            return None
-        n = len(self.levels[question]) if self.levels[question] is not None else 2
-        return self.observed[s : s + n], self.reps[:, s : s + n]
-
-    def mean(self, question: int, totals: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lv = self.levels[question]
-            if lv is not None:
-                return (totals * lv).sum(-1) / totals.sum(-1)
-            return totals[..., 1] / totals[..., 0]
+    mean: float
+    se: float
+    df: float
+    ci_low: float
+    ci_high: float
+    var_rater: float
+    var_image: float
+    var_residual: float
 
 
-def _cell_bootstrap(prep: _Prepared, n_boot: int, rng: np.random.Generator) -> _CellBoot:
-    s = prep.scored
-    n_m, n_q = len(prep.models), len(prep.questions)
-    start = np.full((n_m, n_q), -1, dtype=np.int64)
-    value = s["value"].to_numpy()
-    q = s["question"].to_numpy()
-    levels = []
-    for qi in range(n_q):
-        lv = np.unique(value[q == qi])
-        levels.append(lv if len(lv) <= MAX_DISCRETE_LEVELS else None)
-    if s.empty:
-        return _CellBoot(start, tuple(levels), np.zeros(0), np.zeros((n_boot, 0)))
-    m = s["model"].to_numpy()
-    present = np.zeros((n_m, n_q), dtype=bool)
-    present[m, q] = True
-    width = np.array([len(lv) if lv is not None else 2 for lv in levels])
-    sizes = np.where(present, width[None, :], 0).ravel()
-    offsets = np.cumsum(sizes) - sizes
-    start[present] = offsets.reshape(n_m, n_q)[present]
-    n_cells = int(sizes.sum())
-    lev_idx = np.zeros(len(s), dtype=np.int64)
-    for qi, lv in enumerate(levels):
-        if lv is not None:
-            sel = q == qi
-            lev_idx[sel] = np.searchsorted(lv, value[sel])
-    continuous = np.array([lv is None for lv in levels])[q]
-    cell = start[m, q] + np.where(continuous, 0, lev_idx)
-    rater, item, data = _dense(s["rater"].to_numpy()), _dense(s["item"].to_numpy()), np.ones(len(s))
-    if continuous.any():  # a second entry per answer carries the value
-        rater, item = np.r_[rater, rater[continuous]], np.r_[item, item[continuous]]
-        cell, data = np.r_[cell, cell[continuous] + 1], np.r_[data, value[continuous]]
-    observed = np.bincount(cell, weights=data, minlength=n_cells)
-    reps = (
-        _two_way_cell_weights(rater, item, cell, data, n_cells, n_boot, rng) if n_boot > 0 else np.zeros((0, n_cells))
-    )
-    return _CellBoot(start, tuple(levels), observed, reps)
+def crossed_mean_ci(y: np.ndarray, rater: np.ndarray, image: np.ndarray, ci_level: float) -> CrossedMean:
+    """Mean of ``y`` with a t interval whose variance treats raters and images as crossed random effects
+    (``y = μ + a_rater + b_image + e``; method-of-moments components, Satterthwaite df; module docstring).
+    ``rater``/``image``: integer codes of each answer. With one rater the rater component cannot be estimated and
+    the interval is NaN; with no variation at all the interval is the mean itself."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    nan = float("nan")
+    if n == 0:
+        return CrossedMean(nan, nan, nan, nan, nan, nan, nan, nan)
+    mean = float(y.mean())
+    r = _dense(np.asarray(rater))
+    i = _dense(np.asarray(image))
+    n_r, n_i = np.bincount(r).astype(float), np.bincount(i).astype(float)
+    big_r, big_i = len(n_r), len(n_i)
+    if big_r < 2 or n < 3:
+        return CrossedMean(mean, nan, nan, nan, nan, nan, nan, nan)
+    yc = y - mean  # centred: sums of squares without cancellation
+    s_r, s_i = np.bincount(r, weights=yc), np.bincount(i, weights=yc)
+    total = float(yc @ yc)
+    u_rater = total - float((s_r**2 / n_r).sum())  # within-rater sum of squares
+    u_image = total - float((s_i**2 / n_i).sum())  # within-image sum of squares
+    k_r, k_i = float((n_r**2).sum()) / n, float((n_i**2).sum()) / n
+    a = np.array([[0.0, n - big_r, n - big_r], [n - big_i, 0.0, n - big_i], [n - k_r, n - k_i, n - 1.0]])
+    comps, _ = nnls(a, np.array([u_rater, u_image, total]))
+    v_r, v_i, v_e = (float(c) for c in comps)
+    terms = np.array([v_r * k_r / n, v_i * k_i / n, v_e / n])
+    dfs = np.array([big_r - 1, big_i - 1, max(n - big_r - big_i + 1, 1)], dtype=float)
+    var = float(terms.sum())
+    se = float(np.sqrt(var))
+    if var <= 0:
+        return CrossedMean(mean, 0.0, nan, mean, mean, v_r, v_i, v_e)
+    live = (terms > 0) & (dfs > 0)
+    df = float(var**2 / (terms[live] ** 2 / dfs[live]).sum())
+    q = float(stats.t.ppf(1 - (1 - ci_level) / 2, df))
+    return CrossedMean(mean, se, df, mean - q * se, mean + q * se, v_r, v_i, v_e)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -424,16 +407,38 @@ def score_summary(
     models: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Per model × numeric question: ``n`` scored answers, ``n_cant_judge``, raters/items/images, mean, median, sd,
-    the two-way clustered bootstrap CI of the mean (raters × items) and the count per scale level (``n_1`` …
-    ``n_5``). Real controls (``source == "real"``) get their own rows. ``models`` lists models expected in the study;
-    one without answers gets a "not computable" row. Columns: ``SCORE_COLUMNS``."""
-    prep = _prepare(df, models)
-    return _score_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level)
+    the standard error, degrees of freedom and CI of the mean with raters and images as crossed random effects
+    (:func:`crossed_mean_ci`), and the count per score level (``n_1`` … ``n_5``, plus ``n_<level>`` for any other
+    whole-number level used, see :func:`score_level_columns`). Real controls (``source == "real"``) get their own
+    rows. ``models`` lists models expected in the study; one without answers gets a "not computable" row.
+    ``n_boot`` and ``seed`` are accepted for compatibility (no resampling here). Columns: ``SCORE_COLUMNS`` (+ extra
+    levels)."""
+    return _score_table(_prepare(df, models), ci_level)
 
 
-def _score_table(prep: _Prepared, boot: _CellBoot, ci_level: float) -> pd.DataFrame:
+def score_level_columns(table: pd.DataFrame) -> list[str]:
+    """The ``n_<level>`` count columns of a score table, in level order."""
+    return [c for c in table.columns if re.fullmatch(r"n_-?\d+", c)]
+
+
+def _score_levels(prep: _Prepared) -> tuple[int, ...]:
+    """``SCALE_LEVELS`` plus every other whole-number value of a question with at most ``MAX_SCORE_COLUMNS``
+    distinct values."""
+    s = prep.scored
+    levels = set(SCALE_LEVELS)
+    for qi in range(len(prep.questions)):
+        v = np.unique(s["value"].to_numpy()[s["question"].to_numpy() == qi])
+        if len(v) <= MAX_SCORE_COLUMNS:
+            levels |= {int(x) for x in v if x == np.round(x)}
+    return tuple(sorted(levels)) if len(levels) <= MAX_SCORE_COLUMNS else SCALE_LEVELS
+
+
+def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
+    levels = _score_levels(prep)
+    columns = [c for c in SCORE_COLUMNS if not re.fullmatch(r"n_-?\d+", c)]
+    columns = columns[:-1] + [f"n_{k}" for k in levels] + ["note"]
     if prep.rows.empty and not prep.models:
-        return _frame([{"note": _nc("no ratings")}], SCORE_COLUMNS)
+        return _frame([{"note": _nc("no ratings")}], columns)
     s = prep.scored
     agg = s.groupby(["model", "question"]).agg(
         n=("value", "size"), n_raters=("rater", "nunique"), n_items=("item", "nunique"),
@@ -443,12 +448,14 @@ def _score_table(prep: _Prepared, boot: _CellBoot, ci_level: float) -> pd.DataFr
     first = r[~r["repeat"].to_numpy()]
     cant = first[first["cant"].to_numpy()].groupby(["model", "question"]).size()
     lv = s["value"].to_numpy()
-    in_scale = np.isin(lv, SCALE_LEVELS)
+    lv_arr = np.asarray(levels, dtype=float)
+    in_scale = np.isin(lv, lv_arr)
     n_q = max(len(prep.questions), 1)
     group = s["model"].to_numpy() * n_q + s["question"].to_numpy()
-    cell = group * len(SCALE_LEVELS) + np.searchsorted(SCALE_LEVELS, lv)
-    dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(SCALE_LEVELS))
-    dist = dist.reshape(len(prep.models), n_q, len(SCALE_LEVELS))
+    cell = group * len(levels) + np.searchsorted(lv_arr, lv)
+    dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(levels))
+    dist = dist.reshape(len(prep.models), n_q, len(levels))
+    groups = {k: g for k, g in s.groupby(["model", "question"])}
     questions = prep.questions or (REALISM,)
     rows = []
     for mi, model in enumerate(prep.models):
@@ -460,13 +467,13 @@ def _score_table(prep: _Prepared, boot: _CellBoot, ci_level: float) -> pd.DataFr
                 rows.append({**row, "n": 0, "note": _nc(reason)})
                 continue
             row.update(agg.loc[(mi, qi)].to_dict())
-            row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(SCALE_LEVELS)})
-            cells = boot.cells(mi, qi)
-            if cells is not None and boot.reps.shape[0] > 0:
-                row["ci_low"], row["ci_high"] = _ci(boot.mean(qi, cells[1]), ci_level)
+            row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(levels)})
+            g = groups[(mi, qi)]
+            cm = crossed_mean_ci(g["value"].to_numpy(), g["rater"].to_numpy(), g["image"].to_numpy(), ci_level)
+            row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
             rows.append(row)
-    out = _frame(rows, SCORE_COLUMNS)
-    for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in SCALE_LEVELS)):
+    out = _frame(rows, columns)
+    for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
         out[c] = out[c].fillna(0).astype("int64")
     return out
 
@@ -486,17 +493,102 @@ def real_vs_generated(
 ) -> pd.DataFrame:
     """Per generated model: how well the realism score tells its images from the real controls.
 
-    ``auc``: ROC AUC with real as the positive class and the realism score as the score (sklearn
-    ``roc_auc_score`` over first answers) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
-    indistinguishable from real ones; 1.0: every real image scored higher. ``pass_rate``: share of the model's answers
-    scoring ≥ ``PASS_THRESHOLD`` ("passes as real"); ``real_pass_rate``: the same share for the real images. CIs: the
-    two-way clustered bootstrap (raters × items); a replicate's AUC is evaluated from its weighted count of answers
-    per score level (the same Mann–Whitney formula sklearn's AUC reduces to; tests check the two agree). Pooling
-    answers over readers like this is the simple "pooled" reader-study AUC; the bootstrap over readers and cases
-    carries both sources of variance (as MRMC methods require) into the CI. Columns: ``REAL_VS_GENERATED_COLUMNS``.
+    ``auc``: ROC AUC with real as the positive class and the realism score as the score, pooling every rater's first
+    answers (sklearn ``roc_auc_score``) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
+    indistinguishable from real ones; 1.0: every real image scored higher. ``auc_readers``: the mean over raters of
+    each rater's own AUC — the reader-study AUC — with ``auc_ci_low``/``auc_ci_high`` from the Obuchowski–Rockette
+    analysis (readers and images random; :func:`reader_study`). ``pass_rate``: share of the model's answers scoring
+    ≥ ``PASS_THRESHOLD`` ("passes as real"), CI with raters and images as crossed random effects
+    (:func:`crossed_mean_ci`); ``real_pass_rate``: the same share for the real images. ``n_boot``/``seed``: accepted
+    for compatibility. Columns: ``REAL_VS_GENERATED_COLUMNS``.
     """
     prep = _prepare(df, models)
-    return _real_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level, question)
+    return _real_table(prep, _reader_study_result(prep, question, ci_level), ci_level, question)
+
+
+def reader_study(
+    df: pd.DataFrame, question: str = REALISM, ci_level: float = DEFAULT_CI_LEVEL, models: Sequence[str] = ()
+) -> pd.DataFrame:
+    """"Can this model's images be told from real ones?" as a multi-reader multi-case study: treatments = generated
+    models, readers = raters, cases = images (real controls positive, the model's images negative), rating = the
+    ``question`` score of each rater's first answer per image. Obuchowski–Rockette with jackknife covariances and
+    Hillis ddf (:func:`p2p_app.mrmc.or_analysis`; tests reproduce the published Van Dyke 1993 results).
+
+    Rows: one per model (``comparison`` = model: reader-averaged AUC, SE, df, CI), one per pair of models
+    (``"a − b"``: difference of AUCs, SE, ddf, CI, t statistic, p), and, with two or more models, the global F test
+    that all models' AUCs are equal (``comparison == "all models equal"``: ``statistic`` F, ``ndf``, ``ddf``, p).
+    Raters must have rated at least two real images and two images of every model (others are left out:
+    ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""
+    prep = _prepare(df, models)
+    return _reader_study_table(prep, _reader_study_result(prep, question, ci_level))
+
+
+def _first_answers(prep: _Prepared) -> pd.DataFrame:
+    """Scored first answers, one per (rater, image, question): the earliest by answer time."""
+    s = prep.scored
+    if s.empty:
+        return s
+    order = np.lexsort((s["t"].to_numpy(), s["question"].to_numpy(), s["image"].to_numpy(), s["rater"].to_numpy()))
+    s = s.iloc[order]
+    return s[~s.duplicated(["rater", "image", "question"])].sort_index()
+
+
+def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
+    """``(result or None, reason, models used, n_cases)`` of the OR analysis on ``question``."""
+    qi = prep.q(question)
+    if qi is None or prep.rows.empty:
+        return None, "no ratings", [], 0
+    if not prep.is_real.any():
+        return None, "no real control images", [], 0
+    s = _first_answers(prep)
+    s = s[s["question"].to_numpy() == qi]
+    real = s[prep.is_real[s["model"].to_numpy()]]
+    gen_models = [mi for mi in prep.generated if (s["model"].to_numpy() == mi).any()]
+    if not gen_models:
+        return None, f"no {question} scores for generated images", [], 0
+    if real.empty:
+        return None, "no real control images", [], 0
+    ok = (real.groupby("rater").size() >= 2).reindex(range(len(prep.raters)), fill_value=False).to_numpy().copy()
+    for mi in gen_models:
+        g = s[s["model"].to_numpy() == mi].groupby("rater").size()
+        ok &= (g >= 2).reindex(range(len(prep.raters)), fill_value=False).to_numpy()
+    readers = np.flatnonzero(ok)
+    if len(readers) < 2:
+        return None, "fewer than two raters scored at least two real images and two images of every model", [], 0
+    parts = []
+    keep_r = ok[real["rater"].to_numpy()]
+    for mi in gen_models:
+        g = s[(s["model"].to_numpy() == mi) & ok[s["rater"].to_numpy()]]
+        parts.append(pd.DataFrame({"reader": real["rater"].to_numpy()[keep_r], "treatment": mi,
+                                   "case": real["image"].to_numpy()[keep_r], "truth": 1,
+                                   "rating": real["value"].to_numpy()[keep_r]}))  # fmt: skip
+        parts.append(pd.DataFrame({"reader": g["rater"].to_numpy(), "treatment": mi, "case": g["image"].to_numpy(),
+                                   "truth": 0, "rating": g["value"].to_numpy()}))  # fmt: skip
+    frame = pd.concat(parts, ignore_index=True)
+    res = or_analysis(frame, "jackknife", ci_level)
+    return res, "", gen_models, int(frame["case"].nunique())
+
+
+def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
+    res, reason, used, n_cases = result
+    if res is None:
+        return _frame([{"comparison": "", "note": _nc(reason)}], READER_STUDY_COLUMNS)
+    base = {"n_readers": len(res.readers), "n_cases": n_cases}
+    rows = []
+    for _, t in res.treatment_table.iterrows():
+        rows.append({"comparison": prep.models[int(t["treatment"])], "estimate": t["auc"], "se": t["se"],
+                     "df": t["df"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], **base})  # fmt: skip
+    for _, d in res.difference_table.iterrows():
+        name = f"{prep.models[int(d['treatment_a'])]} − {prep.models[int(d['treatment_b'])]}"
+        rows.append({"comparison": name, "estimate": d["estimate"], "se": d["se"], "df": d["df"],
+                     "ci_low": d["ci_low"], "ci_high": d["ci_high"], "statistic": d["t"], "ddf": d["df"],
+                     "p_value": d["p_value"], **base})  # fmt: skip
+    if len(used) >= 2:
+        rows.append({"comparison": "all models equal", "statistic": res.f, "ndf": res.ndf, "ddf": res.ddf,
+                     "p_value": res.p_value, **base})  # fmt: skip
+    out = _frame(rows, READER_STUDY_COLUMNS)
+    out["ndf"] = out["ndf"].astype("Int64")
+    return out
 
 
 def roc_points(df: pd.DataFrame, question: str = REALISM, models: Sequence[str] = ()) -> pd.DataFrame:
@@ -523,16 +615,19 @@ def _auc_from_level_totals(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         return (pos * (below + 0.5 * neg)).sum(-1) / (pos.sum(-1) * neg.sum(-1))
 
 
-def _real_table(prep: _Prepared, boot: _CellBoot, ci_level: float, question: str) -> pd.DataFrame:
+def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.DataFrame:
     if not prep.generated:
         reason = "no ratings" if prep.rows.empty else "no generated images"
         return _frame([{"note": _nc(reason)}], REAL_VS_GENERATED_COLUMNS)
     real, gen = _realism_scores(prep, question)
     qi = prep.q(question)
     real_pass = float(np.mean(real >= PASS_THRESHOLD)) if len(real) else np.nan
-    pos = None
-    if qi is not None and len(real) and boot.reps.shape[0] > 0 and boot.levels[qi] is not None:
-        pos = sum(boot.cells(mi, qi)[1] for mi in np.flatnonzero(prep.is_real) if boot.cells(mi, qi) is not None)
+    res, reason, used, _ = result
+    by_model = {}
+    if res is not None:
+        for _, t in res.treatment_table.iterrows():
+            by_model[int(t["treatment"])] = t
+    s = prep.scored[prep.scored["question"].to_numpy() == qi] if qi is not None else prep.scored.iloc[:0]
     rows = []
     for mi in prep.generated:
         x = gen.get(mi, np.zeros(0))
@@ -541,18 +636,19 @@ def _real_table(prep: _Prepared, boot: _CellBoot, ci_level: float, question: str
             rows.append({**row, "note": _nc(f"no {question} scores for this model")})
             continue
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
-        cells = boot.cells(mi, qi) if boot.reps.shape[0] > 0 and boot.levels[qi] is not None else None
-        if cells is not None:
-            neg = cells[1]
-            passing = np.asarray(boot.levels[qi]) >= PASS_THRESHOLD
-            with np.errstate(invalid="ignore", divide="ignore"):
-                row["pass_ci_low"], row["pass_ci_high"] = _ci(neg[:, passing].sum(1) / neg.sum(1), ci_level)
+        g = s[s["model"].to_numpy() == mi]
+        cm = crossed_mean_ci((g["value"].to_numpy() >= PASS_THRESHOLD).astype(float), g["rater"].to_numpy(),
+                             g["image"].to_numpy(), ci_level)  # fmt: skip
+        row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
         if len(real) == 0:
             rows.append({**row, "note": _nc("no real control images")})
             continue
         row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
-        if cells is not None and pos is not None:
-            row["auc_ci_low"], row["auc_ci_high"] = _ci(_auc_from_level_totals(pos, cells[1]), ci_level)
+        if mi in by_model:
+            t = by_model[mi]
+            row.update(auc_readers=t["auc"], auc_ci_low=t["ci_low"], auc_ci_high=t["ci_high"])
+        else:
+            row["note"] = f"reader-study AUC not computable: {reason}"
         rows.append(row)
     out = _frame(rows, REAL_VS_GENERATED_COLUMNS)
     out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
@@ -718,7 +814,8 @@ def agreement(
 ) -> pd.DataFrame:
     """Inter-rater agreement per numeric question, over all images (``model == "all"``) and per model.
 
-    Units are images (``image_id``); each rater's first answer counts; can't-judge answers are missing values.
+    Units are images (``image_id``); each rater's first answer per image counts (by answer time, also when the image
+    came back on another screen, not only on planned repeats); can't-judge answers are missing values.
 
     * ``krippendorff_alpha_<level>``: ``krippendorff.alpha`` (ordinal by default) on the unit × score count table;
       CI by resampling units. Units with a single answer carry no pairable information; ``n_units_dropped`` counts
@@ -736,7 +833,7 @@ def agreement(
 def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: str) -> pd.DataFrame:
     if prep.rows.empty:
         return _frame([{"metric": "", "note": _nc("no ratings")}], AGREEMENT_COLUMNS)
-    s = prep.scored
+    s = _first_answers(prep)  # one answer per rater per image: a second screen is not a second rater
     rows = []
     for qi, question in enumerate(prep.questions):
         sq = s[s["question"].to_numpy() == qi]
@@ -960,7 +1057,8 @@ def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
     modal = counts.drop_duplicates("rater").set_index("rater")
     out["modal_score"] = modal["value"]
     out["modal_share"] = modal["k"] / out["n_scored"]
-    # consensus: mean of the other raters' answers on the same image × question
+    # consensus: mean of the other raters' first answers on the same image × question
+    s = _first_answers(prep)
     grp = s.groupby(["image", "question"])["value"]
     tot, cnt = grp.transform("sum").to_numpy(), grp.transform("size").to_numpy()
     shared = cnt > 1
@@ -1004,28 +1102,36 @@ def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def pairwise_tests(df: pd.DataFrame, min_pairs: int = MIN_PAIRS) -> pd.DataFrame:
+def pairwise_tests(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     """Paired comparison of every two generated models on the same prompts, per numeric question.
 
     Scores are averaged per (model, prompt, seed) — prompt = ``prompt_id``, or the prompt text when ``prompt_id`` is
     empty; the pairs are the (prompt, seed) cells both models have. Test: Wilcoxon signed-rank (scipy, two-sided,
     zero differences dropped; all differences zero → p = 1). ``mean_diff`` = mean of (a − b). ``p_holm``: Holm
-    correction across the model pairs of one question (statsmodels ``multipletests``). Columns: ``PAIRWISE_COLUMNS``.
+    correction across the model pairs of one question (statsmodels ``multipletests``).
+
+    Interval for the difference: ``paired_mean_diff`` is the mean over the ``n_paired_answers`` (rater, item) cells
+    where one rater scored both models' images on the same screen (equal to ``mean_diff`` when every screen has the
+    same number of raters); ``diff_ci_low``/``diff_ci_high`` treat raters and items as crossed random effects
+    (:func:`crossed_mean_ci` on the paired differences). Columns: ``PAIRWISE_COLUMNS``.
     """
-    return _pairwise_table(_prepare(df), min_pairs)
+    return _pairwise_table(_prepare(df), min_pairs, ci_level)
 
 
-def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
+def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     gen = prep.generated
     if len(gen) < 2:
         reason = "no ratings" if prep.rows.empty else "fewer than two generated models"
         return _frame([{"note": _nc(reason)}], PAIRWISE_COLUMNS)
     s = prep.scored[~prep.is_real[prep.scored["model"].to_numpy()]] if len(prep.scored) else prep.scored
     cell = s.groupby(["question", "pkey", "seed", "model"])["value"].mean()
+    per_answer = s.groupby(["question", "rater", "item", "model"])["value"].mean()
     rows = []
     for qi, question in enumerate(prep.questions):
         present = cell.index.get_level_values(0) == qi
         wide = cell[present].droplevel(0).unstack("model") if present.any() else pd.DataFrame()
+        present_a = per_answer.index.get_level_values(0) == qi
+        wide_a = per_answer[present_a].droplevel(0).unstack("model") if present_a.any() else pd.DataFrame()
         q_rows = []
         for a, b in itertools.combinations(gen, 2):
             row = {"question": question, "model_a": prep.models[a], "model_b": prep.models[b]}
@@ -1045,6 +1151,12 @@ def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
             else:
                 res = stats.wilcoxon(x, y)
                 row.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+            paired = wide_a[[a, b]].dropna()
+            d_a = paired[a].to_numpy() - paired[b].to_numpy()
+            cm = crossed_mean_ci(d_a, paired.index.get_level_values("rater").to_numpy(),
+                                 paired.index.get_level_values("item").to_numpy(), ci_level)  # fmt: skip
+            row.update(n_paired_answers=len(paired), paired_mean_diff=cm.mean, diff_ci_low=cm.ci_low,
+                       diff_ci_high=cm.ci_high)  # fmt: skip
             q_rows.append(row)
         p = np.array([r.get("p_value", np.nan) for r in q_rows], dtype=float)
         ok = np.flatnonzero(np.isfinite(p))
@@ -1056,6 +1168,7 @@ def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
         return _frame([{"note": _nc("no numeric questions")}], PAIRWISE_COLUMNS)
     out = _frame(rows, PAIRWISE_COLUMNS)
     out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
+    out["n_paired_answers"] = out["n_paired_answers"].fillna(0).astype("int64")
     return out
 
 
@@ -1108,6 +1221,7 @@ class Analysis:
     overview: pd.DataFrame
     scores: pd.DataFrame
     real_vs_generated: pd.DataFrame
+    reader_study: pd.DataFrame
     roc: pd.DataFrame
     agreement: pd.DataFrame
     intra_rater: pd.DataFrame
@@ -1142,7 +1256,7 @@ def analyze(
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
     prep = _prepare(df, models)
-    boot = _cell_bootstrap(prep, n_boot, _rng(seed, "scores"))
+    auc_result = _reader_study_result(prep, REALISM, ci_level)
     position, position_test = _position_tables(prep)
     raters = _rater_table(prep, thresholds)
     notes = []
@@ -1159,8 +1273,9 @@ def analyze(
                 notes.append(f"Raters flagged {flag}: {', '.join(ids)}.")
     return Analysis(
         overview=_overview(df, prep),
-        scores=_score_table(prep, boot, ci_level),
-        real_vs_generated=_real_table(prep, boot, ci_level, REALISM),
+        scores=_score_table(prep, ci_level),
+        real_vs_generated=_real_table(prep, auc_result, ci_level, REALISM),
+        reader_study=_reader_study_table(prep, auc_result),
         roc=_roc_table(prep, REALISM),
         agreement=_agreement_table(prep, n_boot, _rng(seed, "agreement"), ci_level, "ordinal"),
         intra_rater=_intra_table(prep, MIN_REPEAT_PAIRS),
@@ -1168,7 +1283,7 @@ def analyze(
         position_test=position_test,
         timing=_timing_table(prep),
         raters=raters,
-        pairwise=_pairwise_table(prep, MIN_PAIRS),
+        pairwise=_pairwise_table(prep, MIN_PAIRS, ci_level),
         notes=tuple(notes),
         n_boot=n_boot,
         seed=seed,

@@ -38,6 +38,7 @@ import itertools
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 
 MRMC_COLUMNS = ("reader", "treatment", "case", "truth", "rating")
@@ -124,7 +125,7 @@ def _per_auc(df: pd.DataFrame):
     truth = df["truth"].to_numpy().astype(int)
     rating = pd.to_numeric(df["rating"]).to_numpy(dtype=float)
     auc = np.full((len(treatments), len(readers)), np.nan)
-    loo = np.empty((len(treatments), len(readers), n))
+    dev_rows, dev_cols, dev_vals = [], [], []
     comps = {}
     order = np.lexsort((r_i, t_i))
     keys = t_i[order] * len(readers) + r_i[order]
@@ -141,23 +142,25 @@ def _per_auc(df: pd.DataFrame):
         a, v10, v01 = _auc_and_jackknife(rating[p], rating[q])
         auc[t, r] = a
         n1, n0 = len(p), len(q)
-        row = np.full(n, a)
-        row[case_idx[p]] = (a * n1 - v10) / (n1 - 1)  # AUC without positive i
-        row[case_idx[q]] = (a * n0 - v01) / (n0 - 1)  # AUC without negative j
-        loo[t, r] = row
+        # leave-one-out AUC minus the AUC: without positive i, (a n1 − v10_i)/(n1 − 1) − a; a case this
+        # (treatment, reader) did not read leaves the AUC unchanged (0). These deviations sum to 0 over cases.
+        dev_rows.append(np.full(len(idx), t * len(readers) + r))
+        dev_cols.append(np.r_[case_idx[p], case_idx[q]])
+        dev_vals.append(np.r_[(a - v10) / (n1 - 1), (a - v01) / (n0 - 1)])
         comps[(t, r)] = (case_idx[p], v10, case_idx[q], v01)
     if np.isnan(auc).any():
         t, r = np.argwhere(np.isnan(auc))[0]
         raise ValueError(f"reader {readers[r]} has no ratings under treatment {treatments[t]} (OR needs all)")
-    return treatments, readers, cases, auc, loo, comps
+    shape = (len(treatments) * len(readers), n)
+    dev = sp.csr_matrix((np.concatenate(dev_vals), (np.concatenate(dev_rows), np.concatenate(dev_cols))), shape=shape)
+    return treatments, readers, cases, auc, dev, comps
 
 
-def _cov_jackknife(loo: np.ndarray) -> np.ndarray:
-    """(t·r) × (t·r) jackknife covariance over cases: (n-1)/n Σ_k (θ_(k) - θ_(.))(θ_(k) - θ_(.))ᵀ."""
-    t, r, n = loo.shape
-    x = loo.reshape(t * r, n)
-    x = x - x.mean(axis=1, keepdims=True)
-    return (n - 1) / n * (x @ x.T)
+def _cov_jackknife(dev: sp.csr_matrix) -> np.ndarray:
+    """(t·r) × (t·r) jackknife covariance over the n cases: (n−1)/n Σ_k (θ_(k) − θ_(.))(θ_(k) − θ_(.))ᵀ, from the
+    sparse leave-one-out deviations (θ_(.) = θ for the AUC)."""
+    n = dev.shape[1]
+    return (n - 1) / n * np.asarray((dev @ dev.T).todense())
 
 
 def _cov_delong(comps: dict, shape: tuple[int, int], n_cases: int) -> np.ndarray:
@@ -201,11 +204,11 @@ def or_analysis(df: pd.DataFrame, cov_method: str = "jackknife", ci_level: float
         raise ValueError(f"cov_method must be one of {', '.join(COV_METHODS)}, got {cov_method!r}")
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
-    treatments, readers, cases, auc, loo, comps = _per_auc(df)
+    treatments, readers, cases, auc, dev, comps = _per_auc(df)
     t, r = auc.shape
     if r < 2:
         raise ValueError(f"OR analysis needs at least two readers, got {r}")
-    cov = _cov_jackknife(loo) if cov_method == "jackknife" else _cov_delong(comps, (t, r), len(cases))
+    cov = _cov_jackknife(dev) if cov_method == "jackknife" else _cov_delong(comps, (t, r), len(cases))
     var_error, cov1, cov2, cov3, cov2_t = _summarise_cov(cov, t, r)
     theta_t = auc.mean(axis=1)
     theta_r = auc.mean(axis=0)
@@ -256,10 +259,10 @@ def pseudovalues(df: pd.DataFrame) -> tuple[tuple, tuple, np.ndarray]:
     """Jackknife pseudovalues ``Y[t, r, k] = n θ_tr − (n−1) θ_tr(k)``, centred so that each (t, r) mean equals
     ``θ_tr`` (as RJafroc does for the Wilcoxon AUC). Returns ``(treatments, readers, Y)``."""
     check_mrmc_frame(df)
-    treatments, readers, cases, auc, loo, _ = _per_auc(df)
+    treatments, readers, cases, auc, dev, _ = _per_auc(df)
     n = len(cases)
-    y = n * auc[:, :, None] - (n - 1) * loo
-    y += auc[:, :, None] - y.mean(axis=2, keepdims=True)
+    # n θ − (n−1) θ_(k) = θ − (n−1)(θ_(k) − θ); its mean over cases is already θ (the deviations sum to 0)
+    y = auc[:, :, None] - (n - 1) * np.asarray(dev.todense()).reshape(auc.shape[0], auc.shape[1], n)
     return treatments, readers, y
 
 
