@@ -22,7 +22,8 @@ Conventions, applied everywhere:
     random effects models", Electron J Stat 11:1235), truncated at zero (non-negative least squares). The variance
     of the mean of the answers under the actual design is ``σ²_r Σ n_r² / N² + σ²_i Σ m_i² / N² + σ²_e / N``
     (n_r answers per rater, m_i per image; fully crossed: σ²_r/R + σ²_i/I + σ²_e/N) and the interval is a t
-    interval with Satterthwaite degrees of freedom (rater term R − 1, image term I − 1, residual N − R − I + 1).
+    interval with Satterthwaite degrees of freedom (the variance written as a combination of effective mean squares
+    with R − 1, I − 1 and N − R − I + 1 df; exact for the balanced two-way ANOVA).
     Why not the bootstrap: resampling raters and images together (the "pigeonhole" bootstrap) is biased for crossed
     designs — it counts the residual variance up to three times, too wide with sparse overlap — and with few raters
     its percentile interval is too narrow (McCullagh 2000, "Resampling and exchangeable arrays", Bernoulli 6:285;
@@ -382,14 +383,19 @@ def crossed_mean_ci(y: np.ndarray, rater: np.ndarray, image: np.ndarray, ci_leve
     a = np.array([[0.0, n - big_r, n - big_r], [n - big_i, 0.0, n - big_i], [n - k_r, n - k_i, n - 1.0]])
     comps, _ = nnls(a, np.array([u_rater, u_image, total]))
     v_r, v_i, v_e = (float(c) for c in comps)
-    terms = np.array([v_r * k_r / n, v_i * k_i / n, v_e / n])
-    dfs = np.array([big_r - 1, big_i - 1, max(n - big_r - big_i + 1, 1)], dtype=float)
-    var = float(terms.sum())
+    var = v_r * k_r / n + v_i * k_i / n + v_e / n
     se = float(np.sqrt(var))
     if var <= 0:
         return CrossedMean(mean, 0.0, nan, mean, mean, v_r, v_i, v_e)
-    live = (terms > 0) & (dfs > 0)
-    df = float(var**2 / (terms[live] ** 2 / dfs[live]).sum())
+    # Satterthwaite df: write the variance as a combination of (effective) mean squares, as in the balanced two-way
+    # ANOVA, where it is exact: MS_r = σ²_e + (N/R) σ²_r, MS_i = σ²_e + (N/I) σ²_i, MS_e = σ²_e, with R − 1, I − 1 and
+    # N − R − I + 1 degrees of freedom (fully crossed: Var = (MS_r + MS_i − MS_e) / N).
+    per_r, per_i = n / big_r, n / big_i
+    ms = np.array([v_e + per_r * v_r, v_e + per_i * v_i, v_e])
+    coef = np.array([k_r / n / per_r, k_i / n / per_i, 1 / n - k_r / n / per_r - k_i / n / per_i])
+    dfs = np.array([big_r - 1, big_i - 1, max(n - big_r - big_i + 1, 1)], dtype=float)
+    live = dfs > 0
+    df = float(var**2 / ((coef[live] * ms[live]) ** 2 / dfs[live]).sum())
     q = float(stats.t.ppf(1 - (1 - ci_level) / 2, df))
     return CrossedMean(mean, se, df, mean - q * se, mean + q * se, v_r, v_i, v_e)
 
