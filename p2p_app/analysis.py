@@ -534,6 +534,10 @@ def _first_answers(prep: _Prepared) -> pd.DataFrame:
     s = prep.scored
     if s.empty:
         return s
+    n_img, n_q = int(s["image"].max()) + 1, max(len(prep.questions), 1)
+    key = (s["rater"].to_numpy() * n_img + s["image"].to_numpy()) * n_q + s["question"].to_numpy()
+    if len(pd.unique(key)) == len(key):  # the usual case: nothing answered twice
+        return s
     order = np.lexsort((s["t"].to_numpy(), s["question"].to_numpy(), s["image"].to_numpy(), s["rater"].to_numpy()))
     s = s.iloc[order]
     return s[~s.duplicated(["rater", "image", "question"])].sort_index()
