@@ -1283,8 +1283,9 @@ def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_C
     if len(gen) < 2:
         reason = "no ratings" if prep.rows.empty else "fewer than two generated models"
         return _frame([{"note": _nc(reason)}], PAIRWISE_COLUMNS)
-    s = prep.scored[~prep.is_real[prep.scored["model"].to_numpy()]] if len(prep.scored) else prep.scored
-    cols = {c: s[c].to_numpy() for c in ("question", "pkey", "seed", "rater", "item", "model", "value")}
+    gen_rows = ~prep.is_real[prep.scored["model"].to_numpy()] if len(prep.scored) else slice(None)
+    cols = {c: prep.scored[c].to_numpy()[gen_rows] for c in ("question", "pkey", "seed", "rater", "item", "model",
+                                                              "value")}  # fmt: skip
     n_m = len(prep.models)
     rows = []
     for qi, question in enumerate(prep.questions):
