@@ -828,6 +828,34 @@ def _alpha_jackknife(
     n_r, n_u = (int(rater.max()) + 1 if len(rater) else 0), len(table)
     if n_r < 3 or n_u < 2:
         return nan
+    alpha, a_rater, a_unit, a_answer = _alpha_delete_one(table, unit, col, rater, levels, level)
+
+    def jack_var(reps: np.ndarray) -> tuple[float, float, int]:
+        reps = reps[np.isfinite(reps)]
+        k = len(reps)
+        if k < 2:
+            return np.nan, np.nan, k
+        return (k - 1) / k * float(((reps - reps.mean()) ** 2).sum()), float(reps.mean()), k
+
+    v_r, mean_r, k_r = jack_var(a_rater)
+    v_u, mean_u, k_u = jack_var(a_unit)
+    v_a, _, _ = jack_var(a_answer)
+    if not np.isfinite(v_r + v_u + v_a):
+        return nan
+    var = max(v_r + v_u - v_a, v_r, v_u)
+    # two-way jackknife bias correction (Quenouille): each factor's O(1/n) bias removed in turn
+    centre = alpha - (k_r - 1) * (mean_r - alpha) - (k_u - 1) * (mean_u - alpha)
+    q = float(stats.norm.ppf(1 - (1 - ci_level) / 2)) * float(np.sqrt(var))
+    return {"ci_low": centre - q, "ci_high": centre + q}
+
+
+def _alpha_delete_one(
+    table: np.ndarray, unit: np.ndarray, col: np.ndarray, rater: np.ndarray, levels: np.ndarray, level: str
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """α of ``table`` and its delete-one replicates: without each rater (R,), each unit (U,) and each answer (N,)
+    (arguments as in :func:`_alpha_jackknife`), in closed form from coincidence matrices; the tests check them
+    against ``krippendorff.alpha`` on the reduced data."""
+    n_r = int(rater.max()) + 1 if len(rater) else 0
     pats, pid, counts = _pattern_ids(table)
     n_pat, v = pats.shape
     coinc = _coincidences(pats).reshape(n_pat, v * v)
@@ -837,34 +865,12 @@ def _alpha_jackknife(
                      - np.repeat(coinc, v, axis=0), 0.0)  # fmt: skip
     total = counts.astype(float) @ coinc
     pc = pid[unit] * v + col  # (pattern, value) of each answer
-    a_unit = _alpha_from_coincidences((total - coinc).reshape(-1, v, v), levels, level)
+    alpha = float(_alpha_from_coincidences(total.reshape(1, v, v), levels, level)[0])
+    a_unit = _alpha_from_coincidences((total - coinc).reshape(-1, v, v), levels, level)[pid]
     per_rater = np.bincount(rater * (n_pat * v) + pc, minlength=n_r * n_pat * v).reshape(n_r, n_pat * v)
     a_rater = _alpha_from_coincidences((total + per_rater @ delta).reshape(-1, v, v), levels, level)
-    n_pc = (counts[:, None] * pats).reshape(-1)  # answers per (pattern, value)
-    live = n_pc > 0
-    a_answer = _alpha_from_coincidences((total + delta[live]).reshape(-1, v, v), levels, level)
-
-    def jack_var(reps: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
-        ok = np.isfinite(reps) & (weights > 0)
-        k = float(weights[ok].sum())
-        if k < 2:
-            return np.nan, k
-        mean = float(np.average(reps[ok], weights=weights[ok]))
-        return (k - 1) / k * float((weights[ok] * (reps[ok] - mean) ** 2).sum()), k
-
-    v_r, k_r = jack_var(a_rater, np.ones(n_r))
-    v_u, k_u = jack_var(a_unit, counts.astype(float))
-    v_a, _ = jack_var(a_answer, n_pc[live].astype(float))
-    if not np.isfinite(v_r + v_u + v_a):
-        return nan
-    var = max(v_r + v_u - v_a, v_r, v_u)
-    alpha = float(_alpha_from_coincidences(total.reshape(1, v, v), levels, level)[0])
-    # two-way jackknife bias correction (Quenouille): each factor's O(1/n) bias removed in turn
-    ok_r, ok_u = np.isfinite(a_rater), np.isfinite(a_unit) & (counts > 0)
-    centre = (alpha - (k_r - 1) * (float(a_rater[ok_r].mean()) - alpha)
-              - (k_u - 1) * (float(np.average(a_unit[ok_u], weights=counts[ok_u])) - alpha))  # fmt: skip
-    q = float(stats.norm.ppf(1 - (1 - ci_level) / 2)) * float(np.sqrt(max(var, 0.0)))
-    return {"ci_low": centre - q, "ci_high": centre + q}
+    a_answer = _alpha_from_coincidences((total + delta).reshape(-1, v, v), levels, level)[pc]
+    return alpha, a_rater, a_unit, a_answer
 
 
 def fleiss_table(units: np.ndarray, categories: np.ndarray, n_units: int, n_categories: int) -> np.ndarray:
