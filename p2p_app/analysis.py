@@ -462,17 +462,14 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
     if prep.rows.empty and not prep.models:
         return _frame([{"note": _nc("no ratings")}], columns)
     s = prep.scored
-    agg = s.groupby(["model", "question"]).agg(
-        n=("value", "size"), n_raters=("rater", "nunique"), n_items=("item", "nunique"),
-        n_images=("image", "nunique"), mean=("value", "mean"), median=("value", "median"), sd=("value", "std"),
-    )  # fmt: skip
     r = prep.rows
-    first = r[~r["repeat"].to_numpy()]
-    cant = first[first["cant"].to_numpy()].groupby(["model", "question"]).size()
+    n_q = max(len(prep.questions), 1)
+    n_groups = len(prep.models) * n_q
+    cant_rows = r["cant"].to_numpy() & ~r["repeat"].to_numpy()  # numpy masks: no copy of the 1,000,000-row frame
+    cant = np.bincount((r["model"].to_numpy() * n_q + r["question"].to_numpy())[cant_rows], minlength=n_groups)
     lv = s["value"].to_numpy()
     lv_arr = np.asarray(levels, dtype=float)
     in_scale = np.isin(lv, lv_arr)
-    n_q = max(len(prep.questions), 1)
     group = s["model"].to_numpy() * n_q + s["question"].to_numpy()
     cell = group * len(levels) + np.searchsorted(lv_arr, lv)
     dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(levels))
@@ -480,20 +477,24 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
     order = np.argsort(group, kind="stable")  # rows of each (model, question) as one slice, not a frame per group
     bounds = np.searchsorted(group[order], np.arange(len(prep.models) * n_q + 1))
     val, rat, img = s["value"].to_numpy()[order], s["rater"].to_numpy()[order], s["image"].to_numpy()[order]
+    itm = s["item"].to_numpy()[order]
     questions = prep.questions or (REALISM,)
     rows = []
     for mi, model in enumerate(prep.models):
         for qi, question in enumerate(questions):
             row = {"model": model, "source": prep.sources[mi], "question": question,
-                   "n_cant_judge": int(cant.get((mi, qi), 0))}  # fmt: skip
-            if (mi, qi) not in agg.index:
+                   "n_cant_judge": int(cant[mi * n_q + qi])}  # fmt: skip
+            g = slice(bounds[mi * n_q + qi], bounds[mi * n_q + qi + 1])
+            if g.stop == g.start:
                 reason = "all answers were can't judge" if row["n_cant_judge"] else "no ratings for this model"
                 rows.append({**row, "n": 0, "note": _nc(reason)})
                 continue
-            row.update(agg.loc[(mi, qi)].to_dict())
+            x = val[g]
+            row.update(n=len(x), n_raters=len(pd.unique(rat[g])), n_items=len(pd.unique(itm[g])),
+                       n_images=len(pd.unique(img[g])), mean=float(x.mean()), median=float(np.median(x)),
+                       sd=float(x.std(ddof=1)) if len(x) > 1 else np.nan)  # fmt: skip
             row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(levels)})
-            g = slice(bounds[mi * n_q + qi], bounds[mi * n_q + qi + 1])
-            cm = crossed_mean_ci(val[g], rat[g], img[g], ci_level)
+            cm = crossed_mean_ci(x, rat[g], img[g], ci_level)
             row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
             rows.append(row)
     out = _frame(rows, columns)
@@ -990,13 +991,14 @@ def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: 
     if prep.rows.empty:
         return _frame([{"metric": "", "note": _nc("no ratings")}], AGREEMENT_COLUMNS)
     s = prep.first  # one answer per rater per image: a second screen is not a second rater
+    cols = {c: s[c].to_numpy() for c in ("question", "image", "value", "rater", "model", "t")}  # no frame copies
     rows = []
     for qi, question in enumerate(prep.questions):
-        sq = s[s["question"].to_numpy() == qi]
-        unit = sq["image"].to_numpy()
-        levels, lev = np.unique(sq["value"].to_numpy(), return_inverse=True)
-        rater, model = sq["rater"].to_numpy(), sq["model"].to_numpy()
-        order = np.lexsort((rater, sq["t"].to_numpy(), unit))
+        sel = cols["question"] == qi
+        unit = cols["image"][sel]
+        levels, lev = np.unique(cols["value"][sel], return_inverse=True)
+        rater, model = cols["rater"][sel], cols["model"][sel]
+        order = np.lexsort((rater, cols["t"][sel], unit))
         rank = np.empty(len(unit), dtype=np.int64)
         u_sorted = unit[order]
         rank[order] = np.arange(len(order)) - np.searchsorted(u_sorted, u_sorted, side="left")
@@ -1434,9 +1436,9 @@ def analyze(
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
     prep = _prepare(df, models)
-    auc_result = _reader_study_result(prep, REALISM, ci_level)
     position, position_test = _position_tables(prep)
     raters = _rater_table(prep, thresholds)
+    auc_result = _reader_study_result(prep, REALISM, ci_level)  # after the rater table: lower peak memory
     notes = []
     if prep.rows.empty:
         notes.append("No ratings yet: every statistic is not computable.")
