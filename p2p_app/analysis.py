@@ -1144,7 +1144,7 @@ def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _trial_times(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: rater, seconds, panels."""
-    t = rows[~np.isnan(rows["seconds"].to_numpy())]
+    t = rows.loc[~np.isnan(rows["seconds"].to_numpy()), ["trial", "rater", "seconds", "n_panels"]]  # columns used
     return t.groupby("trial", sort=False).agg(
         rater=("rater", "first"), seconds=("seconds", "max"), n_panels=("n_panels", "max")
     )
@@ -1162,7 +1162,7 @@ def _timing_table(prep: _Prepared) -> pd.DataFrame:
     if r.empty or np.isnan(r["seconds"].to_numpy()).all():
         return _frame([], TIMING_COLUMNS)
     trials = _trial_times(r)
-    timed = r[~np.isnan(r["seconds"].to_numpy())]
+    timed = r.loc[~np.isnan(r["seconds"].to_numpy()), ["trial", "model", "seconds"]]  # only the columns used
     per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds"]]
 
     def summarise(frame: pd.DataFrame, key: str | None, by: str, labels) -> pd.DataFrame:
