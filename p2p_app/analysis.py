@@ -975,8 +975,9 @@ def agreement(
 
     * ``krippendorff_alpha_<level>``: Krippendorff's α (ordinal by default) on the unit × score count table — the
       formulas of ``krippendorff.alpha``, evaluated on distinct unit patterns (tests: equal to the library);
-      CI with raters and images both random (two-way jackknife, ``_alpha_jackknife``; three or more raters). Units with a single answer carry no pairable information; ``n_units_dropped`` counts
-      them.
+      CI with raters and images both random (two-way jackknife, ``_alpha_jackknife``; three or more raters, else
+      NaN; ``n_boot`` and ``seed`` do not affect it). Units with a single answer carry no pairable information;
+      ``n_units_dropped`` counts them.
     * ``fleiss_kappa``: statsmodels ``fleiss_kappa`` on the units × score-category count table (what
       ``aggregate_raters`` returns). Fleiss' κ needs an equal number of raters per unit: ``raters_per_unit`` (m) is
       the most common number of answers per unit (ties → the larger); a unit with more than m answers keeps its first
