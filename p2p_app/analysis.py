@@ -66,6 +66,7 @@ from collections.abc import Mapping, Sequence
 import krippendorff
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 from scipy.optimize import nnls
 from sklearn.metrics import roc_auc_score, roc_curve
@@ -104,6 +105,8 @@ MIN_PAIRS = 5
 """Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
 
 NOT_COMPUTABLE = "not computable: "
+_ALPHA_BLOCK = 1 << 22
+"""Largest number of array elements per block of the α jackknife (pattern-value combinations × V × V)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -867,19 +870,31 @@ def _alpha_delete_one(
     n_r = int(rater.max()) + 1 if len(rater) else 0
     pats, pid, counts = _pattern_ids(table)
     n_pat, v = pats.shape
-    coinc = _coincidences(pats).reshape(n_pat, v * v)
-    reduced = (pats[:, None, :] - np.eye(v, dtype=np.int64)[None, :, :]).reshape(n_pat * v, v)  # p − e_c
-    # change of the coincidences when one answer of value c leaves a unit with pattern p (zero where p_c = 0)
-    delta = np.where((pats > 0).reshape(-1, 1), _coincidences(np.maximum(reduced, 0)).reshape(n_pat * v, v * v)
-                     - np.repeat(coinc, v, axis=0), 0.0)  # fmt: skip
-    total = counts.astype(float) @ coinc
-    pc = pid[unit] * v + col  # (pattern, value) of each answer
+    # blocks of patterns, so that the (pattern, value) × V × V arrays stay small whatever the number of levels
+    step = max(1, _ALPHA_BLOCK // (v * v * v))
+    blocks = [slice(lo, min(lo + step, n_pat)) for lo in range(0, n_pat, step)]
+    total = np.zeros(v * v)
+    for b in blocks:
+        total += counts[b].astype(float) @ _coincidences(pats[b]).reshape(-1, v * v)
     alpha = float(_alpha_from_coincidences(total.reshape(1, v, v), levels, level)[0])
-    a_unit = _alpha_from_coincidences((total - coinc).reshape(-1, v, v), levels, level)[pid]
-    per_rater = np.bincount(rater * (n_pat * v) + pc, minlength=n_r * n_pat * v).reshape(n_r, n_pat * v)
-    a_rater = _alpha_from_coincidences((total + per_rater @ delta).reshape(-1, v, v), levels, level)
-    a_answer = _alpha_from_coincidences((total + delta).reshape(-1, v, v), levels, level)[pc]
-    return alpha, a_rater, a_unit, a_answer
+    pc = pid[unit] * v + col  # (pattern, value) of each answer
+    per_rater = sp.csr_matrix((np.ones(len(pc)), (rater, pc)), shape=(n_r, n_pat * v))  # answers per rater × (p, c)
+    rater_change = np.zeros((n_r, v * v))
+    a_pattern = np.empty(n_pat)
+    a_pc = np.empty(n_pat * v)
+    eye = np.eye(v, dtype=np.int64)
+    for b in blocks:
+        coinc = _coincidences(pats[b]).reshape(-1, v * v)
+        a_pattern[b] = _alpha_from_coincidences((total - coinc).reshape(-1, v, v), levels, level)
+        reduced = (pats[b][:, None, :] - eye[None, :, :]).reshape(-1, v)  # pattern p less one answer of value c
+        # change of the coincidences when one answer of value c leaves a unit with pattern p (zero where p_c = 0)
+        delta = np.where((pats[b] > 0).reshape(-1, 1), _coincidences(np.maximum(reduced, 0)).reshape(-1, v * v)
+                         - np.repeat(coinc, v, axis=0), 0.0)  # fmt: skip
+        cols = slice(b.start * v, b.stop * v)
+        rater_change += per_rater[:, cols] @ delta
+        a_pc[cols] = _alpha_from_coincidences((total + delta).reshape(-1, v, v), levels, level)
+    a_rater = _alpha_from_coincidences((total + rater_change).reshape(-1, v, v), levels, level)
+    return alpha, a_rater, a_pattern[pid], a_pc[pc]
 
 
 def fleiss_table(units: np.ndarray, categories: np.ndarray, n_units: int, n_categories: int) -> np.ndarray:

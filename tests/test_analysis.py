@@ -90,8 +90,10 @@ def _alpha_arrays(matrix: np.ndarray):
     return table, unit, col, rater, levels.astype(float)
 
 
-def test_alpha_delete_one_replicates_equal_the_library_on_the_reduced_data():
+@pytest.mark.parametrize("block", [A._ALPHA_BLOCK, 1])  # one block, and one pattern per block
+def test_alpha_delete_one_replicates_equal_the_library_on_the_reduced_data(block, monkeypatch):
     """The closed-form jackknife replicates (delete a rater, a unit, an answer) are α of the reduced data."""
+    monkeypatch.setattr(A, "_ALPHA_BLOCK", block)
     rng = np.random.default_rng(8)
     m = np.clip(np.rint(3 + rng.normal(0, 0.5, (5, 1)) + rng.normal(0, 0.8, (1, 14)) + rng.normal(0, 0.7, (5, 14))),
                 1, 5)  # fmt: skip
