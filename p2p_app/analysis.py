@@ -637,8 +637,8 @@ def _realism_scores(prep: _Prepared, question: str) -> tuple[np.ndarray, dict[in
     qi = prep.q(question)
     if qi is None:
         return np.zeros(0), {}
-    s = prep.scored[prep.scored["question"].to_numpy() == qi]
-    m, v = s["model"].to_numpy(), s["value"].to_numpy()
+    sel = prep.scored["question"].to_numpy() == qi
+    m, v = prep.scored["model"].to_numpy()[sel], prep.scored["value"].to_numpy()[sel]
     real = v[prep.is_real[m]] if len(m) else np.zeros(0)
     return real, {mi: v[m == mi] for mi in prep.generated}
 
@@ -662,7 +662,8 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
     if res is not None:
         for _, t in res.treatment_table.iterrows():
             by_model[int(t["treatment"])] = t
-    s = prep.scored[prep.scored["question"].to_numpy() == qi] if qi is not None else prep.scored.iloc[:0]
+    sel = prep.scored["question"].to_numpy() == (qi if qi is not None else -1)
+    s_model, s_value, s_rater, s_image = (prep.scored[c].to_numpy()[sel] for c in ("model", "value", "rater", "image"))
     rows = []
     for mi in prep.generated:
         x = gen.get(mi, np.zeros(0))
@@ -671,9 +672,8 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
             rows.append({**row, "note": _nc(f"no {question} scores for this model")})
             continue
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
-        g = s[s["model"].to_numpy() == mi]
-        cm = crossed_mean_ci((g["value"].to_numpy() >= PASS_THRESHOLD).astype(float), g["rater"].to_numpy(),
-                             g["image"].to_numpy(), ci_level)  # fmt: skip
+        g = s_model == mi
+        cm = crossed_mean_ci((s_value[g] >= PASS_THRESHOLD).astype(float), s_rater[g], s_image[g], ci_level)
         row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
         if len(real) == 0:
             rows.append({**row, "note": _nc("no real control images")})
