@@ -15,6 +15,13 @@ noise ~ N(0, 0.7). Printed per design: how often the CI covers the truth for
   ``agreement``; truth: α of a 2,000-rater × 4,000-image study from the same model, by Monte Carlo),
 
 and the old two-way ("pigeonhole") bootstrap of the mean for comparison, with run time. Goal: 93–97 % each.
+
+Reader-study AUC, checked for bias (issue 11): with 3 and 8 readers the OR estimate is unbiased (mean 0.7218 and
+0.7203 over 2,000 and 1,000 studies, truth 0.7215) and its SE matches the spread of the estimates (RMS SE 0.0386 vs
+SD 0.0380 with 3 readers; 0.0323 vs 0.0325 with 8), so the truth and the variance are right. Coverage over 5,000
+studies with 3 readers (seeds 0, 1 and a third stream) is 93.6 %, with 8 readers over 4,000 studies 94.2 %: single
+runs of 1,000 (Monte-Carlo SE 0.7 pp) scatter 92.7–95.7 %; the remaining ~1 pp with 3 readers comes from the t
+reference (Hillis's single-treatment df treats the case covariance as known).
 """
 
 from __future__ import annotations
