@@ -5,28 +5,51 @@ them all and returns an immutable :class:`Analysis`.
 
 Conventions, applied everywhere:
 
-* Numeric questions are those with at least one non-NaN ``value``; other questions (multi-select, free text) are
-  ignored here.
+* Numeric questions are those with at least one non-NaN ``value``, or with "can't judge" answers and no
+  multi-select choices; other questions (multi-select, free text) are ignored here.
 * Rows with ``cant_judge`` True never enter a score; they are counted in ``n_cant_judge``.
 * Rows with ``is_repeat`` True are used **only** for intra-rater consistency. Every other statistic uses each rater's
   first answer, so a repeated image does not count twice.
 * Whatever cannot be computed (no ratings, one rater, no real controls, too few pairs…) gives a row whose ``note``
   starts with ``"not computable: "`` and says why; numbers on such rows are NaN. A computable row has ``note == ""``.
-* Confidence intervals are percentile intervals (``ci_level``, default 95 %) over ``n_boot`` bootstrap replicates
-  drawn from ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
+* Intervals (``ci_level``, default 95 %):
 
-Bootstrap schemes:
+  - Means and pass rates, per model and question, and paired differences between models: **crossed random
+    effects** (generalizability theory). An answer is ``y = μ + a_rater + b_image + e`` with raters and images both
+    random; σ²_rater, σ²_image and σ²_residual are estimated by the method of moments from the within-rater,
+    within-image and total sums of squares, whose expectations hold for any pattern of who rated what (Henderson's
+    Method 3; Gao & Owen 2017, "Efficient moment calculations for variance components in large unbalanced crossed
+    random effects models", Electron J Stat 11:1235), truncated at zero (non-negative least squares). The variance
+    of the mean of the answers under the actual design is ``σ²_r Σ n_r² / N² + σ²_i Σ m_i² / N² + σ²_e / N``
+    (n_r answers per rater, m_i per image; fully crossed: σ²_r/R + σ²_i/I + σ²_e/N) and the interval is a t
+    interval with Satterthwaite degrees of freedom (the variance written as a combination of effective mean squares
+    with R − 1, I − 1 and N − R − I + 1 df; exact for the balanced two-way ANOVA).
+    Why not the bootstrap: resampling raters and images together (the "pigeonhole" bootstrap) is biased for crossed
+    designs — it counts the residual variance up to three times, too wide with sparse overlap — and with few raters
+    its percentile interval is too narrow (McCullagh 2000, "Resampling and exchangeable arrays", Bernoulli 6:285;
+    Owen 2007, "The pigeonhole bootstrap", Ann Appl Stat 1:386; Owen & Eckles 2012, Ann Appl Stat 6:895). A mixed
+    model fit (REML, statsmodels MixedLM) would estimate the same components but costs minutes at 1,000,000 rows;
+    the moment estimates are a few ``bincount`` calls. ``benchmarks/bench_coverage.py`` measures the coverage.
+  - Real vs generated AUC: the Obuchowski–Rockette reader-study analysis (readers and cases random; Hillis ddf),
+    see :mod:`p2p_app.mrmc`.
+  - Krippendorff's α: raters and images as crossed random samples — a two-way jackknife (delete one rater, one
+    image, one answer; variances combined as V_r + V_i − V_answer, Owen 2007) around the jackknife bias-corrected
+    α, deterministic (see ``_alpha_jackknife``). Needs three or more raters.
+  - Fleiss' κ: percentile interval over ``n_boot`` bootstrap replicates of the units (images), drawn from
+    ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
 
-* Scores, pass rates and AUCs: two-way clustered ("pigeonhole") bootstrap. Each replicate draws rater ids and item ids
-  (``item_id``) with replacement and keeps the cross, i.e. answer (r, i) gets weight ``a_r * b_i`` where ``a`` and
-  ``b`` are the draw counts. Because scale answers take few levels, every statistic is a function of the weighted
-  count of answers per (model, question, level) cell, computed for all replicates at once with one sparse product
-  (cost ∝ answers × replicates, vectorised; see ``_two_way_cell_weights``).
-* Krippendorff's α and Fleiss' κ: units (rated images) resampled with replacement. Units with the same count pattern
+* Inter-rater agreement (α, κ, and the consensus in the rater table) uses each rater's **first answer per image and
+  question** (by answer time), even when the same image reappears on another screen (e.g. a prompt's real image on
+  each seed's side-by-side screen): a second answer by the same rater is not another rater.
+
+Bootstrap scheme for κ (α's jackknife replicates use the same pattern formulas):
+
+* Units (rated images) resampled with replacement. Units with the same count pattern
   are interchangeable, so a replicate is a multinomial draw over the distinct patterns; α and κ of a replicate are
   evaluated from pattern totals with the same formulas the libraries use (``krippendorff.alpha``,
-  ``statsmodels.stats.inter_rater.fleiss_kappa``); the point estimates come from the libraries themselves and the
-  tests check that both paths agree. (Calling the libraries once per replicate would cost minutes at 1,000,000
+  ``statsmodels.stats.inter_rater.fleiss_kappa``); κ's point estimate comes from the library itself, α's from the
+  same pattern formulas (the library's unit × V × V array costs 0.3 s at 1,000,000 rows); the tests check that
+  both paths agree with the libraries. (Calling the libraries once per replicate would cost minutes at 1,000,000
   rows.) The units × categories table for Fleiss' κ is what ``aggregate_raters`` returns, built with one
   ``bincount`` (``aggregate_raters`` loops over units in Python); the tests check the two tables are equal.
 """
@@ -34,7 +57,9 @@ Bootstrap schemes:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -43,6 +68,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
+from scipy.optimize import nnls
 from sklearn.metrics import roc_auc_score, roc_curve
 from statsmodels.stats.inter_rater import cohens_kappa, fleiss_kappa
 from statsmodels.stats.multitest import multipletests
@@ -51,6 +77,7 @@ from statsmodels.stats.multitest import multipletests
 # The tidy frame
 # --------------------------------------------------------------------------------------------------------------------
 
+from .mrmc import or_analysis  # noqa: E402
 from .tidy import TIDY_COLUMNS, TIDY_DTYPES  # noqa: E402  (re-exported: the contract lives there)
 
 REALISM = "realism"
@@ -62,23 +89,24 @@ ALL = "all"
 """Value of the ``model``/``rater_id`` column on rows that pool every model or rater."""
 
 SCALE_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
+"""Score levels that always get an ``n_<level>`` column in the score table; any other whole-number level that
+occurs (studies allow 2–11-level scales, e.g. 0–10) gets its own column too."""
 PASS_THRESHOLD = 4.0
 """A realism score at or above this counts as "passes as real"."""
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
 DEFAULT_CI_LEVEL = 0.95
-MAX_DISCRETE_LEVELS = 21
-"""Numeric questions with more distinct values than this are bootstrapped as continuous (sum/count)."""
+MAX_SCORE_COLUMNS = 21
+"""At most this many ``n_<level>`` columns; a question with more distinct values is treated as continuous."""
 MIN_REPEAT_PAIRS = 5
 """Fewest (first answer, repeat) pairs for an intra-rater statistic."""
 MIN_PAIRS = 5
 """Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
-BOOT_CELLS_PER_CHUNK = 10_000_000
-"""Upper bound on replicate × item weights held in memory at once by the clustered bootstrap."""
-BOOT_MAX_CHUNK = 100
 
 NOT_COMPUTABLE = "not computable: "
+_ALPHA_BLOCK = 1 << 22
+"""Largest number of array elements per block of the α jackknife (pattern-value combinations × V × V)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +146,17 @@ def check_ratings_frame(df: pd.DataFrame) -> None:
 OVERVIEW_COLUMNS = ("quantity", "value")
 SCORE_COLUMNS = (
     "model", "source", "question", "n", "n_cant_judge", "n_raters", "n_items", "n_images",
-    "mean", "median", "sd", "ci_low", "ci_high", *(f"n_{k}" for k in SCALE_LEVELS), "note",
+    "mean", "median", "sd", "se", "df", "ci_low", "ci_high", *(f"n_{k}" for k in SCALE_LEVELS), "note",
 )  # fmt: skip
+"""Score table columns when every answer is on a 1–5 scale; other levels add ``n_<level>`` columns in order
+(see :func:`score_level_columns`)."""
 REAL_VS_GENERATED_COLUMNS = (
-    "model", "n_real", "n_generated", "auc", "auc_ci_low", "auc_ci_high",
+    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_ci_low", "auc_ci_high",
     "pass_rate", "pass_ci_low", "pass_ci_high", "real_pass_rate", "note",
+)  # fmt: skip
+READER_STUDY_COLUMNS = (
+    "comparison", "estimate", "se", "df", "ci_low", "ci_high", "statistic", "ndf", "ddf", "p_value",
+    "n_readers", "n_cases", "note",
 )  # fmt: skip
 ROC_COLUMNS = ("model", "fpr", "tpr", "threshold")
 AGREEMENT_COLUMNS = (
@@ -142,7 +176,7 @@ RATER_COLUMNS = (
 )  # fmt: skip
 PAIRWISE_COLUMNS = (
     "question", "model_a", "model_b", "n_pairs", "mean_a", "mean_b", "mean_diff", "median_diff",
-    "statistic", "p_value", "p_holm", "note",
+    "statistic", "p_value", "p_holm", "n_paired_answers", "paired_mean_diff", "diff_ci_low", "diff_ci_high", "note",
 )  # fmt: skip
 
 
@@ -194,6 +228,12 @@ class _Prepared:
     def q(self, question: str) -> int | None:
         return self.questions.index(question) if question in self.questions else None
 
+    @functools.cached_property
+    def first(self) -> pd.DataFrame:
+        """:func:`_first_answers`, computed once per preparation (the reader study, agreement and the rater table
+        all use it)."""
+        return _first_answers(self)
+
 
 def question_order(questions) -> tuple[str, ...]:
     """Display order of question keys: realism, alignment, then the others by name."""
@@ -214,6 +254,17 @@ def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
     q_code, q_uni = _codes(df["question"])
     has_value = np.zeros(len(q_uni), dtype=bool)
     has_value[np.unique(q_code[~np.isnan(value)])] = True
+    # a question answered only "can't judge" is still a scored question (not multi-select / free text); only the
+    # rows of questions without any value need looking at (usually none)
+    if not has_value.all():
+        rest = ~has_value[q_code]
+        cant = df["cant_judge"].to_numpy()[rest]
+        cant = np.asarray(pd.Series(cant).fillna(False), dtype=bool)
+        chosen = pd.Series(df["choices"].to_numpy()[rest]).fillna("").astype(str).to_numpy() != ""
+        n_q = len(q_uni)
+        has_choice = np.bincount(q_code[rest][chosen], minlength=n_q) > 0
+        only_cant = np.bincount(q_code[rest][cant], minlength=n_q) > 0
+        has_value |= only_cant & ~has_choice
     questions = question_order(str(q) for q in q_uni[has_value])
     q_map = np.array(
         [questions.index(str(q)) if has else -1 for q, has in zip(q_uni, has_value, strict=True)], dtype=np.int64
@@ -280,8 +331,9 @@ def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
 
 
 def _dense(codes: np.ndarray) -> np.ndarray:
-    """Renumber integer codes 0..k-1 (only the codes present)."""
-    return np.unique(codes, return_inverse=True)[1].astype(np.int64)
+    """Renumber integer codes 0..k-1 (only the codes present), in order of first appearance (a hash table:
+    faster than sorting)."""
+    return pd.factorize(np.asarray(codes))[0].astype(np.int64)
 
 
 def _percentile_ci(reps: np.ndarray, ci_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -306,109 +358,65 @@ def _ci(reps: np.ndarray, ci_level: float) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Two-way clustered bootstrap over (model, question, level) cells
+# Crossed random effects: intervals for means (see the module docstring)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _draw_counts(rng: np.random.Generator, n: int, reps: int) -> np.ndarray:
-    """``reps`` × ``n`` counts of how often each of ``n`` clusters is drawn when drawing ``n`` with replacement."""
-    idx = rng.integers(0, n, size=(reps, n), dtype=np.int64)
-    idx += (np.arange(reps, dtype=np.int64) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=reps * n).reshape(reps, n)
-
-
-def _two_way_cell_weights(
-    rater: np.ndarray,
-    item: np.ndarray,
-    cell: np.ndarray,
-    data: np.ndarray,
-    n_cells: int,
-    n_boot: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Bootstrap totals per cell: ``W[b, c] = Σ_{answers in c} data · A[b, rater] · B[b, item]``.
-
-    ``rater``/``item`` are dense 0-based codes, ``cell`` the cell of each answer; ``A[b]`` and ``B[b]`` count how often
-    each rater and each item was drawn in replicate ``b`` (raters and items resampled with replacement,
-    independently). Computed as ``W[b, c] = Σ_r A[b, r] · (N @ B[b])[(r, c)]`` with ``N`` the sparse (rater·cell) ×
-    item matrix of ``data`` sums: cost ∝ answers × replicates, in chunks of at most ``BOOT_MAX_CHUNK`` replicates.
-    """
-    n_r = int(rater.max()) + 1
-    n_i = int(item.max()) + 1
-    nt = sp.csr_matrix((data.astype(np.float32), (rater * n_cells + cell, item)), shape=(n_r * n_cells, n_i))
-    nt.sum_duplicates()
-    out = np.empty((n_boot, n_cells))
-    chunk = int(max(1, min(BOOT_MAX_CHUNK, BOOT_CELLS_PER_CHUNK // max(n_i, 1))))
-    for start in range(0, n_boot, chunk):
-        c = min(chunk, n_boot - start)
-        a = _draw_counts(rng, n_r, c).astype(np.float64)  # c × R
-        b = _draw_counts(rng, n_i, c).astype(np.float32)  # c × I
-        t = np.asarray(nt @ np.ascontiguousarray(b.T)).reshape(n_r, n_cells, c)
-        out[start : start + c] = np.einsum("rkc,cr->ck", t, a)
-    return out
-
-
 @dataclasses.dataclass(frozen=True)
-class _CellBoot:
-    """Observed and bootstrap totals per (model, question) group: one cell per score level of the question, or two
-    cells (count, sum of values) for a question with more than ``MAX_DISCRETE_LEVELS`` distinct values."""
+class CrossedMean:
+    """Mean of answers with raters and images as crossed random effects."""
 
-    start: np.ndarray  # (n_models, n_questions) first cell of the group, -1 when the group has no answers
-    levels: tuple  # per question: sorted levels (ndarray) or None (continuous)
-    observed: np.ndarray  # (n_cells,)
-    reps: np.ndarray  # (n_boot, n_cells)
-
-    def cells(self, model: int, question: int) -> tuple[np.ndarray, np.ndarray] | None:
-        s = int(self.start[model, question]) if self.start.size else -1
-        if s < 0:
-            return None
-        n = len(self.levels[question]) if self.levels[question] is not None else 2
-        return self.observed[s : s + n], self.reps[:, s : s + n]
-
-    def mean(self, question: int, totals: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            lv = self.levels[question]
-            if lv is not None:
-                return (totals * lv).sum(-1) / totals.sum(-1)
-            return totals[..., 1] / totals[..., 0]
+    mean: float
+    se: float
+    df: float
+    ci_low: float
+    ci_high: float
+    var_rater: float
+    var_image: float
+    var_residual: float
 
 
-def _cell_bootstrap(prep: _Prepared, n_boot: int, rng: np.random.Generator) -> _CellBoot:
-    s = prep.scored
-    n_m, n_q = len(prep.models), len(prep.questions)
-    start = np.full((n_m, n_q), -1, dtype=np.int64)
-    value = s["value"].to_numpy()
-    q = s["question"].to_numpy()
-    levels = []
-    for qi in range(n_q):
-        lv = np.unique(value[q == qi])
-        levels.append(lv if len(lv) <= MAX_DISCRETE_LEVELS else None)
-    if s.empty:
-        return _CellBoot(start, tuple(levels), np.zeros(0), np.zeros((n_boot, 0)))
-    m = s["model"].to_numpy()
-    present = np.zeros((n_m, n_q), dtype=bool)
-    present[m, q] = True
-    width = np.array([len(lv) if lv is not None else 2 for lv in levels])
-    sizes = np.where(present, width[None, :], 0).ravel()
-    offsets = np.cumsum(sizes) - sizes
-    start[present] = offsets.reshape(n_m, n_q)[present]
-    n_cells = int(sizes.sum())
-    lev_idx = np.zeros(len(s), dtype=np.int64)
-    for qi, lv in enumerate(levels):
-        if lv is not None:
-            sel = q == qi
-            lev_idx[sel] = np.searchsorted(lv, value[sel])
-    continuous = np.array([lv is None for lv in levels])[q]
-    cell = start[m, q] + np.where(continuous, 0, lev_idx)
-    rater, item, data = _dense(s["rater"].to_numpy()), _dense(s["item"].to_numpy()), np.ones(len(s))
-    if continuous.any():  # a second entry per answer carries the value
-        rater, item = np.r_[rater, rater[continuous]], np.r_[item, item[continuous]]
-        cell, data = np.r_[cell, cell[continuous] + 1], np.r_[data, value[continuous]]
-    observed = np.bincount(cell, weights=data, minlength=n_cells)
-    reps = (
-        _two_way_cell_weights(rater, item, cell, data, n_cells, n_boot, rng) if n_boot > 0 else np.zeros((0, n_cells))
-    )
-    return _CellBoot(start, tuple(levels), observed, reps)
+def crossed_mean_ci(y: np.ndarray, rater: np.ndarray, image: np.ndarray, ci_level: float) -> CrossedMean:
+    """Mean of ``y`` with a t interval whose variance treats raters and images as crossed random effects
+    (``y = μ + a_rater + b_image + e``; method-of-moments components, Satterthwaite df; module docstring).
+    ``rater``/``image``: integer codes of each answer. With one rater the rater component cannot be estimated and
+    the interval is NaN; with no variation at all the interval is the mean itself."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    nan = float("nan")
+    if n == 0:
+        return CrossedMean(nan, nan, nan, nan, nan, nan, nan, nan)
+    mean = float(y.mean())
+    r = _dense(np.asarray(rater))
+    i = _dense(np.asarray(image))
+    n_r, n_i = np.bincount(r).astype(float), np.bincount(i).astype(float)
+    big_r, big_i = len(n_r), len(n_i)
+    if big_r < 2 or n < 3:
+        return CrossedMean(mean, nan, nan, nan, nan, nan, nan, nan)
+    yc = y - mean  # centred: sums of squares without cancellation
+    s_r, s_i = np.bincount(r, weights=yc), np.bincount(i, weights=yc)
+    total = float(yc @ yc)
+    u_rater = total - float((s_r**2 / n_r).sum())  # within-rater sum of squares
+    u_image = total - float((s_i**2 / n_i).sum())  # within-image sum of squares
+    k_r, k_i = float((n_r**2).sum()) / n, float((n_i**2).sum()) / n
+    a = np.array([[0.0, n - big_r, n - big_r], [n - big_i, 0.0, n - big_i], [n - k_r, n - k_i, n - 1.0]])
+    comps, _ = nnls(a, np.array([u_rater, u_image, total]))
+    v_r, v_i, v_e = (float(c) for c in comps)
+    var = v_r * k_r / n + v_i * k_i / n + v_e / n
+    se = float(np.sqrt(var))
+    if var <= 0:
+        return CrossedMean(mean, 0.0, nan, mean, mean, v_r, v_i, v_e)
+    # Satterthwaite df: write the variance as a combination of (effective) mean squares, as in the balanced two-way
+    # ANOVA, where it is exact: MS_r = σ²_e + (N/R) σ²_r, MS_i = σ²_e + (N/I) σ²_i, MS_e = σ²_e, with R − 1, I − 1 and
+    # N − R − I + 1 degrees of freedom (fully crossed: Var = (MS_r + MS_i − MS_e) / N).
+    per_r, per_i = n / big_r, n / big_i
+    ms = np.array([v_e + per_r * v_r, v_e + per_i * v_i, v_e])
+    coef = np.array([k_r / n / per_r, k_i / n / per_i, 1 / n - k_r / n / per_r - k_i / n / per_i])
+    dfs = np.array([big_r - 1, big_i - 1, max(n - big_r - big_i + 1, 1)], dtype=float)
+    live = dfs > 0
+    df = float(var**2 / ((coef[live] * ms[live]) ** 2 / dfs[live]).sum())
+    q = float(stats.t.ppf(1 - (1 - ci_level) / 2, df))
+    return CrossedMean(mean, se, df, mean - q * se, mean + q * se, v_r, v_i, v_e)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -424,49 +432,76 @@ def score_summary(
     models: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Per model × numeric question: ``n`` scored answers, ``n_cant_judge``, raters/items/images, mean, median, sd,
-    the two-way clustered bootstrap CI of the mean (raters × items) and the count per scale level (``n_1`` …
-    ``n_5``). Real controls (``source == "real"``) get their own rows. ``models`` lists models expected in the study;
-    one without answers gets a "not computable" row. Columns: ``SCORE_COLUMNS``."""
-    prep = _prepare(df, models)
-    return _score_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level)
+    the standard error, degrees of freedom and CI of the mean with raters and images as crossed random effects
+    (:func:`crossed_mean_ci`), and the count per score level (``n_1`` … ``n_5``, plus ``n_<level>`` for any other
+    whole-number level used, see :func:`score_level_columns`). Real controls (``source == "real"``) get their own
+    rows. ``models`` lists models expected in the study; one without answers gets a "not computable" row.
+    ``n_boot`` and ``seed`` are accepted for compatibility (no resampling here). Columns: ``SCORE_COLUMNS`` (+ extra
+    levels)."""
+    return _score_table(_prepare(df, models), ci_level)
 
 
-def _score_table(prep: _Prepared, boot: _CellBoot, ci_level: float) -> pd.DataFrame:
-    if prep.rows.empty and not prep.models:
-        return _frame([{"note": _nc("no ratings")}], SCORE_COLUMNS)
+def score_level_columns(table: pd.DataFrame) -> list[str]:
+    """The ``n_<level>`` count columns of a score table, in level order."""
+    return [c for c in table.columns if re.fullmatch(r"n_-?\d+", c)]
+
+
+def _score_levels(prep: _Prepared) -> tuple[int, ...]:
+    """``SCALE_LEVELS`` plus every other whole-number value of a question with at most ``MAX_SCORE_COLUMNS``
+    distinct values."""
     s = prep.scored
-    agg = s.groupby(["model", "question"]).agg(
-        n=("value", "size"), n_raters=("rater", "nunique"), n_items=("item", "nunique"),
-        n_images=("image", "nunique"), mean=("value", "mean"), median=("value", "median"), sd=("value", "std"),
-    )  # fmt: skip
+    levels = set(SCALE_LEVELS)
+    for qi in range(len(prep.questions)):
+        v = np.unique(s["value"].to_numpy()[s["question"].to_numpy() == qi])
+        if len(v) <= MAX_SCORE_COLUMNS:
+            levels |= {int(x) for x in v if x == np.round(x)}
+    return tuple(sorted(levels)) if len(levels) <= MAX_SCORE_COLUMNS else SCALE_LEVELS
+
+
+def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
+    levels = _score_levels(prep)
+    columns = [c for c in SCORE_COLUMNS if not re.fullmatch(r"n_-?\d+", c)]
+    columns = columns[:-1] + [f"n_{k}" for k in levels] + ["note"]
+    if prep.rows.empty and not prep.models:
+        return _frame([{"note": _nc("no ratings")}], columns)
+    s = prep.scored
     r = prep.rows
-    first = r[~r["repeat"].to_numpy()]
-    cant = first[first["cant"].to_numpy()].groupby(["model", "question"]).size()
-    lv = s["value"].to_numpy()
-    in_scale = np.isin(lv, SCALE_LEVELS)
     n_q = max(len(prep.questions), 1)
+    n_groups = len(prep.models) * n_q
+    cant_rows = r["cant"].to_numpy() & ~r["repeat"].to_numpy()  # numpy masks: no copy of the 1,000,000-row frame
+    cant = np.bincount((r["model"].to_numpy() * n_q + r["question"].to_numpy())[cant_rows], minlength=n_groups)
+    lv = s["value"].to_numpy()
+    lv_arr = np.asarray(levels, dtype=float)
+    in_scale = np.isin(lv, lv_arr)
     group = s["model"].to_numpy() * n_q + s["question"].to_numpy()
-    cell = group * len(SCALE_LEVELS) + np.searchsorted(SCALE_LEVELS, lv)
-    dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(SCALE_LEVELS))
-    dist = dist.reshape(len(prep.models), n_q, len(SCALE_LEVELS))
+    cell = group * len(levels) + np.searchsorted(lv_arr, lv)
+    dist = np.bincount(cell[in_scale], minlength=len(prep.models) * n_q * len(levels))
+    dist = dist.reshape(len(prep.models), n_q, len(levels))
+    order = np.argsort(group, kind="stable")  # rows of each (model, question) as one slice, not a frame per group
+    bounds = np.searchsorted(group[order], np.arange(len(prep.models) * n_q + 1))
+    val, rat, img = s["value"].to_numpy()[order], s["rater"].to_numpy()[order], s["image"].to_numpy()[order]
+    itm = s["item"].to_numpy()[order]
     questions = prep.questions or (REALISM,)
     rows = []
     for mi, model in enumerate(prep.models):
         for qi, question in enumerate(questions):
             row = {"model": model, "source": prep.sources[mi], "question": question,
-                   "n_cant_judge": int(cant.get((mi, qi), 0))}  # fmt: skip
-            if (mi, qi) not in agg.index:
+                   "n_cant_judge": int(cant[mi * n_q + qi])}  # fmt: skip
+            g = slice(bounds[mi * n_q + qi], bounds[mi * n_q + qi + 1])
+            if g.stop == g.start:
                 reason = "all answers were can't judge" if row["n_cant_judge"] else "no ratings for this model"
                 rows.append({**row, "n": 0, "note": _nc(reason)})
                 continue
-            row.update(agg.loc[(mi, qi)].to_dict())
-            row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(SCALE_LEVELS)})
-            cells = boot.cells(mi, qi)
-            if cells is not None and boot.reps.shape[0] > 0:
-                row["ci_low"], row["ci_high"] = _ci(boot.mean(qi, cells[1]), ci_level)
+            x = val[g]
+            row.update(n=len(x), n_raters=len(pd.unique(rat[g])), n_items=len(pd.unique(itm[g])),
+                       n_images=len(pd.unique(img[g])), mean=float(x.mean()), median=float(np.median(x)),
+                       sd=float(x.std(ddof=1)) if len(x) > 1 else np.nan)  # fmt: skip
+            row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(levels)})
+            cm = crossed_mean_ci(x, rat[g], img[g], ci_level)
+            row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
             rows.append(row)
-    out = _frame(rows, SCORE_COLUMNS)
-    for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in SCALE_LEVELS)):
+    out = _frame(rows, columns)
+    for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
         out[c] = out[c].fillna(0).astype("int64")
     return out
 
@@ -486,17 +521,109 @@ def real_vs_generated(
 ) -> pd.DataFrame:
     """Per generated model: how well the realism score tells its images from the real controls.
 
-    ``auc``: ROC AUC with real as the positive class and the realism score as the score (sklearn
-    ``roc_auc_score`` over first answers) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
-    indistinguishable from real ones; 1.0: every real image scored higher. ``pass_rate``: share of the model's answers
-    scoring ≥ ``PASS_THRESHOLD`` ("passes as real"); ``real_pass_rate``: the same share for the real images. CIs: the
-    two-way clustered bootstrap (raters × items); a replicate's AUC is evaluated from its weighted count of answers
-    per score level (the same Mann–Whitney formula sklearn's AUC reduces to; tests check the two agree). Pooling
-    answers over readers like this is the simple "pooled" reader-study AUC; the bootstrap over readers and cases
-    carries both sources of variance (as MRMC methods require) into the CI. Columns: ``REAL_VS_GENERATED_COLUMNS``.
+    ``auc``: ROC AUC with real as the positive class and the realism score as the score, pooling every rater's first
+    answers (sklearn ``roc_auc_score``) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
+    indistinguishable from real ones; 1.0: every real image scored higher. ``auc_readers``: the mean over raters of
+    each rater's own AUC — the reader-study AUC — with ``auc_ci_low``/``auc_ci_high`` from the Obuchowski–Rockette
+    analysis (readers and images random; :func:`reader_study`). ``pass_rate``: share of the model's answers scoring
+    ≥ ``PASS_THRESHOLD`` ("passes as real"), CI with raters and images as crossed random effects
+    (:func:`crossed_mean_ci`); ``real_pass_rate``: the same share for the real images. ``n_boot``/``seed``: accepted
+    for compatibility. Columns: ``REAL_VS_GENERATED_COLUMNS``.
     """
     prep = _prepare(df, models)
-    return _real_table(prep, _cell_bootstrap(prep, n_boot, _rng(seed, "scores")), ci_level, question)
+    return _real_table(prep, _reader_study_result(prep, question, ci_level), ci_level, question)
+
+
+def reader_study(
+    df: pd.DataFrame, question: str = REALISM, ci_level: float = DEFAULT_CI_LEVEL, models: Sequence[str] = ()
+) -> pd.DataFrame:
+    """"Can this model's images be told from real ones?" as a multi-reader multi-case study: treatments = generated
+    models, readers = raters, cases = images (real controls positive, the model's images negative), rating = the
+    ``question`` score of each rater's first answer per image. Obuchowski–Rockette with jackknife covariances and
+    Hillis ddf (:func:`p2p_app.mrmc.or_analysis`; tests reproduce the published Van Dyke 1993 results).
+
+    Rows: one per model (``comparison`` = model: reader-averaged AUC, SE, df, CI), one per pair of models
+    (``"a − b"``: difference of AUCs, SE, ddf, CI, t statistic, p), and, with two or more models, the global F test
+    that all models' AUCs are equal (``comparison == "all models equal"``: ``statistic`` F, ``ndf``, ``ddf``, p).
+    Raters must have rated at least two real images and two images of every model (others are left out:
+    ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""
+    prep = _prepare(df, models)
+    return _reader_study_table(prep, _reader_study_result(prep, question, ci_level))
+
+
+def _first_answers(prep: _Prepared) -> pd.DataFrame:
+    """Scored first answers, one per (rater, image, question): the earliest by answer time."""
+    s = prep.scored
+    if s.empty:
+        return s
+    n_img, n_q = int(s["image"].max()) + 1, max(len(prep.questions), 1)
+    key = (s["rater"].to_numpy() * n_img + s["image"].to_numpy()) * n_q + s["question"].to_numpy()
+    if len(pd.unique(key)) == len(key):  # the usual case: nothing answered twice
+        return s
+    order = np.lexsort((s["t"].to_numpy(), s["question"].to_numpy(), s["image"].to_numpy(), s["rater"].to_numpy()))
+    s = s.iloc[order]
+    return s[~s.duplicated(["rater", "image", "question"])].sort_index()
+
+
+def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
+    """``(result or None, reason, models used, n_cases)`` of the OR analysis on ``question``."""
+    qi = prep.q(question)
+    if qi is None or prep.rows.empty:
+        return None, "no ratings", [], 0
+    if not prep.is_real.any():
+        return None, "no real control images", [], 0
+    s = prep.first
+    sel = s["question"].to_numpy() == qi  # numpy columns, not frame copies: this is 1,000,000 rows at scale
+    rater, image, model, value = (s[c].to_numpy()[sel] for c in ("rater", "image", "model", "value"))
+    is_real = prep.is_real[model]
+    gen_models = [mi for mi in prep.generated if np.any(model == mi)]
+    if not gen_models:
+        return None, f"no {question} scores for generated images", [], 0
+    if not is_real.any():
+        return None, "no real control images", [], 0
+    n_r = len(prep.raters)
+    ok = np.bincount(rater[is_real], minlength=n_r) >= 2
+    for mi in gen_models:
+        ok &= np.bincount(rater[model == mi], minlength=n_r) >= 2
+    if ok.sum() < 2:
+        return None, "fewer than two raters scored at least two real images and two images of every model", [], 0
+    real = np.flatnonzero(is_real & ok[rater])
+    parts = []  # per model: the real images (truth 1), then the model's images (truth 0)
+    for mi in gen_models:
+        g = np.flatnonzero((model == mi) & ok[rater])
+        parts.append((mi, real, 1))
+        parts.append((mi, g, 0))
+    frame = pd.DataFrame({
+        "reader": np.concatenate([rater[idx] for _, idx, _ in parts]),
+        "treatment": np.concatenate([np.full(len(idx), mi) for mi, idx, _ in parts]),
+        "case": np.concatenate([image[idx] for _, idx, _ in parts]),
+        "truth": np.concatenate([np.full(len(idx), t) for _, idx, t in parts]),
+        "rating": np.concatenate([value[idx] for _, idx, _ in parts]),
+    })  # fmt: skip
+    res = or_analysis(frame, "jackknife", ci_level)
+    return res, "", gen_models, int(frame["case"].nunique())
+
+
+def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
+    res, reason, used, n_cases = result
+    if res is None:
+        return _frame([{"comparison": "", "note": _nc(reason)}], READER_STUDY_COLUMNS)
+    base = {"n_readers": len(res.readers), "n_cases": n_cases}
+    rows = []
+    for _, t in res.treatment_table.iterrows():
+        rows.append({"comparison": prep.models[int(t["treatment"])], "estimate": t["auc"], "se": t["se"],
+                     "df": t["df"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], **base})  # fmt: skip
+    for _, d in res.difference_table.iterrows():
+        name = f"{prep.models[int(d['treatment_a'])]} − {prep.models[int(d['treatment_b'])]}"
+        rows.append({"comparison": name, "estimate": d["estimate"], "se": d["se"], "df": d["df"],
+                     "ci_low": d["ci_low"], "ci_high": d["ci_high"], "statistic": d["t"], "ddf": d["df"],
+                     "p_value": d["p_value"], **base})  # fmt: skip
+    if len(used) >= 2:
+        rows.append({"comparison": "all models equal", "statistic": res.f, "ndf": res.ndf, "ddf": res.ddf,
+                     "p_value": res.p_value, **base})  # fmt: skip
+    out = _frame(rows, READER_STUDY_COLUMNS)
+    out["ndf"] = out["ndf"].astype("Int64")
+    return out
 
 
 def roc_points(df: pd.DataFrame, question: str = REALISM, models: Sequence[str] = ()) -> pd.DataFrame:
@@ -510,8 +637,8 @@ def _realism_scores(prep: _Prepared, question: str) -> tuple[np.ndarray, dict[in
     qi = prep.q(question)
     if qi is None:
         return np.zeros(0), {}
-    s = prep.scored[prep.scored["question"].to_numpy() == qi]
-    m, v = s["model"].to_numpy(), s["value"].to_numpy()
+    sel = prep.scored["question"].to_numpy() == qi
+    m, v = prep.scored["model"].to_numpy()[sel], prep.scored["value"].to_numpy()[sel]
     real = v[prep.is_real[m]] if len(m) else np.zeros(0)
     return real, {mi: v[m == mi] for mi in prep.generated}
 
@@ -523,16 +650,20 @@ def _auc_from_level_totals(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         return (pos * (below + 0.5 * neg)).sum(-1) / (pos.sum(-1) * neg.sum(-1))
 
 
-def _real_table(prep: _Prepared, boot: _CellBoot, ci_level: float, question: str) -> pd.DataFrame:
+def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.DataFrame:
     if not prep.generated:
         reason = "no ratings" if prep.rows.empty else "no generated images"
         return _frame([{"note": _nc(reason)}], REAL_VS_GENERATED_COLUMNS)
     real, gen = _realism_scores(prep, question)
     qi = prep.q(question)
     real_pass = float(np.mean(real >= PASS_THRESHOLD)) if len(real) else np.nan
-    pos = None
-    if qi is not None and len(real) and boot.reps.shape[0] > 0 and boot.levels[qi] is not None:
-        pos = sum(boot.cells(mi, qi)[1] for mi in np.flatnonzero(prep.is_real) if boot.cells(mi, qi) is not None)
+    res, reason, used, _ = result
+    by_model = {}
+    if res is not None:
+        for _, t in res.treatment_table.iterrows():
+            by_model[int(t["treatment"])] = t
+    sel = prep.scored["question"].to_numpy() == (qi if qi is not None else -1)
+    s_model, s_value, s_rater, s_image = (prep.scored[c].to_numpy()[sel] for c in ("model", "value", "rater", "image"))
     rows = []
     for mi in prep.generated:
         x = gen.get(mi, np.zeros(0))
@@ -541,18 +672,18 @@ def _real_table(prep: _Prepared, boot: _CellBoot, ci_level: float, question: str
             rows.append({**row, "note": _nc(f"no {question} scores for this model")})
             continue
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
-        cells = boot.cells(mi, qi) if boot.reps.shape[0] > 0 and boot.levels[qi] is not None else None
-        if cells is not None:
-            neg = cells[1]
-            passing = np.asarray(boot.levels[qi]) >= PASS_THRESHOLD
-            with np.errstate(invalid="ignore", divide="ignore"):
-                row["pass_ci_low"], row["pass_ci_high"] = _ci(neg[:, passing].sum(1) / neg.sum(1), ci_level)
+        g = s_model == mi
+        cm = crossed_mean_ci((s_value[g] >= PASS_THRESHOLD).astype(float), s_rater[g], s_image[g], ci_level)
+        row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
         if len(real) == 0:
             rows.append({**row, "note": _nc("no real control images")})
             continue
         row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
-        if cells is not None and pos is not None:
-            row["auc_ci_low"], row["auc_ci_high"] = _ci(_auc_from_level_totals(pos, cells[1]), ci_level)
+        if mi in by_model:
+            t = by_model[mi]
+            row.update(auc_readers=t["auc"], auc_ci_low=t["ci_low"], auc_ci_high=t["ci_high"])
+        else:
+            row["note"] = f"reader-study AUC not computable: {reason}"
         rows.append(row)
     out = _frame(rows, REAL_VS_GENERATED_COLUMNS)
     out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
@@ -580,11 +711,27 @@ def _alpha_from_patterns(patterns: np.ndarray, weights: np.ndarray, levels: np.n
 
     ``patterns``: P × V value counts of distinct pairable units; ``weights``: B × P multiplicities. Returns (B,).
     """
-    p = patterns.astype(float)
-    n_pat, v = p.shape
+    coinc = _coincidences(patterns)
+    n_pat, v = coinc.shape[:2]
+    return _alpha_from_coincidences((weights @ coinc.reshape(n_pat, v * v)).reshape(-1, v, v), levels, level)
+
+
+def _coincidences(patterns: np.ndarray) -> np.ndarray:
+    """Krippendorff's coincidence matrix of each unit value-count pattern (P × V × V); an unpairable pattern (fewer
+    than two values) contributes zeros."""
+    p = np.asarray(patterns, dtype=float)
+    m = p.sum(1)
+    eye = np.eye(p.shape[1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coinc = (p[:, :, None] * p[:, None, :] - p[:, :, None] * eye) / (m - 1)[:, None, None]
+    coinc[m < 2] = 0.0
+    return coinc
+
+
+def _alpha_from_coincidences(o: np.ndarray, levels: np.ndarray, level: str) -> np.ndarray:
+    """Krippendorff's α from B × V × V coincidence matrices (the formulas of ``krippendorff.alpha``). Returns (B,)."""
+    v = o.shape[1]
     eye = np.eye(v)
-    coinc = (p[:, :, None] * p[:, None, :] - p[:, :, None] * eye) / (p.sum(1) - 1)[:, None, None]
-    o = (weights @ coinc.reshape(n_pat, v * v)).reshape(-1, v, v)
     n_v = o.sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = (n_v[:, :, None] * n_v[:, None, :] - n_v[:, :, None] * eye) / (n_v.sum(1) - 1)[:, None, None]
@@ -631,6 +778,123 @@ def _resample_patterns(rng: np.random.Generator, table: np.ndarray, n_boot: int)
         pats, counts = np.unique(table, axis=0, return_counts=True)
     weights = rng.multinomial(int(counts.sum()), counts / counts.sum(), size=n_boot).astype(float)
     return pats, weights
+
+
+def _pattern_ids(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct rows of an integer count ``table``, the distinct-row index of every row, and how often each occurs."""
+    table = np.asarray(table, dtype=np.int64)
+    base = int(table.max()) + 1 if table.size else 1
+    if base ** table.shape[1] < 2**62:  # encode each row as one integer: a 1-D unique is much faster
+        key = table @ (base ** np.arange(table.shape[1], dtype=np.int64))
+        _, first, inverse, counts = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        return table[first], inverse.reshape(-1), counts
+    pats, inverse, counts = np.unique(table, axis=0, return_inverse=True, return_counts=True)
+    return pats, inverse.reshape(-1), counts
+
+
+def _alpha_jackknife(
+    table: np.ndarray,
+    unit: np.ndarray,
+    col: np.ndarray,
+    rater: np.ndarray,
+    levels: np.ndarray,
+    level: str,
+    ci_level: float,
+) -> dict:
+    """Interval of Krippendorff's α with raters **and** units as crossed random samples (two-way jackknife).
+
+    ``table``: units × values counts of the pairable units (what α is computed on); ``unit``/``col``/``rater``: the
+    dense unit index, value column and dense rater index of each answer on those units.
+
+    Variance: three jackknives — delete one rater (V_r), delete one unit (V_u), delete one answer (V_a) — combined as
+    ``V = V_r + V_u − V_a``. Write α̂ − α to first order as a sum over answers of rater, unit and residual parts with
+    variances A, B, E. The target is ``A Σn_r²/N² + B Σm_u²/N² + E/N`` (n_r answers per rater, m_u per unit, N in
+    all). Deleting raters estimates ``A Σn_r²/N² + (B + E)/N``, deleting units ``B Σm_u²/N² + (A + E)/N``, deleting
+    answers ``(A + B + E)/N``: the sum of the first two counts the residual twice, and subtracting the third removes
+    it. This is the crossed-random-effects correction of one-factor resampling variances of Owen 2007 ("The
+    pigeonhole bootstrap", Ann Appl Stat 1:386, §3–4: resampling one factor misses the other's variance, resampling
+    both counts the residual too often; also McCullagh 2000, "Resampling and exchangeable arrays", Bernoulli
+    6:285), done with jackknives (Efron & Stein 1981, Ann Stat 9:586). ``V`` is truncated below at ``max(V_r,
+    V_u)`` (each is at most the target to first order): the difference of three noisy estimates is often too small,
+    and without the bound coverage fell to 88–92 % in every simulated design. The price: with sparse overlap (3
+    raters per image) V_r alone exceeds the true variance — deleting a rater reweights the remaining pairs of its
+    units — and the interval is a little conservative there (~98 %).
+
+    Centre: α is biased low in crossed designs — its expected disagreement sees only the sampled raters' biases,
+    so with R raters it misses about a 1/R share of the rater variance (simulated: mean α 0.20 with 3 raters, 0.22
+    with 8, population 0.247). The interval is centred on the two-way jackknife bias-corrected estimate
+    ``α̂ − (R − 1)(ᾱ_(rater) − α̂) − (I − 1)(ᾱ_(unit) − α̂)`` (Quenouille's correction per factor) and is
+    ``centre ± z·√V``, the normal jackknife interval (Efron & Tibshirani 1993, "An Introduction to the Bootstrap",
+    §11.5); the reported ``value`` stays the library's α̂, so with few raters the interval can sit above it. A t
+    quantile with Satterthwaite df was tried and over-covered (98–99 %): the jackknife variance is already
+    conservative for α (Efron–Stein), most with few raters. Coverage per design: ``benchmarks/bench_coverage.py``
+    (README). The earlier interval (bootstrap of units only) treated raters as fixed and covered 84–91 %.
+
+    Jackknife rather than bootstrap: deterministic and cheap in closed form from coincidence matrices (deleting a
+    unit removes its pattern's coincidences; deleting an answer turns its unit's pattern p into p − e_value; deleting
+    a rater does that on each of the rater's units), so it costs one α evaluation per rater, per distinct pattern and
+    per distinct (pattern, value), not one per replicate. Replicates where α is undefined (no variation left) are
+    left out. Fewer than three raters (deleting one of two leaves nothing pairable) → NaN interval.
+    """
+    nan = {"ci_low": np.nan, "ci_high": np.nan}
+    n_r, n_u = (int(rater.max()) + 1 if len(rater) else 0), len(table)
+    if n_r < 3 or n_u < 2:
+        return nan
+    alpha, a_rater, a_unit, a_answer = _alpha_delete_one(table, unit, col, rater, levels, level)
+
+    def jack_var(reps: np.ndarray) -> tuple[float, float, int]:
+        reps = reps[np.isfinite(reps)]
+        k = len(reps)
+        if k < 2:
+            return np.nan, np.nan, k
+        return (k - 1) / k * float(((reps - reps.mean()) ** 2).sum()), float(reps.mean()), k
+
+    v_r, mean_r, k_r = jack_var(a_rater)
+    v_u, mean_u, k_u = jack_var(a_unit)
+    v_a, _, _ = jack_var(a_answer)
+    if not np.isfinite(v_r + v_u + v_a):
+        return nan
+    var = max(v_r + v_u - v_a, v_r, v_u)
+    # two-way jackknife bias correction (Quenouille): each factor's O(1/n) bias removed in turn
+    centre = alpha - (k_r - 1) * (mean_r - alpha) - (k_u - 1) * (mean_u - alpha)
+    q = float(stats.norm.ppf(1 - (1 - ci_level) / 2)) * float(np.sqrt(var))
+    return {"ci_low": centre - q, "ci_high": centre + q}
+
+
+def _alpha_delete_one(
+    table: np.ndarray, unit: np.ndarray, col: np.ndarray, rater: np.ndarray, levels: np.ndarray, level: str
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """α of ``table`` and its delete-one replicates: without each rater (R,), each unit (U,) and each answer (N,)
+    (arguments as in :func:`_alpha_jackknife`), in closed form from coincidence matrices; the tests check them
+    against ``krippendorff.alpha`` on the reduced data."""
+    n_r = int(rater.max()) + 1 if len(rater) else 0
+    pats, pid, counts = _pattern_ids(table)
+    n_pat, v = pats.shape
+    # blocks of patterns, so that the (pattern, value) × V × V arrays stay small whatever the number of levels
+    step = max(1, _ALPHA_BLOCK // (v * v * v))
+    blocks = [slice(lo, min(lo + step, n_pat)) for lo in range(0, n_pat, step)]
+    total = np.zeros(v * v)
+    for b in blocks:
+        total += counts[b].astype(float) @ _coincidences(pats[b]).reshape(-1, v * v)
+    alpha = float(_alpha_from_coincidences(total.reshape(1, v, v), levels, level)[0])
+    pc = pid[unit] * v + col  # (pattern, value) of each answer
+    per_rater = sp.csr_matrix((np.ones(len(pc)), (rater, pc)), shape=(n_r, n_pat * v))  # answers per rater × (p, c)
+    rater_change = np.zeros((n_r, v * v))
+    a_pattern = np.empty(n_pat)
+    a_pc = np.empty(n_pat * v)
+    eye = np.eye(v, dtype=np.int64)
+    for b in blocks:
+        coinc = _coincidences(pats[b]).reshape(-1, v * v)
+        a_pattern[b] = _alpha_from_coincidences((total - coinc).reshape(-1, v, v), levels, level)
+        reduced = (pats[b][:, None, :] - eye[None, :, :]).reshape(-1, v)  # pattern p less one answer of value c
+        # change of the coincidences when one answer of value c leaves a unit with pattern p (zero where p_c = 0)
+        delta = np.where((pats[b] > 0).reshape(-1, 1), _coincidences(np.maximum(reduced, 0)).reshape(-1, v * v)
+                         - np.repeat(coinc, v, axis=0), 0.0)  # fmt: skip
+        cols = slice(b.start * v, b.stop * v)
+        rater_change += per_rater[:, cols] @ delta
+        a_pc[cols] = _alpha_from_coincidences((total + delta).reshape(-1, v, v), levels, level)
+    a_rater = _alpha_from_coincidences((total + rater_change).reshape(-1, v, v), levels, level)
+    return alpha, a_rater, a_pattern[pid], a_pc[pc]
 
 
 def fleiss_table(units: np.ndarray, categories: np.ndarray, n_units: int, n_categories: int) -> np.ndarray:
@@ -681,12 +945,15 @@ def _agreement_scope(
     if used.sum() < 2:
         out.append({**a_row, "note": _nc("pairable answers all have the same score (no variation)")})
     else:
-        a_row["value"] = float(
-            krippendorff.alpha(value_counts=vc_p[:, used], value_domain=levels[used], level_of_measurement=level)
-        )
-        if n_boot > 0:
-            pats, w = _resample_patterns(rng, vc_p[:, used], n_boot)
-            a_row["ci_low"], a_row["ci_high"] = _ci(_alpha_from_patterns(pats, w, levels[used], level), ci_level)
+        # the formulas of krippendorff.alpha on the distinct unit patterns (the library builds a unit × V × V array:
+        # 0.3 s at 1,000,000 rows); the tests check both give the same α
+        pats, _, counts = _pattern_ids(vc_p[:, used])
+        a_row["value"] = float(_alpha_from_patterns(pats, counts[None, :].astype(float), levels[used], level)[0])
+        on_pairable = pairable[unit_d]
+        col = (np.cumsum(used) - 1)[lev[on_pairable]]
+        jk = _alpha_jackknife(vc_p[:, used], _dense(unit_d[on_pairable]), col, _dense(rows["rater"][on_pairable]),
+                              levels[used], level, ci_level)  # fmt: skip
+        a_row.update(jk)
         out.append(a_row)
     # Fleiss' κ needs the same number m of raters per unit: m = the most common count among pairable units (ties:
     # the larger); a unit with more answers keeps its first m by answer time, a unit with fewer is dropped.
@@ -718,11 +985,14 @@ def agreement(
 ) -> pd.DataFrame:
     """Inter-rater agreement per numeric question, over all images (``model == "all"``) and per model.
 
-    Units are images (``image_id``); each rater's first answer counts; can't-judge answers are missing values.
+    Units are images (``image_id``); each rater's first answer per image counts (by answer time, also when the image
+    came back on another screen, not only on planned repeats); can't-judge answers are missing values.
 
-    * ``krippendorff_alpha_<level>``: ``krippendorff.alpha`` (ordinal by default) on the unit × score count table;
-      CI by resampling units. Units with a single answer carry no pairable information; ``n_units_dropped`` counts
-      them.
+    * ``krippendorff_alpha_<level>``: Krippendorff's α (ordinal by default) on the unit × score count table — the
+      formulas of ``krippendorff.alpha``, evaluated on distinct unit patterns (tests: equal to the library);
+      CI with raters and images both random (two-way jackknife, ``_alpha_jackknife``; three or more raters, else
+      NaN; ``n_boot`` and ``seed`` do not affect it). Units with a single answer carry no pairable information;
+      ``n_units_dropped`` counts them.
     * ``fleiss_kappa``: statsmodels ``fleiss_kappa`` on the units × score-category count table (what
       ``aggregate_raters`` returns). Fleiss' κ needs an equal number of raters per unit: ``raters_per_unit`` (m) is
       the most common number of answers per unit (ties → the larger); a unit with more than m answers keeps its first
@@ -736,14 +1006,15 @@ def agreement(
 def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: str) -> pd.DataFrame:
     if prep.rows.empty:
         return _frame([{"metric": "", "note": _nc("no ratings")}], AGREEMENT_COLUMNS)
-    s = prep.scored
+    s = prep.first  # one answer per rater per image: a second screen is not a second rater
+    cols = {c: s[c].to_numpy() for c in ("question", "image", "value", "rater", "model", "t")}  # no frame copies
     rows = []
     for qi, question in enumerate(prep.questions):
-        sq = s[s["question"].to_numpy() == qi]
-        unit = sq["image"].to_numpy()
-        levels, lev = np.unique(sq["value"].to_numpy(), return_inverse=True)
-        rater, model = sq["rater"].to_numpy(), sq["model"].to_numpy()
-        order = np.lexsort((rater, sq["t"].to_numpy(), unit))
+        sel = cols["question"] == qi
+        unit = cols["image"][sel]
+        levels, lev = np.unique(cols["value"][sel], return_inverse=True)
+        rater, model = cols["rater"][sel], cols["model"][sel]
+        order = np.lexsort((rater, cols["t"][sel], unit))
         rank = np.empty(len(unit), dtype=np.int64)
         u_sorted = unit[order]
         rank[order] = np.arange(len(order)) - np.searchsorted(u_sorted, u_sorted, side="left")
@@ -889,7 +1160,7 @@ def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _trial_times(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: rater, seconds, panels."""
-    t = rows[~np.isnan(rows["seconds"].to_numpy())]
+    t = rows.loc[~np.isnan(rows["seconds"].to_numpy()), ["trial", "rater", "seconds", "n_panels"]]  # columns used
     return t.groupby("trial", sort=False).agg(
         rater=("rater", "first"), seconds=("seconds", "max"), n_panels=("n_panels", "max")
     )
@@ -907,7 +1178,7 @@ def _timing_table(prep: _Prepared) -> pd.DataFrame:
     if r.empty or np.isnan(r["seconds"].to_numpy()).all():
         return _frame([], TIMING_COLUMNS)
     trials = _trial_times(r)
-    timed = r[~np.isnan(r["seconds"].to_numpy())]
+    timed = r.loc[~np.isnan(r["seconds"].to_numpy()), ["trial", "model", "seconds"]]  # only the columns used
     per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds"]]
 
     def summarise(frame: pd.DataFrame, key: str | None, by: str, labels) -> pd.DataFrame:
@@ -960,7 +1231,8 @@ def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
     modal = counts.drop_duplicates("rater").set_index("rater")
     out["modal_score"] = modal["value"]
     out["modal_share"] = modal["k"] / out["n_scored"]
-    # consensus: mean of the other raters' answers on the same image × question
+    # consensus: mean of the other raters' first answers on the same image × question
+    s = prep.first
     grp = s.groupby(["image", "question"])["value"]
     tot, cnt = grp.transform("sum").to_numpy(), grp.transform("size").to_numpy()
     shared = cnt > 1
@@ -1004,39 +1276,70 @@ def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def pairwise_tests(df: pd.DataFrame, min_pairs: int = MIN_PAIRS) -> pd.DataFrame:
+def pairwise_tests(df: pd.DataFrame, min_pairs: int = MIN_PAIRS, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     """Paired comparison of every two generated models on the same prompts, per numeric question.
 
     Scores are averaged per (model, prompt, seed) — prompt = ``prompt_id``, or the prompt text when ``prompt_id`` is
     empty; the pairs are the (prompt, seed) cells both models have. Test: Wilcoxon signed-rank (scipy, two-sided,
     zero differences dropped; all differences zero → p = 1). ``mean_diff`` = mean of (a − b). ``p_holm``: Holm
-    correction across the model pairs of one question (statsmodels ``multipletests``). Columns: ``PAIRWISE_COLUMNS``.
+    correction across the model pairs of one question (statsmodels ``multipletests``).
+
+    Interval for the difference: ``paired_mean_diff`` is the mean over the ``n_paired_answers`` (rater, item) cells
+    where one rater scored both models' images on the same screen (equal to ``mean_diff`` when every screen has the
+    same number of raters); ``diff_ci_low``/``diff_ci_high`` treat raters and items as crossed random effects
+    (:func:`crossed_mean_ci` on the paired differences). Columns: ``PAIRWISE_COLUMNS``.
     """
-    return _pairwise_table(_prepare(df), min_pairs)
+    return _pairwise_table(_prepare(df), min_pairs, ci_level)
 
 
-def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
+def _model_means(
+    keys: tuple[np.ndarray, ...], model: np.ndarray, value: np.ndarray, n_models: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``value`` per (key, model) as a dense (distinct keys × models) array, NaN where a key has no answer of
+    that model (a numpy ``groupby(keys + [model]).mean().unstack(model)``), and the first row of each key."""
+    code = np.zeros(len(model), dtype=np.int64)
+    for k in keys:  # combine the key columns into one code, factorising as we go (no overflow)
+        kc = pd.factorize(k)[0].astype(np.int64)
+        code = pd.factorize(code * (int(kc.max()) + 1 if len(kc) else 1) + kc)[0].astype(np.int64)
+    n_keys = int(code.max()) + 1 if len(code) else 0
+    cell = code * n_models + model
+    total = np.bincount(cell, weights=value, minlength=n_keys * n_models)
+    count = np.bincount(cell, minlength=n_keys * n_models)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (total / count).reshape(n_keys, n_models)
+    # factorize numbers keys by first appearance: a row is a key's first where its code exceeds all before it
+    first = np.flatnonzero(code > np.maximum.accumulate(np.r_[-1, code[:-1]])) if n_keys else code[:0]
+    return means, first
+
+
+def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_CI_LEVEL) -> pd.DataFrame:
     gen = prep.generated
     if len(gen) < 2:
         reason = "no ratings" if prep.rows.empty else "fewer than two generated models"
         return _frame([{"note": _nc(reason)}], PAIRWISE_COLUMNS)
-    s = prep.scored[~prep.is_real[prep.scored["model"].to_numpy()]] if len(prep.scored) else prep.scored
-    cell = s.groupby(["question", "pkey", "seed", "model"])["value"].mean()
+    gen_rows = ~prep.is_real[prep.scored["model"].to_numpy()] if len(prep.scored) else slice(None)
+    cols = {c: prep.scored[c].to_numpy()[gen_rows] for c in ("question", "pkey", "seed", "rater", "item", "model",
+                                                              "value")}  # fmt: skip
+    n_m = len(prep.models)
     rows = []
     for qi, question in enumerate(prep.questions):
-        present = cell.index.get_level_values(0) == qi
-        wide = cell[present].droplevel(0).unstack("model") if present.any() else pd.DataFrame()
+        sel = cols["question"] == qi
+        model, value = cols["model"][sel], cols["value"][sel]
+        wide, _ = _model_means((cols["pkey"][sel], cols["seed"][sel]), model, value, n_m)  # (prompt, seed) × model
+        wide_a, first = _model_means((cols["rater"][sel], cols["item"][sel]), model, value, n_m)  # (rater, item)
+        rater_a, item_a = cols["rater"][sel][first], cols["item"][sel][first]
+        has = ~np.isnan(wide).all(axis=0)
         q_rows = []
         for a, b in itertools.combinations(gen, 2):
             row = {"question": question, "model_a": prep.models[a], "model_b": prep.models[b]}
-            if a not in wide.columns or b not in wide.columns:
+            if not (has[a] and has[b]):
                 q_rows.append({**row, "n_pairs": 0, "note": _nc("a model has no ratings on this question")})
                 continue
-            both = wide[[a, b]].dropna()
-            x, y = both[a].to_numpy(), both[b].to_numpy()
-            row["n_pairs"] = len(both)
-            if len(both) < min_pairs:
-                q_rows.append({**row, "note": _nc(f"{len(both)} shared prompt/seed pairs (need {min_pairs})")})
+            both = ~np.isnan(wide[:, a]) & ~np.isnan(wide[:, b])
+            x, y = wide[both, a], wide[both, b]
+            row["n_pairs"] = len(x)
+            if len(x) < min_pairs:
+                q_rows.append({**row, "note": _nc(f"{len(x)} shared prompt/seed pairs (need {min_pairs})")})
                 continue
             d = x - y
             row.update(mean_a=x.mean(), mean_b=y.mean(), mean_diff=d.mean(), median_diff=float(np.median(d)))
@@ -1045,6 +1348,11 @@ def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
             else:
                 res = stats.wilcoxon(x, y)
                 row.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+            paired = ~np.isnan(wide_a[:, a]) & ~np.isnan(wide_a[:, b])
+            d_a = wide_a[paired, a] - wide_a[paired, b]
+            cm = crossed_mean_ci(d_a, rater_a[paired], item_a[paired], ci_level)
+            row.update(n_paired_answers=int(paired.sum()), paired_mean_diff=cm.mean, diff_ci_low=cm.ci_low,
+                       diff_ci_high=cm.ci_high)  # fmt: skip
             q_rows.append(row)
         p = np.array([r.get("p_value", np.nan) for r in q_rows], dtype=float)
         ok = np.flatnonzero(np.isfinite(p))
@@ -1056,6 +1364,7 @@ def _pairwise_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
         return _frame([{"note": _nc("no numeric questions")}], PAIRWISE_COLUMNS)
     out = _frame(rows, PAIRWISE_COLUMNS)
     out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
+    out["n_paired_answers"] = out["n_paired_answers"].fillna(0).astype("int64")
     return out
 
 
@@ -1108,6 +1417,7 @@ class Analysis:
     overview: pd.DataFrame
     scores: pd.DataFrame
     real_vs_generated: pd.DataFrame
+    reader_study: pd.DataFrame
     roc: pd.DataFrame
     agreement: pd.DataFrame
     intra_rater: pd.DataFrame
@@ -1142,9 +1452,9 @@ def analyze(
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
     prep = _prepare(df, models)
-    boot = _cell_bootstrap(prep, n_boot, _rng(seed, "scores"))
     position, position_test = _position_tables(prep)
     raters = _rater_table(prep, thresholds)
+    auc_result = _reader_study_result(prep, REALISM, ci_level)  # after the rater table: lower peak memory
     notes = []
     if prep.rows.empty:
         notes.append("No ratings yet: every statistic is not computable.")
@@ -1159,8 +1469,9 @@ def analyze(
                 notes.append(f"Raters flagged {flag}: {', '.join(ids)}.")
     return Analysis(
         overview=_overview(df, prep),
-        scores=_score_table(prep, boot, ci_level),
-        real_vs_generated=_real_table(prep, boot, ci_level, REALISM),
+        scores=_score_table(prep, ci_level),
+        real_vs_generated=_real_table(prep, auc_result, ci_level, REALISM),
+        reader_study=_reader_study_table(prep, auc_result),
         roc=_roc_table(prep, REALISM),
         agreement=_agreement_table(prep, n_boot, _rng(seed, "agreement"), ci_level, "ordinal"),
         intra_rater=_intra_table(prep, MIN_REPEAT_PAIRS),
@@ -1168,7 +1479,7 @@ def analyze(
         position_test=position_test,
         timing=_timing_table(prep),
         raters=raters,
-        pairwise=_pairwise_table(prep, MIN_PAIRS),
+        pairwise=_pairwise_table(prep, MIN_PAIRS, ci_level),
         notes=tuple(notes),
         n_boot=n_boot,
         seed=seed,

@@ -317,10 +317,13 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
     app = _open_app(config_path, data_dir, database_url)
     if name == "live":
         df, title, progress = app.storage.ratings_frame("live"), f"{app.config.title}: live arena", None
+        models: tuple[str, ...] = ()
     else:
         st = _study(app, name)
         df, title, progress = app.storage.ratings_frame(study_key(st)), st.title, progress_frame(app, st)
-    Path(out).write_text(build_report(df, title, progress=progress, n_boot=bootstrap), encoding="utf-8")
+        models = tuple(st.models)  # every model of the study is listed, rated or not
+    page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models)
+    Path(out).write_text(page, encoding="utf-8")
     click.echo(f"Wrote {out} ({len(df)} answers)")
 
 

@@ -19,9 +19,9 @@ from .analysis import (
     DEFAULT_N_BOOT,
     DEFAULT_SEED,
     NOT_COMPUTABLE,
-    SCALE_LEVELS,
     Analysis,
     analyze,
+    score_level_columns,
 )
 
 ALPHA_RELIABLE = 0.8
@@ -35,28 +35,32 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Overview", "What the data holds.", (), ("overview",)),
     (
         "Scores per model",
-        "Mean score with a 95% CI from a two-way clustered bootstrap (raters and items resampled), and the "
-        "distribution of scores. Real control images are their own row.",
+        "Mean score with a 95% CI treating raters and images as crossed random effects (variance components, "
+        "t interval), and the distribution of scores. Real control images are their own row.",
         ("means", "score_distributions"),
         ("scores",),
     ),
     (
         "Real vs generated",
         "AUC of telling real from generated images by the realism score (real = positive class; 0.5 = "
-        "indistinguishable). Pass rate: share of answers scoring 4 or 5 ('passes as real').",
+        "indistinguishable): pooled over raters (auc) and as a reader study (auc_readers: mean of each rater's AUC, "
+        "CI and model comparisons by the Obuchowski-Rockette method with readers and images random, Hillis df). "
+        "Pass rate: share of answers scoring 4 or 5 ('passes as real').",
         ("roc",),
-        ("real_vs_generated", "roc"),
+        ("real_vs_generated", "reader_study", "roc"),
     ),
     (
-        "Agreement",
-        f"Krippendorff's alpha (ordinal, CI by resampling images) and Fleiss' kappa. Common reading: alpha >= "
+        "Inter-rater agreement",
+        f"Inter-rater agreement on scores (not image similarity): Krippendorff's alpha (ordinal, CI by resampling "
+        f"images) and Fleiss' kappa, on each rater's first answer per image. Common reading: alpha >= "
         f"{ALPHA_RELIABLE} reliable, >= {ALPHA_TENTATIVE} tentative. Intra-rater: the same rater on repeated images.",
         ("agreement",),
         ("agreement", "intra_rater"),
     ),
     (
         "Model comparisons",
-        "Paired Wilcoxon signed-rank tests on scores averaged per (prompt, seed); Holm-corrected per question.",
+        "Paired Wilcoxon signed-rank tests on scores averaged per (prompt, seed); Holm-corrected per question. "
+        "CI of the paired mean difference with raters and items as crossed random effects.",
         (),
         ("pairwise",),
     ),
@@ -97,10 +101,11 @@ def _score_distributions(a: Analysis) -> go.Figure | None:
             row = s[(s["model"] == model) & (s["question"] == q)]
             if row.empty:
                 continue
-            counts = row[[f"n_{k}" for k in SCALE_LEVELS]].to_numpy(dtype=float)[0]
+            level_cols = score_level_columns(row)
+            counts = row[level_cols].to_numpy(dtype=float)[0]
             share = counts / counts.sum() if counts.sum() else counts
             fig.add_trace(
-                go.Bar(x=list(SCALE_LEVELS), y=share, name=model, legendgroup=model, showlegend=j == 0,
+                go.Bar(x=[int(c[2:]) for c in level_cols], y=share, name=model, legendgroup=model, showlegend=j == 0,
                        customdata=counts, hovertemplate="score %{x}: %{y:.1%} (%{customdata:.0f})"),  # fmt: skip
                 row=1,
                 col=j + 1,
@@ -123,7 +128,7 @@ def _means(a: Analysis) -> go.Figure | None:
                          "arrayminus": sq["mean"] - sq["ci_low"]},
             )
         )  # fmt: skip
-    fig.update_layout(title="Mean score with 95% CI", yaxis={"range": [1, 5], "title": "score"}, scattermode="group")
+    fig.update_layout(title="Mean score with 95% CI", yaxis={"title": "score"}, scattermode="group")
     return fig
 
 
@@ -160,7 +165,8 @@ def _agreement(a: Analysis) -> go.Figure | None:
         )  # fmt: skip
     for y, label in ((ALPHA_RELIABLE, "reliable"), (ALPHA_TENTATIVE, "tentative")):
         fig.add_hline(y=y, line_dash="dot", annotation_text=label)
-    fig.update_layout(barmode="group", title="Krippendorff's alpha (ordinal) with 95% CI", yaxis={"title": "alpha"})
+    fig.update_layout(barmode="group", title="Inter-rater agreement: Krippendorff's alpha (ordinal) with 95% CI",
+                      yaxis={"title": "alpha"})  # fmt: skip
     return fig
 
 
@@ -264,10 +270,35 @@ table.dataframe th{background:#f4f4f4} .scroll{max-height:28rem;overflow:auto}
 """
 
 
+def _cell_text(x) -> str:
+    """One table cell for people: blank for missing, whole numbers without decimals, p-values and other numbers
+    rounded (3 significant digits below 1, 3 decimals above)."""
+    if x is None or x is pd.NA or x is pd.NaT:
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else ""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        if not np.isfinite(x):
+            return "" if np.isnan(x) else ("∞" if x > 0 else "−∞")
+        if float(x).is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.3g}" if abs(x) < 0.001 else f"{x:.3f}"
+    if isinstance(x, pd.Timestamp):
+        return x.isoformat()
+    return str(x)
+
+
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as strings for a reader: rounded numbers, blanks (not ``NaN``/``<NA>``) for missing values."""
+    return pd.DataFrame({c: [_cell_text(x) for x in table[c].tolist()] for c in table.columns}, index=table.index)
+
+
 def _table_html(name: str, table: pd.DataFrame) -> str:
     if table is None or table.empty:
         return f'<p class="nc">{html.escape(name)}: no rows.</p>'
-    body = table.to_html(index=False, escape=True, na_rep="", float_format=lambda x: f"{x:.4g}", border=0)
+    body = format_table(table).to_html(index=False, escape=True, border=0)
     return f"<h3>{html.escape(name)}</h3><div class=\"scroll\">{body}</div>"
 
 
@@ -321,11 +352,13 @@ def build_report(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
     analysis: Analysis | None = None,
+    models: tuple[str, ...] | list[str] = (),
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
-    answered / assigned), shown as a table and a bar chart."""
-    analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed)
+    answered / assigned), shown as a table and a bar chart. ``models``: the study's models, so that a model without
+    ratings is listed as not computable rather than left out."""
+    analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models)
     extra = {"answers_over_time": answers_over_time(df)}
     if progress is not None:
         extra["progress"] = progress

@@ -219,3 +219,21 @@ def test_ctrl_c_keeps_what_was_made_and_the_next_run_resumes(cli, tmp_path, monk
     monkeypatch.setattr(DiffusersGenerator, "generate", real)
     assert "made 2, already there 2, failed 0" in cli(*args).output
     assert image_count(cli.data) == 4
+
+
+def test_report_lists_a_study_model_without_ratings_as_not_computable(cli, tmp_path):
+    """`p2p report` passes the study's models to the analysis: a model nobody has rated yet is a "not computable"
+    row of the scores table, not left out (issue 11)."""
+    import re
+
+    from test_reader_study import small_study
+
+    study = small_study(tmp_path / "mini")
+    cli("study", "generate", str(study))
+    report = tmp_path / "report.html"
+    cli("report", str(study), "--out", str(report), "--bootstrap", "0")  # nobody has rated anything yet
+    html = report.read_text()
+    for model in ("colon-msdm-tiny", "colon-flux-tiny"):
+        row = re.search(rf"<tr>\s*<td>{re.escape(model)}</td>(.*?)</tr>", html, re.S)
+        assert row is not None, f"{model} is not listed"
+        assert "not computable: no ratings for this model" in row.group(1)

@@ -140,3 +140,21 @@ def test_report_for_empty_and_one_rater_frames():
     assert "not computable: only one rater" in page
     assert page.count("plotly.js v") == 1 and _script_srcs(page) == []
     assert 'id="fig-means"' in page and 'id="fig-agreement"' not in page
+
+
+def test_report_lists_every_study_model_and_formats_for_people(study):
+    page = build_report(study, n_boot=20, models=[*DEFAULT_MODELS, "model-z"])
+    assert "model-z" in page and "not computable: no ratings for this model" in page
+    assert "<NA>" not in page and ">nan<" not in page.lower()
+    assert not re.search(r">-?\d+\.\d{7,}<", page)  # no raw floats like 0.7071067811865476 in table cells
+    assert "<h3>reader_study</h3>" in page and "Inter-rater agreement" in page
+
+
+def test_format_table_rounds_and_blanks():
+    from p2p_app.report import format_table
+
+    t = pd.DataFrame({"x": [0.7071067811865476, np.nan, 3.0], "k": pd.array([1, pd.NA, 3], dtype="Int64"),
+                      "p": [0.00012345, 1e-9, 0.5]})  # fmt: skip
+    out = format_table(t)
+    assert out["x"].tolist() == ["0.707", "", "3"] and out["k"].tolist() == ["1", "", "3"]
+    assert out["p"].tolist() == ["0.000123", "1e-09", "0.500"]
