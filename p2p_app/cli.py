@@ -128,10 +128,10 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
-    from . import export as exporter
     from .storage import LIVE_STUDY
 
     app = _open_app(config_path, data_dir, database_url, read_only=True)
+    from . import export as exporter  # after opening: a folder with no database is refused without this import
     if study is not None:  # a typo would otherwise write an empty file
         keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
         if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
