@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from . import migrations
 from .tidy import TIDY_COLUMNS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
@@ -340,7 +341,7 @@ class Storage:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        Base.metadata.create_all(self.engine)
+        migrations.upgrade(self.engine)  # a new database gets every revision; an old one is upgraded
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
