@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -136,8 +137,35 @@ class ModelSpec:
         return family_defaults(self.family, tiny=self.is_tiny)
 
 
+def quiet_library_progress() -> None:
+    """Turn off diffusers' and transformers' per-component and per-shard progress bars, which bury what a
+    command prints (our own progress, images done / total, stays). Their warnings stay: they can matter for
+    real weights. Imports diffusers, so call it where models are about to load."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+MODELS_EXTRA_HINT = (
+    "making images needs the model stack (torch, diffusers, transformers), which is not installed: "
+    "pip install torch==2.13.0 -e '.[models]' (a presenter serving a study pack needs none of it)"
+)
+
+
+def _backend():
+    """The diffusers backend module, or a :class:`ModelLoadError` that says what to install."""
+    try:
+        from . import diffusers_backend
+    except ImportError as exc:
+        raise ModelLoadError(f"{MODELS_EXTRA_HINT} ({exc})") from None
+    return diffusers_backend
+
+
 def _as_pool(devices: "DevicePool | Iterable[str] | None") -> "DevicePool":
-    from .diffusers_backend import DevicePool
+    DevicePool = _backend().DevicePool
 
     if isinstance(devices, DevicePool):
         return devices
@@ -156,7 +184,7 @@ def build_generator(
     Configuration errors (unknown parameter, CUDA requested but absent, ...) raise ValueError here;
     loading errors surface on ``load()``/``generate()`` as :class:`~generators.base.ModelLoadError`.
     """
-    from .diffusers_backend import DiffusersGenerator
+    DiffusersGenerator = _backend().DiffusersGenerator
 
     source: str = spec.source
     if spec.is_tiny:
@@ -184,8 +212,10 @@ def build_generator(
 class Registry:
     """The configured models of a process, by name, sharing one device pool.
 
-    Generators are created (and validated) up front and load their weights on first use; call
-    :meth:`load_all` to load everything at start-up and see every failing entry at once.
+    Creating a registry only checks the specs (no torch import, nothing built): a generator is made on first
+    :meth:`get` (building a tiny model if needed) and loads its weights on first use. Call :meth:`load_all` to
+    make and load everything at once and see every failing entry together (``p2p serve`` does that in the
+    background once the server listens).
     """
 
     def __init__(
@@ -202,10 +232,18 @@ class Registry:
             if spec.name in self._specs:
                 raise ValueError(f"model name {spec.name!r} is used twice")
             self._specs[spec.name] = spec
-        self.pool = _as_pool(devices)
-        self._generators: dict[str, Generator] = {
-            name: build_generator(spec, self.cache_dir, self.pool) for name, spec in self._specs.items()
-        }
+        self._devices = devices
+        self._pool: "DevicePool | None" = None
+        self._generators: dict[str, Generator] = {}
+        self._lock = threading.RLock()  # one thread makes a given generator; the others wait for it
+
+    @property
+    def pool(self) -> "DevicePool":
+        """The shared device pool (made on first use: it imports torch)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = _as_pool(self._devices)
+            return self._pool
 
     @classmethod
     def from_dicts(
@@ -226,7 +264,7 @@ class Registry:
         return len(self._specs)
 
     def __iter__(self) -> Iterator[Generator]:
-        return iter(self._generators.values())
+        return iter([self.get(name) for name in self._specs])
 
     def __contains__(self, name: object) -> bool:
         return name in self._specs
@@ -240,8 +278,20 @@ class Registry:
         return self._specs[name]
 
     def get(self, name: str) -> Generator:
+        """The generator of ``name``, made on first call (config errors surface here as ValueError)."""
         self._check_name(name)
-        return self._generators[name]
+        generator = self._generators.get(name)
+        if generator is None:
+            with self._lock:
+                generator = self._generators.get(name)
+                if generator is None:
+                    generator = build_generator(self._specs[name], self.cache_dir, self.pool)
+                    self._generators[name] = generator
+        return generator
+
+    def is_made(self, name: str) -> bool:
+        """True once :meth:`get` has made the generator of ``name`` (its weights may still be unloaded)."""
+        return name in self._generators
 
     def _check_name(self, name: str) -> None:
         if name not in self._specs:
@@ -250,19 +300,21 @@ class Registry:
     def for_modality(self, modality: str) -> list[Generator]:
         """Generators of ``modality`` in config order."""
         check_modality(modality)
-        return [g for g in self._generators.values() if g.modality == modality]
+        return [self.get(name) for name, spec in self._specs.items() if spec.modality == modality]
 
     def load_all(self) -> None:
         """Load every model; raise one :class:`ModelLoadError` naming each entry that failed."""
         failures = []
-        for name, generator in self._generators.items():
+        for name in self._specs:
             try:
-                generator.load()
+                self.get(name).load()
             except Exception as exc:  # collect every failure, report them together
                 failures.append(f"- {name}: {exc}")
         if failures:
             raise ModelLoadError(f"{len(failures)} of {len(self)} model(s) failed to load:\n" + "\n".join(failures))
 
     def close(self) -> None:
-        for generator in self._generators.values():
+        with self._lock:
+            generators = list(self._generators.values())
+        for generator in generators:
             generator.close()

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from generators.registry import quiet_library_progress
+
 CONFIG_HELP = "Config file (TOML). Default: the built-in demo with tiny models."
 
 
@@ -50,17 +52,6 @@ def _domain_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _quiet_model_loading() -> None:
-    """Turn off the libraries' per-component and per-shard progress bars, which bury what a command prints (our
-    own progress, images done / total, stays). Their warnings stay too: they can matter for real weights."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-
-
 @contextmanager
 def _resumable(bar: Any) -> Iterator[None]:
     """Close the progress bar; on Ctrl-C say that the work done is kept (each image is stored as it is made)."""
@@ -73,10 +64,11 @@ def _resumable(bar: Any) -> Iterator[None]:
         bar.close()
 
 
-def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, load_models: bool = False):
+def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, read_only: bool = False):
+    """The app through the one factory; ``read_only`` commands never create a database (clear error instead)."""
     from .service import P2PApp
 
-    return P2PApp.create(config_path, data_dir=data_dir, database_url=database_url, load_models=load_models)
+    return P2PApp.create(config_path, data_dir=data_dir, database_url=database_url, read_only=read_only)
 
 
 def _study(app: Any, name: str):
@@ -101,36 +93,30 @@ def main() -> None:
 
 @main.command()
 @_common
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
-@click.option("--port", default=7860, show_default=True, type=int, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GRADIO_SERVER_NAME",
+              help="Address to listen on (0.0.0.0 for all). Env: GRADIO_SERVER_NAME.")
+@click.option("--port", default=7860, show_default=True, type=int, envvar=["GRADIO_SERVER_PORT", "PORT"],
+              help="Port to listen on. Env: GRADIO_SERVER_PORT or PORT.")
 @click.option("--prepare-studies/--no-prepare-studies", default=None,
-              help="Generate and freeze studies that are not ready yet before serving. "
-                   "Default: only studies whose models are all built-in tiny models.")
+              help="Generate and freeze studies that are not ready yet, in the background once the server "
+                   "listens. Default: only studies whose models are all built-in tiny models.")
 @_domain_errors
 def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> None:
-    """Start the rater app (/) and the admin app (/admin)."""
-    _quiet_model_loading()
-    from .reader import prepare_study
-    from .ui import serve as run_server
+    """Start the rater app (/) and the admin app (/admin); models load and studies are prepared in the
+    background once the server answers."""
+    from .startup import serve as run_server
 
-    click.echo("Loading models (tiny demo models are built on first run)…")
-    app = _open_app(config_path, data_dir, database_url, load_models=True)
-    for key, st in app.studies.items():
-        row = app.storage.study(st.id, st.version)
-        if row is not None and row["frozen_at"] is not None:
-            continue
-        all_tiny = all(app.registry.spec(m).is_tiny for m in st.models)
-        if prepare_studies or (prepare_studies is None and all_tiny):
-            click.echo(f"Preparing study {key} (generating its images once)…")
-            report = prepare_study(app, st, release_models=False)
-            click.echo(f"  made {report.made}, real imported {report.real_imported}, frozen: {report.frozen}")
-        else:
-            click.echo(f"Study {key} is not generated yet: run `p2p study generate {st.id}`.")
+    app = _open_app(config_path, data_dir, database_url)
     click.echo(f"Database: {app.config.resolved_database_url}")
+    if app.config.ephemeral_storage:
+        click.echo(f"WARNING: {app.config.data_dir} is on ephemeral disk: ratings are lost when the Space restarts. "
+                   "Enable persistent storage (/data) or set P2P_DATABASE_URL.", err=True)
     if not app.config.admin_password:
         click.echo("Admin area /admin is locked: set P2P_ADMIN_PASSWORD to open it.")
-    click.echo(f"Serving on http://{host}:{port}/  (admin: http://{host}:{port}/admin)")
-    run_server(app, host=host, port=port)
+    try:
+        run_server(app, host=host, port=port, prepare=prepare_studies, echo=click.echo)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -142,10 +128,10 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
-    from . import export as exporter
     from .storage import LIVE_STUDY
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
+    from . import export as exporter  # after opening: a folder with no database is refused without this import
     if study is not None:  # a typo would otherwise write an empty file
         keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
         if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
@@ -181,7 +167,7 @@ def _parse_seeds(text: str) -> list[int]:
 @_domain_errors
 def generate(config_path, data_dir, database_url, prompts_csv, seeds, models) -> None:
     """Pre-generate images for PROMPTS × SEEDS × MODELS (resumable; works under `accelerate launch`)."""
-    _quiet_model_loading()
+    quiet_library_progress()
     from tqdm import tqdm
 
     from .batch import my_share, plan_jobs, read_prompts, run_jobs
@@ -214,7 +200,7 @@ def study() -> None:
 @_domain_errors
 def study_generate(name, config_path, data_dir, database_url) -> None:
     """Pre-generate NAME's images, import its real images, and freeze it."""
-    _quiet_model_loading()
+    quiet_library_progress()
     from tqdm import tqdm
 
     from .reader import prepare_study
@@ -238,6 +224,21 @@ def study_generate(name, config_path, data_dir, database_url) -> None:
         sys.exit(1)
 
 
+@study.command("pack")
+@click.argument("name")
+@click.argument("out", type=click.Path(file_okay=False))
+@_common
+@_domain_errors
+def study_pack(name, out, config_path, data_dir, database_url) -> None:
+    """Write frozen study NAME as a self-contained pack in OUT (served with no model: presenter mode)."""
+    from .pack import pack_study
+
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
+    report = pack_study(app, _study(app, name), out)
+    click.echo(f"{report.study}: packed {report.n_images} images ({report.n_bytes / 1e6:.1f} MB) into {report.folder}")
+    click.echo(f"Serve it with: p2p serve --config {Path(report.folder) / 'config.toml'}  (no model, no torch needed)")
+
+
 @study.command("verify")
 @click.argument("name")
 @_common
@@ -246,7 +247,7 @@ def study_verify(name, config_path, data_dir, database_url) -> None:
     """Check that NAME's design and every image are unchanged since it was frozen."""
     from .reader import verify_study
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
     report = verify_study(app, _study(app, name))
     for problem in report.problems:
         click.echo(f"PROBLEM {problem}", err=True)
@@ -263,7 +264,7 @@ def study_status(name, config_path, data_dir, database_url) -> None:
     """Per-rater progress of NAME."""
     from .reader import progress_frame
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
     df = progress_frame(app, _study(app, name))
     click.echo(df.to_string(index=False) if not df.empty else "no raters yet")
 
@@ -283,7 +284,7 @@ def raters_add(name, study_name, base_url, config_path, data_dir, database_url) 
     """Create rater NAME for a study and print their personal invite link."""
     from .reader import add_rater
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
     st = _study(app, study_name)
     session, token = add_rater(app, st, name)
     click.echo(f"{session.name} ({session.public_id}) → {base_url.rstrip('/')}/?token={token}")
@@ -297,7 +298,7 @@ def raters_list(study_name, config_path, data_dir, database_url) -> None:
     """List raters (id, name, study, slot)."""
     from .reader import study_key
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
     key = study_key(_study(app, study_name)) if study_name else None
     for r in app.storage.raters(key):
         click.echo(f"{r.public_id}\t{r.name}\t{r.study_key}\tslot={r.slot}")
@@ -314,7 +315,7 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
     from .reader import progress_frame, study_key
     from .report import build_report
 
-    app = _open_app(config_path, data_dir, database_url)
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
     if name == "live":
         df, title, progress = app.storage.ratings_frame("live"), f"{app.config.title}: live arena", None
         models: tuple[str, ...] = ()

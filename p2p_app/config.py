@@ -17,6 +17,14 @@ from generators.registry import ModelSpec
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "studies" / "demo.toml"
+SPACES_PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, when enabled
+
+
+def default_data_dir() -> str:
+    """``p2p_data`` in the working directory; on a Space with persistent storage, ``/data/p2p_data``."""
+    if os.environ.get("SPACE_ID") and SPACES_PERSISTENT_DIR.is_dir() and os.access(SPACES_PERSISTENT_DIR, os.W_OK):
+        return str(SPACES_PERSISTENT_DIR / "p2p_data")
+    return "p2p_data"
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "data_dir",
         "p2p_data",
-        "Folder for the database, presentation images and built tiny models (relative to the working directory).",
+        "Folder for the database, presentation images and built tiny models (relative to the working directory; "
+        "on a Hugging Face Space with persistent storage the default is /data/p2p_data).",
         env="P2P_DATA_DIR",
     ),
     Setting(
@@ -73,6 +82,12 @@ SETTINGS: tuple[Setting, ...] = (
         env="P2P_DATABASE_URL",
     ),
     Setting("studies", [], "Study definition files (TOML) served to raters, relative to this config file."),
+    Setting(
+        "pack",
+        "",
+        "Presenter mode: folder of a study pack (`p2p study pack`), relative to this config file. No model is "
+        "loaded; the study is served from the pack's images and the live arena offers the pack's prompts.",
+    ),
 )
 
 _SETTING_NAMES = {s.name for s in SETTINGS}
@@ -93,8 +108,18 @@ class AppConfig:
     database_url: str
     studies: tuple[Path, ...]
     models: tuple[ModelSpec, ...]
+    pack: Path | None = None
     examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: Path | None = None
+
+    @property
+    def ephemeral_storage(self) -> bool:
+        """True on a Hugging Face Space whose SQLite database is not on the persistent ``/data`` disk: the
+        Space's own disk is wiped at every restart, and every rating with it."""
+        if not os.environ.get("SPACE_ID") or (self.database_url and not self.database_url.startswith("sqlite")):
+            return False
+        db = Path(self.resolved_database_url.split("///", 1)[-1]).resolve()
+        return not db.is_relative_to(SPACES_PERSISTENT_DIR)
 
     @property
     def model_cache_dir(self) -> Path:
@@ -139,7 +164,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
 
     values: dict[str, Any] = {}
     for s in SETTINGS:
-        value = raw.get(s.name, s.default)
+        value = raw.get(s.name, default_data_dir() if s.name == "data_dir" else s.default)
         if s.env and os.environ.get(s.env):
             value = os.environ[s.env]
         if overrides.get(s.name) is not None:
@@ -186,6 +211,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         model_dir=values["model_dir"],
         database_url=values["database_url"],
         studies=tuple((base / p).resolve() for p in values["studies"]),
+        pack=(base / values["pack"]).resolve() if values["pack"] else None,
         models=tuple(models),
         examples=examples,
         source=path.resolve(),

@@ -19,6 +19,7 @@ import pandas as pd
 from . import assignment
 from .batch import Job, run_jobs
 from .service import NOT_SIGNED_IN, P2PApp, RaterSession, ShownTrial, SubmitResult, UserError, _session
+from .startup import StudyProgress
 from .storage import AccessDenied, StorageError
 from .study import StudyDefinition, StudyError, load_study
 
@@ -151,10 +152,20 @@ def verify_study(app: P2PApp, study: StudyDefinition) -> VerifyReport:
 # ---------------------------------------------------------------------------------------- raters
 
 
+def availability(app: P2PApp, study: StudyDefinition) -> str:
+    """Empty when raters can open ``study``; else what they are told (with start-up preparation progress)."""
+    try:
+        _study_row(app, study)
+    except UserError as exc:
+        return str(exc)
+    return ""
+
+
 def _study_row(app: P2PApp, study: StudyDefinition) -> dict:
     row = app.storage.study(study.id, study.version)
     if row is None or row["frozen_at"] is None:
-        raise UserError(f"The study {study.title!r} is not ready yet (its images have not been generated).")
+        progress = app.readiness.get(study_key(study)) or StudyProgress("not generated")
+        raise UserError(progress.describe(study.title))
     if row["design_hash"] != study.design_hash():
         raise UserError(f"The study {study.title!r} was edited after it was frozen; ask the study team.")
     return row

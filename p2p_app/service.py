@@ -19,6 +19,7 @@ from generators.base import check_modality
 
 from .blinding import Panel, new_image_id, presentation_png, sha256_hex, shuffled
 from .config import AppConfig, load_config
+from .startup import Readiness
 from .storage import LIVE_STUDY, AccessDenied, Answer, ImageInfo, RaterInfo, Storage, StorageError, TrialInfo
 from .study import ALIGNMENT, REALISM, Question
 
@@ -83,6 +84,7 @@ class P2PApp:
     storage: Storage
     registry: Registry
     studies: Mapping[str, Any] = field(default_factory=dict)  # study key "id@vN" → StudyDefinition
+    readiness: Readiness = field(default_factory=Readiness, repr=False)  # background start-up progress
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -93,22 +95,34 @@ class P2PApp:
         *,
         data_dir: str | Path | None = None,
         database_url: str | None = None,
-        load_models: bool = True,
+        load_models: bool = False,
+        read_only: bool = False,
+        registry: Registry | None = None,
         **overrides: Any,
     ) -> "P2PApp":
-        """Build the app from a config file (default: the built-in demo with tiny models)."""
+        """Build the app from a config file (default: the built-in demo with tiny models).
+
+        Nothing heavy happens here: models are made and loaded on first use (or now, with ``load_models``).
+        ``read_only`` refuses a data folder with no database instead of creating one (:class:`MissingDatabase`).
+        Tests pass the session's shared ``registry``.
+        """
         config = load_config(
             config_path,
             data_dir=str(data_dir) if data_dir is not None else None,
             database_url=database_url,
             **overrides,
         )
-        storage = Storage(config.resolved_database_url, config.image_dir)
-        registry = Registry(config.models, cache_dir=config.model_cache_dir)
+        storage = Storage(config.resolved_database_url, config.image_dir, must_exist=read_only)
+        if registry is None:
+            registry = Registry(config.models, cache_dir=config.model_cache_dir)
         app = cls(config=config, storage=storage, registry=registry)
         from .reader import load_studies  # reader builds on this module
 
-        app.studies = load_studies(app)
+        try:
+            app.studies = load_studies(app)
+        except Exception:
+            storage.close()
+            raise
         if load_models:
             registry.load_all()
         return app
@@ -148,14 +162,47 @@ class P2PApp:
             raise UserError(
                 f"The prompt is {len(prompt)} characters long; at most {self.config.max_prompt_chars} are allowed."
             )
-        generators = self.generators_for(modality)
         clean = " ".join(prompt.split())
+        if self.presenter:  # no model to ask; only the pack's prompts have images
+            if clean not in self.arena_examples(modality):
+                raise UserError("This is a presentation from pre-generated images: pick one of the listed prompts.")
+            return clean
+        generators = self.generators_for(modality)
         for gen in generators:
             try:
                 clean = gen.check_prompt(clean)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
         return clean
+
+    @property
+    def presenter(self) -> bool:
+        """Presenter mode (the ``pack`` setting): images come from a study pack; no model is ever loaded."""
+        return self.config.pack is not None
+
+    @property
+    def generation_slots(self) -> int:
+        """How many live generations may run at once: one per device (1 in presenter mode, which has none)."""
+        return 1 if self.presenter else len(self.registry.pool.devices)
+
+    def arena_examples(self, modality: str) -> tuple[str, ...]:
+        """Prompts offered in the arena: the config's examples, or in presenter mode every pre-generated prompt."""
+        if self.presenter:
+            return tuple(self.storage.generated_prompts(modality))
+        return tuple(self.config.examples.get(modality, ()))
+
+    def _pregenerated(self, modality: str, prompt: str) -> list[ImageInfo]:
+        """One stored image per model of ``modality`` for ``prompt``, all of one seed drawn at random among the
+        seeds every model has (presenter mode's stand-in for generating)."""
+        models = [spec.name for spec in self.config.models_for(modality)]
+        by_seed: dict[int | None, dict[str, ImageInfo]] = {}
+        for info in self.storage.generated_images(prompt, modality):
+            by_seed.setdefault(info.seed, {})[info.model] = info
+        complete = sorted((seed for seed, found in by_seed.items() if all(m in found for m in models)), key=str)
+        if not models or not complete:
+            raise UserError("This prompt has no pre-generated images for every model; pick one of the listed prompts.")
+        chosen = by_seed[self._rng.choice(complete)]
+        return [chosen[m] for m in models]
 
     def generators_for(self, modality: str) -> list[Generator]:
         gens = [self.registry.get(spec.name) for spec in self.config.models_for(modality)]
@@ -224,9 +271,9 @@ class P2PApp:
         """
         self._check_live_session(session)
         clean = self.check_prompt(modality, prompt)
-        generators = self.generators_for(modality)
+        images: list[ImageInfo] = self._pregenerated(modality, clean) if self.presenter else []
+        generators = [] if self.presenter else self.generators_for(modality)
         seed = self._rng.randrange(2**31)
-        images: list[ImageInfo] = []
         for i, gen in enumerate(generators):
             if progress:
                 progress(i / len(generators), f"Generating image {i + 1} of {len(generators)}")

@@ -39,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from . import migrations
 from .tidy import TIDY_COLUMNS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
@@ -244,6 +245,18 @@ class AccessDenied(PermissionError):
     """The caller may not act on this trial (it belongs to another rater, or does not exist)."""
 
 
+class MissingDatabase(FileNotFoundError):
+    """A read-only command was pointed at a folder with no database: nothing was created."""
+
+    def __init__(self, path: str):
+        self.path = path
+        folder = Path(path).parent
+        super().__init__(
+            f"no database in {folder} (looked for {Path(path).name}): nothing has been stored there yet. "
+            "Give the folder your app uses with --data-dir (or P2P_DATA_DIR), or the database with --database-url."
+        )
+
+
 class StorageError(ValueError):
     """A write was refused; nothing was written."""
 
@@ -309,13 +322,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Storage:
     """Owns the engine and the image folder; exposes intent-named reads and writes."""
 
-    def __init__(self, url: str, image_dir: str | Path):
+    def __init__(self, url: str, image_dir: str | Path, *, must_exist: bool = False):
+        """Open (or create) the database at ``url``; with ``must_exist`` a SQLite file that is not there is a
+        :class:`MissingDatabase` error and nothing is created (what read-only commands use)."""
         self.url = url
         self.image_dir = Path(image_dir)
-        self.image_dir.mkdir(parents=True, exist_ok=True)
+        db_path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
+        if must_exist and db_path and db_path != ":memory:" and not Path(db_path).is_file():
+            raise MissingDatabase(db_path)
+        if not must_exist:
+            self.image_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
-            db_path = url.split("///", 1)[-1]
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
@@ -323,7 +341,7 @@ class Storage:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
-        Base.metadata.create_all(self.engine)
+        migrations.upgrade(self.engine)  # a new database gets every revision; an old one is upgraded
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -470,6 +488,25 @@ class Storage:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    def generated_images(self, prompt: str, modality: str) -> list[ImageInfo]:
+        """Every generated image of exactly this prompt and modality (what a presenter's arena can show)."""
+        with self._tx() as s:
+            rows = s.scalars(
+                select(Image).where(Image.prompt == prompt, Image.modality == modality, Image.source == "generated")
+            )
+            return [_image_info(i) for i in rows]
+
+    def generated_prompts(self, modality: str) -> list[str]:
+        """The distinct prompts that have generated images of ``modality``, in first-stored order."""
+        with self._tx() as s:
+            rows = s.execute(
+                select(Image.prompt, func.min(Image.created_at))
+                .where(Image.modality == modality, Image.source == "generated")
+                .group_by(Image.prompt)
+                .order_by(func.min(Image.created_at), Image.prompt)
+            )
+            return [prompt for prompt, _ in rows]
 
     def count_images(self) -> int:
         with self._tx() as s:

@@ -43,6 +43,15 @@ def prompts_csv(tmp_path: Path) -> Path:
     return path
 
 
+def init_db(data: Path) -> None:
+    """An empty database in ``data``, as the first `p2p serve` or `p2p study generate` leaves it."""
+    from p2p_app.config import load_config
+    from p2p_app.storage import Storage
+
+    config = load_config(data_dir=str(data))
+    Storage(config.resolved_database_url, config.image_dir).close()
+
+
 def image_count(data: Path) -> int:
     import sqlite3
 
@@ -161,6 +170,7 @@ def test_study_commands_and_exports(cli, tmp_path):
 
 
 def test_unknown_study_and_bad_config_are_clean_errors(cli, tmp_path):
+    init_db(cli.data)
     r = cli("study", "verify", "no-such-study", ok=False)
     assert r.exit_code != 0 and "unknown study" in r.output
     cfg = tmp_path / "bad.toml"
@@ -193,6 +203,7 @@ def test_every_command_and_setting_is_documented():
 
 def test_export_of_an_unknown_study_is_refused(cli, tmp_path):
     out = tmp_path / "typo.csv"
+    init_db(cli.data)
     r = cli("export", str(out), "--study", "colonoscopy_pilto", ok=False)
     assert r.exit_code != 0 and "unknown study 'colonoscopy_pilto'" in r.output and "colonoscopy_pilot@v1" in r.output
     assert not out.exists()

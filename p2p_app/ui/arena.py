@@ -47,7 +47,7 @@ def build_arena(app: P2PApp) -> None:
             )
         examples = gr.Dataset(
             components=[prompt],
-            samples=[[p] for p in cfg.examples.get(modalities[0], ())],
+            samples=[[p] for p in app.arena_examples(modalities[0])],
             label="Example prompts (click to use)",
         )
         generate_btn = gr.Button("Generate", variant="primary")
@@ -70,7 +70,7 @@ def build_arena(app: P2PApp) -> None:
         }
 
     def on_modality(modality_value: str) -> dict:
-        return {examples: gr.Dataset(samples=[[p] for p in cfg.examples.get(modality_value, ())])}
+        return {examples: gr.Dataset(samples=[[p] for p in app.arena_examples(modality_value)])}
 
     def on_example(sample: list) -> dict:
         return {prompt: gr.Textbox(value=sample[0] if sample else "")}
@@ -114,7 +114,7 @@ def build_arena(app: P2PApp) -> None:
         [trial, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
-        concurrency_limit=len(app.registry.pool.devices),
+        concurrency_limit=app.generation_slots,
         concurrency_id="generate",
     )
     submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}

@@ -52,6 +52,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     with gr.Column() as signin_box:
         gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
+        availability = gr.Markdown()  # "being prepared: 37 / 114 images" while start-up prepares the study
+        availability_timer = gr.Timer(2.0)
         name = gr.Textbox(label="Your name", max_length=100, visible=bool(st.open or st.raters))
         signin_btn = gr.Button("Start / continue", variant="primary", visible=bool(st.open or st.raters))
     message = gr.Markdown(visible=False)
@@ -138,7 +140,17 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     submit_btn.click(on_submit, submit_inputs, outputs[3:], api_visibility="private", concurrency_limit=None)
     back_btn.click(on_back, [session, position], outputs[3:], api_visibility="private")
 
+    def on_availability_tick() -> dict:
+        text = reader.availability(app, st)
+        return {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
+                availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
+
+    availability_timer.tick(on_availability_tick, None, [availability, availability_timer],
+                            api_visibility="private", queue=False)
+
     def attach(demo: gr.Blocks) -> None:
+        demo.load(on_availability_tick, None, [availability, availability_timer], api_visibility="private",
+                  queue=False)
         demo.load(on_auto_sign_in, None, outputs, api_visibility="private")
 
     return attach

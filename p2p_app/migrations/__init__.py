@@ -1,0 +1,51 @@
+"""Database migrations (Alembic): every database is brought to the current schema when it is opened.
+
+Revision ``0001`` is the schema of release 53ee3b6, the last one made without migrations; a database made by
+that release has tables but no ``alembic_version`` and is stamped ``0001`` before upgrading. A new database runs
+every revision from the start, so there is one way to a schema. To change the schema: edit the models in
+``p2p_app/storage.py``, then write a revision in ``versions/`` (``alembic revision --autogenerate`` against a
+database at head, with this folder as ``script_location``) and check it with ``tests/test_migrations.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, Engine
+
+HERE = Path(__file__).resolve().parent
+PRE_MIGRATION_RELEASE = "0001"  # the schema of release 53ee3b6, made before migrations existed
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the database behind ``engine`` to the newest schema, in one transaction (on SQLite it begins
+    IMMEDIATE, so two processes opening one new database do not both migrate it)."""
+    with engine.begin() as connection:
+        tables = set(inspect(connection).get_table_names())
+        cfg = alembic_config(connection)
+        if "alembic_version" not in tables and "raters" in tables:
+            command.stamp(cfg, PRE_MIGRATION_RELEASE)
+        command.upgrade(cfg, "head")
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,197 @@
+"""Start-up policy: what a serving process does after it listens, and how far it has got.
+
+``p2p serve`` and the Spaces entry point (``app.py``) both call :func:`serve`: the server binds its port
+first (a taken port is reported before anything slow happens), answers at once, and then, in one
+background thread, loads the models and prepares every study that is not ready yet (generate its images,
+import its real images, freeze it) under the policy :func:`should_prepare` states. How far preparation has
+got is kept in :class:`Readiness` on the app; the study tab and the log show it ("being prepared: 37 / 114
+images").
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .service import P2PApp
+    from .study import StudyDefinition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    """Where one study's start-up preparation stands."""
+
+    state: str  # "waiting" | "preparing" | "ready" | "failed" | "not generated"
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+    def describe(self, title: str) -> str:
+        """What a rater is told while the study cannot be opened yet."""
+        if self.state == "preparing":
+            return f"The study {title!r} is being prepared: {self.done} / {self.total} images. Try again in a minute."
+        if self.state == "waiting":
+            return f"The study {title!r} is being prepared (the models are loading). Try again in a minute."
+        if self.state == "failed":
+            return f"The study {title!r} could not be prepared ({self.message}); tell the study team."
+        return f"The study {title!r} is not ready yet (its images have not been generated)."
+
+
+class Readiness:
+    """Thread-safe progress of the background start-up: model loading and each study's preparation."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._studies: dict[str, StudyProgress] = {}
+        self.models_error: str = ""
+
+    def set(self, key: str, progress: StudyProgress) -> None:
+        with self._lock:
+            self._studies[key] = progress
+
+    def get(self, key: str) -> StudyProgress | None:
+        with self._lock:
+            return self._studies.get(key)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return any(p.state in ("waiting", "preparing") for p in self._studies.values())
+
+
+def should_prepare(app: "P2PApp", study: "StudyDefinition", prepare: bool | None) -> bool:
+    """The start-up policy: prepare when asked to (``--prepare-studies``), never when told not to, and by
+    default only studies whose models are all built-in tiny models (real checkpoints are generated on a GPU
+    with ``p2p study generate``, not by a serving process)."""
+    if prepare is not None:
+        return prepare
+    return all(app.registry.spec(m).is_tiny for m in study.models)
+
+
+def unready_studies(app: "P2PApp") -> list[tuple[str, "StudyDefinition"]]:
+    out = []
+    for key, st in app.studies.items():
+        row = app.storage.study(st.id, st.version)
+        if row is None or row["frozen_at"] is None:
+            out.append((key, st))
+    return out
+
+
+def plan_preparation(
+    app: "P2PApp", prepare: bool | None = None, echo: Callable[[str], None] = log.info
+) -> list[tuple[str, "StudyDefinition"]]:
+    """The unready studies start-up will prepare (marked "waiting" at once, so a page opened in the first
+    second already says so); the others are marked "not generated" and the log says how to generate them."""
+    todo = []
+    for key, st in unready_studies(app):
+        if should_prepare(app, st, prepare):
+            todo.append((key, st))
+            app.readiness.set(key, StudyProgress("waiting"))
+        else:
+            app.readiness.set(key, StudyProgress("not generated"))
+            echo(f"Study {key} is not generated yet: run `p2p study generate {st.id}`.")
+    return todo
+
+
+def prepare_in_background(
+    app: "P2PApp", todo: list[tuple[str, "StudyDefinition"]], echo: Callable[[str], None] = log.info
+) -> None:
+    """Load the models, then prepare each study of ``todo`` (from :func:`plan_preparation`); progress goes to
+    ``app.readiness`` and to ``echo``. Never raises: a failure is logged and shown where the study would be."""
+    from .reader import prepare_study
+
+    if app.presenter or not len(app.registry):
+        return
+    echo("Loading models (tiny demo models are built on first run)…")
+    try:
+        from generators.registry import quiet_library_progress
+
+        quiet_library_progress()
+        app.registry.load_all()
+    except Exception as exc:  # noqa: BLE001 - reported, the server keeps serving what it can
+        app.readiness.models_error = str(exc)
+        echo(f"Model loading failed: {exc}")
+    for key, st in todo:
+        total = sum(not s.is_real for s in st.image_slots())
+        done = 0
+        last_echo = 0.0
+        app.readiness.set(key, StudyProgress("preparing", 0, total))
+        echo(f"Preparing study {key}: {total} images…")
+
+        def on_done(_job, _status, key=key, total=total) -> None:
+            nonlocal done, last_echo
+            done += 1
+            app.readiness.set(key, StudyProgress("preparing", done, total))
+            if time.monotonic() - last_echo > 5 or done == total:
+                last_echo = time.monotonic()
+                echo(f"  {key}: {done} / {total} images")
+
+        try:
+            report = prepare_study(app, st, on_done=on_done, release_models=False)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("preparing %s failed", key)
+            app.readiness.set(key, StudyProgress("failed", done, total, str(exc)))
+            echo(f"Study {key} could not be prepared: {exc}")
+            continue
+        if report.frozen:
+            app.readiness.set(key, StudyProgress("ready", total, total))
+            echo(f"Study {key} is ready: made {report.made}, real imported {report.real_imported}, frozen.")
+        else:
+            message = f"{len(report.failures)} image(s) failed"
+            app.readiness.set(key, StudyProgress("failed", done, total, message))
+            echo(f"Study {key} is not frozen: {message}; run `p2p study generate {st.id}` to retry.")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow happens; a taken port is a clear error at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server using the port? "
+                      "choose one with --port)") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    app: "P2PApp",
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    prepare: bool | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """Listen on ``host:port`` and serve the rater app at / and the admin app at /admin; the models load and
+    unready studies are prepared in the background once the server answers."""
+    import uvicorn
+
+    from .ui import create_server
+
+    sock = bind(host, port)
+    if app.presenter:
+        from .pack import install_pack
+
+        echo(f"Presenter mode: serving the study pack in {app.config.pack} (no model is loaded).")
+        install_pack(app, app.config.pack)
+    todo = plan_preparation(app, prepare, echo)
+    server = uvicorn.Server(uvicorn.Config(create_server(app), log_level="warning"))
+
+    def after_start() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            echo(f"Serving on http://{host}:{port}/  (admin: http://{host}:{port}/admin)")
+            prepare_in_background(app, todo, echo)
+
+    threading.Thread(target=after_start, name="p2p-startup", daemon=True).start()
+    server.run(sockets=[sock])

@@ -1,0 +1,59 @@
+"""Schema migrations (Alembic): a new database and a database made by release 53ee3b6 (before migrations existed,
+committed as tests/data/db_release_53ee3b6.sqlite) both end at the models' schema, without losing a row."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from p2p_app import migrations
+from p2p_app.storage import Base, Storage
+
+FIXTURE = Path(__file__).parent / "data" / "db_release_53ee3b6.sqlite"
+
+
+def counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as con:
+        names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'") if n != "alembic_version"]
+        return {n: con.execute(f'SELECT count(*) FROM "{n}"').fetchone()[0] for n in names}
+
+
+def schema_drift(url: str) -> list:
+    engine = create_engine(url)
+    with engine.connect() as con:
+        diff = compare_metadata(MigrationContext.configure(con, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    return diff
+
+
+def test_a_new_database_gets_the_models_schema_through_the_migrations(tmp_path):
+    storage = Storage(f"sqlite:///{tmp_path / 'new.sqlite'}", tmp_path / "images")
+    assert migrations.current_revision(storage.engine) == migrations.head_revision()
+    storage.close()
+    assert schema_drift(f"sqlite:///{tmp_path / 'new.sqlite'}") == []
+
+
+def test_a_database_of_release_53ee3b6_upgrades_on_open_without_losing_a_row(tmp_path):
+    db = tmp_path / "old.sqlite"
+    shutil.copy(FIXTURE, db)
+    before = counts(db)
+    assert before["ratings"] == 21 and before["trials"] == 5 and before["images"] == 84
+    with sqlite3.connect(db) as con:  # the fixture really is pre-migration
+        assert "alembic_version" not in {n for (n,) in con.execute("SELECT name FROM sqlite_master")}
+    storage = Storage(f"sqlite:///{db}", tmp_path / "images")
+    assert migrations.current_revision(storage.engine) == migrations.head_revision()
+    frame = storage.ratings_frame()
+    assert len(frame) == 21 and set(frame["study"]) == {"live", "colonoscopy_pilot@v1"}
+    assert storage.study("colonoscopy_pilot", 1)["frozen_at"] is not None
+    storage.close()
+    after = counts(db)
+    assert {k: after[k] for k in before} == before
+    assert schema_drift(f"sqlite:///{db}") == []
+    again = Storage(f"sqlite:///{db}", tmp_path / "images")  # opening again is a no-op
+    again.close()
+    assert counts(db) == after
