@@ -60,7 +60,7 @@ def create_server(app: P2PApp):
         return RedirectResponse("admin/", status_code=307)  # relative: works behind a path prefix too
 
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=CSS)
-    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app), **common)
+    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check, **common)
     gr.mount_gradio_app(server, build_rater_app(app), path="", js=KEYBOARD_JS, **common)
     guard.install(server)
     return server

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio import processing_utils
 
 from .. import export as exporter
 from .. import reader
@@ -52,7 +52,9 @@ class AdminGate:
         self.locked_until = 0.0
         self._lock = asyncio.Lock()
 
-    async def __call__(self, username: str, password: str) -> bool:
+    async def check(self, username: str, password: str) -> bool:
+        """Pass this bound coroutine function as ``auth=`` (Gradio awaits it only if it is one: an object with an
+        async ``__call__`` would be called without awaiting, and the coroutine object is truthy)."""
         async with self._lock:
             if self.clock() < self.locked_until:
                 log.warning("admin login refused: locked after %d wrong passwords", self.failures)
@@ -78,7 +80,6 @@ def _choices(app: P2PApp) -> list[tuple[str, str]]:
 
 def build_admin(app: P2PApp) -> None:
     message = gr.Markdown(visible=False)
-    export_dir = gr.State(None)  # the private folder of the export just made, removed once Gradio has its copy
     with gr.Column():
         with gr.Row():
             which = gr.Dropdown(choices=_choices(app), value=LIVE_STUDY, label="Study")
@@ -145,35 +146,34 @@ def build_admin(app: P2PApp) -> None:
         def handler(key: str, request: gr.Request) -> dict:
             require(request)
             df = frame_for(key)
-            out_dir = Path(tempfile.mkdtemp(prefix="p2p-admin-"))  # emptied by the chained cleanup below
-            stem = key.replace("@", "_")
-            if kind == "long":
-                path = out_dir / f"{stem}_ratings_long.csv"
-                exporter.write_long_csv(df, path)
-            elif kind == "wide":
-                path = out_dir / f"{stem}_ratings_wide.csv"
-                exporter.write_wide_csv(df, path)
-            elif kind == "parquet":
-                path = out_dir / f"{stem}_ratings.parquet"
-                exporter.write_parquet(df, path)
-            else:
-                path = out_dir / f"{stem}_report.html"
-                title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
-                progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
-                path.write_text(build_report(df, title, progress=progress, n_boot=500), encoding="utf-8")
-            return {download: str(path), export_dir: str(out_dir), message: gr.Markdown(visible=False)}
+            with tempfile.TemporaryDirectory(prefix="p2p-admin-") as tmp:  # gone when the handler returns
+                path = write(kind, key, df, Path(tmp))
+                # the only copy left is in Gradio's cache, which the guard deletes once downloaded
+                cached = processing_utils.save_bytes_to_cache(path.read_bytes(), path.name, download.GRADIO_CACHE)
+            return {download: cached, message: gr.Markdown(visible=False)}
 
         return handler
 
-    def cleanup(folder: str | None) -> None:
-        """After Gradio has copied the export into its cache: remove our copy and its folder."""
-        if folder and Path(folder).name.startswith("p2p-admin-"):
-            shutil.rmtree(folder, ignore_errors=True)
+    def write(kind: str, key: str, df: pd.DataFrame, out_dir: Path) -> Path:
+        stem = key.replace("@", "_")
+        if kind == "long":
+            path = out_dir / f"{stem}_ratings_long.csv"
+            exporter.write_long_csv(df, path)
+        elif kind == "wide":
+            path = out_dir / f"{stem}_ratings_wide.csv"
+            exporter.write_wide_csv(df, path)
+        elif kind == "parquet":
+            path = out_dir / f"{stem}_ratings.parquet"
+            exporter.write_parquet(df, path)
+        else:
+            path = out_dir / f"{stem}_report.html"
+            title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
+            progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
+            path.write_text(build_report(df, title, progress=progress, n_boot=500), encoding="utf-8")
+        return path
 
     refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, *plots]
     refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
     which.change(on_refresh, which, refresh_outputs, api_visibility="private")
     for btn, kind in ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (report_btn, "report")):
-        btn.click(download_handler(kind), which, [download, export_dir, message], api_visibility="private").then(
-            cleanup, export_dir, None, api_visibility="private"
-        )
+        btn.click(download_handler(kind), which, [download, message], api_visibility="private")
