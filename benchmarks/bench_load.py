@@ -91,9 +91,10 @@ class Site:
         raise RuntimeError("the server did not start in 300 s")
 
 
-def make_site(root: Path, n_raters: int, n_prompts: int, database_url: str | None = None,
-              models: Path | None = None) -> Site:  # fmt: skip
-    """Write an open study (n_prompts × 2 tiny models, overlap 2, n_raters slots), generate and freeze it."""
+def make_site(root: Path, n_prompts: int, database_url: str | None = None, models: Path | None = None,
+              slots: int = 2) -> Site:  # fmt: skip
+    """Write an open study (n_prompts × 2 tiny models, overlap 2 of ``slots`` rater slots: with 2 slots every
+    rater gets every item, however many join), generate its images and freeze it."""
     from p2p_app import reader
     from p2p_app.service import P2PApp
     from p2p_app.study import write_study
@@ -104,7 +105,7 @@ def make_site(root: Path, n_raters: int, n_prompts: int, database_url: str | Non
     settings = {
         "id": "load", "version": 1, "title": "Load study", "instructions": "Rate each image.",
         "modality": "colonoscopy", "design": "single", "models": ["colon-msdm-tiny", "colon-flux-tiny"],
-        "seeds": [1], "overlap_k": 2, "repeat_fraction": 0.0, "open": True, "n_raters": n_raters,
+        "seeds": [1], "overlap_k": 2, "repeat_fraction": 0.0, "open": True, "n_raters": slots,
     }  # fmt: skip
     prompts = [{"prompt_id": f"p{i}", "prompt": f"{PROMPT}, case {i}", "real_image": ""} for i in range(n_prompts)]
     study_toml = write_study(folder, settings, prompts)
@@ -248,13 +249,14 @@ def run_raters(target, url: str, n: int, *args, tokens: list[str] | None = None)
     return raters, time.perf_counter() - t0
 
 
-def stored(site: Site) -> tuple[set[int], int]:
-    """(ids of submitted trials, rating rows) in the database."""
+def stored(site: Site, mode: str) -> tuple[set[int], int]:
+    """(ids of trials with stored ratings, rating rows) in the database, for the study or the arena."""
     from p2p_app.storage import Storage
 
     s = Storage(site.database_url or f"sqlite:///{site.data / 'p2p.sqlite'}", site.data / "images")
     try:
         df = s.ratings_frame()
+        df = df[(df["study"] == "live") == (mode == "arena")]
         return set(int(t) for t in df["trial_id"].unique()), len(df)
     finally:
         s.close()
@@ -269,7 +271,7 @@ def pct(values: list[float], q: float) -> float:
 
 def report(mode: str, raters: list[Rater], site: Site, seconds: float) -> dict:
     acked = [a for r in raters for a in r.acked]
-    trials, rows = stored(site)
+    trials, rows = stored(site, mode)
     errors = [e for r in raters for e in r.errors]
     sub = [x for r in raters for x in r.submit_ms]
     noop = [x for r in raters for x in r.noop_ms]
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="p2p-load-"))
     try:
         t0 = time.perf_counter()
-        site = make_site(work, args.raters, args.prompts, args.database_url)
+        site = make_site(work, args.prompts, args.database_url)
         print(f"prepared the study in {time.perf_counter() - t0:.0f} s; cores: {os.cpu_count()} "
               "(shared with whatever else runs on this machine)")  # fmt: skip
         proc, url = site.start()
