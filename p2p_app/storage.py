@@ -471,6 +471,17 @@ class Storage:
             r = s.scalars(select(Rater).where(Rater.token == token_hash(token.strip()))).first()
             return _rater_info(r) if r else None
 
+    @_retried
+    def reissue_token(self, rater_pk: int) -> str:
+        """A new personal token for the rater (returned in clear, once); the old one stops working."""
+        token = secrets.token_urlsafe(24)
+        with self._tx() as s:
+            r = s.get(Rater, rater_pk)
+            if r is None:
+                raise StorageError(f"no rater #{rater_pk}")
+            r.token = token_hash(token)
+        return token
+
     def rater(self, rater_pk: int) -> RaterInfo | None:
         with self._read() as s:
             r = s.get(Rater, rater_pk)
