@@ -400,28 +400,46 @@ class Storage:
         * raters: the unique (name, study) constraint is gone — names are display only;
         * raters.token: clear tokens are replaced by their sha256 (existing invite links keep working).
         """
+        if self.is_sqlite:
+            self._rebuild_sqlite_raters()
         with self.engine.begin() as conn:
-            if self.is_sqlite:
-                ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type='table' AND name='raters'").scalar()
-                if ddl and "uq_rater_name_study" in ddl:
-                    from sqlalchemy.schema import CreateTable
-
-                    cols = ", ".join(c.name for c in Rater.__table__.columns)
-                    new = str(CreateTable(Rater.__table__).compile(self.engine)).replace(
-                        "CREATE TABLE raters", "CREATE TABLE raters_new", 1)
-                    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
-                    conn.exec_driver_sql(new)
-                    conn.exec_driver_sql(f"INSERT INTO raters_new ({cols}) SELECT {cols} FROM raters")
-                    conn.exec_driver_sql("DROP TABLE raters")
-                    conn.exec_driver_sql("ALTER TABLE raters_new RENAME TO raters")
-            else:
+            if not self.is_sqlite:
                 conn.exec_driver_sql("ALTER TABLE raters DROP CONSTRAINT IF EXISTS uq_rater_name_study")
             clear = conn.execute(select(Rater.id, Rater.token).where(func.length(Rater.token) != 64)).all()
             for pk, token in clear:
                 conn.execute(Rater.__table__.update().where(Rater.id == pk).values(token=token_hash(token)))
-        if self.is_sqlite:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+
+    def _rebuild_sqlite_raters(self) -> None:
+        """SQLite cannot drop a constraint: rebuild ``raters`` without it (SQLite's documented 12-step way:
+        foreign keys off outside the transaction, copy, drop, rename, check, foreign keys on)."""
+        from sqlalchemy.schema import CreateTable
+
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            ddl = cur.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='raters'").fetchone()
+            if not ddl or "uq_rater_name_study" not in ddl[0]:
+                return
+            cols = ", ".join(c.name for c in Rater.__table__.columns)
+            new = str(CreateTable(Rater.__table__).compile(self.engine)).replace(
+                "CREATE TABLE raters", "CREATE TABLE raters_new", 1)
+            cur.execute("PRAGMA foreign_keys=OFF")
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute(new)
+                cur.execute(f"INSERT INTO raters_new ({cols}) SELECT {cols} FROM raters")
+                cur.execute("DROP TABLE raters")
+                cur.execute("ALTER TABLE raters_new RENAME TO raters")
+                if cur.execute("PRAGMA foreign_key_check").fetchall():
+                    raise StorageError("upgrading the raters table broke a foreign key; nothing was changed")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -180,31 +180,46 @@ def test_listed_names_stay_unique_when_asked(storage):
 
 
 def test_an_old_database_is_upgraded(tmp_path):
-    """A database from before this change: clear tokens and a unique (name, study) constraint. Opening it
-    hashes the tokens (the old invite link still works) and lets two raters share a name."""
+    """A database from before this change: clear tokens and a unique (name, study) constraint, with trials and
+    ratings pointing at its raters. Opening it hashes the tokens (the old invite link still works), lets two
+    raters share a name, and keeps every row and foreign key."""
     from p2p_app.storage import token_hash
 
     path = tmp_path / "old.sqlite"
-    con = sqlite3.connect(path)
+    s = Storage(f"sqlite:///{path}", tmp_path / "images")
+    rater, images, trial = make_trial(s)
+    s.record_ratings(trial.id, rater.pk, full_answers(images))
+    s.close()
+    con = sqlite3.connect(path)  # turn it back into the old schema
     con.executescript(
         """
-        CREATE TABLE raters (id INTEGER NOT NULL, public_id VARCHAR(32) NOT NULL, name VARCHAR(200) NOT NULL,
+        PRAGMA foreign_keys=OFF;
+        BEGIN;
+        CREATE TABLE raters_old (id INTEGER NOT NULL, public_id VARCHAR(32) NOT NULL, name VARCHAR(200) NOT NULL,
             study_key VARCHAR(200) NOT NULL, token VARCHAR(64), slot INTEGER, created_at DATETIME NOT NULL,
             PRIMARY KEY (id), CONSTRAINT uq_rater_name_study UNIQUE (name, study_key), UNIQUE (public_id),
             UNIQUE (token));
-        INSERT INTO raters VALUES (1, 'rabc', 'ann', 's@v1', 'clear-old-token-0123456789abcdefghij', 0,
-            '2026-01-01 00:00:00');
+        INSERT INTO raters_old SELECT id, public_id, name, study_key, 'clear-old-token-0123456789abcdefghij', slot,
+            created_at FROM raters;
+        DROP TABLE raters;
+        ALTER TABLE raters_old RENAME TO raters;
+        COMMIT;
         """
     )
-    con.commit()
     con.close()
     s = Storage(f"sqlite:///{path}", tmp_path / "images")
     try:
-        ann = s.rater_by_token("clear-old-token-0123456789abcdefghij")
-        assert ann is not None and ann.public_id == "rabc"
+        old = s.rater_by_token("clear-old-token-0123456789abcdefghij")
+        assert old is not None and old.pk == rater.pk
         assert s.raters()[0].token == token_hash("clear-old-token-0123456789abcdefghij")
-        s.add_rater("ann", "s@v1", slot=1)  # the same name again: refused by the old constraint
-        assert [r.name for r in s.raters("s@v1")] == ["ann", "ann"]
+        s.add_rater("Dr Who", "live")  # the same name again: refused by the old constraint
+        assert [r.name for r in s.raters("live")] == ["Dr Who", "Dr Who"]
+        assert s.count_ratings() == 4 and len(s.ratings_frame()) == 4
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert "uq_rater_name_study" not in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name='raters'").scalar()  # fmt: skip
     finally:
         s.close()
     Storage(f"sqlite:///{path}", tmp_path / "images").close()  # a second opening changes nothing
