@@ -363,8 +363,9 @@ class Storage:
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
-            # one connection per concurrent request thread (Gradio runs up to 40 handlers at once)
-            kwargs.update(pool_size=10, max_overflow=50)
+            if "///" in url and db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+                # one connection per concurrent request thread (Gradio runs up to 40 handlers at once)
+                kwargs.update(pool_size=10, max_overflow=50)
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
