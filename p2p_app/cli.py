@@ -290,6 +290,28 @@ def raters_add(name, study_name, base_url, config_path, data_dir, database_url) 
     click.echo(f"{session.name} ({session.public_id}) → {base_url.rstrip('/')}/?token={token}")
 
 
+@raters.command("reissue")
+@click.argument("name")
+@click.option("--study", "study_name", required=True, help="Study id (or id@vN).")
+@click.option("--base-url", default="http://127.0.0.1:7860/", show_default=True, help="Public address of the app.")
+@_common
+@_domain_errors
+def raters_reissue(name, study_name, base_url, config_path, data_dir, database_url) -> None:
+    """Make a new invite link for rater NAME of a study (the old link stops working)."""
+    from .reader import study_key
+
+    app = _open_app(config_path, data_dir, database_url)
+    key = study_key(_study(app, study_name))
+    found = [r for r in app.storage.raters(key) if r.name.casefold() == " ".join(name.split()).casefold()]
+    if len(found) != 1:
+        raise click.ClickException(
+            f"{len(found)} raters of {key} are called {name!r}; " + ("none to reissue." if not found else
+            "use the rater id from `p2p raters list`.")  # fmt: skip
+        )
+    token = app.storage.reissue_token(found[0].pk)
+    click.echo(f"{found[0].name} ({found[0].public_id}) → {base_url.rstrip('/')}/?token={token}")
+
+
 @raters.command("list")
 @click.option("--study", "study_name", default=None, help="Only this study.")
 @_common

@@ -5,6 +5,9 @@
   ``true``/``false``; missing values are empty fields. Parquet keeps the native types (UTC timestamps, nullable
   integers, booleans).
 * CSV is written by pyarrow's multi-threaded writer: a 1,000,000-row export takes about a second.
+* CSV text cells that a spreadsheet would run as a formula — starting with ``=``, ``+``, ``-``, ``@``, a tab or a
+  carriage return (a comment like ``=HYPERLINK(…)``) — are written with a leading ``'`` (OWASP's advice), so the
+  spreadsheet shows them as text. Parquet keeps the text as stored.
 """
 
 from __future__ import annotations
@@ -83,10 +86,26 @@ def _long_table(df: pd.DataFrame) -> pa.Table:
     return table
 
 
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def neutralise_formulas(table: pa.Table) -> pa.Table:
+    """Text cells starting like a spreadsheet formula get a leading ``'``; other cells and columns unchanged."""
+    for i, field in enumerate(table.schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        col = table.column(i)
+        risky = pc.fill_null(pc.match_substring_regex(col, FORMULA_START), False)
+        if pc.any(risky).as_py():
+            quoted = pc.binary_join_element_wise(pa.scalar("'", field.type), col, pa.scalar("", field.type))
+            table = table.set_column(i, field, pc.if_else(risky, quoted, col))
+    return table
+
+
 def _write_csv(table: pa.Table, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pcsv.write_csv(table, path)
+    pcsv.write_csv(neutralise_formulas(table), path)
     return path
 
 

@@ -22,6 +22,7 @@ from .config import AppConfig, load_config
 from .startup import Readiness
 from .storage import LIVE_STUDY, AccessDenied, Answer, ImageInfo, RaterInfo, Storage, StorageError, TrialInfo
 from .study import ALIGNMENT, REALISM, Question
+from .text import clean_comment, clean_line, display_name
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ class UserError(ValueError):
     """Something the person can fix; the message is shown to them as is. Nothing was written."""
 
 
+ANY_TRIAL = object()  # ``shown`` not given: a caller without a page (CLI, simulation, tests of the core)
+
+
 @dataclass(frozen=True)
 class RaterSession:
     """Who is signed in (kept server-side by the UI, never taken from the page)."""
@@ -50,6 +54,39 @@ class RaterSession:
     public_id: str
     name: str
     study_key: str = LIVE_STUDY
+    new_code: str = ""  # the personal resume code, only on the session a sign-in just created (show it once)
+
+    def without_code(self) -> "RaterSession":
+        """What the UI keeps in server-side state: the session without the clear resume code."""
+        return RaterSession(self.rater_pk, self.public_id, self.name, self.study_key)
+
+
+class StalePage(UserError):
+    """A submit names a trial other than the one this session is showing now (a replay, or an old page)."""
+
+
+STALE_PAGE = (
+    "This page no longer shows the item you answered (it was already submitted, or a newer one is on screen); "
+    "nothing was saved. Your current item is shown."
+)
+ALREADY_ANSWERED = (
+    "This item was already answered (perhaps in another tab or window), so these answers were not saved. "
+    "Your next item is shown."
+)
+UNKNOWN_OUTCOME = (
+    "The server could not confirm that your answers were saved. Press Submit again: an item is never stored twice."
+)
+
+
+def check_shown(trial_id: int | None, shown: object) -> None:
+    """The page names the trial it shows (a hidden field set when the trial was shown); it must be the trial this
+    session shows now. A replayed or stale submit names an earlier one and is refused, with nothing written."""
+    try:
+        same = trial_id is not None and shown is not None and int(str(shown)) == int(trial_id)
+    except ValueError:
+        same = False
+    if not same:
+        raise StalePage(STALE_PAGE)
 
 
 @dataclass(frozen=True)
@@ -137,17 +174,22 @@ class P2PApp:
         expected = self.config.admin_password
         return bool(expected) and hmac.compare_digest(expected.encode(), (password or "").encode())
 
-    def sign_in(self, name: str, access_code: str = "") -> RaterSession:
-        name = " ".join((name or "").split())
-        if not name:
-            raise UserError("Type your name to sign in.")
-        if len(name) > 100:
-            raise UserError("That name is too long (at most 100 characters).")
+    def sign_in(self, name: str, access_code: str = "", resume_code: str = "") -> RaterSession:
+        """Arena sign-in. A name alone makes a NEW rater (names are display only, never identity) and the
+        returned session carries its personal resume code (``new_code``) to show once; the resume code
+        signs the same rater in again."""
         expected = self.config.access_code
-        if expected and not hmac.compare_digest(expected.encode(), (access_code or "").strip().encode()):
+        if expected and not hmac.compare_digest(expected.encode(), clean_line(access_code).encode()):
             raise UserError("The access code is not right.")
+        code = clean_line(resume_code)
+        if code:
+            rater = self.storage.rater_by_token(code)
+            if rater is None or rater.study_key != LIVE_STUDY:
+                raise UserError("That resume code is not right.")
+            return _session(rater)
+        name = check_name(name)
         rater = self.storage.sign_in_rater(name, LIVE_STUDY)
-        return _session(rater)
+        return _session(rater, rater.token or "")
 
     # ------------------------------------------------------------------ generation (with cache)
     def check_prompt(self, modality: str, prompt: str) -> str:
@@ -156,7 +198,8 @@ class P2PApp:
             check_modality(modality)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        if not isinstance(prompt, str) or not prompt.strip():
+        prompt = clean_line(prompt)  # no NUL, zero-width or direction-override characters
+        if not prompt:
             raise UserError("The prompt is empty: type a description of the image.")
         if len(prompt) > self.config.max_prompt_chars:
             raise UserError(
@@ -293,15 +336,20 @@ class P2PApp:
         )
         return self._shown(trial, LIVE_QUESTIONS)
 
-    def submit(self, session: RaterSession, trial_id: int | None, answers: Mapping[int, Mapping[str, Any]]) -> SubmitResult:
-        """Store a live trial's ratings (``answers`` maps position → {question: value, "comment": str})."""
+    def submit(
+        self, session: RaterSession, trial_id: int | None, answers: Mapping[int, Mapping[str, Any]],
+        shown: object = ANY_TRIAL,
+    ) -> SubmitResult:
+        """Store a live trial's ratings (``answers`` maps position → {question: value, "comment": str}).
+
+        ``trial_id`` is the session's current trial (server-side state); ``shown`` is the trial the page says it
+        shows. The UI always passes it: a submit replayed after a new Generate names the old trial and is refused."""
         self._check_live_session(session)
+        if shown is not ANY_TRIAL:
+            check_shown(trial_id, shown)
         trial = self._own_trial(session, trial_id)
         stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers)
-        try:
-            result = self.storage.record_ratings(trial.id, session.rater_pk, stored_answers)
-        except StorageError as exc:
-            raise UserError(str(exc)) from None
+        result = self.record(trial, session.rater_pk, stored_answers)
         reveal: tuple[tuple[str, str], ...] = ()
         if self.config.reveal_after_rating:
             reveal = self.reveal(session, trial.id)
@@ -316,6 +364,28 @@ class P2PApp:
         return tuple((f"Image {chr(64 + pos)}", model) for pos, model, _source in rows)
 
     # ------------------------------------------------------------------ shared helpers
+    def record(self, trial: TrialInfo, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False):
+        """``storage.record_ratings``, never reporting "not saved" for a submit whose outcome is unknown: after an
+        unexpected error the trial is read again; stored → success, not stored → "nothing was written", and when
+        even that cannot be read the person is asked to press Submit again (a second submit is a no-op)."""
+        try:
+            return self.storage.record_ratings(trial.id, rater_pk, answers, allow_changes=allow_changes)
+        except (StorageError, AccessDenied) as exc:
+            if isinstance(exc, AccessDenied):
+                raise
+            raise UserError(str(exc)) from None
+        except Exception:  # noqa: BLE001 - the outcome is checked below, the trace is logged
+            log.exception("record_ratings failed for trial %s", trial.id)
+            try:
+                again = self.storage.trial(trial.id)
+            except Exception:  # noqa: BLE001
+                raise UserError(UNKNOWN_OUTCOME) from None
+            if again is not None and again.submitted_at is not None and not allow_changes:
+                from .storage import RecordResult
+
+                return RecordResult("stored", len(answers))
+            raise UserError("Your answers could not be saved (nothing was written). Press Submit again.") from None
+
     def build_answers(
         self, trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
     ) -> list[Answer]:
@@ -325,10 +395,17 @@ class P2PApp:
         for position, image_id in enumerate(trial.shown_order, start=1):
             label = f"Image {chr(64 + position)}"
             given = answers.get(position) or {}
-            comment = str(given.get("comment") or "").strip()
+            raw_comment = given.get("comment")
+            if raw_comment is not None and not isinstance(raw_comment, str):
+                raise UserError(f"{label}: the comment must be text.")
+            comment = clean_comment(raw_comment or "")
             if len(comment) > 2000:
                 raise UserError(f"{label}: the comment is too long (at most 2000 characters).")
-            cant_judge = bool(given.get("cant_judge"))
+            cant_judge = given.get("cant_judge")
+            if cant_judge is None:
+                cant_judge = False
+            if not isinstance(cant_judge, bool):  # a string "false" is truthy: only real booleans count
+                raise UserError(f"{label}: \"can't judge\" must be ticked or not (true/false), not {cant_judge!r}.")
             for q in questions:
                 raw = given.get(q.key)
                 if q.kind == "text":
@@ -400,8 +477,18 @@ class P2PApp:
         )
 
 
-def _session(rater: RaterInfo) -> RaterSession:
-    return RaterSession(rater.pk, rater.public_id, rater.name, rater.study_key)
+def _session(rater: RaterInfo, new_code: str = "") -> RaterSession:
+    return RaterSession(rater.pk, rater.public_id, rater.name, rater.study_key, new_code)
+
+
+def check_name(name: object) -> str:
+    """A typed name, cleaned for display (NFKC, no invisible characters), or a UserError."""
+    clean = display_name(name)
+    if not clean:
+        raise UserError("Type your name to sign in.")
+    if len(clean) > 100:
+        raise UserError("That name is too long (at most 100 characters).")
+    return clean
 
 
 def _scale_value(raw: Any, q: Question) -> int | None:

@@ -8,10 +8,13 @@ on disk.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import secrets
 import sqlite3
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +39,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from . import migrations
@@ -61,8 +64,10 @@ class Base(DeclarativeBase):
 
 
 class Rater(Base):
+    """A rater. ``name`` is for display only: two people may type the same name and stay two raters.
+    ``token`` holds the sha256 (hex) of the personal invite / resume token, never the token itself."""
+
     __tablename__ = "raters"
-    __table_args__ = (UniqueConstraint("name", "study_key", name="uq_rater_name_study"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -189,7 +194,11 @@ class RaterInfo:
     name: str
     study_key: str
     slot: int | None
-    token: str | None
+    token: str | None  # the clear token only in what add_rater(with_token=True) returns; else its sha256 or None
+
+    @property
+    def invited(self) -> bool:
+        return bool(self.token)
 
 
 @dataclass(frozen=True)
@@ -289,6 +298,36 @@ def _trial_info(t: Trial) -> TrialInfo:
 
 
 BUSY_TIMEOUT_MS = 10_000
+WRITE_RETRIES = 5  # a write that still meets "database is locked" after busy_timeout is run again this often
+
+
+def token_hash(token: str) -> str:
+    """What is stored for a personal token: its sha256 (hex). Tokens carry 192 random bits, so no salt is needed."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _transient(exc: OperationalError) -> bool:
+    """A lock or serialisation conflict: the transaction was rolled back and may simply be run again."""
+    text = str(exc.orig).lower()
+    return any(w in text for w in ("locked", "busy", "deadlock", "could not serialize"))
+
+
+def _retried(fn):
+    """Run a write again when it met a lock conflict (SQLite from another process, PostgreSQL serialisation).
+    Every write here is one transaction, and a conflict rolls it back, so running it again is safe; the
+    writes that could land twice (a trial's ratings) are idempotent anyway."""
+
+    @functools.wraps(fn)
+    def inner(self, *args, **kwargs):
+        for attempt in range(WRITE_RETRIES):
+            try:
+                return fn(self, *args, **kwargs)
+            except OperationalError as exc:
+                if not _transient(exc) or attempt == WRITE_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    return inner
 
 
 def _switch_to_wal(cur: Any) -> None:
@@ -304,6 +343,11 @@ def _switch_to_wal(cur: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _begin(conn: Any) -> None:
+    # Writes take SQLite's write lock up front (BEGIN IMMEDIATE); reads (engine option p2p_read) take none.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("p2p_read") else "BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -337,74 +381,109 @@ class Storage:
             if db_path and db_path != ":memory:":
                 Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+            if "///" in url and db_path and db_path != ":memory:" and not db_path.startswith("file:"):
+                # one connection per concurrent request thread (Gradio runs up to 40 handlers at once)
+                kwargs.update(pool_size=10, max_overflow=50)
+        self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
+        if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(self.engine, "begin", _begin)
         migrations.upgrade(self.engine)  # a new database gets every revision; an old one is upgraded
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(p2p_read=True), expire_on_commit=False)
+        # SQLite has one writer at a time: writers of this process queue here, in order, instead of polling
+        # the file lock (busy_timeout still covers writers in other processes, e.g. the CLI).
+        self._write_lock = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+        """One write transaction: committed on success, rolled back on any error."""
+        if self._write_lock is None:
+            with self._sessions() as session, session.begin():
+                yield session
+            return
+        with self._write_lock, self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """One read-only transaction (on SQLite it takes no write lock and does not wait for writers)."""
+        with self._read_sessions() as session, session.begin():
             yield session
 
     def close(self) -> None:
         self.engine.dispose()
 
     # ------------------------------------------------------------------ raters
-    def sign_in_rater(self, name: str, study_key: str = LIVE_STUDY) -> RaterInfo:
-        """Get or create the rater called ``name`` (names are matched case-insensitively, trimmed)."""
-        clean = " ".join(name.split())
-        with self._tx() as s:
-            found = s.scalars(
-                select(Rater).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
-            ).first()
-            if found is not None:
-                return _rater_info(found)
-        try:
-            return self.add_rater(clean, study_key)
-        except StorageError:  # created concurrently by the same name
-            with self._tx() as s:
-                found = s.scalars(
-                    select(Rater).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
-                ).one()
-                return _rater_info(found)
+    def sign_in_rater(self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None) -> RaterInfo:
+        """A NEW rater called ``name`` with a personal resume token (returned in clear, once).
 
-    def add_rater(self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None, with_token: bool = False) -> RaterInfo:
+        A name is never an identity: two sign-ins with one name are two raters. To come back as the same
+        rater, a person presents the token (:meth:`rater_by_token`)."""
+        return self.add_rater(name, study_key, slot=slot, with_token=True)
+
+    @_retried
+    def add_rater(
+        self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None, with_token: bool = False,
+        unique_name: bool = False,
+    ) -> RaterInfo:
+        """Create a rater; with ``with_token`` the returned info carries the clear token (only its sha256 is
+        stored). ``unique_name`` refuses a name (compared case-insensitively) the study already has."""
         clean = " ".join(name.split())
         if not clean:
             raise StorageError("The rater name is empty.")
-        try:
-            with self._tx() as s:
-                r = Rater(
-                    public_id="r" + secrets.token_hex(4),
-                    name=clean,
-                    study_key=study_key,
-                    slot=slot,
-                    token=secrets.token_urlsafe(24) if with_token else None,
-                )
-                s.add(r)
-                s.flush()
-                return _rater_info(r)
-        except IntegrityError:
-            raise StorageError(f"A rater named {clean!r} already exists for {study_key}.") from None
+        token = secrets.token_urlsafe(24) if with_token else None
+        with self._tx() as s:
+            if unique_name:
+                taken = s.scalars(
+                    select(Rater.id).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
+                ).first()
+                if taken is not None:
+                    raise StorageError(f"A rater named {clean!r} already exists for {study_key}.")
+            r = Rater(
+                public_id="r" + secrets.token_hex(4),
+                name=clean,
+                study_key=study_key,
+                slot=slot,
+                token=token_hash(token) if token else None,
+            )
+            s.add(r)
+            s.flush()
+            info = _rater_info(r)
+        return RaterInfo(info.pk, info.public_id, info.name, info.study_key, info.slot, token)
 
     def rater_by_token(self, token: str) -> RaterInfo | None:
-        if not token:
+        if not token or not isinstance(token, str) or len(token) > 200:
             return None
+        with self._read() as s:
+            r = s.scalars(select(Rater).where(Rater.token == token_hash(token.strip()))).first()
+            return _rater_info(r) if r else None
+
+    @_retried
+    def reissue_token(self, rater_pk: int) -> str:
+        """A new personal token for the rater (returned in clear, once); the old one stops working."""
+        token = secrets.token_urlsafe(24)
         with self._tx() as s:
-            r = s.scalars(select(Rater).where(Rater.token == token)).first()
+            r = s.get(Rater, rater_pk)
+            if r is None:
+                raise StorageError(f"no rater #{rater_pk}")
+            r.token = token_hash(token)
+        return token
+
+    def rater(self, rater_pk: int) -> RaterInfo | None:
+        with self._read() as s:
+            r = s.get(Rater, rater_pk)
             return _rater_info(r) if r else None
 
     def raters(self, study_key: str | None = None) -> list[RaterInfo]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(Rater).order_by(Rater.id)
             if study_key is not None:
                 q = q.where(Rater.study_key == study_key)
             return [_rater_info(r) for r in s.scalars(q)]
 
+    @_retried
     def set_rater_slot(self, rater_pk: int, slot: int) -> RaterInfo:
         with self._tx() as s:
             r = s.get(Rater, rater_pk)
@@ -416,17 +495,18 @@ class Storage:
 
     # ------------------------------------------------------------------ images
     def image_by_cache_key(self, cache_key: str) -> ImageInfo | None:
-        with self._tx() as s:
+        with self._read() as s:
             i = s.scalars(select(Image).where(Image.cache_key == cache_key)).first()
             if i is None or not Path(i.file_path).is_file():
                 return None
             return _image_info(i)
 
     def image(self, image_id: str) -> ImageInfo | None:
-        with self._tx() as s:
+        with self._read() as s:
             i = s.get(Image, image_id)
             return _image_info(i) if i else None
 
+    @_retried
     def add_image(
         self,
         *,
@@ -509,22 +589,22 @@ class Storage:
             return [prompt for prompt, _ in rows]
 
     def count_images(self) -> int:
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalar(select(func.count()).select_from(Image)) or 0
 
     # ------------------------------------------------------------------ studies
     def study(self, study_id: str, version: int) -> dict | None:
-        with self._tx() as s:
+        with self._read() as s:
             st = s.scalars(select(Study).where(Study.study_id == study_id, Study.version == version)).first()
             return self._study_dict(st) if st else None
 
     def study_keys(self) -> list[str]:
         """``id@vN`` of every study in the database, in creation order."""
-        with self._tx() as s:
+        with self._read() as s:
             return [f"{sid}@v{ver}" for sid, ver in s.execute(select(Study.study_id, Study.version).order_by(Study.id))]
 
     def study_versions(self, study_id: str) -> list[dict]:
-        with self._tx() as s:
+        with self._read() as s:
             return [
                 self._study_dict(st)
                 for st in s.scalars(select(Study).where(Study.study_id == study_id).order_by(Study.version))
@@ -543,6 +623,7 @@ class Storage:
             "frozen_at": _aware(st.frozen_at),
         }
 
+    @_retried
     def register_study(self, study_id: str, version: int, title: str, design_hash: str) -> dict:
         """Create the study row, or return it if its design is unchanged.
 
@@ -566,6 +647,7 @@ class Storage:
                 st.title = title
             return self._study_dict(st)
 
+    @_retried
     def set_study_slot(self, study_pk: int, slot_key: str, image_id: str) -> None:
         with self._tx() as s:
             st = s.get(Study, study_pk)
@@ -580,7 +662,7 @@ class Storage:
                 existing.image_id = image_id
 
     def study_slots(self, study_pk: int) -> dict[str, ImageInfo]:
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.execute(
                 select(StudySlot.slot_key, Image).join(Image, Image.id == StudySlot.image_id).where(
                     StudySlot.study_pk == study_pk
@@ -588,6 +670,7 @@ class Storage:
             ).all()
             return {key: _image_info(img) for key, img in rows}
 
+    @_retried
     def freeze_study(self, study_pk: int, images_hash: str) -> dict:
         with self._tx() as s:
             st = s.get(Study, study_pk)
@@ -602,6 +685,7 @@ class Storage:
             return self._study_dict(st)
 
     # ------------------------------------------------------------------ trials
+    @_retried
     def create_trial(
         self,
         *,
@@ -655,16 +739,17 @@ class Storage:
             return _trial_info(t)
 
     def trial(self, trial_id: int) -> TrialInfo | None:
-        with self._tx() as s:
+        with self._read() as s:
             t = s.get(Trial, trial_id)
             return _trial_info(t) if t else None
 
     def trials_for(self, rater_pk: int, study_pk: int | None) -> list[TrialInfo]:
-        with self._tx() as s:
+        with self._read() as s:
             q = select(Trial).where(Trial.rater_pk == rater_pk).order_by(Trial.order_index)
             q = q.where(Trial.study_pk.is_(None)) if study_pk is None else q.where(Trial.study_pk == study_pk)
             return [_trial_info(t) for t in s.scalars(q)]
 
+    @_retried
     def record_ratings(
         self, trial_id: int, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False
     ) -> RecordResult:
@@ -757,7 +842,7 @@ class Storage:
         return RecordResult("changed" if changed else "duplicate", changed)
 
     def rating_history(self, trial_id: int) -> list[dict]:
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.execute(
                 select(Rating.image_id, Rating.question, RatingHistory)
                 .join(RatingHistory, RatingHistory.rating_id == Rating.id)
@@ -780,7 +865,7 @@ class Storage:
 
     def trial_answers(self, trial_id: int, rater_pk: int) -> dict[int, dict[str, Any]]:
         """The stored answers of one of this rater's trials, as a form: position → {question: value, …}."""
-        with self._tx() as s:
+        with self._read() as s:
             t = s.get(Trial, trial_id)
             if t is None or t.rater_pk != rater_pk:
                 raise AccessDenied("This trial is not yours.")
@@ -795,7 +880,7 @@ class Storage:
 
     def trial_models(self, trial_id: int, rater_pk: int) -> list[tuple[int, str, str]]:
         """(position, model, source) for each panel — only for the trial's own rater, only once submitted."""
-        with self._tx() as s:
+        with self._read() as s:
             t = s.get(Trial, trial_id)
             if t is None or t.rater_pk != rater_pk:
                 raise AccessDenied("This trial is not yours.")
@@ -806,7 +891,7 @@ class Storage:
 
     # ------------------------------------------------------------------ read-outs
     def count_ratings(self) -> int:
-        with self._tx() as s:
+        with self._read() as s:
             return s.scalar(select(func.count()).select_from(Rating)) or 0
 
     def ratings_frame(self, study_key: str | None = None) -> pd.DataFrame:
@@ -846,7 +931,7 @@ class Storage:
             .outerjoin(Study, Study.id == Trial.study_pk)
             .order_by(Rating.id)
         )
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.execute(q).all()
         records = []
         for r in rows:

@@ -15,11 +15,14 @@ import httpx
 
 
 class BrowserSession:
-    def __init__(self, base_url: str, query: str = ""):
+    def __init__(self, base_url: str, query: str = "", login: tuple[str, str] | None = None):
         self.base = base_url.rstrip("/")
         self.http = httpx.Client(timeout=60)
         self.session_hash = secrets.token_hex(6)
         self.query = query
+        if login is not None:  # Gradio's login form (the admin app): sets the access-token cookie
+            r = self.http.post(f"{self.base}/login", data={"username": login[0], "password": login[1]})
+            r.raise_for_status()
         self.config = self.http.get(f"{self.base}/config").raise_for_status().json()
         self.components = {c["id"]: c for c in self.config["components"]}
         self.values: dict[int, Any] = {cid: c.get("props", {}).get("value") for cid, c in self.components.items()}
@@ -79,6 +82,7 @@ class BrowserSession:
         url = f"{self.base}/gradio_api/queue/join"
         if self.query:
             url += f"?{self.query}"
+        self.last_body = body
         self.http.post(url, json=body).raise_for_status()
         output = None
         with self.http.stream("GET", f"{self.base}/gradio_api/queue/data", params={"session_hash": self.session_hash}) as r:

@@ -102,3 +102,88 @@ def running_server(app):
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------------------- PostgreSQL
+# The storage and concurrency tests also run on PostgreSQL, through the same SQLAlchemy code: against the server
+# named by P2P_TEST_DATABASE_URL (postgresql+psycopg://user:pw@host:port/db; each test gets its own database on
+# it), or else a throwaway cluster started here in a temp dir when Debian's pg_ctl/initdb are on the machine.
+# Without either the PostgreSQL variants are skipped, saying why.
+
+
+def _pg_binaries() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(versions[-1]).parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """Base URL of a PostgreSQL server (no database part), or a skip with the reason."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg (v3) is not installed: pip install -e '.[test]'")
+    given = os.environ.get("P2P_TEST_DATABASE_URL")
+    if given:
+        yield given.rsplit("/", 1)[0] + "/"
+        return
+    bindir = _pg_binaries()
+    if bindir is None:
+        pytest.skip("no PostgreSQL: set P2P_TEST_DATABASE_URL or install Debian's postgresql (pg_ctl)")
+    root = Path(tempfile.mkdtemp(prefix="p2p-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = root / "data"
+    run = dict(check=True, capture_output=True, text=True)
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                        "--no-sync"], **run)  # fmt: skip
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                        "start"], **run)  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"could not start a throwaway PostgreSQL cluster: {exc.stderr.strip()[-300:]}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def pg_url(pg_server):
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    import secrets
+
+    import psycopg
+
+    name = f"p2p_test_{secrets.token_hex(4)}"
+    admin_url = pg_server.replace("postgresql+psycopg://", "postgresql://") + "postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server + name
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """The database URL a storage test runs against: a SQLite file, then PostgreSQL (skipped when absent)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite'}"
+    return request.getfixturevalue("pg_url")

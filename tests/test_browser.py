@@ -179,9 +179,12 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto(f"{url}/admin")  # as typed: no trailing slash
-        page.get_by_label("Admin password").fill("s3cret-admin")
-        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"{url}/admin")  # as typed: no trailing slash; Gradio's login form for the admin app
+        import re
+
+        page.get_by_label(re.compile("username", re.I)).fill("admin")
+        page.get_by_label(re.compile("password", re.I)).fill("s3cret-admin")
+        page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
         page.get_by_label("Study").click()
         page.get_by_role("option", name="Mini study (mini@v1)").click()
         page.get_by_text("answers from 3 raters").wait_for()

@@ -134,6 +134,11 @@ def test_study_commands_and_exports(cli, tmp_path):
     token = r.output.strip().split("?token=")[1]
     r = cli("raters", "add", "zed", "--study", str(study), ok=False)
     assert r.exit_code != 0 and "not a rater" in r.output
+    r = cli("raters", "add", "ANN", "--study", str(study), ok=False)
+    assert r.exit_code != 0 and "already exists" in r.output  # a listed name is invited once
+    old = token
+    token = cli("raters", "reissue", "ann", "--study", str(study)).output.strip().split("?token=")[1]
+    assert token != old
     assert "ann" in cli("study", "status", str(study)).output
 
     # rate everything as ann through the app, then export and report
@@ -148,6 +153,8 @@ def test_study_commands_and_exports(cli, tmp_path):
     app = make_app(cli.data, Registry(load_config().models, cache_dir=os.environ["P2P_MODEL_DIR"]))
     st = load_study(study)
     app.studies = {reader.study_key(st): st}
+    with pytest.raises(reader.UserError, match="not valid"):
+        reader.sign_in(app, st, token=old)  # the reissued link voids the old one
     answer_all(app, st, reader.sign_in(app, st, token=token), value=4)
     app.storage.close()
 

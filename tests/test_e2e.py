@@ -7,6 +7,7 @@ browser can see (config, API info, file URLs, monitoring) reveals no model; forg
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -122,7 +123,7 @@ def test_what_the_browser_can_see_names_no_model(server):
                 assert model.name not in text
         assert http.get(f"{url}/monitoring/summary").status_code in (401, 403, 404)
         # the admin app's events are not part of the rater app
-        assert "Admin password" not in config
+        assert "Admin password" not in config and "Long CSV" not in config
 
 
 def test_forged_requests_change_nothing(server):
@@ -145,24 +146,81 @@ def test_forged_requests_change_nothing(server):
 
 
 def test_admin_needs_the_password(server):
+    import glob
+    import tempfile
+
     app, url = server
+    leftovers = set(glob.glob(f"{tempfile.gettempdir()}/p2p-admin-*"))
     typed = httpx.get(f"{url}/admin", follow_redirects=True)  # the address as people type it
     assert typed.status_code == 200 and str(typed.url) == f"{url}/admin/"
-    admin = BrowserSession(f"{url}/admin")
-    pw = admin.one(label="Admin password", type="textbox")
-    refresh = admin.one(label="Refresh", type="button")
+    with httpx.Client() as http:  # signed out: the admin app's config, queue and deep links are closed
+        assert http.get(f"{url}/admin/config").status_code == 401
+        assert http.post(f"{url}/admin/gradio_api/queue/join", json={"fn_index": 0, "data": [],
+                         "session_hash": "x"}).status_code == 401  # fmt: skip
+        assert http.post(f"{url}/admin/login", data={"username": "admin", "password": "wrong"}).status_code == 400
+    with pytest.raises(httpx.HTTPStatusError):
+        BrowserSession(f"{url}/admin", login=("admin", "wrong"))
+    admin = BrowserSession(f"{url}/admin", login=("admin", "s3cret-admin"))
+    assert not admin.find(label="Admin password")  # no password ever sits in a component
     long_btn = admin.one(label="Long CSV", type="button")
-    # without signing in, the export handler refuses
     out = admin.trigger(long_btn)
-    assert any("Sign in as admin" in str(v) for v in out.values())
-    admin.set(pw, "wrong")
-    admin.trigger(admin.one(label="Sign in", type="button"))
-    out = admin.trigger(refresh)
-    assert any("Sign in as admin" in str(v) for v in out.values())
-    admin.set(pw, "s3cret-admin")
-    admin.trigger(admin.one(label="Sign in", type="button"))
-    out = admin.trigger(long_btn)
-    assert any(isinstance(v, dict) and str(v.get("url", "")).endswith(".csv") for v in out.values()), out
+    link = next(v for v in out.values() if isinstance(v, dict) and str(v.get("url", "")).endswith(".csv"))
+    assert set(glob.glob(f"{tempfile.gettempdir()}/p2p-admin-*")) <= leftovers  # no export left in /tmp/p2p-admin-*
+
+    # another client presenting the admin's Gradio session id, without the cookie, gets nothing
+    with httpx.Client() as http:
+        body = {**admin.last_body, "session_hash": admin.session_hash}
+        assert http.post(f"{url}/admin/gradio_api/queue/join", json=body).status_code == 401
+        assert http.get(f"{url}/admin/gradio_api/deep_link", params={"session_hash": admin.session_hash}).status_code == 401
+        # the export is not served through the public rater app
+        rater_url = link["url"].replace("/admin/gradio_api/", "/gradio_api/")
+        assert "/admin/" not in rater_url and http.get(rater_url).status_code in (403, 404)
+    first = admin.http.get(link["url"])
+    assert first.status_code == 200 and b"rater_id" in first.content
+    assert admin.http.get(link["url"]).status_code in (403, 404)  # deleted after download
+    assert not Path(link["path"]).exists()
+    admin.close()
+
+
+def test_limits_and_closed_routes(server):
+    app, url = server
+    with httpx.Client() as http:
+        up = http.post(f"{url}/gradio_api/upload", files={"files": ("x.png", b"\x89PNG" + b"0" * 1000)})
+        assert up.status_code == 403
+        big = http.post(f"{url}/gradio_api/queue/join", content=b"{" + b" " * (2 << 20) + b"}",
+                        headers={"content-type": "application/json"})  # fmt: skip
+        assert big.status_code == 413
+        chunked = http.post(f"{url}/gradio_api/queue/join", content=iter([b" " * (1 << 19)] * 4),
+                            headers={"content-type": "application/json"})  # fmt: skip
+        assert chunked.status_code == 413
+        unknown = http.post(f"{url}/gradio_api/queue/join", json={"fn_index": 99999, "data": [], "session_hash": "x"})
+        assert unknown.status_code == 400 and "Unknown event" in unknown.text
+        assert http.post(f"{url}/gradio_api/queue/join", content=b"[1,2]").status_code == 400
+        assert http.get(f"{url}/gradio_api/file=/etc/hostname").status_code in (403, 404)
+
+
+def test_replayed_arena_submit_never_lands_on_the_new_trial(server):
+    app, url = server
+    page = BrowserSession(url)
+    ids = arena(page)
+    page.set(ids["name"], "<img src=x onerror=alert(1)> [x](javascript:alert(1))")
+    out = page.trigger(ids["signin"])
+    who = next(str(v) for v in out.values() if "Signed in as" in str(v))
+    assert "<img" not in who and "](javascript" not in who and "&lt;img" in who
+    assert "resume code" in who
+    page.set(ids["prompt"], PROMPT)
+    page.trigger(ids["generate"])
+    for c in ids["realism"] + ids["alignment"]:
+        page.set(c, 2)
+    page.trigger(ids["submit"])
+    replay = dict(page.last_body)
+    assert app.storage.count_ratings() == 6
+    page.trigger(ids["generate"])  # a new trial on screen
+    page.call(replay["fn_index"], replay["data"])  # the old submit body again, same session
+    assert app.storage.count_ratings() == 6
+    trials = app.storage.trials_for(app.storage.raters("live")[0].pk, None)
+    assert len(trials) == 2 and trials[1].submitted_at is None
+    page.close()
 
 
 @pytest.fixture()
@@ -209,6 +267,12 @@ def test_one_rater_through_a_whole_study(study_server, tmp_path):
     assert set(df["rater_id"]) == {app.storage.raters("mini@v1")[0].public_id}
     page.close()
 
+    # a replayed submit (same session, same body) after moving on stores nothing on the next item
+    again = BrowserSession(url, query=f"token={token}")
+    again.trigger(again.one(label="Start / continue", type="button"))
+    assert any("All items are done" in str(v) for v in again.values.values())
+    again.close()
+
     # a forged token gets nothing
     intruder = BrowserSession(url, query="token=forged")
     out = intruder.trigger(intruder.one(label="Start / continue", type="button"))
@@ -221,10 +285,43 @@ def test_every_event_answers_without_a_server_error(server, path):
     """Smoke test: every event of a fresh, signed-out page (load events included) runs and answers with a
     message or an update — never a crash — and nothing is written."""
     app, url = server
-    page = BrowserSession(url + path, query="token=not-a-token")
+    login = ("admin", "s3cret-admin") if path else None
+    page = BrowserSession(url + path, query="token=not-a-token", login=login)
     for i, dep in enumerate(page.config["dependencies"]):
         fn_index = dep.get("id", i)
         data = [page.values.get(c) for c in dep["inputs"]]
         page.call(fn_index, data)  # raises if the server reports an error
     assert app.storage.count_ratings() == 0 and app.storage.count_images() == 0
     page.close()
+
+
+def test_a_replayed_study_submit_is_a_no_op(study_server):
+    app, st, token, url = study_server
+    page = BrowserSession(url, query=f"token={token}")
+    page.trigger(page.one(label="Start / continue", type="button"))
+    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
+    scales = page.find(label="How real does this image look?", type="radio") + page.find(
+        label="How well does the image match the prompt?", type="radio"
+    )
+    for c in scales:
+        page.set(c, 4)
+    page.trigger(submit)
+    replay = dict(page.last_body)
+    rater = app.storage.raters("mini@v1")[0]
+    before = app.storage.count_ratings()
+    out = page.call(replay["fn_index"], replay["data"])  # item 1 on screen now; the body is item 0's
+    assert app.storage.count_ratings() == before
+    trials = app.storage.trials_for(rater.pk, app.storage.study("mini", 1)["pk"])
+    assert [t.submitted_at is not None for t in trials] == [True, False]
+    assert any("no longer shows" in str(v) for v in out.values())
+    # a second tab of the same rater, showing the item the first tab just answered
+    tab2 = BrowserSession(url, query=f"token={token}")
+    tab2.trigger(tab2.one(label="Start / continue", type="button"))
+    for c in scales:
+        page.set(c, 3)
+    page.trigger(submit)  # tab 1 answers item 1
+    out = tab2.trigger(tab2.one(label="Submit and continue (Ctrl+Enter)", type="button"))
+    assert any("already answered" in str(v) for v in out.values()), out
+    assert len([t for t in app.storage.trials_for(rater.pk, trials[0].study_pk) if t.submitted_at]) == 2
+    page.close()
+    tab2.close()

@@ -101,3 +101,16 @@ def test_exports_of_an_empty_frame(tmp_path):
 def test_export_rejects_a_frame_without_contract_columns(tmp_path):
     with pytest.raises(ValueError, match="ratings frame is missing columns: seconds"):
         write_long_csv(A.empty_ratings_frame().drop(columns="seconds"), tmp_path / "x.csv")
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised(study, tmp_path):
+    df = study.copy()
+    evil = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "fine = ok", ""]
+    df["comment"] = [evil[i % len(evil)] for i in range(len(df))]
+    back = pd.read_csv(write_long_csv(df, tmp_path / "long.csv"), keep_default_na=False, dtype=str)
+    for got, want in zip(back["comment"], df["comment"]):
+        if want[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            assert got == "'" + want or got == ("'" + want).strip()
+        else:
+            assert got == want
+    assert pd.read_parquet(write_parquet(df, tmp_path / "x.parquet"))["comment"].tolist() == df["comment"].tolist()

@@ -209,3 +209,58 @@ def test_broken_model_folder_is_named_at_start_up(tmp_path):
     assert "my-flux" in app.readiness.models_error and "my-msdm" in app.readiness.models_error
     assert any("my-flux" in line and "my-msdm" in line for line in said)
     app.close()
+
+
+@pytest.mark.parametrize("prompt", ["\u200b\u200b\u200b", "\u202e\u2066\ufeff", "\x00\x00", "\u200b \u200d\n"])
+def test_a_prompt_of_invisible_characters_is_empty(app, prompt):
+    rater = app.sign_in("Dr A")
+    with pytest.raises(UserError, match="empty"):
+        app.live_generate(rater, "colonoscopy", prompt)
+    assert nothing_written(app)
+
+
+def test_invisible_characters_are_removed_from_prompts_names_and_comments(app):
+    rater = app.sign_in("Dr\u202e A\x00\u200b")
+    assert rater.name == "Dr A"
+    trial = app.live_generate(rater, "colonoscopy", "a\u200b polyp\x00 in the \u202ecolon")
+    assert trial.prompt == "a polyp in the colon"
+    app.submit(rater, trial.trial_id, full(trial, comment="=1+2\x00\u202e ok\u200b"))
+    df = app.storage.ratings_frame()
+    assert set(df.comment) == {"=1+2 ok"} and set(df.prompt) == {"a polyp in the colon"}
+
+
+@pytest.mark.parametrize("bad", ["false", "true", 0, 1, "", [], {}])
+def test_cant_judge_takes_only_real_booleans(app, bad):
+    rater = app.sign_in("Dr A")
+    trial = app.live_generate(rater, "colonoscopy", PROMPT)
+    answers = full(trial)
+    answers[1]["cant_judge"] = bad
+    with pytest.raises(UserError, match="can't judge"):
+        app.submit(rater, trial.trial_id, answers)
+    assert app.storage.count_ratings() == 0
+    answers[1]["cant_judge"] = False
+    assert app.submit(rater, trial.trial_id, answers).status == "stored"
+    assert not app.storage.ratings_frame()["cant_judge"].any()
+
+
+def test_a_replayed_submit_after_a_new_generate_does_not_land_on_the_new_trial(app):
+    from p2p_app.service import StalePage
+
+    rater = app.sign_in("Dr A")
+    first = app.live_generate(rater, "colonoscopy", PROMPT)
+    body = full(first, realism=1)
+    assert app.submit(rater, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
+    second = app.live_generate(rater, "colonoscopy", PROMPT)
+    with pytest.raises(StalePage):  # server state: the second trial; the replayed page: the first
+        app.submit(rater, second.trial_id, body, shown=str(first.trial_id))
+    assert app.storage.trial(second.trial_id).submitted_at is None and app.storage.count_ratings() == 6
+
+
+def test_a_name_signs_in_a_new_rater_and_the_resume_code_the_same_one(app):
+    alice = app.sign_in("Alice Victim")
+    assert alice.new_code and not alice.without_code().new_code
+    for typed in ("alice victim", "Alice Victim", "ＡＬＩＣＥ ＶＩＣＴＩＭ"):
+        assert app.sign_in(typed).rater_pk != alice.rater_pk
+    assert app.sign_in("", resume_code=alice.new_code).rater_pk == alice.rater_pk
+    with pytest.raises(UserError, match="resume code"):
+        app.sign_in("Alice Victim", resume_code="guess")

@@ -56,6 +56,11 @@ def study_app(tmp_path, demo_registry):
     app.storage.close()
 
 
+def invite(app, st, name):
+    """A listed rater, invited the way `p2p raters add` does (their link is the only way in)."""
+    return reader.add_rater(app, st, name)[0]
+
+
 def answer_all(app, st, session, value=3):
     """Answer the rater's whole sequence; returns the number of trials answered."""
     n = 0
@@ -92,7 +97,7 @@ def test_editing_a_frozen_design_is_refused_unless_new_version(study_app, tmp_pa
 
 def test_not_ready_study_is_refused(study_app):
     app, st = study_app
-    session = reader.sign_in(app, st, name="ann")
+    session = invite(app, st, "ann")
     with pytest.raises(UserError, match="not ready"):
         reader.next_trial(app, st, session)
 
@@ -100,7 +105,7 @@ def test_not_ready_study_is_refused(study_app):
 def test_every_item_reaches_k_raters_and_repeats_are_marked(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
-    sessions = [reader.sign_in(app, st, name=n) for n in st.raters]
+    sessions = [invite(app, st, n) for n in st.raters]
     for s in sessions:
         assert answer_all(app, st, s) > 0
     cov = reader.coverage_frame(app, st)
@@ -120,7 +125,7 @@ def test_every_item_reaches_k_raters_and_repeats_are_marked(study_app):
 def test_resume_after_restart(study_app, demo_registry, tmp_path):
     app, st = study_app
     reader.prepare_study(app, st)
-    session = reader.sign_in(app, st, name="ben")
+    session, token = reader.add_rater(app, st, "ben")
     first = reader.next_trial(app, st, session)
     reader.submit_trial(app, st, session, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
     second = reader.next_trial(app, st, session)
@@ -129,7 +134,7 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
 
     restarted = make_app(tmp_path / "data", demo_registry)  # same database, new process state
     restarted.studies = {reader.study_key(st): st}
-    again = reader.sign_in(restarted, st, name="BEN")
+    again = reader.sign_in(restarted, st, token=token)
     resumed = reader.next_trial(restarted, st, again)
     assert resumed.trial_id == second.trial_id and resumed.order_index == second.order_index
     assert [p.image_id for p in resumed.panels] == [p.image_id for p in second.panels]
@@ -141,7 +146,7 @@ def test_unique_answers_and_history(tmp_path, demo_registry):
     st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
     app.studies = {reader.study_key(st): st}
     reader.prepare_study(app, st)
-    s = reader.sign_in(app, st, name="cat")
+    s = invite(app, st, "cat")
     shown = reader.next_trial(app, st, s)
     ans = {p.position: {"realism": 2, "alignment": 2} for p in shown.panels}
     assert reader.submit_trial(app, st, s, shown.trial_id, ans).status == "stored"
@@ -156,7 +161,7 @@ def test_unique_answers_and_history(tmp_path, demo_registry):
 def test_cant_judge_is_recorded_not_scored(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
-    s = reader.sign_in(app, st, name="ann")
+    s = invite(app, st, "ann")
     shown = reader.next_trial(app, st, s)
     reader.submit_trial(app, st, s, shown.trial_id, {1: {"cant_judge": True}})
     df = app.storage.ratings_frame()
@@ -167,20 +172,74 @@ def test_sign_in_rules(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
     with pytest.raises(UserError, match="not a rater"):
-        reader.sign_in(app, st, name="mallory")
+        reader.add_rater(app, st, "mallory")
+    with pytest.raises(UserError, match="invitation only"):
+        reader.sign_in(app, st, name="ben")  # a listed name not yet invited cannot be claimed by typing it
     session, token = reader.add_rater(app, st, "ann")
     assert reader.sign_in(app, st, token=token).rater_pk == session.rater_pk
-    with pytest.raises(UserError, match="invite link"):
-        reader.sign_in(app, st, name="ann")  # a rater with a token uses it
+    assert reader.sign_in(app, st, token=f"  {token} ").rater_pk == session.rater_pk
+    with pytest.raises(UserError, match="invitation only"):
+        reader.sign_in(app, st, name="ann")  # typing her name is not her
     with pytest.raises(UserError, match="not valid"):
         reader.sign_in(app, st, token="forged-token")
+    with pytest.raises(UserError, match="already exists"):
+        reader.add_rater(app, st, "ANN")  # a listed name is invited once
+    assert reader.add_rater(app, st, "ben")[0].name == "ben"  # still possible after the refused claim
+
+
+def test_open_study_makes_a_new_rater_per_sign_in(tmp_path, demo_registry):
+    """Typing an existing rater's name in an open study makes a new rater: it never shows her answers."""
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", raters=[], open=True, n_raters=3, allow_answer_changes=True),
+                    known_models=[m.name for m in app.config.models])  # fmt: skip
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    alice = reader.sign_in(app, st, name="Alice")
+    assert alice.new_code  # her resume code, to show once
+    first = reader.next_trial(app, st, alice)
+    reader.submit_trial(app, st, alice, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
+    for typed in ("Alice", "alice", "ＡＬＩＣＥ"):
+        other = reader.sign_in(app, st, name=typed)
+        assert other.rater_pk != alice.rater_pk and other.public_id != alice.public_id
+        with pytest.raises(UserError, match="no earlier"):
+            reader.previous_trial(app, st, other, None)  # nothing of Alice's to see or change
+    back = reader.sign_in(app, st, token=alice.new_code)
+    assert back.rater_pk == alice.rater_pk and not back.new_code
+    assert reader.previous_trial(app, st, back, None).trial_id == first.trial_id
+
+
+def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
+    """The page names the trial it shows: a replay after moving on never lands on the next item."""
+    from p2p_app.service import StalePage
+
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
+    app.studies = {reader.study_key(st): st}
+    reader.prepare_study(app, st)
+    s = invite(app, st, "ann")
+    first = reader.next_trial(app, st, s)
+    body = {p.position: {"realism": 2, "alignment": 2} for p in first.panels}
+    assert reader.submit_trial(app, st, s, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
+    second = reader.next_trial(app, st, s)
+    with pytest.raises(StalePage):  # the session now shows item 2, the replayed body names item 1
+        reader.submit_trial(app, st, s, second.trial_id, body, shown=str(first.trial_id))
+    with pytest.raises(StalePage):
+        reader.submit_trial(app, st, s, second.trial_id, body, shown="")
+    assert app.storage.trial(second.trial_id).submitted_at is None and reader.next_trial(app, st, s).done == 1
+    # a second tab showing the answered item: told so, nothing changed (changes only after "Previous item")
+    again = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}}, shown=str(first.trial_id))
+    assert again.status == "duplicate" and "already answered" in again.message
+    assert app.storage.rating_history(first.trial_id) == []
+    changed = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 2}},
+                                  shown=str(first.trial_id), reopened=True)  # fmt: skip
+    assert changed.status == "changed"
 
 
 def test_other_raters_trials_are_refused(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
-    ann = reader.sign_in(app, st, name="ann")
-    ben = reader.sign_in(app, st, name="ben")
+    ann = invite(app, st, "ann")
+    ben = invite(app, st, "ben")
     shown = reader.next_trial(app, st, ann)
     with pytest.raises(AccessDenied):
         reader.submit_trial(app, st, ben, shown.trial_id, {1: {"realism": 1, "alignment": 1}})
@@ -196,7 +255,7 @@ def test_going_back_to_change_an_answer(tmp_path, demo_registry):
     st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
     app.studies = {reader.study_key(st): st}
     reader.prepare_study(app, st)
-    s = reader.sign_in(app, st, name="ann")
+    s = invite(app, st, "ann")
     first = reader.next_trial(app, st, s)
     reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
     second = reader.next_trial(app, st, s)
@@ -213,7 +272,7 @@ def test_going_back_to_change_an_answer(tmp_path, demo_registry):
 def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
-    s = reader.sign_in(app, st, name="ann")
+    s = invite(app, st, "ann")
     first = reader.next_trial(app, st, s)
     reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
     with pytest.raises(UserError, match="does not allow"):

@@ -1,4 +1,5 @@
-"""Storage on a real SQLite file: transactions, the unique constraint, history, the tidy frame."""
+"""Storage on a real SQLite file and on PostgreSQL (``db_url``, tests/conftest.py): transactions, the unique
+constraint, history, the tidy frame, hashed tokens, many writers at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from p2p_app.storage import AccessDenied, Answer, Storage, StorageError
 
 
 @pytest.fixture()
-def storage(tmp_path):
+def storage(db_url, tmp_path):
+    s = Storage(db_url, tmp_path / "images")
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def sqlite_storage(tmp_path):
     s = Storage(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "images")
     yield s
     s.close()
@@ -40,7 +48,8 @@ def full_answers(images, value=3):
     return [Answer(i.id, q, value) for i in images for q in ("realism", "alignment")]
 
 
-def test_sqlite_is_wal_with_foreign_keys(storage, tmp_path):
+def test_sqlite_is_wal_with_foreign_keys(sqlite_storage, tmp_path):
+    storage = sqlite_storage
     with storage.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -57,7 +66,8 @@ def test_record_and_double_submit_is_a_no_op(storage):
     assert set(df["model"]) == {"m0", "m1"}
 
 
-def test_unique_constraint_in_the_database(storage, tmp_path):
+def test_unique_constraint_in_the_database(sqlite_storage, tmp_path):
+    storage = sqlite_storage
     rater, images, trial = make_trial(storage)
     storage.record_ratings(trial.id, rater.pk, full_answers(images))
     con = sqlite3.connect(tmp_path / "db.sqlite")
@@ -140,10 +150,80 @@ def test_trial_needs_known_images(storage):
         storage.create_trial(rater_pk=rater.pk, prompt="p", modality="radiology", shown_order=[])
 
 
-def test_sign_in_is_case_insensitive_and_stable(storage):
+def test_a_name_is_not_an_identity(storage):
+    """Typing someone's name makes a new rater; only the personal token finds a rater again."""
     a = storage.sign_in_rater("Dr  Smith")
     b = storage.sign_in_rater("dr smith")
-    assert a.pk == b.pk and a.public_id == b.public_id
+    c = storage.sign_in_rater("Dr Smith")
+    assert len({a.pk, b.pk, c.pk}) == 3 and len({a.public_id, b.public_id, c.public_id}) == 3
+    assert a.name == "Dr Smith" and a.token and b.token and a.token != b.token
+    assert storage.rater_by_token(a.token).pk == a.pk
+    assert storage.rater_by_token(b.token).pk == b.pk
+    assert storage.rater_by_token("not-a-token") is None and storage.rater_by_token("") is None
+
+
+def test_tokens_are_stored_hashed(storage):
+    from p2p_app.storage import token_hash
+
+    r = storage.add_rater("ann", "s@v1", slot=0, with_token=True)
+    assert r.token and len(r.token) >= 32
+    stored = storage.raters("s@v1")[0].token
+    assert stored == token_hash(r.token) and r.token not in stored  # only the sha256 is kept
+    assert storage.rater_by_token(stored) is None  # the stored hash is not itself a key
+    assert storage.rater_by_token(r.token).pk == r.pk
+
+
+def test_listed_names_stay_unique_when_asked(storage):
+    storage.add_rater("Ann", "s@v1", slot=0, with_token=True, unique_name=True)
+    with pytest.raises(StorageError, match="already exists"):
+        storage.add_rater("ann", "s@v1", slot=0, with_token=True, unique_name=True)
+
+
+def test_an_old_database_is_upgraded(tmp_path):
+    """A database from before this change: clear tokens and a unique (name, study) constraint, with trials and
+    ratings pointing at its raters. Opening it hashes the tokens (the old invite link still works), lets two
+    raters share a name, and keeps every row and foreign key."""
+    from p2p_app.storage import token_hash
+
+    path = tmp_path / "old.sqlite"
+    s = Storage(f"sqlite:///{path}", tmp_path / "images")
+    rater, images, trial = make_trial(s)
+    s.record_ratings(trial.id, rater.pk, full_answers(images))
+    s.close()
+    con = sqlite3.connect(path)  # turn it back into the old schema
+    con.executescript(
+        """
+        PRAGMA foreign_keys=OFF;
+        BEGIN;
+        CREATE TABLE raters_old (id INTEGER NOT NULL, public_id VARCHAR(32) NOT NULL, name VARCHAR(200) NOT NULL,
+            study_key VARCHAR(200) NOT NULL, token VARCHAR(64), slot INTEGER, created_at DATETIME NOT NULL,
+            PRIMARY KEY (id), CONSTRAINT uq_rater_name_study UNIQUE (name, study_key), UNIQUE (public_id),
+            UNIQUE (token));
+        INSERT INTO raters_old SELECT id, public_id, name, study_key, 'clear-old-token-0123456789abcdefghij', slot,
+            created_at FROM raters;
+        DROP TABLE raters;
+        ALTER TABLE raters_old RENAME TO raters;
+        DROP TABLE alembic_version;
+        COMMIT;
+        """
+    )
+    con.close()
+    s = Storage(f"sqlite:///{path}", tmp_path / "images")
+    try:
+        old = s.rater_by_token("clear-old-token-0123456789abcdefghij")
+        assert old is not None and old.pk == rater.pk
+        assert s.raters()[0].token == token_hash("clear-old-token-0123456789abcdefghij")
+        s.add_rater("Dr Who", "live")  # the same name again: refused by the old constraint
+        assert [r.name for r in s.raters("live")] == ["Dr Who", "Dr Who"]
+        assert s.count_ratings() == 4 and len(s.ratings_frame()) == 4
+        with s.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert "uq_rater_name_study" not in conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name='raters'").scalar()  # fmt: skip
+    finally:
+        s.close()
+    Storage(f"sqlite:///{path}", tmp_path / "images").close()  # a second opening changes nothing
 
 
 def test_empty_ratings_frame_has_the_documented_columns(storage):
@@ -189,3 +269,36 @@ def test_two_processes_opening_one_new_database_at_once(tmp_path):
     for i in range(n):
         with sqlite3.connect(tmp_path / f"db{i}.sqlite") as db:
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_many_writers_at_once_all_succeed(storage):
+    """50 raters submitting at the same moment on one database: every submit is stored, none fails
+    (before the in-process writer queue and pool size, SQLite gave "database is locked"/pool time-outs)."""
+    n = 50
+    images = [add_image(storage, f"m{i}") for i in range(2)]
+    work = []
+    for i in range(n):
+        r = storage.sign_in_rater(f"rater {i}")
+        t = storage.create_trial(rater_pk=r.pk, prompt="p", modality="colonoscopy", shown_order=[x.id for x in images])
+        work.append((r, t))
+    barrier = threading.Barrier(n)
+    results, errors = [], []
+
+    def submit(r, t):
+        barrier.wait()
+        try:
+            results.append(storage.record_ratings(t.id, r.pk, full_answers(images)).status)
+            nxt = storage.create_trial(rater_pk=r.pk, prompt="q", modality="colonoscopy",
+                                       shown_order=[x.id for x in images])  # fmt: skip
+            results.append(storage.record_ratings(nxt.id, r.pk, full_answers(images)).status)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=submit, args=w) for w in work]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results.count("stored") == 2 * n
+    assert storage.count_ratings() == 2 * n * 4

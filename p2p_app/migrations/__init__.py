@@ -36,12 +36,22 @@ def head_revision() -> str:
 def upgrade(engine: Engine) -> None:
     """Bring the database behind ``engine`` to the newest schema, in one transaction (on SQLite it begins
     IMMEDIATE, so two processes opening one new database do not both migrate it)."""
-    with engine.begin() as connection:
-        tables = set(inspect(connection).get_table_names())
-        cfg = alembic_config(connection)
-        if "alembic_version" not in tables and "raters" in tables:
-            command.stamp(cfg, PRE_MIGRATION_RELEASE)
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if sqlite:  # SQLite rebuilds a table to alter it; foreign keys must be off, and only outside a transaction
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                tables = set(inspect(connection).get_table_names())
+                cfg = alembic_config(connection)
+                if "alembic_version" not in tables and "raters" in tables:
+                    command.stamp(cfg, PRE_MIGRATION_RELEASE)
+                command.upgrade(cfg, "head")
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall():
+                    raise RuntimeError("the schema upgrade broke a foreign key; nothing was changed")
+        finally:
+            if sqlite:
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..service import P2PApp
-from .admin import build_admin
+from . import guard
+from .admin import AdminGate, build_admin
 from .arena import build_arena
 from .common import CSS, KEYBOARD_JS
 from .study import build_study
@@ -39,7 +40,8 @@ def build_rater_app(app: P2PApp) -> gr.Blocks:
 
 
 def build_admin_app(app: P2PApp) -> gr.Blocks:
-    with gr.Blocks(title=f"{app.config.title} — admin", analytics_enabled=False) as demo:
+    # delete_cache: exports nobody downloaded leave Gradio's cache after 15 minutes (downloaded ones at once)
+    with gr.Blocks(title=f"{app.config.title} — admin", analytics_enabled=False, delete_cache=(300, 900)) as demo:
         gr.Markdown(f"# {app.config.title} — admin")
         build_admin(app)
     demo.queue(default_concurrency_limit=None)
@@ -58,8 +60,9 @@ def create_server(app: P2PApp):
         return RedirectResponse("admin/", status_code=307)  # relative: works behind a path prefix too
 
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=CSS)
-    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", **common)
+    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check, **common)
     gr.mount_gradio_app(server, build_rater_app(app), path="", js=KEYBOARD_JS, **common)
+    guard.install(server)
     return server
 
 

@@ -1,15 +1,26 @@
 """Admin area (mounted at /admin as its own app): progress, exports, statistics, the HTML report.
 
-Every handler checks the server-side admin flag; the password is compared on the server only.
+Sign-in is Gradio's own login for the mounted app (``auth=`` in create_server, :class:`AdminGate`): a correct
+password sets a random HttpOnly access-token cookie that the server maps to the admin, and every route of the
+admin app (config, queue, files, deep links) requires it. The Gradio session id plays no part, and no password
+ever sits in a component. Every handler also checks ``request.username`` on the server. Failed attempts are
+answered ever more slowly and lock the login for a while after ``MAX_FAILURES``. Exports are written to a
+private temp folder that is emptied as soon as Gradio has its copy; that copy is deleted once downloaded
+(p2p_app/ui/guard.py) and Gradio's cache of the admin app is cleared of anything older than 15 minutes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio import processing_utils
 
 from .. import export as exporter
 from .. import reader
@@ -20,6 +31,47 @@ from ..storage import LIVE_STUDY, AccessDenied
 from .common import guarded
 
 FIGURE_SLOTS = 6
+ADMIN_USER = "admin"
+MAX_FAILURES = 10  # consecutive wrong passwords before the login locks
+LOCKOUT_SECONDS = 300.0
+log = logging.getLogger(__name__)
+
+
+class AdminGate:
+    """Gradio's ``auth`` callable for the admin app: user ``admin`` and the configured password.
+
+    Wrong attempts are answered after a growing delay (0.5 s, 1 s, 2 s … at most 8 s) and, after
+    ``MAX_FAILURES`` in a row, every attempt (right or wrong) is refused for ``LOCKOUT_SECONDS``. Attempts are
+    taken one at a time, so parallel guessing gains nothing. The counter is per server process."""
+
+    def __init__(self, app: P2PApp, clock=time.monotonic, sleep=asyncio.sleep):
+        self.app = app
+        self.clock = clock
+        self.sleep = sleep
+        self.failures = 0
+        self.locked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    async def check(self, username: str, password: str) -> bool:
+        """Pass this bound coroutine function as ``auth=`` (Gradio awaits it only if it is one: an object with an
+        async ``__call__`` would be called without awaiting, and the coroutine object is truthy)."""
+        async with self._lock:
+            if self.clock() < self.locked_until:
+                log.warning("admin login refused: locked after %d wrong passwords", self.failures)
+                return False
+            ok = hmac.compare_digest((username or "").encode(), ADMIN_USER.encode()) & self.app.check_admin(password)
+            if ok:
+                self.failures = 0
+                return True
+            self.failures += 1
+            if self.failures >= MAX_FAILURES:
+                self.locked_until = self.clock() + LOCKOUT_SECONDS
+                log.warning("admin login locked for %.0f s after %d wrong passwords", LOCKOUT_SECONDS, self.failures)
+            await self.sleep(self.delay())
+            return False
+
+    def delay(self) -> float:
+        return min(8.0, 0.5 * 2 ** max(0, self.failures - 1)) if self.failures else 0.0
 
 
 def _choices(app: P2PApp) -> list[tuple[str, str]]:
@@ -27,14 +79,8 @@ def _choices(app: P2PApp) -> list[tuple[str, str]]:
 
 
 def build_admin(app: P2PApp) -> None:
-    is_admin = gr.State(False)
-    out_dir = Path(tempfile.mkdtemp(prefix="p2p-admin-"))
-
-    with gr.Column() as login_box:
-        password = gr.Textbox(label="Admin password", type="password")
-        login_btn = gr.Button("Sign in", variant="primary")
     message = gr.Markdown(visible=False)
-    with gr.Column(visible=False) as main_box:
+    with gr.Column():
         with gr.Row():
             which = gr.Dropdown(choices=_choices(app), value=LIVE_STUDY, label="Study")
             refresh_btn = gr.Button("Refresh")
@@ -56,16 +102,10 @@ def build_admin(app: P2PApp) -> None:
 
     guard = guarded(message)
 
-    def require(flag: bool) -> None:
-        if not flag:
+    def require(request: gr.Request | None) -> None:
+        # Gradio sets username only from the admin app's own access-token cookie (see AdminGate)
+        if request is None or getattr(request, "username", None) != ADMIN_USER:
             raise AccessDenied("Sign in as admin first.")
-
-    @guard
-    def on_login(pw: str) -> dict:
-        if not app.check_admin(pw):
-            return {message: gr.Markdown("⛔ Wrong password (or no admin password is configured).", visible=True)}
-        return {is_admin: True, login_box: gr.Column(visible=False), main_box: gr.Column(visible=True),
-                message: gr.Markdown(visible=False)}
 
     def frame_for(key: str) -> pd.DataFrame:
         if key != LIVE_STUDY and key not in app.studies:
@@ -73,8 +113,8 @@ def build_admin(app: P2PApp) -> None:
         return app.storage.ratings_frame(key)
 
     @guard
-    def on_refresh(flag: bool, key: str) -> dict:
-        require(flag)
+    def on_refresh(key: str, request: gr.Request) -> dict:
+        require(request)
         df = frame_for(key)
         if key == LIVE_STUDY:
             prog = (df.groupby(["rater_id", "rater_name"])["trial_id"].nunique().rename("trials").reset_index()
@@ -103,32 +143,37 @@ def build_admin(app: P2PApp) -> None:
 
     def download_handler(kind: str):
         @guard
-        def handler(flag: bool, key: str) -> dict:
-            require(flag)
+        def handler(key: str, request: gr.Request) -> dict:
+            require(request)
             df = frame_for(key)
-            stem = key.replace("@", "_")
-            if kind == "long":
-                path = out_dir / f"{stem}_ratings_long.csv"
-                exporter.write_long_csv(df, path)
-            elif kind == "wide":
-                path = out_dir / f"{stem}_ratings_wide.csv"
-                exporter.write_wide_csv(df, path)
-            elif kind == "parquet":
-                path = out_dir / f"{stem}_ratings.parquet"
-                exporter.write_parquet(df, path)
-            else:
-                path = out_dir / f"{stem}_report.html"
-                title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
-                progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
-                path.write_text(build_report(df, title, progress=progress, n_boot=500), encoding="utf-8")
-            return {download: str(path), message: gr.Markdown(visible=False)}
+            with tempfile.TemporaryDirectory(prefix="p2p-admin-") as tmp:  # gone when the handler returns
+                path = write(kind, key, df, Path(tmp))
+                # the only copy left is in Gradio's cache, which the guard deletes once downloaded
+                cached = processing_utils.save_bytes_to_cache(path.read_bytes(), path.name, download.GRADIO_CACHE)
+            return {download: cached, message: gr.Markdown(visible=False)}
 
         return handler
 
-    login_btn.click(on_login, password, [is_admin, login_box, main_box, message], api_visibility="private")
-    password.submit(on_login, password, [is_admin, login_box, main_box, message], api_visibility="private")
+    def write(kind: str, key: str, df: pd.DataFrame, out_dir: Path) -> Path:
+        stem = key.replace("@", "_")
+        if kind == "long":
+            path = out_dir / f"{stem}_ratings_long.csv"
+            exporter.write_long_csv(df, path)
+        elif kind == "wide":
+            path = out_dir / f"{stem}_ratings_wide.csv"
+            exporter.write_wide_csv(df, path)
+        elif kind == "parquet":
+            path = out_dir / f"{stem}_ratings.parquet"
+            exporter.write_parquet(df, path)
+        else:
+            path = out_dir / f"{stem}_report.html"
+            title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
+            progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
+            path.write_text(build_report(df, title, progress=progress, n_boot=500), encoding="utf-8")
+        return path
+
     refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, *plots]
-    refresh_btn.click(on_refresh, [is_admin, which], refresh_outputs, api_visibility="private")
-    which.change(on_refresh, [is_admin, which], refresh_outputs, api_visibility="private")
+    refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
+    which.change(on_refresh, which, refresh_outputs, api_visibility="private")
     for btn, kind in ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (report_btn, "report")):
-        btn.click(download_handler(kind), [is_admin, which], [download, message], api_visibility="private")
+        btn.click(download_handler(kind), which, [download, message], api_visibility="private")

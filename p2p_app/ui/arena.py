@@ -7,7 +7,7 @@ import html
 import gradio as gr
 
 from ..service import LIVE_QUESTIONS, P2PApp
-from .common import build_panels, guarded, read_answers, show_trial
+from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 
@@ -23,8 +23,11 @@ def build_arena(app: P2PApp) -> None:
     n_shown = gr.State(0)
 
     with gr.Column(visible=True) as signin_box:
-        gr.Markdown("### Sign in\nYour name identifies your ratings in the study data.")
+        gr.Markdown(
+            "### Sign in\nType your name to start (you get a personal resume code), or your resume code to continue."
+        )
         name = gr.Textbox(label="Your name", max_length=100)
+        resume = gr.Textbox(label="Resume code", type="password", max_length=100)
         code = gr.Textbox(label="Access code", type="password", visible=bool(cfg.access_code))
         signin_btn = gr.Button("Sign in", variant="primary")
     message = gr.Markdown(visible=False)
@@ -53,19 +56,24 @@ def build_arena(app: P2PApp) -> None:
         generate_btn = gr.Button("Generate", variant="primary")
         trial_prompt = gr.Markdown()
         panels = build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=True)
+        shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
         submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
         reveal_box = gr.Markdown()
 
     guard = guarded(message)
 
     @guard
-    def on_sign_in(name_value: str, code_value: str) -> dict:
-        rater = app.sign_in(name_value, code_value)
+    def on_sign_in(name_value: str, resume_value: str, code_value: str) -> dict:
+        rater = app.sign_in(name_value, code_value, resume_code=resume_value)
+        note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         return {
-            session: rater,
+            session: rater.without_code(),  # the clear code is shown once, never kept
             signin_box: gr.Column(visible=False),
             arena_box: gr.Column(visible=True),
-            who: gr.Markdown(f"Signed in as **{rater.name}**. Images are shown in random order; models are hidden."),
+            resume: gr.Textbox(value=""),
+            who: gr.Markdown(
+                f"Signed in as **{md_escape(rater.name)}**. Images are shown in random order; models are hidden.{note}"
+            ),
             message: gr.Markdown(visible=False),
         }
 
@@ -80,6 +88,7 @@ def build_arena(app: P2PApp) -> None:
         shown = app.live_generate(rater, modality_value, prompt_value, progress=lambda f, d: progress(f, desc=d))
         return {
             trial: shown.trial_id,
+            shown_field: gr.Textbox(value=str(shown.trial_id)),
             n_shown: len(shown.panels),
             trial_prompt: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),
             submit_btn: gr.Button(interactive=True),
@@ -91,7 +100,7 @@ def build_arena(app: P2PApp) -> None:
     @guard
     def on_submit(data: dict) -> dict:
         answers = read_answers(panels, data, data[n_shown])
-        result = app.submit(data[session], data[trial], answers)
+        result = app.submit(data[session], data[trial], answers, shown=data[shown_field])
         lines = [f"✅ {result.message}"]
         if result.reveal:
             lines.append("\n".join(f"- **{label}** was made by `{model}`" for label, model in result.reveal))
@@ -102,22 +111,22 @@ def build_arena(app: P2PApp) -> None:
             message: gr.Markdown(visible=False),
         }
 
-    signin_outputs = [session, signin_box, arena_box, who, message]
-    signin_btn.click(on_sign_in, [name, code], signin_outputs, api_visibility="private")
-    name.submit(on_sign_in, [name, code], signin_outputs, api_visibility="private")
+    signin_outputs = [session, signin_box, arena_box, resume, who, message]
+    for trigger in (signin_btn.click, name.submit, resume.submit):
+        trigger(on_sign_in, [name, resume, code], signin_outputs, api_visibility="private")
     modality.change(on_modality, modality, examples, api_visibility="private", queue=False)
     examples.click(on_example, examples, prompt, api_visibility="private", queue=False)
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     generate_btn.click(
         on_generate,
         [session, modality, prompt],
-        [trial, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
+        [trial, shown_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
     )
-    submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
+    submit_inputs = {session, trial, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,
         submit_inputs,
@@ -125,3 +134,4 @@ def build_arena(app: P2PApp) -> None:
         api_visibility="private",
         concurrency_limit=None,
     )
+    add_noop()

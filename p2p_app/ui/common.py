@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -47,6 +49,31 @@ KEYBOARD_JS = """
   });
 }
 """
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def md_escape(text: str) -> str:
+    """``text`` safe to put in a gr.Markdown: HTML escaped and Markdown punctuation backslash-escaped, so a name
+    like ``<img src=x onerror=…>`` or ``[x](javascript:…)`` shows as typed instead of becoming markup."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+
+
+def resume_note(code: str, where: str = "") -> str:
+    """The one-time message with a new rater's personal resume code (Markdown)."""
+    link = f" (or open this page as `{where}?token={code}`)" if where else ""
+    return (
+        f"**Your personal resume code: `{code}`** — keep it. To come back as you, type it in \"Resume code\"{link}. "
+        "It is shown only now; typing your name again makes a new, separate rater."
+    )
+
+
+def add_noop(label: str = "p2p-noop") -> None:
+    """A hidden button whose click is a true no-op (private, no inputs, no outputs, no state): the baseline the
+    load benchmark (benchmarks/bench_load.py) divides submit round trips by."""
+    btn = gr.Button(label, visible=False, elem_id=label)
+    btn.click(lambda: None, None, None, api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
 
 def choices_for(q: Question) -> list[tuple[str, int]]:
@@ -143,7 +170,11 @@ def guarded(message_box: gr.components.Component) -> Callable:
                 return _tell(message_box, "⛔", str(exc))
             except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
                 log.exception("unexpected error in %s", fn.__name__)
-                return _tell(message_box, "⚠️", "Something went wrong on the server; nothing was saved. Try again.")
+                return _tell(
+                    message_box, "⚠️",
+                    "Something went wrong on the server. Try again: whatever was already saved stays saved, "
+                    "and an item is never stored twice.",
+                )
 
         return inner
 

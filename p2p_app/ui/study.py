@@ -9,7 +9,7 @@ import gradio as gr
 from .. import reader
 from ..service import P2PApp, ShownTrial
 from ..study import StudyDefinition
-from .common import build_panels, guarded, read_answers, show_trial
+from .common import build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 
 def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
@@ -48,14 +48,19 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     trial = gr.State(None)
     n_shown = gr.State(0)
     position = gr.State(None)  # order index of the item on screen (None when all are done)
-    invite = "Open your personal invite link, or type your name." if st.open or st.raters else "Open your personal invite link."
+    reopened = gr.State(False)  # the item on screen is an answered one this session reopened to change
+    invite = (
+        "Open your personal invite link; or type your name to start (you get a personal resume code), "
+        "or your resume code to continue." if st.open else "Open your personal invite link."
+    )
 
     with gr.Column() as signin_box:
         gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
         availability = gr.Markdown()  # "being prepared: 37 / 114 images" while start-up prepares the study
         availability_timer = gr.Timer(2.0)
-        name = gr.Textbox(label="Your name", max_length=100, visible=bool(st.open or st.raters))
-        signin_btn = gr.Button("Start / continue", variant="primary", visible=bool(st.open or st.raters))
+        name = gr.Textbox(label="Your name", max_length=100, visible=st.open)
+        resume = gr.Textbox(label="Resume code", max_length=100, visible=st.open, type="password")
+        signin_btn = gr.Button("Start / continue", variant="primary", visible=st.open)
     message = gr.Markdown(visible=False)
     with gr.Column(visible=False) as work_box:
         who = gr.Markdown()
@@ -64,6 +69,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         progress = gr.HTML()
         prompt_md = gr.Markdown()
         panels = build_panels(n_panels, st.questions, with_cant_judge=True)
+        # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
+        shown_field = gr.Textbox(visible=False)
         submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
     done_box = gr.Markdown(visible=False)
     back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm")
@@ -80,6 +87,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 trial: None,
                 n_shown: 0,
                 position: None,
+                reopened: False,
+                shown_field: gr.Textbox(value=""),
                 work_box: gr.Column(visible=False),
                 done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
                 back_btn: gr.Button(visible=can_go_back),
@@ -90,6 +99,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
             trial: shown.trial_id,
             n_shown: len(shown.panels),
             position: shown.order_index,
+            reopened: revisiting,
+            shown_field: gr.Textbox(value=str(shown.trial_id)),
             back_btn: gr.Button(visible=can_go_back and (shown.done > 0 or revisiting)),
             work_box: gr.Column(visible=True),
             done_box: gr.Markdown(visible=False),
@@ -103,13 +114,20 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         }
 
     @guard
-    def on_sign_in(name_value: str, request: gr.Request) -> dict:
+    def on_sign_in(name_value: str, resume_value: str, request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
+        token = token or (resume_value or "")
         rater = reader.sign_in(app, st, token=token, name="" if token else name_value)
+        note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
+        rater = rater.without_code()  # the clear code is shown once, never kept
         return {
             session: rater,
             signin_box: gr.Column(visible=False),
-            who: gr.Markdown(f"Signed in as **{html.escape(rater.name)}**. Your answers are saved as you go; you can close the page and continue later."),
+            resume: gr.Textbox(value=""),
+            who: gr.Markdown(
+                f"Signed in as **{md_escape(rater.name)}**. Your answers are saved as you go; you can close the "
+                f"page and continue later.{note}"
+            ),
             **show_next(rater),
         }
 
@@ -119,26 +137,33 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         rater = app.storage.rater_by_token(token) if token else None
         if rater is None or rater.study_key != reader.study_key(st):
             return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
-        return on_sign_in("", request)
+        return on_sign_in("", "", request)
 
     @guard
     def on_submit(data: dict) -> dict:
         answers = read_answers(panels, data, data[n_shown])
-        reader.submit_trial(app, st, data[session], data[trial], answers)
-        return show_next(data[session])
+        result = reader.submit_trial(
+            app, st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened]
+        )
+        updates = show_next(data[session])
+        if result.status == "duplicate":  # answered elsewhere (another tab): say so instead of moving on silently
+            gr.Warning(result.message)
+            updates[message] = gr.Markdown(f"⚠️ {result.message}", visible=True)
+        return updates
 
     @guard
     def on_back(rater, current) -> dict:
         return show(reader.previous_trial(app, st, rater, current), rater)
 
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
-    outputs = [session, signin_box, who, trial, n_shown, position, back_btn, work_box, done_box, progress, prompt_md,
-               message, *panel_outputs]
-    signin_btn.click(on_sign_in, name, outputs, api_visibility="private")
-    name.submit(on_sign_in, name, outputs, api_visibility="private")
-    submit_inputs = {session, trial, n_shown, *(w for p in panels for w in p.all_inputs())}
-    submit_btn.click(on_submit, submit_inputs, outputs[3:], api_visibility="private", concurrency_limit=None)
-    back_btn.click(on_back, [session, position], outputs[3:], api_visibility="private")
+    outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
+               done_box, progress, prompt_md, message, *panel_outputs]
+    signin_btn.click(on_sign_in, [name, resume], outputs, api_visibility="private")
+    name.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
+    resume.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
+    submit_inputs = {session, trial, n_shown, reopened, shown_field, *(w for p in panels for w in p.all_inputs())}
+    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
+    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
 
     def on_availability_tick() -> dict:
         text = reader.availability(app, st)

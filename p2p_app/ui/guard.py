@@ -1,0 +1,205 @@
+"""Request limits in front of both Gradio apps (one ASGI middleware, installed by ``create_server``).
+
+* Request bodies: at most ``MAX_BODY_BYTES`` (1 MiB) — by Content-Length up front, and counted while streaming
+  for bodies without one; a larger body gets 413 before anything parses it.
+* ``/gradio_api/upload`` (and its progress route) is closed: the app has no upload component.
+* ``queue/join`` with an event index (``fn_index``) the app does not have, or a body that is not a JSON object,
+  gets 400 with a message instead of a bare 500.
+* The rater app's file routes serve only image files; exports (CSV, Parquet, HTML) are never reachable there.
+* The admin app's exports are deleted from Gradio's file cache once downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import unquote
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+IMAGE_SUFFIXES = frozenset({".png", ".webp", ".jpg", ".jpeg"})
+ADMIN_PREFIX = "/admin"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def gradio_cache_dir() -> Path:
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def _file_path(path: str) -> str | None:
+    """The file a Gradio file route names (``…/gradio_api/file=<path>`` or ``…/gradio_api/file/<path>``)."""
+    for marker in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
+        if marker in path:
+            return unquote(path.split(marker, 1)[1])
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware; ``fn_indices(path)`` gives the event indices of the Gradio app that serves ``path``."""
+
+    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None] | None = None,
+                 max_body: int = MAX_BODY_BYTES):  # fmt: skip
+        self.app = app
+        self.fn_indices = fn_indices
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+        if path.endswith("/gradio_api/upload") or path.endswith("/gradio_api/upload_progress"):
+            await _reply(send, 403, "Uploads are closed: this app takes no files.")
+            return
+        file_path = _file_path(path)
+        if file_path is not None and not admin and Path(file_path).suffix.lower() not in IMAGE_SUFFIXES:
+            await _reply(send, 404, "Not found.")
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                await _reply(send, 400, "Bad Content-Length.")
+                return
+            if too_big:
+                await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
+                return
+        if scope.get("method") == "POST" and path.endswith("/gradio_api/queue/join"):
+            await self._join(scope, receive, send)
+            return
+        if file_path is not None and admin:
+            await self._download_once(scope, receive, send, file_path)
+            return
+        await self.app(scope, _limited(receive, self.max_body), send)
+
+    async def _join(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the (bounded) body, check it names a real event, then hand it on unchanged."""
+        chunks, more = [], True
+        total = 0
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            total += len(body)
+            if total > self.max_body:
+                await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            await _reply(send, 400, "The request body is not JSON.")
+            return
+        if not isinstance(payload, dict):
+            await _reply(send, 400, "The request body must be a JSON object.")
+            return
+        fn_index = payload.get("fn_index")
+        known = self.fn_indices(scope.get("path", "")) if self.fn_indices else None
+        if known is not None and (isinstance(fn_index, bool) or not isinstance(fn_index, int) or fn_index not in known):
+            await _reply(send, 400, f"Unknown event {fn_index!r}.")
+            return
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _download_once(self, scope: Scope, receive: Receive, send: Send, file_path: str) -> None:
+        """Serve an admin file; an export (not an image) in Gradio's cache is deleted after a full download."""
+        status = 0
+
+        async def watch(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        target = Path(file_path)
+        if (status == 200 and scope.get("method") == "GET" and target.suffix.lower() not in IMAGE_SUFFIXES):
+            try:
+                resolved = target.resolve()
+                if resolved.is_relative_to(gradio_cache_dir()):
+                    resolved.unlink(missing_ok=True)
+                    try:
+                        resolved.parent.rmdir()
+                    except OSError:
+                        pass
+            except OSError as exc:  # pragma: no cover - logged, the download itself succeeded
+                log.warning("could not delete the downloaded export %s: %s", file_path, exc)
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they stream (chunked bodies have no Content-Length)."""
+    total = 0
+
+    async def inner() -> dict:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise _TooLarge
+        return message
+
+    return inner
+
+
+async def _reply(send: Send, status: int, text: str) -> None:
+    body = json.dumps({"error": text}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+def install(server: Any) -> None:
+    """Wrap ``server`` (the FastAPI app of create_server) in the guard; event indices come from its mounts."""
+
+    def fn_indices(path: str) -> set[int] | None:
+        from starlette.routing import Mount
+
+        best = None
+        for route in server.routes:
+            if isinstance(route, Mount) and (path.startswith(route.path + "/") or route.path == ""):
+                if best is None or len(route.path) > len(best.path):
+                    best = route
+        blocks = getattr(getattr(best, "app", None), "get_blocks", None)
+        if blocks is None:
+            return None
+        return set(blocks().fns)
+
+    server.add_middleware(_GuardFactory, fn_indices=fn_indices)
+
+
+class _GuardFactory(RequestGuard):
+    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None]):
+        super().__init__(app, fn_indices)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except _TooLarge:
+            await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
