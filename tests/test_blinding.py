@@ -230,6 +230,9 @@ def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_sid
     realism = [c for c in page.find(label="How real does this image look?", type="radio") if c in dep["inputs"]]
     alignment = [c for c in page.find(label="How well does the image match the prompt?", type="radio") if c in dep["inputs"]]
     assert len(images) == len(st.models)  # the widest screen is one panel per model
+    readable = [page.http.get(f"{url}{path}").text for path in ("/config", "/", "/gradio_api/info?all_endpoints=1")]
+    for m in app.config.models:
+        assert not any(m.name in text for text in readable)
     out = page.trigger(start)
     rater = app.storage.raters(reader.study_key(st))[0]
     row = app.storage.study(st.id, st.version)
