@@ -45,9 +45,13 @@ NO_SCORE_NO_REVEAL = (
 
 def has_real_score(form: Mapping[int, Mapping[str, Any]]) -> bool:
     """True when a stored trial form (position → answers) holds a score on some panel not marked "can't judge"."""
+
+    def is_score(value: Any) -> bool:  # a number (not a bool, not NaN); multi-select answers are lists
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
     return any(
         not answers.get("cant_judge")
-        and any(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for k, v in answers.items() if k not in ("cant_judge", "comment"))
+        and any(is_score(v) for k, v in answers.items() if k not in ("cant_judge", "comment"))
         for answers in form.values()
     )
 
