@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -126,11 +127,7 @@ def live_trials(app, url: str, n: int) -> list[dict]:
             page.set(c, 3)
         out = page.trigger(ids["submit"])
         text = " ".join(str(v) for v in out.values())
-        reveal = {}
-        for line in text.split("\n"):
-            if "was made by" in line:
-                label = line.split("**")[1]
-                reveal[label] = line.split("`")[1]
+        reveal = dict(re.findall(r"\*\*(Image [A-Z])\*\* was made by `([^`]+)`", text))
         truth = [reveal[f"Image {'ABC'[i]}"] for i in range(len(panels))]
         trials.append({"panels": panels, "models": truth})
     page.close()
@@ -148,7 +145,8 @@ def study_screens(app, st, url: str) -> list[dict]:
     dep = page.dependency(page.event_for(submit))
     images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
     scales = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
-    page.set(page.one(label="Your name", type="textbox"), "Probe reader")
+    (name,) = page.dependency(page.event_for(start))["inputs"]
+    page.set(name, "Probe reader")
     page.trigger(start)
     rater = app.storage.raters(reader.study_key(st))[0]
     row = app.storage.study(st.id, st.version)
