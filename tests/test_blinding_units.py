@@ -265,7 +265,22 @@ def test_radiology_pilot_sequence_is_pinned():
     assert assignment.item_coverage(study, seed=7) != assignment.item_coverage(study)
 
 
+def test_colonoscopy_pilot_coverage_is_pinned():
+    """A single-design study with real images and controls: every stratum label takes part in the ordering."""
+    import hashlib
+    import json
+
+    study = _study("colonoscopy_pilot", COLON_MODELS)
+    coverage = assignment.item_coverage(study)
+    digest = hashlib.sha256(json.dumps(sorted(coverage.items())).encode()).hexdigest()
+    assert digest == "99f3a2b177da784625e0c7a1e8e0a4dfd19990cfedcb9ce6a7941d64473467d4"
+    assert [t.item_key for t in assignment.rater_sequence(study, 0)][:3] == [
+        "polyp_0iia_10mm_nbi/colon-flux-tiny/s11", "polyp_0ip_15mm/colon-msdm-tiny/s23", "cecum_normal/colon-flux-tiny/s23",
+    ]  # fmt: skip
+
+
 def test_repeat_count_caps_and_types():
+    assert assignment.repeat_count(-0.5, 10) == 0  # a negative share is no repeats, never a negative count
     assert assignment.repeat_count(1.0, 20) == 16  # n - max(2, n // 4) + 1
     assert assignment.repeat_count(1.0, 10) == 9 and isinstance(assignment.repeat_count(1.0, 10), int)
     assert assignment.repeat_count(0.0, 10) == 0 and assignment.repeat_count(0.5, 1) == 0
