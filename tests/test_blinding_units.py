@@ -310,3 +310,30 @@ def test_assignment_errors_say_what_is_wrong():
     with pytest.raises(ValueError, match=r"'zed' is not a planned rater of study 'radiology_pilot' \(ann, bob\)"):
         assignment.slot_for_rater(listed, rater="zed")
     assert assignment.slot_for_rater(listed, rater=" BOB ") == 1
+
+
+@pytest.mark.parametrize("shape", [(100, 103), (103, 100)])  # (height, width): an odd margin of 3 pixels
+def test_centre_crop_offset_is_floor_of_half_the_margin(shape):
+    h, w = shape
+    arr = np.zeros((h, w, 3), dtype=np.uint8)
+    if w > h:
+        arr[:, 1] = 255  # column 1 is the first of the crop: offset (103 - 100) // 2 == 1
+    else:
+        arr[1, :] = 255
+    with Image.open(io.BytesIO(presentation_png(Image.fromarray(arr), 100))) as im:
+        out = np.asarray(im)
+    edge = out[:, 0] if w > h else out[0, :]
+    assert (edge == 255).all() and out.sum() == 255 * 3 * 100
+
+
+def test_resampling_is_lanczos_down_and_bicubic_up():
+    src = noise(7, (80, 80, 3))
+    for size, method in ((32, Image.Resampling.LANCZOS), (128, Image.Resampling.BICUBIC)):
+        with Image.open(io.BytesIO(presentation_png(src, size))) as im:
+            assert np.array_equal(np.asarray(im), np.asarray(src.resize((size, size), method))), size
+
+
+def test_a_presentation_png_of_another_length_is_never_returned(monkeypatch):
+    monkeypatch.setattr(blinding, "presentation_png_size", lambda size: size * 1000)
+    with pytest.raises(RuntimeError, match=r"presentation PNG of 32 px has \d+ bytes, not 32000"):
+        presentation_png(Image.new("RGB", (40, 40)), 32)
