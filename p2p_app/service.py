@@ -39,6 +39,25 @@ NOT_SIGNED_IN = (
 )
 
 
+# The reveal rule: a reveal needs at least one real score (a scale answer on a panel not marked "can't judge").
+NO_SCORE_NO_REVEAL = (
+    "Every image was marked \"can't judge\", so the models are not revealed: a reveal needs at least one score."
+)
+
+
+def has_real_score(form: Mapping[int, Mapping[str, Any]]) -> bool:
+    """True when a stored trial form (position → answers) holds a score on some panel not marked "can't judge"."""
+
+    def is_score(value: Any) -> bool:  # a number (not a bool, not NaN); multi-select answers are lists
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+    return any(
+        not answers.get("cant_judge")
+        and any(is_score(v) for k, v in answers.items() if k not in ("cant_judge", "comment"))
+        for answers in form.values()
+    )
+
+
 class UserError(ValueError):
     """Something the person can fix; the message is shown to them as is. Nothing was written."""
 
@@ -351,16 +370,22 @@ class P2PApp:
         stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers)
         result = self.record(trial, session.rater_pk, stored_answers)
         reveal: tuple[tuple[str, str], ...] = ()
-        if self.config.reveal_after_rating:
-            reveal = self.reveal(session, trial.id)
         message = "Ratings saved." if result.status == "stored" else "This trial was already submitted; nothing changed."
+        if self.config.reveal_after_rating:
+            if has_real_score(self.storage.trial_answers(trial.id, session.rater_pk)):
+                reveal = self.reveal(session, trial.id)
+            else:
+                message += " " + NO_SCORE_NO_REVEAL
         return SubmitResult(result.status, reveal, message)
 
     def reveal(self, session: RaterSession, trial_id: int) -> tuple[tuple[str, str], ...]:
-        """Which model made which panel: only the trial's rater, only after its ratings are stored."""
+        """Which model made which panel: only the trial's rater, only after its ratings are stored, and only
+        when they hold at least one real score ("can't judge" on every panel reveals nothing)."""
         if not self.config.reveal_after_rating and session.study_key == LIVE_STUDY:
             raise AccessDenied("Revealing models is turned off for this arena.")
-        rows = self.storage.trial_models(trial_id, session.rater_pk)
+        rows = self.storage.trial_models(trial_id, session.rater_pk)  # refuses another's or an unsubmitted trial
+        if not has_real_score(self.storage.trial_answers(trial_id, session.rater_pk)):
+            raise AccessDenied(NO_SCORE_NO_REVEAL)
         return tuple((f"Image {chr(64 + pos)}", model) for pos, model, _source in rows)
 
     # ------------------------------------------------------------------ shared helpers

@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from . import migrations
+from .blinding import presentation_png_size, stamp_constant_mtime
 from .tidy import TIDY_COLUMNS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
@@ -531,10 +532,16 @@ class Storage:
         """
         if source not in ("generated", "real"):
             raise StorageError(f"image source must be 'generated' or 'real', got {source!r}")
+        if len(png) != presentation_png_size(size):  # one byte size per presentation size, whatever the model
+            raise StorageError(
+                f"image {image_id}: {len(png)} bytes is not the presentation size of a {size} px PNG "
+                f"({presentation_png_size(size)} bytes); write it with blinding.presentation_png"
+            )
         path = self.image_dir / f"{image_id}.png"
         fd, tmp = tempfile.mkstemp(dir=self.image_dir, suffix=".part")
         with os.fdopen(fd, "wb") as fh:
             fh.write(png)
+        stamp_constant_mtime(tmp)  # one mtime for every presentation file: no generation order in headers
         os.replace(tmp, path)
         try:
             with self._tx() as s:

@@ -46,12 +46,16 @@ Items (what one screen shows):
 * ``single``: one item per model x prompt x seed (key ``<prompt_id>/<model>/s<seed>``), one per
   prompt real image (``<prompt_id>/real``) and one per control (``control:<control_id>``; a
   control's ``prompt_id`` is that same ``control:<control_id>`` and its prompt is the caption).
-* ``side_by_side``: one item per prompt x seed (key ``<prompt_id>/s<seed>``) holding one panel per
-  model plus the prompt's real image as one more panel when the prompt has one (the same real image
-  then appears in each seed's item). A control's caption is its prompt: each control gives one item
-  per seed (key ``control:<control_id>/s<seed>``) with every model's image for the caption plus the
-  control image, so a control screen looks like any prompt screen with a real image (a lone real
-  panel would give the control away).
+* ``side_by_side``: one item per prompt x seed (key ``<prompt_id>/s<seed>``). Every screen has
+  exactly one panel per model (``len(models)`` panels), whether or not it holds a real image: a
+  panel count that grows on real screens would tell the rater a real image is there. A screen
+  without a real image shows every model's image; on a screen with one (the prompt's real image, the
+  same in each seed's item, or a control) the real image takes the place of one model's image. The
+  model left out is chosen in rotation over the real-bearing items in design order (the r-th such
+  item leaves out ``models[r % len(models)]``), so each model gives up the same number of screens
+  (within one). A control's caption is its prompt: each control gives one item per seed (key
+  ``control:<control_id>/s<seed>``) with the control image and the other models' images for the
+  caption, laid out like any other screen.
 
 The design hash covers everything that defines the design, the content (sha256) of every real
 image included, and nothing cosmetic: whitespace runs in text, comments, key order, file names,
@@ -83,7 +87,8 @@ DESIGNS = ("single", "side_by_side")
 QUESTION_KINDS = ("scale", "multi", "text")
 MAX_REPEAT_FRACTION = 0.5
 CANT_JUDGE_LABEL = "Can't judge / image failed to load"
-HASH_FORMAT = 2  # 2: side-by-side controls are shown beside the models' images for their caption
+HASH_FORMAT = 3  # 2: side-by-side controls are shown beside the models' images for their caption;
+#                 3: side by side, a real image takes the place of one model's image (constant panel count)
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # prompt/control ids, model names
@@ -316,6 +321,7 @@ class StudyDefinition:
     def items(self) -> tuple[StudyItem, ...]:
         """Every item in design order: prompts in CSV order, then controls (see the module docstring)."""
         out: list[StudyItem] = []
+        real_count = [0]  # side by side: real-bearing items so far (rotation of the model left out)
         for row in self.prompts:
             real = self._real_slot(row)
             if self.design == "single":
@@ -326,20 +332,27 @@ class StudyDefinition:
                 if real is not None:
                     out.append(StudyItem(real.key, row.prompt_id, row.prompt, (real,)))
             else:
-                out += self._side_by_side(row.prompt_id, row.prompt, real)
+                out += self._side_by_side(row.prompt_id, row.prompt, real, real_count)
         for control in self.controls:
             slot = self._control_slot(control)
             if self.design == "single":
                 out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
             else:  # the caption is the prompt: the models' images for it beside the real one
-                out += self._side_by_side(slot.prompt_id, slot.prompt, slot)
+                out += self._side_by_side(slot.prompt_id, slot.prompt, slot, real_count)
         return tuple(out)
 
-    def _side_by_side(self, prompt_id: str, prompt: str, real: ImageSlot | None) -> list[StudyItem]:
-        """One item per seed: each model's image for ``prompt``, plus ``real`` as one more panel when given."""
+    def _side_by_side(
+        self, prompt_id: str, prompt: str, real: ImageSlot | None, real_count: list[int]
+    ) -> list[StudyItem]:
+        """One item per seed with ``len(models)`` panels: each model's image for ``prompt``; when ``real`` is
+        given it takes the place of the model whose turn it is (``real_count`` counts real-bearing items)."""
         items = []
         for seed in self.seeds:
-            slots = tuple(ImageSlot(m, prompt_id, seed, prompt) for m in self.models)
+            models = list(self.models)
+            if real is not None:
+                del models[real_count[0] % len(models)]
+                real_count[0] += 1
+            slots = tuple(ImageSlot(m, prompt_id, seed, prompt) for m in models)
             slots += (real,) if real is not None else ()
             items.append(StudyItem(f"{prompt_id}/s{seed}", prompt_id, prompt, slots))
         return items

@@ -431,3 +431,45 @@ def test_registry_lookup(registry):
 def test_importing_generators_does_not_import_torch():
     code = "import sys, generators; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# ------------------------------------------------------------------------------------------- what the pipeline receives
+
+# A height each family accepts (its size multiple), other than the tiny default 64.
+_SPY_HEIGHT = {"msdm": 72, "sd": 72, "flux": 80, "kandinsky22": 128, "kandinsky3": 128}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pipeline_receives_the_settings_and_a_seeded_generator(registry, family, monkeypatch):
+    """Spy on the loaded pipeline's ``__call__``: what reaches the model, not what the wrapper reports."""
+    gen = registry.get(family)
+    gen.load()
+    calls: list[dict] = []
+    original = type(gen._pipe).__call__
+
+    def spy(self, *args, **kwargs):
+        gen_state = kwargs["generator"].get_state().clone()  # before the pipeline draws from it
+        calls.append({"args": args, "kwargs": dict(kwargs), "generator_state": gen_state})
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(gen._pipe), "__call__", spy)
+    params = {"num_inference_steps": 3, "guidance_scale": 2.5, "height": _SPY_HEIGHT[family], "width": 64}
+    if "negative_prompt" in gen.effective_params():
+        params["negative_prompt"] = "blurry, text overlay"
+    result = gen.generate(PROMPT, seed=7, **params)
+    assert len(calls) == 1
+    got = calls[0]["kwargs"]
+    assert calls[0]["args"] == ()
+    assert got["prompt"] == PROMPT
+    for key, value in params.items():
+        assert key in got, f"{family}: {key} did not reach the pipeline"
+        assert got[key] == value, f"{family}: the pipeline got {key}={got[key]!r}, asked for {value!r}"
+    assert got["num_inference_steps"] == 3 and got["guidance_scale"] == 2.5
+    # every other effective setting reaches it too, unchanged (lora_scale is applied to the adapters instead)
+    assert {k: v for k, v in got.items() if k not in ("prompt", "generator", "output_type")} == {
+        k: v for k, v in result.params.items() if k != "lora_scale"
+    }
+    # a torch generator seeded with the request's seed
+    assert isinstance(got["generator"], torch.Generator)
+    assert torch.equal(calls[0]["generator_state"], torch.Generator("cpu").manual_seed(7).get_state())
+    assert result.image.size == (64, _SPY_HEIGHT[family])  # and the pipeline honoured the size

@@ -159,9 +159,12 @@ def test_radiology_pilot_design():
     items = study.items()
     assert len(items) == (len(study.prompts) + len(study.controls)) * len(study.seeds)
     panels = {item.key: item.n_panels for item in items}
-    assert panels["cxr_rll_consolidation/s5"] == 4  # 3 models + the real image
-    assert panels["cxr_left_pneumothorax/s5"] == 3
-    assert panels["control:chest_normal/s5"] == 4  # a control looks like a prompt with a real image
+    # every screen has one panel per model: a real image or a control takes the place of one model's image
+    assert set(panels.values()) == {len(study.models)}
+    real_items = [item for item in items if any(slot.is_real for slot in item.slots)]
+    assert [item.key for item in real_items][-2:] == ["control:chest_normal/s5", "control:ct_chest_normal/s5"]
+    left_out = [next(m for m in study.models if m not in {s.model for s in item.slots}) for item in real_items]
+    assert left_out == [study.models[r % len(study.models)] for r in range(len(real_items))]  # in rotation
 
 
 def test_placeholder_images_are_reproducible():
@@ -195,14 +198,19 @@ def test_side_by_side_design_items(tmp_path):
         "p1/s1", "p1/s2", "p2/s1", "p2/s2", "p3/s1", "p3/s2",
         "control:c1/s1", "control:c1/s2", "control:c2/s1", "control:c2/s2",
     ]  # fmt: skip
-    assert [s.key for s in items["p1/s2"].slots] == ["p1/m-one/s2", "p1/m-two/s2", "p1/real"]
-    assert items["p2/s1"].n_panels == 2
-    # A control's screen: each model's image for the caption, then the control image (never a lone panel).
+    # Every screen has one panel per model; the real image takes the place of the model whose turn it is
+    # (rotation over the real-bearing items in design order: m-one, m-two, m-one, ...).
+    assert {item.n_panels for item in items.values()} == {2}
+    assert [s.key for s in items["p1/s1"].slots] == ["p1/m-two/s1", "p1/real"]
+    assert [s.key for s in items["p1/s2"].slots] == ["p1/m-one/s2", "p1/real"]
+    assert [s.key for s in items["p2/s1"].slots] == ["p2/m-one/s1", "p2/m-two/s1"]
+    # A control's screen: the other model's image for the caption, then the control image (never a lone panel).
     control = items["control:c1/s2"]
-    assert [s.key for s in control.slots] == ["control:c1/m-one/s2", "control:c1/m-two/s2", "control:c1"]
+    assert [s.key for s in control.slots] == ["control:c1/m-one/s2", "control:c1"]
+    assert [s.key for s in items["control:c2/s1"].slots] == ["control:c2/m-two/s1", "control:c2"]
     assert control.prompt == "a real polyp" and all(s.prompt == "a real polyp" for s in control.slots)
-    # the real images are one slot for both seeds; controls add 2 generated images per seed
-    assert len(study.image_slots()) == 3 * 2 * 2 + 1 + 2 + 2 * 2 * 2
+    # the real images are one slot for both seeds; each control item adds 1 generated image
+    assert len(study.image_slots()) == (3 * 2 * 2 - 2) + 1 + 2 + 2 * 2 * 1
 
 
 def test_prompt_whitespace_is_collapsed_and_lines_kept(tmp_path):

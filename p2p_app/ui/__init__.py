@@ -14,6 +14,7 @@ from . import guard
 from .admin import AdminGate, build_admin
 from .arena import build_arena
 from .common import CSS, KEYBOARD_JS
+from .files import install as install_blind_file_headers
 from .study import build_study
 
 
@@ -54,6 +55,7 @@ def create_server(app: P2PApp):
     from fastapi.responses import RedirectResponse
 
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    install_blind_file_headers(server)  # file responses: no Last-Modified/ETag/ranges (p2p_app/ui/files.py)
 
     @server.get("/admin", include_in_schema=False)
     def admin_without_slash() -> RedirectResponse:  # the mounted app answers only below /admin/
