@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     from browser_client import BrowserSession
     from generators import Registry
     from generators.registry import ModelSpec
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
 
     data = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
-    app = P2PApp.create(data_dir=data)
+    app = create(data_dir=data)
 
     # 1. wrapper ÷ raw on the same tiny model
     with Registry([ModelSpec.from_dict({"name": "msdm", "family": "msdm", "source": "tiny:msdm", "modality": "colonoscopy"})],

@@ -43,9 +43,9 @@ CODE = re.compile(r"resume code: `([A-Za-z0-9_\-]+)`")
 SERVER = """
 import sys
 sys.path[:0] = [{root!r}]
-from p2p_app.service import P2PApp
+from p2p_app.startup import create
 from p2p_app.ui import serve
-app = P2PApp.create({config!r}, data_dir={data!r}, database_url={db!r}, model_dir={models!r})
+app = create({config!r}, data_dir={data!r}, database_url={db!r}, model_dir={models!r})
 serve(app, port={port})
 """
 
@@ -96,7 +96,7 @@ def make_site(root: Path, n_prompts: int, database_url: str | None = None, model
     """Write an open study (n_prompts × 2 tiny models, overlap 2 of ``slots`` rater slots: with 2 slots every
     rater gets every item, however many join), generate its images and freeze it."""
     from p2p_app import reader
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
     from p2p_app.study import write_study
 
     root.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def make_site(root: Path, n_prompts: int, database_url: str | None = None, model
     config.write_text(re.sub(r"(?m)^studies = .*$", lambda _m: f"studies = [{json.dumps(str(study_toml))}]", demo),
                       encoding="utf-8")  # fmt: skip
     data = root / "data"
-    app = P2PApp.create(config, data_dir=data, database_url=database_url, model_dir=str(models))
+    app = create(config, data_dir=data, database_url=database_url, model_dir=str(models))
     try:
         for st in app.studies.values():
             reader.prepare_study(app, st)

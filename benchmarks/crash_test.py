@@ -69,7 +69,7 @@ def check(site, raters: list[Rater]):
             if rater is None:
                 problems.append(f"rater {r.index}: unknown resume code")
                 continue
-            study_pk = s.study("load", 1)["pk"]
+            study_pk = s.study("load", 1).pk
             trials = s.trials_for(rater.pk, study_pk)
             first_open = next((t.order_index for t in trials if t.submitted_at is None), len(
                 [t for t in trials if t.submitted_at is not None]))  # fmt: skip

@@ -138,6 +138,7 @@ def study_screens(app, st, url: str) -> list[dict]:
     from browser_client import BrowserSession
 
     from p2p_app import reader
+    from p2p_app.study import study_key
 
     page = BrowserSession(url)
     start = page.one(label="Start / continue", type="button")
@@ -148,13 +149,13 @@ def study_screens(app, st, url: str) -> list[dict]:
     (name,) = page.dependency(page.event_for(start))["inputs"]
     page.set(name, "Probe reader")
     page.trigger(start)
-    rater = app.storage.raters(reader.study_key(st))[0]
+    rater = app.storage.raters(study_key(st))[0]
     row = app.storage.study(st.id, st.version)
     screens = []
     while not any("All items are done" in str(v) for v in page.values.values()):
         shown = [page.values[c] for c in images if page.values.get(c)]
         panels = [fetch(page.http, v["url"]) for v in shown]
-        (trial,) = [t for t in app.storage.trials_for(rater.pk, row["pk"]) if t.submitted_at is None]
+        (trial,) = [t for t in app.storage.trials_for(rater.pk, row.pk) if t.submitted_at is None]
         models = [app.storage.image(i).model for i in trial.shown_order]  # ground truth, for scoring only
         screens.append({"panels": panels, "models": models})
         for c in scales:
@@ -172,14 +173,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from p2p_app import reader
-    from p2p_app.service import P2PApp
+    from p2p_app.study import study_key
+    from p2p_app.startup import create
 
     coin = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        app = P2PApp.create(data_dir=tmp, **({"model_dir": args.model_dir} if args.model_dir else {}))
+        app = create(data_dir=tmp, **({"model_dir": args.model_dir} if args.model_dir else {}))
         st = next(s for s in app.studies.values() if s.id == "radiology_pilot")
-        app.studies = {reader.study_key(st): st}
+        app.studies = {study_key(st): st}
         report = reader.prepare_study(app, st)
         assert report.frozen, report.failures
         print(f"setup: models loaded and {st.id} frozen in {time.perf_counter() - t0:.0f} s")

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .study import CONTROL_PREFIX, StudyDefinition, StudyItem
+from .text import name_key
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,9 @@ def slot_for_rater(study: StudyDefinition, rater: str | None = None, join_index:
     if not study.open:
         if rater is None:
             raise ValueError(f"study {study.id!r} lists its raters: give the rater's name")
-        wanted = rater.strip().casefold()
+        wanted = name_key(rater)
         for index, name in enumerate(study.raters):
-            if name.casefold() == wanted:
+            if name_key(name) == wanted:
                 return index
         raise ValueError(f"{rater!r} is not a planned rater of study {study.id!r} ({', '.join(study.raters)})")
     if join_index is None or isinstance(join_index, bool) or join_index < 0:

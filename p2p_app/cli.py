@@ -66,9 +66,9 @@ def _resumable(bar: Any) -> Iterator[None]:
 
 def _open_app(config_path: str | None, data_dir: str | None, database_url: str | None, read_only: bool = False):
     """The app through the one factory; ``read_only`` commands never create a database (clear error instead)."""
-    from .service import P2PApp
+    from .startup import create
 
-    return P2PApp.create(config_path, data_dir=data_dir, database_url=database_url, read_only=read_only)
+    return create(config_path, data_dir=data_dir, database_url=database_url, read_only=read_only)
 
 
 def _study(app: Any, name: str):
@@ -298,18 +298,12 @@ def raters_add(name, study_name, base_url, config_path, data_dir, database_url) 
 @_domain_errors
 def raters_reissue(name, study_name, base_url, config_path, data_dir, database_url) -> None:
     """Make a new invite link for rater NAME of a study (the old link stops working)."""
-    from .reader import study_key
+    from .reader import find_rater
 
-    app = _open_app(config_path, data_dir, database_url)
-    key = study_key(_study(app, study_name))
-    found = [r for r in app.storage.raters(key) if r.name.casefold() == " ".join(name.split()).casefold()]
-    if len(found) != 1:
-        raise click.ClickException(
-            f"{len(found)} raters of {key} are called {name!r}; " + ("none to reissue." if not found else
-            "use the rater id from `p2p raters list`.")  # fmt: skip
-        )
-    token = app.storage.reissue_token(found[0].pk)
-    click.echo(f"{found[0].name} ({found[0].public_id}) → {base_url.rstrip('/')}/?token={token}")
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
+    rater = find_rater(app, _study(app, study_name), name)
+    token = app.storage.reissue_token(rater.pk)
+    click.echo(f"{rater.name} ({rater.public_id}) → {base_url.rstrip('/')}/?token={token}")
 
 
 @raters.command("list")
@@ -318,7 +312,7 @@ def raters_reissue(name, study_name, base_url, config_path, data_dir, database_u
 @_domain_errors
 def raters_list(study_name, config_path, data_dir, database_url) -> None:
     """List raters (id, name, study, slot)."""
-    from .reader import study_key
+    from .study import study_key
 
     app = _open_app(config_path, data_dir, database_url, read_only=True)
     key = study_key(_study(app, study_name)) if study_name else None
@@ -334,7 +328,8 @@ def raters_list(study_name, config_path, data_dir, database_url) -> None:
 @_domain_errors
 def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
     """One self-contained HTML report (figures + tables) for study NAME ('live' for the arena)."""
-    from .reader import progress_frame, study_key
+    from .reader import progress_frame
+    from .study import study_key
     from .report import build_report
 
     app = _open_app(config_path, data_dir, database_url, read_only=True)

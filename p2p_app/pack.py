@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .blinding import sha256_hex
+from .reader import images_hash, verify_study
+from .study import study_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from .service import P2PApp
@@ -61,19 +63,17 @@ def _toml_value(value: Any) -> str:
 
 def pack_study(app: "P2PApp", study: "StudyDefinition", out: str | Path) -> PackReport:
     """Write ``study`` (which must be frozen and verify clean) as a pack into the empty or new folder ``out``."""
-    from .reader import study_key, verify_study
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PackError(f"{out}: the pack folder must be new or empty")
     key = study_key(study)
     row = app.storage.study(study.id, study.version)
-    if row is None or row["frozen_at"] is None:
+    if row is None or row.frozen_at is None:
         raise PackError(f"{key} is not generated and frozen yet: run `p2p study generate {study.id}` first")
     report = verify_study(app, study)
     if not report.ok:
         raise PackError(f"{key} does not verify: " + "; ".join(report.problems))
-    slots = app.storage.study_slots(row["pk"])
+    slots = app.storage.study_slots(row.pk)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)
@@ -95,7 +95,7 @@ def pack_study(app: "P2PApp", study: "StudyDefinition", out: str | Path) -> Pack
         shutil.copytree(study_dir, staging / "study")
         manifest = {
             "format": PACK_FORMAT, "study": key, "study_file": f"study/{Path(study.source_path).name}",
-            "design_hash": row["design_hash"], "images_hash": row["images_hash"],
+            "design_hash": row.design_hash, "images_hash": row.images_hash,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "images": entries,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -140,8 +140,6 @@ def install_pack(app: "P2PApp", folder: str | Path) -> str:
 
     Every file is checked against the manifest's sha256 before anything is written, and the study's design
     hash and images hash must match the pack's, so a changed pack is refused whole."""
-    from .reader import images_hash, study_key
-
     folder = Path(folder)
     manifest = read_manifest(folder)
     matches = [s for s in app.studies.values() if study_key(s) == manifest["study"]]
@@ -161,8 +159,8 @@ def install_pack(app: "P2PApp", folder: str | Path) -> str:
             raise PackError(f"{path}: changed since the pack was made (sha256 differs)")
         blobs[entry["id"]] = data
     row = app.storage.register_study(study.id, study.version, study.title, study.design_hash())
-    if row["frozen_at"] is not None:
-        if row["images_hash"] != manifest["images_hash"]:
+    if row.frozen_at is not None:
+        if row.images_hash != manifest["images_hash"]:
             raise PackError(f"{folder}: the database holds a different frozen version of {manifest['study']}")
         return manifest["study"]
     for entry in manifest["images"]:
@@ -173,9 +171,9 @@ def install_pack(app: "P2PApp", folder: str | Path) -> str:
                 model=entry["model"], source=entry["source"], prompt=entry["prompt"],
                 prompt_id=entry["prompt_id"], modality=entry["modality"], seed=entry["seed"],
             )
-        app.storage.set_study_slot(row["pk"], entry["slot"], info.id)
-    slots = app.storage.study_slots(row["pk"])
+        app.storage.set_study_slot(row.pk, entry["slot"], info.id)
+    slots = app.storage.study_slots(row.pk)
     if images_hash(slots) != manifest["images_hash"]:
         raise PackError(f"{folder}: the installed images do not give the pack's images hash")
-    app.storage.freeze_study(row["pk"], manifest["images_hash"])
+    app.storage.freeze_study(row.pk, manifest["images_hash"])
     return study_key(study)

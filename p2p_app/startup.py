@@ -1,11 +1,13 @@
-"""Start-up policy: what a serving process does after it listens, and how far it has got.
+"""The composition root: how the app is built (:func:`create`) and started (:func:`serve`).
 
-``p2p serve`` and the Spaces entry point (``app.py``) both call :func:`serve`: the server binds its port
-first (a taken port is reported before anything slow happens), answers at once, and then, in one
-background thread, loads the models and prepares every study that is not ready yet (generate its images,
-import its real images, freeze it) under the policy :func:`should_prepare` states. How far preparation has
-got is kept in :class:`Readiness` on the app; the study tab and the log show it ("being prepared: 37 / 114
-images").
+Every way in goes through here: ``p2p serve``, ``app.py`` (Spaces), every other CLI command and the tests.
+:func:`create` builds the config, the studies, the storage and the model registry and hands them to the
+service (:class:`~p2p_app.service.P2PApp`); nothing heavy happens (no model is built or loaded, torch is not
+imported). :func:`serve` binds its port first (a taken port is reported before anything slow happens), answers
+at once, and then, in one background thread, loads the models and prepares every study that is not ready yet
+(generate its images, import its real images, freeze it) under the policy :func:`should_prepare` states. How far
+preparation has got is kept in :class:`~p2p_app.service.Readiness` on the app; the study tab and the log show it
+("being prepared: 37 / 114 images").
 """
 
 from __future__ import annotations
@@ -15,57 +17,51 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import Any, Callable
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .service import P2PApp
-    from .study import StudyDefinition
+from generators import Registry
+
+from . import reader
+from .config import load_config
+from .service import P2PApp, StudyProgress
+from .storage import Storage
+from .study import StudyDefinition, load_studies
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StudyProgress:
-    """Where one study's start-up preparation stands."""
+def create(
+    config_path: str | Path | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    database_url: str | None = None,
+    read_only: bool = False,
+    registry: Registry | None = None,
+    load_models: bool = False,
+    **overrides: Any,
+) -> P2PApp:
+    """Build the app from a config file (default: the built-in demo with tiny models) and setting overrides.
 
-    state: str  # "waiting" | "preparing" | "ready" | "failed" | "not generated"
-    done: int = 0
-    total: int = 0
-    message: str = ""
-
-    def describe(self, title: str) -> str:
-        """What a rater is told while the study cannot be opened yet."""
-        if self.state == "preparing":
-            return f"The study {title!r} is being prepared: {self.done} / {self.total} images. Try again in a minute."
-        if self.state == "waiting":
-            return f"The study {title!r} is being prepared (the models are loading). Try again in a minute."
-        if self.state == "failed":
-            return f"The study {title!r} could not be prepared ({self.message}); tell the study team."
-        return f"The study {title!r} is not ready yet (its images have not been generated)."
-
-
-class Readiness:
-    """Thread-safe progress of the background start-up: model loading and each study's preparation."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._studies: dict[str, StudyProgress] = {}
-        self.models_error: str = ""
-
-    def set(self, key: str, progress: StudyProgress) -> None:
-        with self._lock:
-            self._studies[key] = progress
-
-    def get(self, key: str) -> StudyProgress | None:
-        with self._lock:
-            return self._studies.get(key)
-
-    def busy(self) -> bool:
-        with self._lock:
-            return any(p.state in ("waiting", "preparing") for p in self._studies.values())
+    Studies are read and checked first (a bad study file stops here, before any database is touched). Models are
+    made and loaded on first use (or now, with ``load_models``). ``read_only`` refuses a data folder with no
+    database instead of creating one (:class:`~p2p_app.storage.MissingDatabase`). Tests pass the session's
+    shared ``registry``.
+    """
+    config = load_config(
+        config_path, data_dir=str(data_dir) if data_dir is not None else None, database_url=database_url, **overrides
+    )
+    studies = load_studies(config)
+    storage = Storage(config.resolved_database_url, config.image_dir, must_exist=read_only)
+    if registry is None:
+        registry = Registry(config.models, cache_dir=config.model_cache_dir)
+    app = P2PApp(config=config, storage=storage, registry=registry, studies=studies)
+    if load_models:
+        registry.load_all()
+    return app
 
 
-def should_prepare(app: "P2PApp", study: "StudyDefinition", prepare: bool | None) -> bool:
+def should_prepare(app: P2PApp, study: StudyDefinition, prepare: bool | None) -> bool:
     """The start-up policy: prepare when asked to (``--prepare-studies``), never when told not to, and by
     default only studies whose models are all built-in tiny models (real checkpoints are generated on a GPU
     with ``p2p study generate``, not by a serving process)."""
@@ -74,18 +70,18 @@ def should_prepare(app: "P2PApp", study: "StudyDefinition", prepare: bool | None
     return all(app.registry.spec(m).is_tiny for m in study.models)
 
 
-def unready_studies(app: "P2PApp") -> list[tuple[str, "StudyDefinition"]]:
+def unready_studies(app: P2PApp) -> list[tuple[str, StudyDefinition]]:
     out = []
     for key, st in app.studies.items():
         row = app.storage.study(st.id, st.version)
-        if row is None or row["frozen_at"] is None:
+        if row is None or row.frozen_at is None:
             out.append((key, st))
     return out
 
 
 def plan_preparation(
-    app: "P2PApp", prepare: bool | None = None, echo: Callable[[str], None] = log.info
-) -> list[tuple[str, "StudyDefinition"]]:
+    app: P2PApp, prepare: bool | None = None, echo: Callable[[str], None] = log.info
+) -> list[tuple[str, StudyDefinition]]:
     """The unready studies start-up will prepare (marked "waiting" at once, so a page opened in the first
     second already says so); the others are marked "not generated" and the log says how to generate them."""
     todo = []
@@ -100,12 +96,10 @@ def plan_preparation(
 
 
 def prepare_in_background(
-    app: "P2PApp", todo: list[tuple[str, "StudyDefinition"]], echo: Callable[[str], None] = log.info
+    app: P2PApp, todo: list[tuple[str, StudyDefinition]], echo: Callable[[str], None] = log.info
 ) -> None:
     """Load the models, then prepare each study of ``todo`` (from :func:`plan_preparation`); progress goes to
     ``app.readiness`` and to ``echo``. Never raises: a failure is logged and shown where the study would be."""
-    from .reader import prepare_study
-
     if app.presenter or not len(app.registry):
         return
     echo("Loading models (tiny demo models are built on first run)…")
@@ -133,7 +127,7 @@ def prepare_in_background(
                 echo(f"  {key}: {done} / {total} images")
 
         try:
-            report = prepare_study(app, st, on_done=on_done, release_models=False)
+            report = reader.prepare_study(app, st, on_done=on_done, release_models=False)
         except Exception as exc:  # noqa: BLE001
             log.exception("preparing %s failed", key)
             app.readiness.set(key, StudyProgress("failed", done, total, str(exc)))
@@ -165,7 +159,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    app: "P2PApp",
+    app: P2PApp,
     host: str = "127.0.0.1",
     port: int = 7860,
     prepare: bool | None = None,

@@ -35,6 +35,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
     select,
 )
@@ -246,6 +247,50 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class StudyRecord:
+    """A study as stored: its design hash, and once frozen the hash over its images and when it was frozen."""
+
+    pk: int
+    study_id: str
+    version: int
+    title: str
+    design_hash: str
+    images_hash: str | None
+    frozen_at: datetime | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.study_id}@v{self.version}"
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_at is not None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """An earlier version of a changed answer (answers are never silently overwritten)."""
+
+    image_id: str
+    question: str
+    value: int | None
+    choices: str
+    cant_judge: bool
+    comment: str
+    answered_at: datetime | None
+    replaced_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PanelModel:
+    """Which model made the image at one position of a trial (what a reveal shows)."""
+
+    position: int
+    model: str
+    source: str
+
+
+@dataclass(frozen=True)
 class RecordResult:
     status: str  # "stored" | "duplicate" | "changed"
     n_rows: int
@@ -427,21 +472,23 @@ class Storage:
     @_retried
     def add_rater(
         self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None, with_token: bool = False,
-        unique_name: bool = False,
+        unique_slot: bool = False,
     ) -> RaterInfo:
         """Create a rater; with ``with_token`` the returned info carries the clear token (only its sha256 is
-        stored). ``unique_name`` refuses a name (compared case-insensitively) the study already has."""
+        stored). ``unique_slot`` refuses a ``slot`` another rater of the study already holds (a study that lists
+        its raters: one person per listed name), checked in the same transaction as the insert."""
         clean = " ".join(name.split())
         if not clean:
             raise StorageError("The rater name is empty.")
         token = secrets.token_urlsafe(24) if with_token else None
         with self._tx() as s:
-            if unique_name:
-                taken = s.scalars(
-                    select(Rater.id).where(func.lower(Rater.name) == clean.lower(), Rater.study_key == study_key)
-                ).first()
-                if taken is not None:
-                    raise StorageError(f"A rater named {clean!r} already exists for {study_key}.")
+            if unique_slot:
+                holder = s.scalars(select(Rater).where(Rater.slot == slot, Rater.study_key == study_key)).first()
+                if holder is not None:
+                    raise StorageError(
+                        f"{holder.name!r} already holds this rater place of {study_key} (invited once; "
+                        "`p2p raters reissue` makes a new link)."
+                    )
             r = Rater(
                 public_id="r" + secrets.token_hex(4),
                 name=clean,
@@ -600,38 +647,31 @@ class Storage:
             return s.scalar(select(func.count()).select_from(Image)) or 0
 
     # ------------------------------------------------------------------ studies
-    def study(self, study_id: str, version: int) -> dict | None:
+    def study(self, study_id: str, version: int) -> StudyRecord | None:
         with self._read() as s:
             st = s.scalars(select(Study).where(Study.study_id == study_id, Study.version == version)).first()
-            return self._study_dict(st) if st else None
+            return self._study_record(st) if st else None
 
     def study_keys(self) -> list[str]:
         """``id@vN`` of every study in the database, in creation order."""
         with self._read() as s:
             return [f"{sid}@v{ver}" for sid, ver in s.execute(select(Study.study_id, Study.version).order_by(Study.id))]
 
-    def study_versions(self, study_id: str) -> list[dict]:
+    def study_versions(self, study_id: str) -> list[StudyRecord]:
         with self._read() as s:
             return [
-                self._study_dict(st)
+                self._study_record(st)
                 for st in s.scalars(select(Study).where(Study.study_id == study_id).order_by(Study.version))
             ]
 
     @staticmethod
-    def _study_dict(st: Study) -> dict:
-        return {
-            "pk": st.id,
-            "study_id": st.study_id,
-            "version": st.version,
-            "key": st.key,
-            "title": st.title,
-            "design_hash": st.design_hash,
-            "images_hash": st.images_hash,
-            "frozen_at": _aware(st.frozen_at),
-        }
+    def _study_record(st: Study) -> StudyRecord:
+        return StudyRecord(
+            st.id, st.study_id, st.version, st.title, st.design_hash, st.images_hash, _aware(st.frozen_at)
+        )
 
     @_retried
-    def register_study(self, study_id: str, version: int, title: str, design_hash: str) -> dict:
+    def register_study(self, study_id: str, version: int, title: str, design_hash: str) -> StudyRecord:
         """Create the study row, or return it if its design is unchanged.
 
         A frozen study whose design changed is refused: bump ``version`` in the study file instead.
@@ -652,7 +692,7 @@ class Storage:
                     )
                 st.design_hash = design_hash
                 st.title = title
-            return self._study_dict(st)
+            return self._study_record(st)
 
     @_retried
     def set_study_slot(self, study_pk: int, slot_key: str, image_id: str) -> None:
@@ -678,7 +718,7 @@ class Storage:
             return {key: _image_info(img) for key, img in rows}
 
     @_retried
-    def freeze_study(self, study_pk: int, images_hash: str) -> dict:
+    def freeze_study(self, study_pk: int, images_hash: str) -> StudyRecord:
         with self._tx() as s:
             st = s.get(Study, study_pk)
             if st is None:
@@ -686,10 +726,10 @@ class Storage:
             if st.frozen_at is not None:
                 if st.images_hash != images_hash:
                     raise StorageError(f"study {st.key} is frozen with different images")
-                return self._study_dict(st)
+                return self._study_record(st)
             st.images_hash = images_hash
             st.frozen_at = utcnow()
-            return self._study_dict(st)
+            return self._study_record(st)
 
     # ------------------------------------------------------------------ trials
     @_retried
@@ -848,7 +888,7 @@ class Storage:
             changed += 1
         return RecordResult("changed" if changed else "duplicate", changed)
 
-    def rating_history(self, trial_id: int) -> list[dict]:
+    def rating_history(self, trial_id: int) -> list[HistoryEntry]:
         with self._read() as s:
             rows = s.execute(
                 select(Rating.image_id, Rating.question, RatingHistory)
@@ -857,16 +897,8 @@ class Storage:
                 .order_by(RatingHistory.id)
             ).all()
             return [
-                {
-                    "image_id": image_id,
-                    "question": q,
-                    "value": h.value,
-                    "choices": h.choices,
-                    "cant_judge": h.cant_judge,
-                    "comment": h.comment,
-                    "answered_at": _aware(h.answered_at),
-                    "replaced_at": _aware(h.replaced_at),
-                }
+                HistoryEntry(image_id, q, h.value, h.choices, h.cant_judge, h.comment, _aware(h.answered_at),
+                             _aware(h.replaced_at))
                 for image_id, q, h in rows
             ]
 
@@ -885,7 +917,7 @@ class Storage:
                 entry["comment"] = r.comment
             return form
 
-    def trial_models(self, trial_id: int, rater_pk: int) -> list[tuple[int, str, str]]:
+    def trial_models(self, trial_id: int, rater_pk: int) -> list[PanelModel]:
         """(position, model, source) for each panel — only for the trial's own rater, only once submitted."""
         with self._read() as s:
             t = s.get(Trial, trial_id)
@@ -894,7 +926,7 @@ class Storage:
             if t.submitted_at is None:
                 raise AccessDenied("Models are revealed only after this trial's ratings are stored.")
             images = {i.id: i for i in s.scalars(select(Image).where(Image.id.in_(list(t.shown_order))))}
-            return [(p + 1, images[i].model, images[i].source) for p, i in enumerate(t.shown_order)]
+            return [PanelModel(p + 1, images[i].model, images[i].source) for p, i in enumerate(t.shown_order)]
 
     # ------------------------------------------------------------------ read-outs
     def count_ratings(self) -> int:
@@ -938,6 +970,13 @@ class Storage:
             .outerjoin(Study, Study.id == Trial.study_pk)
             .order_by(Rating.id)
         )
+        if study_key == LIVE_STUDY:
+            q = q.where(Trial.study_pk.is_(None))
+        elif study_key is not None:  # "id@vN" is one version, a bare id every version of that study
+            study_id, _, version = study_key.partition("@v")
+            q = q.where(Study.study_id == study_id)
+            if version:
+                q = q.where(Study.version == int(version)) if version.isdigit() else q.where(false())
         with self._read() as s:
             rows = s.execute(q).all()
         records = []
@@ -945,8 +984,6 @@ class Storage:
             (sid, ver, pub, name, item, tid, iid, model, source, pid, tprompt, iprompt, modality, seed, pos, order,
              oidx, question, value, choices, cj, comment, shown, answered, secs, rep) = r
             study = f"{sid}@v{ver}" if sid is not None else LIVE_STUDY
-            if study_key is not None and study != study_key and sid != study_key:
-                continue
             records.append(
                 {
                     "study": study,

@@ -74,11 +74,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from generators.base import MODALITIES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import AppConfig
 
 
 REAL_MODEL = "real"
@@ -493,6 +496,25 @@ class _Toml:
         if line is None:  # a question's table header, or a key written as a [table]
             line = self.lines.get((table, index, "") if table else (key or "", 0, ""))
         return StudyError(self.path, line, reason)
+
+
+def study_key(study: StudyDefinition) -> str:
+    """``id@vN``: how a study is named in the database, exports and URLs."""
+    return f"{study.id}@v{study.version}"
+
+
+def load_studies(config: "AppConfig") -> dict[str, StudyDefinition]:
+    """Every study the config names, checked against the config's models; a bad file stops start-up."""
+    known = [m.name for m in config.models]
+    out: dict[str, StudyDefinition] = {}
+    for path in config.studies:
+        study = load_study(path, known_models=known)
+        of_modality = {s.name for s in config.models_for(study.modality)}
+        wrong = [m for m in study.models if of_modality and m not in of_modality]
+        if wrong:
+            raise StudyError(path, None, f"model(s) {', '.join(wrong)} are not {study.modality} models in the config")
+        out[study_key(study)] = study
+    return out
 
 
 def load_study(

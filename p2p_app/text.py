@@ -45,3 +45,8 @@ def display_name(text: object) -> str:
     if not isinstance(text, str):
         return ""
     return clean_line(unicodedata.normalize("NFKC", text))
+
+
+def name_key(text: object) -> str:
+    """How two typed names are compared (a listed rater's name, a reissue): :func:`display_name`, casefolded."""
+    return display_name(text).casefold()

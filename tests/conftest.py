@@ -8,7 +8,6 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -39,18 +38,11 @@ def demo_registry(model_dir):
 
 
 def make_app(data_dir: Path, registry, **overrides):
-    """A P2PApp on a fresh SQLite database in ``data_dir``, sharing the loaded tiny models."""
-    from p2p_app.config import load_config
-    from p2p_app.reader import load_studies
-    from p2p_app.service import P2PApp
-    from p2p_app.storage import Storage
+    """The app through the factory users run (``startup.create``), on a fresh SQLite database in ``data_dir``,
+    sharing the session's loaded tiny models; ``overrides`` are settings."""
+    from p2p_app.startup import create
 
-    config = load_config(data_dir=str(data_dir))
-    if overrides:
-        config = replace(config, **overrides)
-    app = P2PApp(config=config, storage=Storage(config.resolved_database_url, config.image_dir), registry=registry)
-    app.studies = load_studies(app)
-    return app
+    return create(data_dir=data_dir, registry=registry, **overrides)
 
 
 @pytest.fixture()
@@ -66,11 +58,11 @@ def invited_study_app(tmp_path: Path, registry):
     from test_reader_study import small_study
 
     from p2p_app import reader
-    from p2p_app.study import load_study
+    from p2p_app.study import load_study, study_key
 
     app = make_app(tmp_path / "data", registry)
     st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
     _, token = reader.add_rater(app, st, "ann")
     return app, st, token

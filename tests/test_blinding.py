@@ -29,7 +29,7 @@ from test_reader_study import small_study
 from p2p_app import reader
 from p2p_app.blinding import PRESENTATION_MTIME, presentation_png_size
 from p2p_app.storage import LIVE_STUDY
-from p2p_app.study import load_study
+from p2p_app.study import load_study, study_key
 
 pytestmark = pytest.mark.e2e
 
@@ -211,7 +211,7 @@ def side_by_side_server(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini", design="side_by_side", repeat_fraction=0.25),
                     known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     assert reader.prepare_study(app, st).frozen
     _, token = reader.add_rater(app, st, "ann")
     with running_server(app) as url:
@@ -234,7 +234,7 @@ def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_sid
     for m in app.config.models:
         assert not any(m.name in text for text in readable)
     out = page.trigger(start)
-    rater = app.storage.raters(reader.study_key(st))[0]
+    rater = app.storage.raters(study_key(st))[0]
     row = app.storage.study(st.id, st.version)
     total = len(reader.assignment.rater_sequence(st, rater.slot))
     screens, with_real = 0, 0
@@ -247,7 +247,7 @@ def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_sid
         visible_panels = [c for c in columns if page.visible.get(c) not in (False,)]
         assert len(visible_panels) >= len(images)
         bodies = check_one_trial_is_indistinguishable(page.http, shown, app.config.presentation_size)
-        (trial,) = [t for t in app.storage.trials_for(rater.pk, row["pk"]) if t.submitted_at is None]
+        (trial,) = [t for t in app.storage.trials_for(rater.pk, row.pk) if t.submitted_at is None]
         stored = [app.storage.image(i) for i in trial.shown_order]
         assert [hashlib.sha256(b).hexdigest() for b in bodies] == [im.sha256 for im in stored]
         with_real += any(im.source == "real" for im in stored)

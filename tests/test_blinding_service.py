@@ -34,9 +34,9 @@ def noise(seed: int, shape=(300, 400, 3)):
 @pytest.fixture()
 def bare_app(tmp_path):
     """The app on the demo config with no model loaded: trials are made from stored images directly."""
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
 
-    app = P2PApp.create(data_dir=tmp_path / "data", load_models=False)
+    app = create(data_dir=tmp_path / "data", load_models=False)
     yield app
     app.storage.close()
 
@@ -109,10 +109,10 @@ def test_one_score_reveals_in_the_stored_order(bare_app):
 
 
 def test_no_reveal_when_turned_off(tmp_path):
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
     from p2p_app.storage import AccessDenied
 
-    app = P2PApp.create(data_dir=tmp_path / "data", load_models=False, reveal_after_rating=False)
+    app = create(data_dir=tmp_path / "data", load_models=False, reveal_after_rating=False)
     rater = app.sign_in("Dr Off")
     trial = _trial(app, rater, _images(app))
     result = app.submit(rater, trial.id, {p: {"realism": 3, "alignment": 3} for p in (1, 2, 3)})
@@ -129,14 +129,14 @@ def test_shown_trial_follows_the_stored_order(bare_app):
     rater = app.sign_in("Dr Order")
     images = _images(app)
     trial = _trial(app, rater, images)
-    shown = app._shown(trial, ())
+    shown = app.shown(trial, ())
     assert [p.image_id for p in shown.panels] == list(trial.shown_order)
     assert [p.position for p in shown.panels] == [1, 2, 3]
     assert [p.label for p in shown.panels] == ["Image A", "Image B", "Image C"]
     assert [Path(p.path).name for p in shown.panels] == [f"{i}.png" for i in trial.shown_order]
     Path(app.storage.image(trial.shown_order[1]).file_path).unlink()
     with pytest.raises(UserError, match="missing on the server"):
-        app._shown(trial, ())
+        app.shown(trial, ())
 
 
 def test_real_images_take_the_same_presentation_path(bare_app, tmp_path):

@@ -173,7 +173,7 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
     app, st, token = invited_study_app(tmp_path, demo_registry)
     app.config = replace(app.config, admin_password="s3cret-admin")
     for t in [token] + [reader.add_rater(app, st, name)[1] for name in ("ben", "cat")]:
-        answer_all(app, st, reader.sign_in(app, st, token=t))
+        answer_all(app, st, app.study_sign_in(st, token=t))
     errors: list[str] = []
     with running_server(app) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from p2p_app.cli import main
+from p2p_app.study import study_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,21 +130,26 @@ def test_study_commands_and_exports(cli, tmp_path):
     r = cli("study", "generate", str(study))
     assert "frozen: design" in r.output and "made 6" in r.output
     assert "OK" in cli("study", "verify", str(study)).output
+    status = cli("study", "status", str(study)).output  # every listed rater, before any is invited
+    assert "no raters yet" not in status and all(f"{n} (not invited yet)" in status for n in ("ann", "ben", "cat"))
     r = cli("raters", "add", "ann", "--study", str(study))
     assert "?token=" in r.output
     token = r.output.strip().split("?token=")[1]
     r = cli("raters", "add", "zed", "--study", str(study), ok=False)
     assert r.exit_code != 0 and "not a rater" in r.output
-    r = cli("raters", "add", "ANN", "--study", str(study), ok=False)
-    assert r.exit_code != 0 and "already exists" in r.output  # a listed name is invited once
+    for same_person in ("ANN", "Ａｎｎ", " ann\u200b"):  # a listed name (its slot) is invited once, however typed
+        r = cli("raters", "add", same_person, "--study", str(study), ok=False)
+        assert r.exit_code != 0 and "already holds this rater place" in r.output, same_person
+    assert cli("raters", "list", "--study", str(study)).output.count("slot=0") == 1
     old = token
     token = cli("raters", "reissue", "ann", "--study", str(study)).output.strip().split("?token=")[1]
     assert token != old
-    assert "ann" in cli("study", "status", str(study)).output
+    status = cli("study", "status", str(study)).output
+    assert "ann" in status and "ann (not invited yet)" not in status and "ben (not invited yet)" in status
 
     # rate everything as ann through the app, then export and report
     from conftest import make_app
-    from p2p_app import reader
+    from p2p_app.service import UserError
     from p2p_app.study import load_study
     from test_reader_study import answer_all
 
@@ -152,10 +158,10 @@ def test_study_commands_and_exports(cli, tmp_path):
 
     app = make_app(cli.data, Registry(load_config().models, cache_dir=os.environ["P2P_MODEL_DIR"]))
     st = load_study(study)
-    app.studies = {reader.study_key(st): st}
-    with pytest.raises(reader.UserError, match="not valid"):
-        reader.sign_in(app, st, token=old)  # the reissued link voids the old one
-    answer_all(app, st, reader.sign_in(app, st, token=token), value=4)
+    app.studies = {study_key(st): st}
+    with pytest.raises(UserError, match="not valid"):
+        app.study_sign_in(st, token=old)  # the reissued link voids the old one
+    answer_all(app, st, app.study_sign_in(st, token=token), value=4)
     app.storage.close()
 
     long_csv, wide_csv, parquet = tmp_path / "long.csv", tmp_path / "wide.csv", tmp_path / "r.parquet"

@@ -311,7 +311,7 @@ def test_a_replayed_study_submit_is_a_no_op(study_server):
     before = app.storage.count_ratings()
     out = page.call(replay["fn_index"], replay["data"])  # item 1 on screen now; the body is item 0's
     assert app.storage.count_ratings() == before
-    trials = app.storage.trials_for(rater.pk, app.storage.study("mini", 1)["pk"])
+    trials = app.storage.trials_for(rater.pk, app.storage.study("mini", 1).pk)
     assert [t.submitted_at is not None for t in trials] == [True, False]
     assert any("no longer shows" in str(v) for v in out.values())
     # a second tab of the same rater, showing the item the first tab just answered

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from conftest import make_app
+from p2p_app.study import study_key
 
 
 class FakeClock:
@@ -98,13 +99,14 @@ def test_the_assignment_plan_is_computed_once_per_slot(tmp_path, demo_registry, 
     from test_reader_study import answer_all, invite, small_study
 
     from p2p_app import assignment, reader
+    from p2p_app.service import rater_plan
     from p2p_app.study import load_study
 
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
-    reader._plan.cache_clear()
+    rater_plan.cache_clear()
     calls = []
     real = assignment.rater_sequence
     monkeypatch.setattr(assignment, "rater_sequence", lambda *a, **k: calls.append(a[1]) or real(*a, **k))

@@ -187,7 +187,7 @@ def test_presentation_copies_reveal_nothing(app):
 
 def test_broken_model_folder_is_named_at_start_up(tmp_path):
     from generators.base import ModelLoadError
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
 
     broken = tmp_path / "broken-model"
     broken.mkdir()
@@ -198,12 +198,12 @@ def test_broken_model_folder_is_named_at_start_up(tmp_path):
         f'[[models]]\nname = "my-msdm"\nfamily = "msdm"\nsource = "{tmp_path / "missing"}"\nmodality = "colonoscopy"\n'
     )
     with pytest.raises(ModelLoadError) as info:
-        P2PApp.create(cfg, data_dir=tmp_path / "d", load_models=True)
+        create(cfg, data_dir=tmp_path / "d", load_models=True)
     assert "my-flux" in str(info.value) and "my-msdm" in str(info.value)
     # `p2p serve` loads in the background once it listens: the failure is logged and kept, naming both
     from p2p_app.startup import prepare_in_background
 
-    app = P2PApp.create(cfg, data_dir=tmp_path / "d")
+    app = create(cfg, data_dir=tmp_path / "d")
     said: list[str] = []
     prepare_in_background(app, [], said.append)
     assert "my-flux" in app.readiness.models_error and "my-msdm" in app.readiness.models_error

@@ -49,7 +49,7 @@ def test_a_database_of_release_53ee3b6_upgrades_on_open_without_losing_a_row(tmp
     assert migrations.current_revision(storage.engine) == migrations.head_revision()
     frame = storage.ratings_frame()
     assert len(frame) == 21 and set(frame["study"]) == {"live", "colonoscopy_pilot@v1"}
-    assert storage.study("colonoscopy_pilot", 1)["frozen_at"] is not None
+    assert storage.study("colonoscopy_pilot", 1).frozen_at is not None
     with sqlite3.connect(FIXTURE) as con:  # the release stored invite tokens in clear
         (pk, clear), = con.execute("SELECT id, token FROM raters WHERE token IS NOT NULL").fetchall()
     assert storage.rater_by_token(clear).pk == pk  # the old invite link still works

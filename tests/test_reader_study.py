@@ -12,7 +12,7 @@ from conftest import make_app
 from p2p_app import reader
 from p2p_app.service import UserError
 from p2p_app.storage import AccessDenied
-from p2p_app.study import load_study, write_study
+from p2p_app.study import load_study, write_study, study_key
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "studies" / "colonoscopy_pilot" / "controls"
@@ -51,7 +51,7 @@ def small_study(folder: Path, **overrides) -> Path:
 def study_app(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     yield app, st
     app.storage.close()
 
@@ -64,9 +64,9 @@ def invite(app, st, name):
 def answer_all(app, st, session, value=3):
     """Answer the rater's whole sequence; returns the number of trials answered."""
     n = 0
-    while (shown := reader.next_trial(app, st, session)) is not None:
+    while (shown := app.next_trial(st, session)) is not None:
         answers = {p.position: {"realism": value, "alignment": value} for p in shown.panels}
-        assert reader.submit_trial(app, st, session, shown.trial_id, answers).status == "stored"
+        assert app.submit_trial(st, session, shown.trial_id, answers).status == "stored"
         n += 1
     return n
 
@@ -78,7 +78,7 @@ def test_prepare_freezes_and_verify_detects_tampering(study_app):
     assert reader.verify_study(app, st).ok
     again = reader.prepare_study(app, st)  # idempotent: nothing regenerated
     assert again.made == 0 and again.frozen
-    some = next(iter(app.storage.study_slots(app.storage.study(st.id, st.version)["pk"]).values()))
+    some = next(iter(app.storage.study_slots(app.storage.study(st.id, st.version).pk).values()))
     Path(some.file_path).write_bytes(Path(some.file_path).read_bytes() + b"x")
     bad = reader.verify_study(app, st)
     assert not bad.ok and any("changed" in p for p in bad.problems)
@@ -99,7 +99,7 @@ def test_not_ready_study_is_refused(study_app):
     app, st = study_app
     session = invite(app, st, "ann")
     with pytest.raises(UserError, match="not ready"):
-        reader.next_trial(app, st, session)
+        app.next_trial(st, session)
 
 
 def test_every_item_reaches_k_raters_and_repeats_are_marked(study_app):
@@ -110,7 +110,7 @@ def test_every_item_reaches_k_raters_and_repeats_are_marked(study_app):
         assert answer_all(app, st, s) > 0
     cov = reader.coverage_frame(app, st)
     assert (cov["raters"] == st.overlap_k).all(), cov
-    df = app.storage.ratings_frame(reader.study_key(st))
+    df = app.storage.ratings_frame(study_key(st))
     assert df["is_repeat"].any()
     # repeats are never adjacent to their first showing
     for (rater, item), g in df.groupby(["rater_id", "item_id"]):
@@ -126,16 +126,16 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
     app, st = study_app
     reader.prepare_study(app, st)
     session, token = reader.add_rater(app, st, "ben")
-    first = reader.next_trial(app, st, session)
-    reader.submit_trial(app, st, session, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
-    second = reader.next_trial(app, st, session)
+    first = app.next_trial(st, session)
+    app.submit_trial(st, session, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
+    second = app.next_trial(st, session)
     assert second.done == 1
     app.storage.close()
 
     restarted = make_app(tmp_path / "data", demo_registry)  # same database, new process state
-    restarted.studies = {reader.study_key(st): st}
-    again = reader.sign_in(restarted, st, token=token)
-    resumed = reader.next_trial(restarted, st, again)
+    restarted.studies = {study_key(st): st}
+    again = restarted.study_sign_in(st, token=token)
+    resumed = restarted.next_trial(st, again)
     assert resumed.trial_id == second.trial_id and resumed.order_index == second.order_index
     assert [p.image_id for p in resumed.panels] == [p.image_id for p in second.panels]
     restarted.storage.close()
@@ -144,16 +144,16 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
 def test_unique_answers_and_history(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
     s = invite(app, st, "cat")
-    shown = reader.next_trial(app, st, s)
+    shown = app.next_trial(st, s)
     ans = {p.position: {"realism": 2, "alignment": 2} for p in shown.panels}
-    assert reader.submit_trial(app, st, s, shown.trial_id, ans).status == "stored"
+    assert app.submit_trial(st, s, shown.trial_id, ans).status == "stored"
     ans[1]["realism"] = 5
-    assert reader.submit_trial(app, st, s, shown.trial_id, ans).status == "changed"
+    assert app.submit_trial(st, s, shown.trial_id, ans).status == "changed"
     history = app.storage.rating_history(shown.trial_id)
-    assert [h["value"] for h in history] == [2]
+    assert [h.value for h in history] == [2]
     df = app.storage.ratings_frame()
     assert len(df) == 2 * len(shown.panels)
 
@@ -162,8 +162,8 @@ def test_cant_judge_is_recorded_not_scored(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
-    shown = reader.next_trial(app, st, s)
-    reader.submit_trial(app, st, s, shown.trial_id, {1: {"cant_judge": True}})
+    shown = app.next_trial(st, s)
+    app.submit_trial(st, s, shown.trial_id, {1: {"cant_judge": True}})
     df = app.storage.ratings_frame()
     assert df["cant_judge"].all() and df["value"].isna().all()
 
@@ -174,15 +174,15 @@ def test_sign_in_rules(study_app):
     with pytest.raises(UserError, match="not a rater"):
         reader.add_rater(app, st, "mallory")
     with pytest.raises(UserError, match="invitation only"):
-        reader.sign_in(app, st, name="ben")  # a listed name not yet invited cannot be claimed by typing it
+        app.study_sign_in(st, name="ben")  # a listed name not yet invited cannot be claimed by typing it
     session, token = reader.add_rater(app, st, "ann")
-    assert reader.sign_in(app, st, token=token).rater_pk == session.rater_pk
-    assert reader.sign_in(app, st, token=f"  {token} ").rater_pk == session.rater_pk
+    assert app.study_sign_in(st, token=token).rater_pk == session.rater_pk
+    assert app.study_sign_in(st, token=f"  {token} ").rater_pk == session.rater_pk
     with pytest.raises(UserError, match="invitation only"):
-        reader.sign_in(app, st, name="ann")  # typing her name is not her
+        app.study_sign_in(st, name="ann")  # typing her name is not her
     with pytest.raises(UserError, match="not valid"):
-        reader.sign_in(app, st, token="forged-token")
-    with pytest.raises(UserError, match="already exists"):
+        app.study_sign_in(st, token="forged-token")
+    with pytest.raises(UserError, match="already holds this rater place"):
         reader.add_rater(app, st, "ANN")  # a listed name is invited once
     assert reader.add_rater(app, st, "ben")[0].name == "ben"  # still possible after the refused claim
 
@@ -192,20 +192,20 @@ def test_open_study_makes_a_new_rater_per_sign_in(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini", raters=[], open=True, n_raters=3, allow_answer_changes=True),
                     known_models=[m.name for m in app.config.models])  # fmt: skip
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
-    alice = reader.sign_in(app, st, name="Alice")
+    alice = app.study_sign_in(st, name="Alice")
     assert alice.new_code  # her resume code, to show once
-    first = reader.next_trial(app, st, alice)
-    reader.submit_trial(app, st, alice, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
+    first = app.next_trial(st, alice)
+    app.submit_trial(st, alice, first.trial_id, {p.position: {"realism": 2, "alignment": 2} for p in first.panels})
     for typed in ("Alice", "alice", "ＡＬＩＣＥ"):
-        other = reader.sign_in(app, st, name=typed)
+        other = app.study_sign_in(st, name=typed)
         assert other.rater_pk != alice.rater_pk and other.public_id != alice.public_id
         with pytest.raises(UserError, match="no earlier"):
-            reader.previous_trial(app, st, other, None)  # nothing of Alice's to see or change
-    back = reader.sign_in(app, st, token=alice.new_code)
+            app.previous_trial(st, other, None)  # nothing of Alice's to see or change
+    back = app.study_sign_in(st, token=alice.new_code)
     assert back.rater_pk == alice.rater_pk and not back.new_code
-    assert reader.previous_trial(app, st, back, None).trial_id == first.trial_id
+    assert app.previous_trial(st, back, None).trial_id == first.trial_id
 
 
 def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
@@ -214,23 +214,23 @@ def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
 
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
-    first = reader.next_trial(app, st, s)
+    first = app.next_trial(st, s)
     body = {p.position: {"realism": 2, "alignment": 2} for p in first.panels}
-    assert reader.submit_trial(app, st, s, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
-    second = reader.next_trial(app, st, s)
+    assert app.submit_trial(st, s, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
+    second = app.next_trial(st, s)
     with pytest.raises(StalePage):  # the session now shows item 2, the replayed body names item 1
-        reader.submit_trial(app, st, s, second.trial_id, body, shown=str(first.trial_id))
+        app.submit_trial(st, s, second.trial_id, body, shown=str(first.trial_id))
     with pytest.raises(StalePage):
-        reader.submit_trial(app, st, s, second.trial_id, body, shown="")
-    assert app.storage.trial(second.trial_id).submitted_at is None and reader.next_trial(app, st, s).done == 1
+        app.submit_trial(st, s, second.trial_id, body, shown="")
+    assert app.storage.trial(second.trial_id).submitted_at is None and app.next_trial(st, s).done == 1
     # a second tab showing the answered item: told so, nothing changed (changes only after "Previous item")
-    again = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}}, shown=str(first.trial_id))
+    again = app.submit_trial(st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}}, shown=str(first.trial_id))
     assert again.status == "duplicate" and "already answered" in again.message
     assert app.storage.rating_history(first.trial_id) == []
-    changed = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 2}},
+    changed = app.submit_trial(st, s, first.trial_id, {1: {"realism": 5, "alignment": 2}},
                                   shown=str(first.trial_id), reopened=True)  # fmt: skip
     assert changed.status == "changed"
 
@@ -240,9 +240,9 @@ def test_other_raters_trials_are_refused(study_app):
     reader.prepare_study(app, st)
     ann = invite(app, st, "ann")
     ben = invite(app, st, "ben")
-    shown = reader.next_trial(app, st, ann)
+    shown = app.next_trial(st, ann)
     with pytest.raises(AccessDenied):
-        reader.submit_trial(app, st, ben, shown.trial_id, {1: {"realism": 1, "alignment": 1}})
+        app.submit_trial(st, ben, shown.trial_id, {1: {"realism": 1, "alignment": 1}})
     assert app.storage.count_ratings() == 0
 
 
@@ -253,29 +253,29 @@ def test_shipped_studies_load_with_the_demo_models(app):
 def test_going_back_to_change_an_answer(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry)
     st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {reader.study_key(st): st}
+    app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
-    first = reader.next_trial(app, st, s)
-    reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
-    second = reader.next_trial(app, st, s)
-    back = reader.previous_trial(app, st, s, second.order_index)
+    first = app.next_trial(st, s)
+    app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
+    second = app.next_trial(st, s)
+    back = app.previous_trial(st, s, second.order_index)
     assert back.trial_id == first.trial_id
     assert back.answers == {1: {"realism": 2, "alignment": 3, "cant_judge": False, "comment": "hm"}}
-    assert reader.submit_trial(app, st, s, back.trial_id, {1: {"realism": 4, "alignment": 3, "comment": "hm"}}).status == "changed"
-    assert [h["value"] for h in app.storage.rating_history(first.trial_id)] == [2]
-    assert reader.next_trial(app, st, s).trial_id == second.trial_id  # back to the first unanswered item
+    assert app.submit_trial(st, s, back.trial_id, {1: {"realism": 4, "alignment": 3, "comment": "hm"}}).status == "changed"
+    assert [h.value for h in app.storage.rating_history(first.trial_id)] == [2]
+    assert app.next_trial(st, s).trial_id == second.trial_id  # back to the first unanswered item
     with pytest.raises(UserError, match="no earlier"):
-        reader.previous_trial(app, st, s, first.order_index)
+        app.previous_trial(st, s, first.order_index)
 
 
 def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
     app, st = study_app
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
-    first = reader.next_trial(app, st, s)
-    reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
+    first = app.next_trial(st, s)
+    app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
     with pytest.raises(UserError, match="does not allow"):
-        reader.previous_trial(app, st, s, None)
-    again = reader.submit_trial(app, st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}})
+        app.previous_trial(st, s, None)
+    again = app.submit_trial(st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}})
     assert again.status == "duplicate" and app.storage.rating_history(first.trial_id) == []

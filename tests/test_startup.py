@@ -57,8 +57,8 @@ def test_creating_the_app_builds_and_imports_nothing(tmp_path):
     r = run_py(
         f"""
         import sys
-        from p2p_app.service import P2PApp
-        app = P2PApp.create(data_dir={str(tmp_path / 'data')!r})
+        from p2p_app.startup import create
+        app = create(data_dir={str(tmp_path / 'data')!r})
         assert len(app.registry) == 6 and len(app.studies) == 2
         assert not any(app.registry.is_made(n) for n in app.registry.names())
         print('ok')
@@ -238,17 +238,17 @@ def test_presenter_mode_rates_and_runs_the_arena_without_torch(tmp_path, demo_re
         import sys
         from p2p_app import reader
         from p2p_app.pack import install_pack
-        from p2p_app.service import P2PApp
-        app = P2PApp.create({str(pack / 'config.toml')!r}, data_dir={str(tmp_path / 'site')!r})
+        from p2p_app.startup import create
+        app = create({str(pack / 'config.toml')!r}, data_dir={str(tmp_path / 'site')!r})
         assert app.presenter
         key = install_pack(app, app.config.pack)
         st = app.studies[key]
         _, token = reader.add_rater(app, st, "ann")
-        rater = reader.sign_in(app, st, token=token)
-        shown = reader.next_trial(app, st, rater)
+        rater = app.study_sign_in(st, token=token)
+        shown = app.next_trial(st, rater)
         answers = {{p.position: {{"realism": 4, "alignment": 3}} for p in shown.panels}}
-        reader.submit_trial(app, st, rater, shown.trial_id, answers)
-        assert reader.next_trial(app, st, rater).trial_id != shown.trial_id
+        app.submit_trial(st, rater, shown.trial_id, answers)
+        assert app.next_trial(st, rater).trial_id != shown.trial_id
         examples = app.arena_examples("colonoscopy")
         assert len(examples) == 3, examples
         me = app.sign_in("visitor")
@@ -273,14 +273,14 @@ def test_presenter_mode_rates_and_runs_the_arena_without_torch(tmp_path, demo_re
 
 def test_a_changed_pack_is_refused_whole(tmp_path, demo_registry):
     from p2p_app.pack import PackError, install_pack, read_manifest
-    from p2p_app.service import P2PApp
+    from p2p_app.startup import create
 
     pack, st = _pack(tmp_path, demo_registry)
     victim = pack / "images" / f"{read_manifest(pack)['images'][-1]['id']}.png"
     data = bytearray(victim.read_bytes())
     data[-20] ^= 0xFF
     victim.write_bytes(bytes(data))
-    app = P2PApp.create(pack / "config.toml", data_dir=tmp_path / "site", registry=demo_registry)
+    app = create(pack / "config.toml", data_dir=tmp_path / "site", registry=demo_registry)
     with pytest.raises(PackError, match="changed since the pack was made"):
         install_pack(app, app.config.pack)
     assert app.storage.count_images() == 0 and app.storage.study(st.id, st.version) is None

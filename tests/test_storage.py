@@ -99,7 +99,7 @@ def test_other_rater_cannot_submit_or_reveal(storage):
     with pytest.raises(AccessDenied, match="only after"):
         storage.trial_models(trial.id, rater.pk)
     storage.record_ratings(trial.id, rater.pk, full_answers(images))
-    assert [m for _, m, _ in storage.trial_models(trial.id, rater.pk)] == ["m0", "m1"]
+    assert [p.model for p in storage.trial_models(trial.id, rater.pk)] == ["m0", "m1"]
     with pytest.raises(AccessDenied):
         storage.trial_models(trial.id, other.pk)
 
@@ -111,7 +111,7 @@ def test_changed_answers_keep_history(storage):
     result = storage.record_ratings(trial.id, rater.pk, changed, allow_changes=True)
     assert result.status == "changed" and result.n_rows == 1
     history = storage.rating_history(trial.id)
-    assert len(history) == 1 and history[0]["value"] == 2
+    assert len(history) == 1 and history[0].value == 2
     df = storage.ratings_frame()
     assert df.loc[(df.image_id == images[0].id) & (df.question == "realism"), "value"].item() == 5.0
     assert len(df) == 4
@@ -173,10 +173,13 @@ def test_tokens_are_stored_hashed(storage):
     assert storage.rater_by_token(r.token).pk == r.pk
 
 
-def test_listed_names_stay_unique_when_asked(storage):
-    storage.add_rater("Ann", "s@v1", slot=0, with_token=True, unique_name=True)
-    with pytest.raises(StorageError, match="already exists"):
-        storage.add_rater("ann", "s@v1", slot=0, with_token=True, unique_name=True)
+def test_a_listed_rater_place_is_held_once_when_asked(storage):
+    storage.add_rater("Ann", "s@v1", slot=0, with_token=True, unique_slot=True)
+    with pytest.raises(StorageError, match="already holds this rater place"):
+        storage.add_rater("ANN", "s@v1", slot=0, with_token=True, unique_slot=True)
+    storage.add_rater("Ben", "s@v1", slot=1, with_token=True, unique_slot=True)  # another place is free
+    storage.add_rater("Ann", "s@v1", slot=0)  # an open study's joiners may share a slot
+    assert sorted(r.slot for r in storage.raters("s@v1")) == [0, 0, 1]
 
 
 def test_an_old_database_is_upgraded(tmp_path):

@@ -128,28 +128,39 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
     async def _download_once(self, scope: Scope, receive: Receive, send: Send, file_path: str) -> None:
-        """Serve an admin file; an export (not an image) in Gradio's cache is deleted after a full download."""
+        """Serve an admin file; an export (not an image) in Gradio's cache is deleted after a full download.
+
+        The file is unlinked just before the last body message goes out, so by the time the client has the
+        whole file it is gone (a second request cannot race the deletion); a file that is gone is a 404."""
+        target = Path(file_path)
+        if not target.is_file():
+            await _reply(send, 404, "Not found.")
+            return
+        export = scope.get("method") == "GET" and target.suffix.lower() not in IMAGE_SUFFIXES
         status = 0
 
         async def watch(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body") and status == 200 and export:
+                _delete_export(target)
             await send(message)
 
         await self.app(scope, receive, watch)
-        target = Path(file_path)
-        if (status == 200 and scope.get("method") == "GET" and target.suffix.lower() not in IMAGE_SUFFIXES):
+
+
+def _delete_export(target: Path) -> None:
+    try:
+        resolved = target.resolve()
+        if resolved.is_relative_to(gradio_cache_dir()):
+            resolved.unlink(missing_ok=True)
             try:
-                resolved = target.resolve()
-                if resolved.is_relative_to(gradio_cache_dir()):
-                    resolved.unlink(missing_ok=True)
-                    try:
-                        resolved.parent.rmdir()
-                    except OSError:
-                        pass
-            except OSError as exc:  # pragma: no cover - logged, the download itself succeeded
-                log.warning("could not delete the downloaded export %s: %s", file_path, exc)
+                resolved.parent.rmdir()
+            except OSError:
+                pass
+    except OSError as exc:  # pragma: no cover - logged, the download itself succeeded
+        log.warning("could not delete the downloaded export %s: %s", target, exc)
 
 
 def _limited(receive: Receive, limit: int) -> Receive:

@@ -6,9 +6,8 @@ import html
 
 import gradio as gr
 
-from .. import reader
 from ..service import P2PApp, ShownTrial
-from ..study import StudyDefinition
+from ..study import StudyDefinition, study_key
 from .common import build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 
@@ -23,11 +22,11 @@ def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
 def build_study(app: P2PApp, demo: gr.Blocks) -> None:
     """One tab per study; a ``?token=`` link signs its rater in to the right study on page load."""
     studies = list(app.studies.values())
-    tab_ids = {reader.study_key(s): f"study-{i}" for i, s in enumerate(studies)}
+    tab_ids = {study_key(s): f"study-{i}" for i, s in enumerate(studies)}
     with gr.Tabs() as tabs:
         loaders = []
         for st in studies:
-            with gr.Tab(st.title, id=tab_ids[reader.study_key(st)]):
+            with gr.Tab(st.title, id=tab_ids[study_key(st)]):
                 loaders.append(_build_one(app, st))
 
     def on_load(request: gr.Request) -> dict:
@@ -78,7 +77,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     guard = guarded(message)
 
     def show_next(rater) -> dict:
-        return show(reader.next_trial(app, st, rater), rater)
+        return show(app.next_trial(st, rater), rater)
 
     def show(shown, rater) -> dict:
         can_go_back = st.allow_answer_changes and rater is not None
@@ -117,7 +116,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     def on_sign_in(name_value: str, resume_value: str, request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
         token = token or (resume_value or "")
-        rater = reader.sign_in(app, st, token=token, name="" if token else name_value)
+        rater = app.study_sign_in(st, token=token, name="" if token else name_value)
         note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         rater = rater.without_code()  # the clear code is shown once, never kept
         return {
@@ -135,15 +134,15 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     def on_auto_sign_in(request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
         rater = app.storage.rater_by_token(token) if token else None
-        if rater is None or rater.study_key != reader.study_key(st):
+        if rater is None or rater.study_key != study_key(st):
             return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
         return on_sign_in("", "", request)
 
     @guard
     def on_submit(data: dict) -> dict:
         answers = read_answers(panels, data, data[n_shown])
-        result = reader.submit_trial(
-            app, st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened]
+        result = app.submit_trial(
+            st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened]
         )
         updates = show_next(data[session])
         if result.status == "duplicate":  # answered elsewhere (another tab): say so instead of moving on silently
@@ -153,7 +152,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     @guard
     def on_back(rater, current) -> dict:
-        return show(reader.previous_trial(app, st, rater, current), rater)
+        return show(app.previous_trial(st, rater, current), rater)
 
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
@@ -166,7 +165,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
 
     def on_availability_tick() -> dict:
-        text = reader.availability(app, st)
+        text = app.availability(st)
         return {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
                 availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
 

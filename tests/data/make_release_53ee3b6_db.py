@@ -1,4 +1,5 @@
 """Build a database with release 53ee3b6 (schema before Alembic): live trials, a prepared study, study answers."""
+# Run with release 53ee3b6 (git checkout 53ee3b6), whose API this script uses: python make_release_53ee3b6_db.py DATA_DIR
 import sys
 from pathlib import Path
 from p2p_app.service import P2PApp
