@@ -9,7 +9,6 @@ the same command runs under ``accelerate launch``: each process takes its share 
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from generators import GenerationError
 from generators.base import MODALITIES
 
 from .service import P2PApp, UserError
+from .study import StudyError, read_csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,34 +51,23 @@ class PromptRow:
 
 
 def read_prompts(path: str | Path) -> list[PromptRow]:
-    """A CSV with columns ``prompt_id,prompt,modality`` (modality may be left out when only one is used)."""
+    """A CSV with columns ``prompt`` and optional ``prompt_id`` and ``modality`` (when only one modality is used),
+    read by the same strict reader as study prompt banks (:func:`p2p_app.study.read_csv_rows`)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    reader = csv.DictReader(text.splitlines())
-    header = reader.fieldnames or []
-    if "prompt" not in header:
-        raise UserError(f"{path}, line 1: the header must have a 'prompt' column (got {', '.join(header) or 'nothing'})")
     rows: list[PromptRow] = []
     seen: set[str] = set()
-    for lineno, rec in enumerate(reader, start=2):
-        if None in rec or any(v is None for v in rec.values()):
-            raise UserError(f"{path}, line {lineno}: wrong number of columns")
-        prompt = " ".join((rec.get("prompt") or "").split())
+    for index, (line, rec) in enumerate(read_csv_rows(path, (("prompt",), ("prompt_id", "modality"))), start=1):
+        prompt = " ".join(rec["prompt"].split())
         if not prompt:
-            raise UserError(f"{path}, line {lineno}: empty prompt")
-        pid = (rec.get("prompt_id") or f"row{lineno - 1}").strip()
+            raise StudyError(path, line, "empty prompt")
+        pid = rec.get("prompt_id") or f"row{index}"
         if pid in seen:
-            raise UserError(f"{path}, line {lineno}: duplicate prompt_id {pid!r}")
+            raise StudyError(path, line, f"duplicate prompt_id {pid!r}")
         seen.add(pid)
-        modality = (rec.get("modality") or "").strip().lower()
+        modality = (rec.get("modality") or "").lower()
         if modality and modality not in MODALITIES:
-            raise UserError(f"{path}, line {lineno}: unknown modality {modality!r}")
+            raise StudyError(path, line, f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
         rows.append(PromptRow(pid, prompt, modality))
-    if not rows:
-        raise UserError(f"{path}: no prompts")
     return rows
 
 

@@ -725,8 +725,10 @@ def _check_questions(toml: _Toml, raw: list[Any] | None) -> tuple[Question, ...]
     return tuple(out)
 
 
-def _read_csv(path: Path, columns: tuple[tuple[str, ...], tuple[str, ...]]) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a strict CSV as (first line, {column: stripped value}); blank lines are skipped."""
+def read_csv_rows(path: Path, columns: tuple[tuple[str, ...], tuple[str, ...]]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a strict CSV as (first line, {column: stripped value}); blank lines are skipped. Every CSV the app
+    reads (prompt banks, captions, batch prompt lists) goes through here, so errors name the true line (a quoted
+    field may span lines) and the same rules hold everywhere. ``columns``: (required, optional) names."""
     required, optional = columns
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -798,7 +800,7 @@ def _check_id(csv_path: Path, line: int, column: str, value: str, seen: dict[str
 def _read_prompts(path: Path) -> tuple[PromptRow, ...]:
     seen: dict[str, int] = {}
     out: list[PromptRow] = []
-    for line, row in _read_csv(path, _PROMPT_COLUMNS):
+    for line, row in read_csv_rows(path, _PROMPT_COLUMNS):
         prompt_id, prompt = row["prompt_id"], _squash(row["prompt"])
         _check_id(path, line, "prompt_id", prompt_id, seen)
         if not prompt:
@@ -814,7 +816,7 @@ def _read_prompts(path: Path) -> tuple[PromptRow, ...]:
 def _read_controls(path: Path) -> tuple[ControlImage, ...]:
     seen: dict[str, int] = {}
     out: list[ControlImage] = []
-    for line, row in _read_csv(path, _CONTROL_COLUMNS):
+    for line, row in read_csv_rows(path, _CONTROL_COLUMNS):
         control_id, caption = row["control_id"], _squash(row["caption"])
         _check_id(path, line, "control_id", control_id, seen)
         if not row["file"]:

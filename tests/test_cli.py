@@ -77,6 +77,11 @@ def test_generate_bad_input_is_refused_cleanly(cli, tmp_path):
     bad.write_text("id,text\n1,x\n")
     r = cli("generate", "--prompts", str(bad), ok=False)
     assert r.exit_code != 0 and "prompt" in r.output and "line 1" in r.output
+    # the line named is the true line: a quoted prompt over two lines and a blank line come before the bad row
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text('prompt_id,prompt,modality\np1,"a polyp,\nsessile",colonoscopy\n\np2,a polyp,dermatology\n')
+    r = cli("generate", "--prompts", str(shifted), ok=False)
+    assert r.exit_code != 0 and f"{shifted}, line 5: unknown modality 'dermatology'" in r.output, r.output
     r = cli("generate", "--prompts", str(prompts_csv(tmp_path)), "--models", "nope", ok=False)
     assert r.exit_code != 0 and "unknown model" in r.output
     r = cli("generate", "--prompts", str(prompts_csv(tmp_path)), "--seeds", "x", ok=False)
