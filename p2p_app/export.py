@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from .analysis import TIDY_COLUMNS, check_ratings_frame, question_order
+from .tidy import with_tidy_defaults
 
 EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     {
@@ -50,6 +51,11 @@ EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "answered_at": "when the answer was stored (ISO 8601, UTC)",
         "seconds": "answered_at - shown_at, in seconds",
         "is_repeat": "true when this trial repeats an earlier item (intra-rater consistency)",
+        "catch": 'catch trial (known-answer item): "real" (a known real image), "broken" (a broken image made by '
+        'the app), empty otherwise',
+        "catch_kind": 'how a broken catch image was made ("noise", "flipped", "blank", "wrong_anatomy"); empty '
+        "otherwise",
+        "rater_group": 'the rater\'s group from the study file (e.g. "resident", "senior"); empty when none',
     }
 )
 """Long format (``write_long_csv``, ``write_parquet``): column → meaning, in file order."""
@@ -79,7 +85,7 @@ def _iso_utc(col: pd.Series) -> pa.Array:
 
 def _long_table(df: pd.DataFrame) -> pa.Table:
     check_ratings_frame(df)
-    data = df.loc[:, list(TIDY_COLUMNS)]
+    data = with_tidy_defaults(df).loc[:, list(TIDY_COLUMNS)]
     table = pa.Table.from_pandas(data, preserve_index=False)
     for name in ("shown_at", "answered_at"):
         table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
@@ -119,7 +125,7 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     check_ratings_frame(df)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.loc[:, list(TIDY_COLUMNS)].to_parquet(path, index=False, engine="pyarrow")
+    with_tidy_defaults(df).loc[:, list(TIDY_COLUMNS)].to_parquet(path, index=False, engine="pyarrow")
     return path
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .analysis import ALIGNMENT, GENERATED_SOURCE, REAL_MODEL, REAL_SOURCE, REALISM, TIDY_COLUMNS, TIDY_DTYPES
+from .tidy import CATCH_BROKEN, CATCH_REAL, CHOSEN_REAL, RANK_PREFIX, TIDY_DEFAULTS
 
 QUESTIONS: tuple[str, ...] = (REALISM, ALIGNMENT)
 DEFAULT_MODELS: Mapping[str, tuple[float, float]] = types.MappingProxyType(
@@ -186,6 +187,7 @@ def frame_from_matrix(
             "answered_at": pd.Series(shown + pd.Timedelta(seconds=10)),
             "seconds": np.full(n, 10.0),
             "is_repeat": np.zeros(n, dtype=bool),
+            **TIDY_DEFAULTS,
         }
     )
     return frame.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
@@ -333,6 +335,7 @@ def simulate_ratings(
             "answered_at": ts(answered_ns[r_trial]),
             "seconds": seconds[r_trial],
             "is_repeat": t_repeat[r_trial],
+            **{c: _strings([str(v)], np.zeros(len(r_trial), np.int64)) for c, v in TIDY_DEFAULTS.items()},
         }
     )
     return out.loc[:, list(TIDY_COLUMNS)]
