@@ -1263,7 +1263,7 @@ def _with_catch(out: pd.DataFrame, catch: pd.DataFrame | None) -> pd.DataFrame:
         out[col] = out[col].fillna(0).astype("int64")
     for col in ("too_fast", "straight_lining", "outlier"):
         out[col] = out[col].fillna(False).astype(bool)
-    return out.loc[:, list(RATER_COLUMNS)].sort_values("rater_id").reset_index(drop=True)
+    return out.reindex(columns=list(RATER_COLUMNS)).sort_values("rater_id").reset_index(drop=True)
 
 
 def _rater_table(prep: _Prepared, th: RaterThresholds, catch: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -19,9 +19,10 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   (``choix.ilsr_rankings``) for comparison. Ranks respect overlapping intervals: ``rank_low`` = 1 + models whose
   interval lies wholly above, ``rank_high`` = models − those wholly below; ``rank`` = ``rank_low``.
 * **Catch trials** (rows with ``catch`` ``"real"`` or ``"broken"``): checks per answer — realism: a known real image
-  passes with a score ≥ 4, a broken one with ≤ 2 or "can't judge"; ``chosen_real``: real passes when picked, broken
-  when not picked; ``rank_<q>``: broken passes when ranked below every non-broken panel of the screen, real when
-  ranked above every broken one. A rater is flagged when they have at least ``min_catch_answers`` checks and pass
+  passes with a score ≥ 4, a broken one with ≤ 2 or "can't judge"; ``chosen_real``: one check per
+  screen, on the panel picked, which passes when it is the known real image (on a screen without one: when it is
+  not broken); ``rank_<q>``: one check per screen, which passes when every broken panel is ranked below
+  every other panel. A rater is flagged when they have at least ``min_catch_answers`` checks and pass
   fewer than ``min_catch_pass_rate`` of them. Every trial holding a catch row is left out of every other statistic.
 """
 
@@ -258,7 +259,7 @@ def forced_choice_agreement(screens: pd.DataFrame, n_boot: int, rng: np.random.G
 
 def _ranking_rows(df: pd.DataFrame) -> pd.DataFrame:
     sel = df["question"].astype(str).str.startswith(RANK_PREFIX).to_numpy(dtype=bool)
-    sel &= ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
+    sel = sel & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     mask = catch_trial_mask(df)
     if mask is not None:
         sel &= ~mask
@@ -365,32 +366,40 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
 
 def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
     """One row per checkable catch answer: ``rater_id, rater_group, catch, question, passed`` (see the module
-    docstring for the rules); first answers only (repeats left out)."""
+    docstring for the rules; a forced-choice catch screen is one check, on the panel picked); first answers only
+    (repeats left out)."""
     cols = ["rater_id", "rater_group", "catch", "question", "passed"]
-    if "catch" not in df.columns:
+    in_catch = catch_trial_mask(df)
+    if in_catch is None:
         return pd.DataFrame(columns=cols)
-    catch = df["catch"].fillna("").astype(str)
-    sel = (catch != "").to_numpy() & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
-    if not sel.any():
-        return pd.DataFrame(columns=cols)
+    sel = in_catch & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     s = df.loc[sel, ["rater_id", "trial_id", "question", "value", "cant_judge", "catch"]].copy()
     s["rater_group"] = _col(df, "rater_group").loc[sel].fillna("").astype(str).to_numpy()
     s["question"] = s["question"].astype(str)
+    s["catch"] = s["catch"].fillna("").astype(str)
     v = pd.to_numeric(s["value"], errors="coerce").to_numpy(dtype=float)
     cant = s["cant_judge"].fillna(False).to_numpy(dtype=bool)
-    real = s["catch"].to_numpy(dtype=object) == CATCH_REAL
-    broken = s["catch"].to_numpy(dtype=object) == CATCH_BROKEN
+    catch = s["catch"].to_numpy(dtype=object)
+    real, broken = catch == CATCH_REAL, catch == CATCH_BROKEN
     q = s["question"].to_numpy(dtype=object)
-    passed = np.full(len(s), np.nan)
+    passed = np.zeros(len(s), dtype=bool)
     checked = np.zeros(len(s), dtype=bool)
     realism = q == "realism"
-    passed = np.where(realism & real, (~cant & (v >= PASS_THRESHOLD)).astype(float), passed)
-    passed = np.where(realism & broken, (cant | (v <= BROKEN_MAX)).astype(float), passed)
+    passed |= realism & real & ~cant & (v >= PASS_THRESHOLD)
+    passed |= realism & broken & (cant | (v <= BROKEN_MAX))
     checked |= realism & (real | broken)
     fc = q == CHOSEN_REAL
-    passed = np.where(fc & real, (v == 1).astype(float), passed)
-    passed = np.where(fc & broken, (cant | (v == 0)).astype(float), passed)
-    checked |= fc & (real | broken)
+    if fc.any():  # one check per screen, on the pick: the known real image if the screen has one, else not broken
+        t = pd.DataFrame({"trial": s["trial_id"].to_numpy()[fc], "real": real[fc]})
+        screen_has_real = t.groupby("trial")["real"].transform("any").to_numpy(dtype=bool)
+        picked = v[fc] == 1
+        ok = np.where(screen_has_real, real[fc], ~broken[fc])
+        passed[fc] = picked & ok
+        checked[fc] = picked
+        label = np.where(screen_has_real, CATCH_REAL, CATCH_BROKEN)
+        catch = catch.copy()
+        catch[np.flatnonzero(fc)[picked]] = label[picked]
+        s["catch"] = catch
     rk = np.array([str(x).startswith(RANK_PREFIX) for x in q], dtype=bool)
     if rk.any():
         t = s.loc[rk, ["trial_id", "question"]].copy()
@@ -401,11 +410,18 @@ def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
         vr = v[rk]
         ok_r = np.where(broken[rk], vr > good, vr <= good)
         ok_r = np.where(cant[rk], broken[rk], ok_r)  # "can't judge" passes only for a broken image
-        passed[rk] = ok_r.astype(float)
-        checked |= rk & (real | broken)
+        t["ok"] = ok_r | ~(real[rk] | broken[rk])
+        t["real"] = real[rk]
+        g = t.groupby(["trial_id", "question"])
+        first = ~t.duplicated(["trial_id", "question"]).to_numpy()  # one check per ranked catch screen
+        idx = np.flatnonzero(rk)[first]
+        passed[idx] = g["ok"].transform("all").to_numpy(dtype=bool)[first]
+        checked[idx] = True
+        catch = np.asarray(s["catch"].to_numpy(dtype=object)).copy()
+        catch[idx] = np.where(g["real"].transform("any").to_numpy(dtype=bool)[first], CATCH_REAL, CATCH_BROKEN)
+        s["catch"] = catch
     s["passed"] = passed
     s = s[checked]
-    s["passed"] = s["passed"].astype(bool)
     return s.loc[:, cols].reset_index(drop=True)
 
 

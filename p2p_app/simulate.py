@@ -339,3 +339,260 @@ def simulate_ratings(
         }
     )
     return out.loc[:, list(TIDY_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Study designs: forced choice ("which one is real?") and full rankings, with rater groups and catch trials
+# --------------------------------------------------------------------------------------------------------------------
+
+DEFAULT_DESIGN_MODELS: Mapping[str, float] = types.MappingProxyType({"model-a": 1.0, "model-b": 0.4, "model-c": -0.4})
+"""Model → true latent realism (log-strength at discrimination 1) for the design simulators."""
+DEFAULT_DESIGN_REAL = 1.2
+"""True latent realism of the real images in the design simulators."""
+DEFAULT_RATER_GROUPS: Mapping[str, float] = types.MappingProxyType({"resident": 1.0, "senior": 2.5})
+"""Rater group → discrimination (how sharply the rater's perception follows the true realism)."""
+BROKEN_QUALITY = -8.0
+"""Latent realism of a broken catch image (noise, flipped, blank, wrong anatomy): an attentive rater never takes it
+for real."""
+CATCH_KINDS: tuple[str, ...] = ("noise", "flipped", "blank", "wrong_anatomy")
+BROKEN_MODEL = "broken"
+"""``model`` of a broken catch image in simulated frames."""
+
+
+def choice_probabilities(
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    discrimination: float = 1.0,
+    include_real: bool = True,
+) -> dict[str, float]:
+    """Known truth of the design simulators: the probability that each panel is picked first on a screen showing
+    every model (and the real image) — a multinomial logit in ``discrimination · quality``; with ``include_real``
+    the ``"real"`` entry is the true forced-choice accuracy of such a rater."""
+    names = ([REAL_MODEL] if include_real else []) + list(models)
+    q = np.array(([float(real_quality)] if include_real else []) + [float(models[m]) for m in models])
+    z = np.exp(discrimination * q - (discrimination * q).max())
+    return dict(zip(names, (z / z.sum()).tolist(), strict=True))
+
+
+def _check_design(n_raters, n_items, models, overlap_k, rater_groups, careless_raters, catch_rate, design) -> None:
+    if n_raters < 1:
+        raise ValueError(f"n_raters must be >= 1, got {n_raters}")
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    if not 1 <= overlap_k <= n_raters:
+        raise ValueError(f"overlap_k must be between 1 and n_raters ({n_raters}), got {overlap_k}")
+    if not 0 <= careless_raters <= n_raters:
+        raise ValueError(f"careless_raters must be between 0 and n_raters ({n_raters}), got {careless_raters}")
+    if not 0 <= catch_rate < 1:
+        raise ValueError(f"catch_rate must be in [0, 1), got {catch_rate}")
+    if not rater_groups:
+        raise ValueError("rater_groups must name at least one group (group -> discrimination)")
+    if any(float(d) < 0 for d in rater_groups.values()):
+        raise ValueError(f"rater_groups discriminations must be >= 0, got {dict(rater_groups)}")
+    if REAL_MODEL in models or BROKEN_MODEL in models:
+        raise ValueError(f"{REAL_MODEL!r} and {BROKEN_MODEL!r} are reserved model names; rename that model")
+    need = 1 if design == "forced_choice" else 2
+    if len(models) < need:
+        raise ValueError(f"a {design} study needs at least {need} generated model(s), got {len(models)}")
+
+
+def _design_study(
+    design: str,
+    question: str,
+    n_raters: int,
+    n_items: int,
+    models: Mapping[str, float],
+    real_quality: float,
+    include_real: bool,
+    overlap_k: int,
+    rater_groups: Mapping[str, float],
+    careless_raters: int,
+    catch_rate: float,
+    seconds_per_panel: float,
+    study: str,
+    start: str,
+    seed: int,
+) -> pd.DataFrame:
+    _check_design(n_raters, n_items, models, overlap_k, rater_groups, careless_raters, catch_rate, design)
+    rng = np.random.default_rng(seed)
+    names = ([REAL_MODEL] if include_real else []) + list(models) + [BROKEN_MODEL]
+    quality = np.array(([float(real_quality)] if include_real else []) + [float(models[m]) for m in models]
+                       + [BROKEN_QUALITY])  # fmt: skip
+    n_panels = len(names) - 1
+    real_code = names.index(REAL_MODEL) if include_real else -1
+    broken_code = len(names) - 1
+
+    # raters: groups in turn; careless raters perceive nothing (discrimination 0: random picks and orders)
+    groups = list(rater_groups)
+    r_group = np.arange(n_raters) % len(groups)
+    disc = np.array([float(rater_groups[g]) for g in groups])[r_group]
+    careless = np.zeros(n_raters, dtype=bool)
+    careless[rng.choice(n_raters, careless_raters, replace=False)] = True
+    disc = np.where(careless, 0.0, disc)
+
+    # regular trials, then catch trials slotted into each rater's sequence (distinct slots: never adjacent)
+    raters = _assign_raters(rng, n_items, n_raters, overlap_k)
+    t_item = np.repeat(np.arange(n_items), overlap_k)
+    t_rater = raters.ravel()
+    key = rng.random(len(t_item))
+    order = np.lexsort((key, t_rater))
+    t_item, t_rater = t_item[order], t_rater[order]
+    t_catch = np.zeros(len(t_item), dtype=bool)
+    seq_rater, seq_item, seq_catch = [], [], []
+    n_catch_items = 0
+    for r in range(n_raters):
+        items = t_item[t_rater == r]
+        n_c = int(round(catch_rate * len(items) / (1 - catch_rate))) if len(items) else 0
+        n_c = min(n_c, len(items) + 1)
+        slots = np.sort(rng.choice(len(items) + 1, n_c, replace=False))
+        is_c = np.zeros(len(items) + n_c, dtype=bool)
+        is_c[slots + np.arange(n_c)] = True
+        merged = np.empty(len(is_c), dtype=np.int64)
+        merged[~is_c] = items
+        merged[is_c] = n_items + n_catch_items + np.arange(n_c)  # each catch screen is its own item
+        n_catch_items += n_c
+        seq_rater.append(np.full(len(is_c), r))
+        seq_item.append(merged)
+        seq_catch.append(is_c)
+    t_rater, t_item = np.concatenate(seq_rater), np.concatenate(seq_item)
+    t_catch = np.concatenate(seq_catch) if seq_catch else t_catch
+    n_trials = len(t_rater)
+    order_index = np.arange(n_trials) - np.searchsorted(t_rater, t_rater)
+
+    # panels: a regular screen shows every source once; a catch screen one known real image and broken images
+    regular = np.array([i for i in range(len(names) - 1)])
+    catch_panels = np.r_[real_code if include_real else 0, np.full(n_panels - 1, broken_code)]
+    panels = np.where(t_catch[:, None], catch_panels[None, :], regular[None, :])  # trial × slot → source code
+    perm = np.argsort(rng.random((n_trials, n_panels)), axis=1)  # shuffled positions per trial
+    panels = np.take_along_axis(panels, perm, axis=1)
+    if not include_real:  # catch screens in a ranking without real images: the first slot holds a real catch
+        first_slot = np.argmin(perm, axis=1)
+        panels[t_catch, first_slot[t_catch]] = -1
+    q = np.where(panels == -1, float(real_quality), quality[np.maximum(panels, 0)])
+    u = disc[t_rater][:, None] * q + rng.gumbel(size=q.shape)  # Luce: picks and orders are Plackett–Luce
+    if design == "forced_choice":
+        value = (np.arange(n_panels)[None, :] == np.argmax(u, axis=1)[:, None]).astype(float)
+    else:
+        value = (np.argsort(np.argsort(-u, axis=1), axis=1) + 1).astype(float)
+
+    # rows: trial × position
+    r_trial = np.repeat(np.arange(n_trials), n_panels)
+    r_pos = np.tile(np.arange(n_panels), n_trials)
+    r_src = panels.ravel()
+    is_catch_row = t_catch[r_trial]
+    r_name = np.where(r_src == -1, names.index(BROKEN_MODEL) + 1, r_src)  # -1: real catch (label below)
+    labels = names + [REAL_MODEL]
+    r_real = (r_name == real_code) | (r_name == len(names))
+    catch_code = np.where(is_catch_row, np.where(r_real, 1, 2), 0)
+    kind_code = np.where(catch_code == 2, rng.integers(1, len(CATCH_KINDS) + 1, len(r_trial)), 0)
+    seconds = np.round(n_panels * seconds_per_panel * np.exp(rng.normal(0.0, 0.4, n_trials)), 3)
+    seconds = np.where(careless, 0.5, 1.0)[t_rater] * seconds
+    step = seconds + rng.exponential(15.0, n_trials)
+    first_of = np.searchsorted(t_rater, t_rater)
+    cum = np.cumsum(step) - step
+    offset = cum - cum[first_of]
+    shown_ns = pd.Timestamp(start).value + (np.round(offset * 1e9).astype(np.int64)
+                                            + t_rater * 3_600 * 1_000_000_000)  # fmt: skip
+    answered_ns = shown_ns + np.round(seconds * 1e9).astype(np.int64)
+    image_of = np.where(is_catch_row, 10_000_000 + r_trial * n_panels + r_pos, t_item[r_trial] * n_panels + r_src)
+    prompts, mods = _prompts(rng, n_items, ["colonoscopy"])
+    n_all_items = n_items + n_catch_items
+    r_item = t_item[r_trial]
+    prompt_code = np.where(r_item < n_items, r_item, 0)
+    item_seed = rng.integers(0, 2**31 - 1, n_all_items)
+    seed_col = pd.array(item_seed[r_item], dtype="Int64")
+    seed_col[r_real | (r_name == broken_code)] = pd.NA
+    width = max(3, len(str(n_raters)))
+    rater_ids = [f"r{i + 1:0{width}d}" for i in range(n_raters)]
+    item_ids = [f"i{i + 1:05d}" for i in range(n_items)] + [f"c{i + 1:05d}" for i in range(n_catch_items)]
+
+    def ts(ns: np.ndarray) -> pd.Series:
+        return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"))
+
+    n_rows = len(r_trial)
+    zeros = np.zeros(n_rows, np.int64)
+    out = pd.DataFrame(
+        {
+            "study": _strings([study], zeros),
+            "rater_id": _strings(rater_ids, t_rater[r_trial]),
+            "item_id": _strings(item_ids, r_item),
+            "trial_id": (r_trial + 1).astype(np.int64),
+            "image_id": pd.Series([f"img_{int(x):09d}" for x in image_of], dtype="str"),
+            "model": _strings(labels, r_name),
+            "source": _strings([GENERATED_SOURCE, REAL_SOURCE], r_real.astype(np.int64)),
+            "prompt_id": _strings([f"p{i + 1:04d}" for i in range(n_items)], prompt_code),
+            "prompt": _strings(prompts, prompt_code),
+            "modality": _strings(mods, prompt_code),
+            "seed": seed_col,
+            "position": (r_pos + 1).astype(np.int64),
+            "n_panels": np.full(n_rows, n_panels, dtype=np.int64),
+            "order_index": order_index[r_trial].astype(np.int64),
+            "question": _strings([question], zeros),
+            "value": value.ravel(),
+            "choices": _strings([""], zeros),
+            "cant_judge": np.zeros(n_rows, dtype=bool),
+            "comment": _strings([""], zeros),
+            "shown_at": ts(shown_ns[r_trial]),
+            "answered_at": ts(answered_ns[r_trial]),
+            "seconds": seconds[r_trial],
+            "is_repeat": np.zeros(n_rows, dtype=bool),
+            "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
+            "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
+            "rater_group": _strings(groups, r_group[t_rater[r_trial]]),
+        }
+    )
+    return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
+
+
+def simulate_forced_choice(
+    n_raters: int = 12,
+    n_items: int = 40,
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    overlap_k: int = 3,
+    *,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    rater_groups: Mapping[str, float] = DEFAULT_RATER_GROUPS,
+    careless_raters: int = 0,
+    catch_rate: float = 0.0,
+    seconds_per_panel: float = 4.0,
+    study: str = "sim-forced-choice",
+    start: str = DEFAULT_START,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Simulate a forced-choice study ("which one is real?") and return its tidy frame (question ``chosen_real``).
+
+    Each of ``n_items`` screens shows the real image and one image per model, shuffled, to ``overlap_k`` raters.
+    A rater of group g perceives panel realism ``rater_groups[g] · quality + Gumbel noise`` and picks the highest,
+    so the true accuracy of that group is ``choice_probabilities(models, real_quality, rater_groups[g])["real"]``.
+    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: share of each rater's
+    screens that are catch trials (one known real image among broken ones), never two in a row."""
+    return _design_study("forced_choice", CHOSEN_REAL, n_raters, n_items, models, real_quality, True, overlap_k,
+                         rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start, seed)  # fmt: skip
+
+
+def simulate_ranking(
+    n_raters: int = 12,
+    n_items: int = 40,
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    overlap_k: int = 3,
+    *,
+    question: str = REALISM,
+    include_real: bool = False,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    rater_groups: Mapping[str, float] = types.MappingProxyType({"": 1.0}),
+    careless_raters: int = 0,
+    catch_rate: float = 0.0,
+    seconds_per_panel: float = 4.0,
+    study: str = "sim-ranking",
+    start: str = DEFAULT_START,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Simulate a ranking study and return its tidy frame (question ``rank_<question>``, value = rank, 1 = best).
+
+    Each screen shows one image per model (plus the real one with ``include_real``) and the rater orders them by
+    ``discrimination · quality + Gumbel noise`` — exactly a Plackett–Luce model with log-strengths
+    ``discrimination · quality``, so the true order is the order of ``models``' qualities. Catch screens: one known
+    real image among broken ones; careless raters order at random."""
+    return _design_study("ranking", RANK_PREFIX + question, n_raters, n_items, models, real_quality, include_real,
+                         overlap_k, rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start,
+                         seed)  # fmt: skip
