@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from .analysis import TIDY_COLUMNS, check_ratings_frame, question_order
-from .tidy import with_tidy_defaults
+from .tidy import TIDY_DTYPES, with_tidy_defaults
 
 EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     {
@@ -190,3 +190,30 @@ def export_all(df: pd.DataFrame, directory: str | os.PathLike, stem: str = "rati
         "wide_csv": write_wide_csv(df, d / f"{stem}_wide.csv"),
         "parquet": write_parquet(df, d / f"{stem}.parquet"),
     }
+
+
+def read_long_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a long export (``write_long_csv``) back into the tidy frame with the contract dtypes (e.g. a pilot
+    study for ``p2p plan``). Columns added to the contract later may be missing (their defaults are filled); text
+    cells that the export quoted against spreadsheet formulas get their leading ``'`` back off. Raises
+    ``ValueError`` naming the missing columns for a file that is not a long export."""
+    path = Path(path)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        check_ratings_frame(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a long export ({exc})") from None
+    raw = with_tidy_defaults(raw)
+    out = {}
+    for col, dtype in TIDY_DTYPES.items():
+        text = raw[col]
+        if dtype == "str":
+            out[col] = text.str.replace(r"^'(?=[=+\-@\t\r])", "", regex=True).astype("str")
+        elif dtype == "bool":
+            out[col] = text.str.lower().eq("true")
+        elif dtype.startswith("datetime64"):
+            out[col] = pd.to_datetime(text.replace("", None), utc=True, format="ISO8601").astype(dtype)
+        else:
+            num = pd.to_numeric(text.replace("", None), errors="raise")
+            out[col] = num.astype(dtype)
+    return pd.DataFrame(out).loc[:, list(TIDY_COLUMNS)]
