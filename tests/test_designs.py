@@ -122,6 +122,14 @@ def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
     assert g["p_fisher"] == pytest.approx(stats.fisher_exact([[ca, 5 - ca], [cb, 5 - cb]]).pvalue)
 
 
+def test_forced_choice_counts_each_raters_first_answer_per_item_once():
+    rows = fc_screen("r1", 1, "real", item="it1") + fc_screen("r1", 2, "model-a", item="it1")  # same item again
+    rows += fc_screen("r1", 3, "model-a", item="it2", repeat=True)  # a planned repeat
+    rows += fc_screen("r1", 4, "model-b", item="it3") + fc_screen("r2", 5, "real", item="it1")
+    acc = A.analyze(frame(rows), n_boot=10).forced_choice.set_index("rater_group").loc["all"]
+    assert (acc["n_screens"], acc["n_correct"], acc["n_raters"]) == (3, 2, 2)
+
+
 def test_forced_choice_fleiss_kappa_is_statsmodels_on_the_picked_models():
     rng = np.random.default_rng(4)
     models = ("real", "model-a", "model-b")
