@@ -214,8 +214,14 @@ def simulate_ratings(
     study: str = "sim",
     start: str = DEFAULT_START,
     seed: int = 0,
+    catch_rate: float = 0.0,
 ) -> pd.DataFrame:
     """Simulate a study and return its tidy ratings frame (contract columns and dtypes, sorted by trial and panel).
+
+    ``catch_rate``: share of each rater's screens that are catch trials (one known real image and broken images,
+    ``catch`` "real"/"broken"), each right after a distinct regular screen (never two in a row); attentive raters
+    score them like real images / with about 1, careless raters with their one score. With ``catch_rate`` 0 (the
+    default) the frame is the same as before catch trials existed.
 
     ``models`` maps model name → true quality ``(realism, alignment)`` (or ``{"realism": .., "alignment": ..}``)
     on the latent 1..5 scale; ``real_quality`` is the same for real control images. Rows =
@@ -224,6 +230,8 @@ def simulate_ratings(
     """
     check_inputs(n_raters, n_prompts, models, seeds_per_prompt, overlap_k, repeat_fraction, include_real,
                  cant_judge_rate, careless_raters)  # fmt: skip
+    if not 0 <= catch_rate < 1:
+        raise ValueError(f"catch_rate must be in [0, 1), got {catch_rate}")
     rng = np.random.default_rng(seed)
     names = list(models) + ([REAL_MODEL] if include_real else [])
     pairs = [_quality_pair(models[m]) for m in models] + ([_quality_pair(real_quality)] if include_real else [])
@@ -338,7 +346,60 @@ def simulate_ratings(
             **{c: _strings([str(v)], np.zeros(len(r_trial), np.int64)) for c, v in TIDY_DEFAULTS.items()},
         }
     )
-    return out.loc[:, list(TIDY_COLUMNS)]
+    out = out.loc[:, list(TIDY_COLUMNS)]
+    if catch_rate > 0:
+        latent_real = np.array(_quality_pair(real_quality))
+        out = _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real)
+    return out
+
+
+def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real):
+    """Insert catch screens into a simulated rating study (see ``simulate_ratings``); trial ids and order indices
+    are renumbered in time order."""
+    trials = out.drop_duplicates("trial_id")
+    n_src = int(out["n_panels"].iloc[0])
+    code = {r: i for i, r in enumerate(rater_ids)}
+    anchors = []
+    for _, t in trials.groupby("rater_id", sort=True):
+        n_c = min(len(t), int(round(catch_rate * len(t) / (1 - catch_rate))))
+        anchors.append(t.iloc[np.sort(rng.choice(len(t), n_c, replace=False))])
+    a = pd.concat(anchors, ignore_index=True)
+    n_c = len(a)
+    rater = a["rater_id"].map(code).to_numpy(dtype=np.int64)
+    real_slot = rng.integers(0, n_src, n_c)
+    c_trial = np.repeat(np.arange(n_c), n_src * 2)
+    c_pos = np.tile(np.repeat(np.arange(n_src), 2), n_c)
+    c_q = np.tile(np.arange(2), n_c * n_src)
+    is_real = c_pos == real_slot[c_trial]
+    r = rater[c_trial]
+    latent = np.where(is_real, latent_real[c_q], 1.0) + bias[r, c_q] + noise_sd[r] * rng.standard_normal(len(r))
+    value = np.where(careless[r], careless_score[r], np.clip(np.rint(latent), 1, 5))
+    shown = a["answered_at"] + pd.Timedelta(seconds=1)
+    secs = a["seconds"].to_numpy()
+    rows = pd.DataFrame({
+        "study": out["study"].iloc[0], "rater_id": a["rater_id"].to_numpy()[c_trial],
+        "item_id": [f"catch-{i + 1:05d}" for i in c_trial], "trial_id": -1 - c_trial,
+        "image_id": [f"catch-{i + 1:05d}-{p}" for i, p in zip(c_trial, c_pos, strict=True)],
+        "model": np.where(is_real, REAL_MODEL, BROKEN_MODEL), "source": np.where(is_real, REAL_SOURCE, GENERATED_SOURCE),
+        "prompt_id": "", "prompt": "catch trial", "modality": "colonoscopy", "seed": pd.array([pd.NA] * len(r),
+        dtype="Int64"), "position": c_pos + 1, "n_panels": n_src, "order_index": 0, "question": np.array(QUESTIONS)[c_q],
+        "value": value, "choices": "", "cant_judge": False, "comment": "",
+        "shown_at": shown.to_numpy()[c_trial], "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
+        "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
+        "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
+        "rater_group": "",
+    })  # fmt: skip
+    both = pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True)
+    first = both.drop_duplicates("trial_id")[["trial_id", "rater_id", "shown_at"]]
+    first = first.sort_values(["shown_at", "trial_id"], kind="stable")
+    new_id = pd.Series(np.arange(1, len(first) + 1), index=first["trial_id"].to_numpy())
+    first = first.assign(new=new_id.to_numpy()).sort_values(["rater_id", "shown_at", "new"], kind="stable")
+    first["order"] = first.groupby("rater_id").cumcount()
+    order = pd.Series(first["order"].to_numpy(), index=first["trial_id"].to_numpy())
+    both["order_index"] = both["trial_id"].map(order).astype("int64")
+    both["trial_id"] = both["trial_id"].map(new_id).astype("int64")
+    both = both.sort_values(["trial_id", "position", "question"], kind="stable", key=lambda c: c if c.name != "question" else c.map({q: i for i, q in enumerate(QUESTIONS)}))
+    return both.reset_index(drop=True).astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
 
 
 # --------------------------------------------------------------------------------------------------------------------

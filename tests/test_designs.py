@@ -284,6 +284,23 @@ def test_careless_raters_are_flagged_and_exclusion_moves_accuracy_to_the_truth()
     assert "Catch trials" in html and "sensitivity" in html and "fig-catch" in html
 
 
+def test_rating_study_with_catch_trials_flags_careless_raters_and_exclusion_lowers_the_worst_model():
+    kwargs = {"n_raters": 12, "n_prompts": 20, "careless_raters": 3, "seed": 8}
+    plain = S.simulate_ratings(**kwargs)
+    df = S.simulate_ratings(**kwargs, catch_rate=0.15)
+    pd.testing.assert_frame_equal(df[df["catch"] == ""].drop(columns=["trial_id", "order_index"]).reset_index(drop=True),
+                                  plain.drop(columns=["trial_id", "order_index"]))  # fmt: skip
+    trials = df.drop_duplicates("trial_id").sort_values(["rater_id", "order_index"])
+    assert (trials.groupby("rater_id")["shown_at"].diff().dropna() > pd.Timedelta(0)).all()  # order follows time
+    a = A.analyze(df, n_boot=20)
+    careless = set(a.raters.loc[a.raters["too_fast"], "rater_id"])
+    assert len(careless) == 3 and set(a.catch.loc[a.catch["flagged"], "rater_id"]) == careless
+    b = A.analyze(df, n_boot=20, exclude_flagged_raters=True)
+    worst = b.sensitivity.set_index(["table", "key"]).loc[("scores", "model-c / realism")]
+    assert worst["estimate_kept"] < worst["estimate_all"]  # careless 3s and 4s no longer lift the 2.3-quality model
+    pd.testing.assert_frame_equal(b.scores, A.analyze(plain[~plain["rater_id"].isin(careless)], n_boot=20).scores)
+
+
 def test_report_shows_design_sections_only_with_such_data():
     plain = R.build_report(S.simulate_ratings(n_raters=4, n_prompts=4, seed=1), n_boot=20)
     assert "Which one is real?" not in plain and "Rankings" not in plain and "Catch trials" not in plain
