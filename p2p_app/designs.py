@@ -129,7 +129,8 @@ def binom_p(k: int, n: int, p: float) -> float:
 
 def forced_choice_screens(df: pd.DataFrame) -> pd.DataFrame:
     """One row per forced-choice screen that counts: ``rater_id, rater_group, item_id, trial_id, n_panels,
-    chosen_model, chosen_source, correct`` plus ``models`` (the models shown, as a tuple) and ``real_model``; repeats, catch trials and
+    chosen_model, chosen_source, correct`` plus ``models`` (the models shown, as a tuple) and ``real_model``;
+    repeats, catch trials and
     screens without exactly one pick (or without exactly one real panel) are left out."""
     sel = (df["question"] == CHOSEN_REAL).to_numpy(dtype=bool) & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     mask = catch_trial_mask(df)
@@ -196,9 +197,10 @@ def forced_choice_models(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
         n, c = int(r["n_screens"]), int(r["n_chosen"])
         lo, hi = clopper_pearson(c, n, ci_level)
         chance = 1.0 / r["k_min"] if r["k_min"] == r["k_max"] else np.nan
+        p_value = binom_p(c, n, chance) if np.isfinite(chance) else np.nan
         rows.append({"model": model, "source": REAL_SOURCE if model in real_models else "generated",
                      "n_screens": n, "n_chosen": c, "chosen_rate": c / n, "ci_low": float(lo), "ci_high": float(hi),
-                     "chance": chance, "p_value": binom_p(c, n, chance) if np.isfinite(chance) else np.nan})  # fmt: skip
+                     "chance": chance, "p_value": p_value})  # fmt: skip
     out = _frame(rows, FC_MODEL_COLUMNS)
     return out.sort_values(["source", "model"], key=lambda c: c.ne(REAL_SOURCE) if c.name == "source" else c,
                            ignore_index=True)  # fmt: skip
@@ -220,12 +222,13 @@ def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
         lo, hi = confint_proportions_2indep(ca, na, cb, nb, method="newcomb", compare="diff", alpha=1 - ci_level)
         fisher = stats.fisher_exact([[ca, na - ca], [cb, nb - cb]]).pvalue
         ra, rb = per_rater.loc[a].to_numpy(), per_rater.loc[b].to_numpy()
-        p_r = stats.mannwhitneyu(ra, rb).pvalue if len(ra) >= 2 and len(rb) >= 2 else np.nan
+        two = len(ra) >= 2 and len(rb) >= 2
+        p_r = stats.mannwhitneyu(ra, rb).pvalue if two else np.nan
         rows.append({"group_a": a, "group_b": b, "n_a": na, "accuracy_a": ca / na, "n_b": nb, "accuracy_b": cb / nb,
                      "diff": ca / na - cb / nb, "diff_ci_low": float(lo), "diff_ci_high": float(hi),
                      "p_fisher": float(fisher), "n_raters_a": len(ra), "n_raters_b": len(rb),
                      "p_raters": float(p_r),
-                     "note": "" if len(ra) >= 2 and len(rb) >= 2 else "p_raters needs two raters per group"})  # fmt: skip
+                     "note": "" if two else "p_raters needs two raters per group"})  # fmt: skip
     return _frame(rows, FC_GROUP_COLUMNS)
 
 

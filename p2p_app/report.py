@@ -280,7 +280,8 @@ def _ranking_wins(a: Analysis) -> go.Figure | None:
                    texttemplate="%{text}", hovertemplate="%{y} above %{x}: %{z:.1%}<extra></extra>")
     )  # fmt: skip
     fig.update_layout(title=f"Win rate of the row model over the column model ({question})",
-                      xaxis={"title": "column model"}, yaxis={"title": "row model", "autorange": "reversed"})  # fmt: skip
+                      xaxis={"title": "column model"},
+                      yaxis={"title": "row model", "autorange": "reversed"})  # fmt: skip
     return fig
 
 

@@ -380,11 +380,13 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
         "study": out["study"].iloc[0], "rater_id": a["rater_id"].to_numpy()[c_trial],
         "item_id": [f"catch-{i + 1:05d}" for i in c_trial], "trial_id": -1 - c_trial,
         "image_id": [f"catch-{i + 1:05d}-{p}" for i, p in zip(c_trial, c_pos, strict=True)],
-        "model": np.where(is_real, REAL_MODEL, BROKEN_MODEL), "source": np.where(is_real, REAL_SOURCE, GENERATED_SOURCE),
-        "prompt_id": "", "prompt": "catch trial", "modality": "colonoscopy", "seed": pd.array([pd.NA] * len(r),
-        dtype="Int64"), "position": c_pos + 1, "n_panels": n_src, "order_index": 0, "question": np.array(QUESTIONS)[c_q],
-        "value": value, "choices": "", "cant_judge": False, "comment": "",
-        "shown_at": shown.to_numpy()[c_trial], "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
+        "model": np.where(is_real, REAL_MODEL, BROKEN_MODEL),
+        "source": np.where(is_real, REAL_SOURCE, GENERATED_SOURCE),
+        "prompt_id": "", "prompt": "catch trial", "modality": "colonoscopy",
+        "seed": pd.array([pd.NA] * len(r), dtype="Int64"), "position": c_pos + 1, "n_panels": n_src,
+        "order_index": 0, "question": np.array(QUESTIONS)[c_q], "value": value, "choices": "", "cant_judge": False,
+        "comment": "", "shown_at": shown.to_numpy()[c_trial],
+        "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
         "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
         "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
         "rater_group": "",
@@ -398,7 +400,9 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
     order = pd.Series(first["order"].to_numpy(), index=first["trial_id"].to_numpy())
     both["order_index"] = both["trial_id"].map(order).astype("int64")
     both["trial_id"] = both["trial_id"].map(new_id).astype("int64")
-    both = both.sort_values(["trial_id", "position", "question"], kind="stable", key=lambda c: c if c.name != "question" else c.map({q: i for i, q in enumerate(QUESTIONS)}))
+    q_rank = {q: i for i, q in enumerate(QUESTIONS)}
+    both = both.sort_values(["trial_id", "position", "question"], kind="stable",
+                            key=lambda c: c.map(q_rank) if c.name == "question" else c)  # fmt: skip
     return both.reset_index(drop=True).astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
 
 
