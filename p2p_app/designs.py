@@ -15,7 +15,8 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   into all its implied pairs (under Plackett–Luce every pair follows Bradley–Terry with the same strengths, Luce's
   choice axiom, so the pair fit is consistent); ``strength`` = Bradley–Terry log-strength fitted with
   ``choix.ilsr_pairwise_dense`` (centred: mean 0), CI = percentile bootstrap resampling *raters* (cluster
-  bootstrap: a rater's rankings stay together); ``pl_strength`` = the full Plackett–Luce fit
+  bootstrap: a rater's rankings stay together; like any percentile bootstrap over raters it is too narrow with
+  few raters — read it with five or more); ``pl_strength`` = the full Plackett–Luce fit
   (``choix.ilsr_rankings``) for comparison. Ranks respect overlapping intervals: ``rank_low`` = 1 + models whose
   interval lies wholly above, ``rank_high`` = models − those wholly below; ``rank`` = ``rank_low``.
 * **Catch trials** (rows with ``catch`` ``"real"`` or ``"broken"``): checks per answer — realism: a known real image
@@ -343,7 +344,9 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
         note = ""
         if n_r < 2:
             note = "CI needs two or more raters"
-        elif n_boot > 0:
+        elif n_boot == 0:
+            note = "no CI (no bootstrap replicates)"
+        else:
             counts = rng.multinomial(n_r, np.full(n_r, 1.0 / n_r), size=n_boot).astype(float)
             boot_comp = np.tensordot(counts, per_rater, axes=(1, 0))  # n_boot × models × models
             reps = np.array([_bt_fit(c) for c in boot_comp])
