@@ -360,7 +360,6 @@ def settings() -> None:
         click.echo(f"{s.name} = {s.default!r}{env}\n    {s.help}")
 
 
-
 def _int_list(ctx, param, value: str) -> tuple[int, ...]:
     try:
         out = tuple(int(v) for v in value.split(",") if v.strip())
