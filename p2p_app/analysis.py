@@ -78,7 +78,19 @@ from statsmodels.stats.multitest import multipletests
 # --------------------------------------------------------------------------------------------------------------------
 
 from .mrmc import or_analysis  # noqa: E402
-from .tidy import TIDY_COLUMNS, TIDY_DTYPES  # noqa: E402  (re-exported: the contract lives there)
+from .tidy import TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES  # noqa: E402  (re-exported: the contract lives there)
+from .tidy import CHOSEN_REAL, RANK_PREFIX, is_design_question  # noqa: E402
+from .designs import (  # noqa: E402
+    catch_table,
+    catch_trial_mask,
+    flagged_raters,
+    forced_choice_accuracy,
+    forced_choice_agreement,
+    forced_choice_groups,
+    forced_choice_models,
+    forced_choice_screens,
+    ranking_tables,
+)
 
 REALISM = "realism"
 ALIGNMENT = "alignment"
@@ -123,6 +135,10 @@ class RaterThresholds:
     """``outlier`` when the correlation with the consensus (other raters' mean) is below this…"""
     max_consensus_bias: float = 1.0
     """…or when the mean difference from the consensus is at least this many scale points."""
+    min_catch_pass_rate: float = 0.75
+    """``catch_failed`` when the rater passes fewer than this share of their catch-trial checks…"""
+    min_catch_answers: int = 3
+    """…and has at least this many checks (:mod:`p2p_app.designs`)."""
 
 
 def empty_ratings_frame() -> pd.DataFrame:
@@ -131,10 +147,12 @@ def empty_ratings_frame() -> pd.DataFrame:
 
 
 def check_ratings_frame(df: pd.DataFrame) -> None:
-    """Raise ``ValueError`` unless ``df`` has every contract column (extra columns are allowed)."""
+    """Raise ``ValueError`` unless ``df`` has every contract column (extra columns are allowed); a column with a
+    default (``TIDY_DEFAULTS``: added later to the contract) may be missing — readers fill it with
+    :func:`p2p_app.tidy.with_tidy_defaults`."""
     if not isinstance(df, pd.DataFrame):
         raise ValueError(f"ratings must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in TIDY_COLUMNS if c not in df.columns]
+    missing = [c for c in TIDY_COLUMNS if c not in df.columns and c not in TIDY_DEFAULTS]
     if missing:
         raise ValueError(f"ratings frame is missing columns: {', '.join(missing)}")
 
@@ -172,7 +190,7 @@ TIMING_COLUMNS = ("by", "key", "n_trials", "median_seconds", "q25_seconds", "q75
 RATER_COLUMNS = (
     "rater_id", "n_answers", "n_trials", "n_scored", "n_cant_judge", "median_seconds", "median_seconds_per_image",
     "mean", "modal_score", "modal_share", "consensus_corr", "consensus_bias", "n_consensus",
-    "too_fast", "straight_lining", "outlier", "note",
+    "too_fast", "straight_lining", "outlier", "n_catch", "catch_pass_rate", "catch_failed", "note",
 )  # fmt: skip
 PAIRWISE_COLUMNS = (
     "question", "model_a", "model_b", "n_pairs", "mean_a", "mean_b", "mean_diff", "median_diff",
@@ -250,10 +268,14 @@ def _codes(col: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
     check_ratings_frame(df)
+    in_catch = catch_trial_mask(df)
+    if in_catch is not None:  # catch trials (known-answer items) never enter a statistic of the study itself
+        df = df[~in_catch]
     value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     q_code, q_uni = _codes(df["question"])
     has_value = np.zeros(len(q_uni), dtype=bool)
     has_value[np.unique(q_code[~np.isnan(value)])] = True
+    has_value &= np.array([not is_design_question(str(q)) for q in q_uni], dtype=bool)  # picks and ranks: designs
     # a question answered only "can't judge" is still a scored question (not multi-select / free text); only the
     # rows of questions without any value need looking at (usually none)
     if not has_value.all():
@@ -1206,13 +1228,49 @@ def rater_summary(df: pd.DataFrame, thresholds: RaterThresholds = RaterThreshold
     scored answer the consensus is the mean of the *other* raters' first answers on the same image and question;
     ``consensus_corr`` is the Pearson correlation computed within each question and averaged weighted by answers,
     ``consensus_bias`` the mean (answer − consensus). Flags ``too_fast``, ``straight_lining``, ``outlier``: see
-    :class:`RaterThresholds`. Columns: ``RATER_COLUMNS``."""
-    return _rater_table(_prepare(df), thresholds)
+    :class:`RaterThresholds`; ``catch_failed`` (with ``n_catch`` checks and ``catch_pass_rate``) from the catch
+    trials (:func:`p2p_app.designs.catch_table`). Columns: ``RATER_COLUMNS``."""
+    return _rater_table(_prepare(df), thresholds, _catch(df, thresholds))
 
 
-def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
+def _catch(df: pd.DataFrame, th: RaterThresholds) -> pd.DataFrame | None:
+    """The per-rater catch table, or ``None`` when the frame has no catch rows."""
+    if catch_trial_mask(df) is None:
+        return None
+    return catch_table(df, th.min_catch_pass_rate, th.min_catch_answers)
+
+
+def _with_catch(out: pd.DataFrame, catch: pd.DataFrame | None) -> pd.DataFrame:
+    """The rater table with the catch columns (zero checks, no flag without catch trials); a rater seen only on
+    catch trials gets a row of their own."""
+    if catch is None or "n_catch" not in catch.columns or catch["n_catch"].isna().all():
+        out["n_catch"] = np.zeros(len(out), dtype=np.int64)
+        out["catch_pass_rate"] = np.nan
+        out["catch_failed"] = np.zeros(len(out), dtype=bool)
+        return out
+    c = catch.set_index("rater_id")
+    extra = [r for r in c.index if r not in set(out["rater_id"])]
+    if extra:
+        add = pd.DataFrame({"rater_id": extra, "n_answers": 0, "n_trials": 0, "n_scored": 0, "n_cant_judge": 0,
+                            "n_consensus": 0, "too_fast": False, "straight_lining": False, "outlier": False,
+                            "note": _nc("only catch trials")})  # fmt: skip
+        out = pd.concat([out, add], ignore_index=True) if len(out) else add
+    ids = out["rater_id"].astype(str)
+    out["n_catch"] = ids.map(c["n_catch"]).fillna(0).astype("int64").to_numpy()
+    out["catch_pass_rate"] = ids.map(c["pass_rate"]).astype(float).to_numpy()
+    out["catch_failed"] = ids.map(c["flagged"]).fillna(False).astype(bool).to_numpy()
+    for col in ("n_answers", "n_trials", "n_scored", "n_cant_judge", "n_consensus"):
+        out[col] = out[col].fillna(0).astype("int64")
+    for col in ("too_fast", "straight_lining", "outlier"):
+        out[col] = out[col].fillna(False).astype(bool)
+    return out.reindex(columns=list(RATER_COLUMNS)).sort_values("rater_id").reset_index(drop=True)
+
+
+def _rater_table(prep: _Prepared, th: RaterThresholds, catch: pd.DataFrame | None = None) -> pd.DataFrame:
     r = prep.rows
     if r.empty:
+        if catch is not None and not catch["n_catch"].isna().all():
+            return _with_catch(pd.DataFrame(columns=list(RATER_COLUMNS)), catch)
         return _frame([{"note": _nc("no ratings")}], RATER_COLUMNS)
     out = r.groupby("rater").agg(
         n_answers=("value", "size"), n_trials=("trial", "nunique"), n_cant_judge=("cant", "sum")
@@ -1268,6 +1326,7 @@ def _rater_table(prep: _Prepared, th: RaterThresholds) -> pd.DataFrame:
     )
     out = out.reset_index()
     out["rater_id"] = [str(prep.raters[k]) for k in out["rater"]]
+    out = _with_catch(out, catch)
     return out.loc[:, list(RATER_COLUMNS)].sort_values("rater_id").reset_index(drop=True)
 
 
@@ -1430,6 +1489,17 @@ class Analysis:
     n_boot: int
     seed: int
     ci_level: float
+    # study designs (p2p_app.designs): None when the frame has no such answers
+    forced_choice: pd.DataFrame | None = None
+    forced_choice_models: pd.DataFrame | None = None
+    forced_choice_groups: pd.DataFrame | None = None
+    forced_choice_agreement: pd.DataFrame | None = None
+    ranking: pd.DataFrame | None = None
+    ranking_wins: pd.DataFrame | None = None
+    catch: pd.DataFrame | None = None
+    sensitivity: pd.DataFrame | None = None
+    """With ``exclude_flagged_raters``: the main estimates with all raters and without the flagged ones."""
+    excluded_raters: tuple[str, ...] = ()
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Table name → table, in reading order."""
@@ -1444,29 +1514,106 @@ def analyze(
     ci_level: float = DEFAULT_CI_LEVEL,
     models: Sequence[str] = (),
     thresholds: RaterThresholds = RaterThresholds(),
+    exclude_flagged_raters: bool = False,
 ) -> Analysis:
     """Run every statistic on the tidy frame ``df``. ``models``: models expected in the study (listed even without
-    answers). Deterministic for a given ``seed``."""
+    answers). Deterministic for a given ``seed``.
+
+    Forced-choice, ranking and catch-trial tables (:mod:`p2p_app.designs`) are filled only when ``df`` has such
+    answers. ``exclude_flagged_raters``: raters flagged by the catch trials (``catch_failed``) are left out of every
+    statistic; the ``catch`` table still lists them, ``excluded_raters`` names them and ``sensitivity`` shows the
+    main estimates both ways (all raters, and without the flagged ones)."""
     if n_boot < 0:
         raise ValueError(f"n_boot must be >= 0, got {n_boot}")
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
+    check_ratings_frame(df)
+    if not exclude_flagged_raters:
+        return _analyze(df, n_boot, seed, ci_level, models, thresholds)
+    full = _analyze(df, n_boot, seed, ci_level, models, thresholds)
+    flagged = flagged_raters(full.catch)
+    if not flagged:
+        note = "Excluding raters flagged by catch trials: none flagged, the results are those of all raters."
+        return dataclasses.replace(full, notes=(*full.notes, note))
+    kept_df = df[~df["rater_id"].astype(str).isin(flagged).to_numpy()]
+    kept = _analyze(kept_df, n_boot, seed, ci_level, models, thresholds)
+    note = (f"Raters flagged by catch trials are excluded from every statistic above: {', '.join(flagged)} "
+            f"(the sensitivity table shows the main estimates with and without them).")  # fmt: skip
+    return dataclasses.replace(kept, catch=full.catch, raters=full.raters, excluded_raters=flagged,
+                               sensitivity=sensitivity_table(full, kept), notes=(*kept.notes, note))  # fmt: skip
+
+
+SENSITIVITY_COLUMNS = (
+    "table", "key", "estimate_all", "ci_low_all", "ci_high_all", "estimate_kept", "ci_low_kept", "ci_high_kept",
+    "change",
+)  # fmt: skip
+
+
+def main_estimates(a: Analysis) -> pd.DataFrame:
+    """The headline estimates of an analysis, one row each: ``table``, ``key``, ``estimate``, ``ci_low``,
+    ``ci_high`` (mean score per model and question, forced-choice accuracy and chosen-as-real rates, ranking
+    strengths)."""
+    parts = []
+
+    def add(name: str, t: pd.DataFrame | None, key_cols: Sequence[str], est: str, lo: str, hi: str) -> None:
+        if t is None or t.empty:
+            return
+        t = t[~t["note"].astype(str).str.startswith(NOT_COMPUTABLE)] if "note" in t.columns else t
+        if t.empty:
+            return
+        key = t[list(key_cols)].astype(str).agg(" / ".join, axis=1)
+        parts.append(pd.DataFrame({"table": name, "key": key.to_numpy(), "estimate": t[est].to_numpy(dtype=float),
+                                   "ci_low": t[lo].to_numpy(dtype=float), "ci_high": t[hi].to_numpy(dtype=float)}))
+
+    add("scores", a.scores, ("model", "question"), "mean", "ci_low", "ci_high")
+    add("forced_choice", a.forced_choice, ("rater_group", "n_panels"), "accuracy", "ci_low", "ci_high")
+    add("forced_choice_models", a.forced_choice_models, ("model",), "chosen_rate", "ci_low", "ci_high")
+    add("ranking", a.ranking, ("question", "model"), "strength", "ci_low", "ci_high")
+    if not parts:
+        return pd.DataFrame(columns=["table", "key", "estimate", "ci_low", "ci_high"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def sensitivity_table(full: Analysis, kept: Analysis) -> pd.DataFrame:
+    """Headline estimates (:func:`main_estimates`) with all raters and without the excluded ones, side by side;
+    ``change`` = kept − all. Columns: ``SENSITIVITY_COLUMNS``."""
+    a, b = main_estimates(full), main_estimates(kept)
+    m = a.merge(b, on=["table", "key"], how="outer", suffixes=("_all", "_kept"), sort=False)
+    m["change"] = m["estimate_kept"] - m["estimate_all"]
+    return m.loc[:, list(SENSITIVITY_COLUMNS)]
+
+
+def _analyze(
+    df: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+    ci_level: float,
+    models: Sequence[str],
+    thresholds: RaterThresholds,
+) -> Analysis:
     prep = _prepare(df, models)
     position, position_test = _position_tables(prep)
-    raters = _rater_table(prep, thresholds)
+    catch = _catch(df, thresholds)
+    raters = _rater_table(prep, thresholds, catch)
+    designs = _design_tables(df, n_boot, seed, ci_level)
+    designs["catch"] = catch
     auc_result = _reader_study_result(prep, REALISM, ci_level)  # after the rater table: lower peak memory
     notes = []
-    if prep.rows.empty:
+    used = [k for k, v in designs.items() if v is not None and k in ("forced_choice", "ranking", "catch")]
+    if prep.rows.empty and not used:
         notes.append("No ratings yet: every statistic is not computable.")
+    elif prep.rows.empty:
+        notes.append(f"No score answers (this study has {', '.join(used)} answers): the score tables are not "
+                     "computable.")  # fmt: skip
     else:
         if prep.scored["rater"].nunique() < 2:
             notes.append("Only one rater: agreement statistics are not computable.")
         if not prep.is_real.any():
             notes.append("No real control images: real-vs-generated AUC is not computable.")
-        for flag in ("too_fast", "straight_lining", "outlier"):
-            ids = raters.loc[raters[flag].to_numpy(dtype=bool), "rater_id"].tolist()
-            if ids:
-                notes.append(f"Raters flagged {flag}: {', '.join(ids)}.")
+    for flag in ("too_fast", "straight_lining", "outlier", "catch_failed"):
+        ids = raters.loc[raters[flag].fillna(False).astype(bool).to_numpy(), "rater_id"].tolist()
+        if ids:
+            notes.append(f"Raters flagged {flag}: {', '.join(ids)}.")
     return Analysis(
         overview=_overview(df, prep),
         scores=_score_table(prep, ci_level),
@@ -1484,4 +1631,24 @@ def analyze(
         n_boot=n_boot,
         seed=seed,
         ci_level=ci_level,
+        **designs,
     )
+
+
+def _design_tables(df: pd.DataFrame, n_boot: int, seed: int, ci_level: float) -> dict[str, pd.DataFrame | None]:
+    """Forced-choice and ranking tables, each ``None`` when the frame has no such answers (checked on the distinct
+    question labels: free for a rating-only study)."""
+    questions = [str(q) for q in pd.unique(df["question"])] if len(df) else []
+    out: dict[str, pd.DataFrame | None] = dict.fromkeys(
+        ("forced_choice", "forced_choice_models", "forced_choice_groups", "forced_choice_agreement", "ranking",
+         "ranking_wins"))  # fmt: skip
+    if CHOSEN_REAL in questions:
+        screens = forced_choice_screens(df)
+        out["forced_choice"] = forced_choice_accuracy(screens, ci_level)
+        out["forced_choice_models"] = forced_choice_models(screens, ci_level)
+        out["forced_choice_groups"] = forced_choice_groups(screens, ci_level)
+        out["forced_choice_agreement"] = forced_choice_agreement(screens, n_boot, _rng(seed, "forced_choice"),
+                                                                 ci_level)  # fmt: skip
+    if any(q.startswith(RANK_PREFIX) for q in questions):
+        out["ranking"], out["ranking_wins"] = ranking_tables(df, n_boot, _rng(seed, "ranking"), ci_level)
+    return out

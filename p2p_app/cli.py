@@ -355,5 +355,54 @@ def settings() -> None:
         click.echo(f"{s.name} = {s.default!r}{env}\n    {s.help}")
 
 
+def _int_list(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected whole numbers separated by commas, e.g. 3,5,8; got {value!r}") from None
+    if not out:
+        raise click.BadParameter("expected at least one number")
+    return out
+
+
+@main.command()
+@click.option("--design", type=click.Choice(["rating", "forced_choice"]), default="rating", show_default=True,
+              help="rating: two models scored side by side (power to detect a score difference); forced_choice: "
+                   "'which one is real?' (power to beat chance).")
+@click.option("--models", default=2, show_default=True, help="Generated models per screen.")
+@click.option("--raters", default="3,5,8", show_default=True, callback=_int_list, help="Rater counts to try.")
+@click.option("--items", default="20,40,80", show_default=True, callback=_int_list, help="Item counts to try.")
+@click.option("--overlap", type=int, default=None, help="Raters per item (default: every rater sees every item).")
+@click.option("--effect", type=float, default=None,
+              help="Expected effect: score difference between two models (rating, default 0.5) or accuracy above "
+                   "chance (forced_choice, default 0.15). With --pilot: the pilot's estimate unless given.")
+@click.option("--noise", type=float, default=None,
+              help="Score noise SD (rating, default 1.0) or between-rater SD of accuracy on the logit scale "
+                   "(forced_choice, default 0.5).")
+@click.option("--pilot", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A pilot study's long CSV export: design, models, noise and effect are estimated from it.")
+@click.option("--sims", default=200, show_default=True, help="Simulated studies per grid cell.")
+@click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same table).")
+@click.option("--out", type=click.Path(dir_okay=False), default="plan.html", show_default=True,
+              help="HTML page with the figure and the table.")
+def plan(design, models, raters, items, overlap, effect, noise, pilot, sims, seed, out) -> None:
+    """Simulate a study design for a grid of raters x items: mean CI width and power (no database, no models)."""
+    from .export import read_long_csv
+    from .plan import plan_html, plan_study
+
+    try:
+        pilot_df = read_long_csv(pilot) if pilot else None
+        table = plan_study(raters, items, design=design, models=models, overlap=overlap, effect=effect, noise=noise,
+                           pilot=pilot_df, sims=sims, seed=seed)  # fmt: skip
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    Path(out).write_text(plan_html(table), encoding="utf-8")
+    shown = table.loc[:, ["raters", "items", "overlap", "mean_ci_width", "power"]]
+    first = table.iloc[0]
+    click.echo(f"design {first['design']}, true effect {first['effect']:.3g}, {sims} simulations per cell")
+    click.echo(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    click.echo(f"Wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from .analysis import TIDY_COLUMNS, check_ratings_frame, question_order
+from .tidy import TIDY_DTYPES, with_tidy_defaults
 
 EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     {
@@ -50,6 +51,11 @@ EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "answered_at": "when the answer was stored (ISO 8601, UTC)",
         "seconds": "answered_at - shown_at, in seconds",
         "is_repeat": "true when this trial repeats an earlier item (intra-rater consistency)",
+        "catch": 'catch trial (known-answer item): "real" (a known real image), "broken" (a broken image made by '
+        'the app), empty otherwise',
+        "catch_kind": 'how a broken catch image was made ("noise", "flipped", "blank", "wrong_anatomy"); empty '
+        "otherwise",
+        "rater_group": 'the rater\'s group from the study file (e.g. "resident", "senior"); empty when none',
     }
 )
 """Long format (``write_long_csv``, ``write_parquet``): column → meaning, in file order."""
@@ -79,7 +85,7 @@ def _iso_utc(col: pd.Series) -> pa.Array:
 
 def _long_table(df: pd.DataFrame) -> pa.Table:
     check_ratings_frame(df)
-    data = df.loc[:, list(TIDY_COLUMNS)]
+    data = with_tidy_defaults(df).loc[:, list(TIDY_COLUMNS)]
     table = pa.Table.from_pandas(data, preserve_index=False)
     for name in ("shown_at", "answered_at"):
         table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
@@ -119,7 +125,7 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     check_ratings_frame(df)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.loc[:, list(TIDY_COLUMNS)].to_parquet(path, index=False, engine="pyarrow")
+    with_tidy_defaults(df).loc[:, list(TIDY_COLUMNS)].to_parquet(path, index=False, engine="pyarrow")
     return path
 
 
@@ -184,3 +190,30 @@ def export_all(df: pd.DataFrame, directory: str | os.PathLike, stem: str = "rati
         "wide_csv": write_wide_csv(df, d / f"{stem}_wide.csv"),
         "parquet": write_parquet(df, d / f"{stem}.parquet"),
     }
+
+
+def read_long_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a long export (``write_long_csv``) back into the tidy frame with the contract dtypes (e.g. a pilot
+    study for ``p2p plan``). Columns added to the contract later may be missing (their defaults are filled); text
+    cells that the export quoted against spreadsheet formulas get their leading ``'`` back off. Raises
+    ``ValueError`` naming the missing columns for a file that is not a long export."""
+    path = Path(path)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        check_ratings_frame(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a long export ({exc})") from None
+    raw = with_tidy_defaults(raw)
+    out = {}
+    for col, dtype in TIDY_DTYPES.items():
+        text = raw[col]
+        if dtype == "str":
+            out[col] = text.str.replace(r"^'(?=[=+\-@\t\r])", "", regex=True).astype("str")
+        elif dtype == "bool":
+            out[col] = text.str.lower().eq("true")
+        elif dtype.startswith("datetime64"):
+            out[col] = pd.to_datetime(text.replace("", None), utc=True, format="ISO8601").astype(dtype)
+        else:
+            num = pd.to_numeric(text.replace("", None), errors="raise")
+            out[col] = num.astype(dtype)
+    return pd.DataFrame(out).loc[:, list(TIDY_COLUMNS)]

@@ -79,6 +79,37 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
+DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # shown only when the analysis has the tables (the frame holds such answers)
+    (
+        "Which one is real? (forced choice)",
+        "Share of screens on which the rater picked the real image, against chance 1/(panels); exact "
+        "(Clopper-Pearson) 95% CI and exact binomial test, treating screens as independent. Per model: share of the "
+        "screens showing it on which it was picked as real. Rater groups compared by the difference of proportions "
+        "(Newcombe CI), Fisher's exact test on screens and a Mann-Whitney test on per-rater accuracies. Agreement: "
+        "Fleiss' kappa on which model each rater picked per item.",
+        ("forced_choice", "forced_choice_models"),
+        ("forced_choice", "forced_choice_models", "forced_choice_groups", "forced_choice_agreement"),
+    ),
+    (
+        "Rankings",
+        "Bradley-Terry strengths (log scale, mean 0) from every pair implied by the full rankings (choix), 95% CI by "
+        "resampling raters; pl_strength: the Plackett-Luce fit. Models whose intervals overlap share a rank band. "
+        "Win rate: share of the screens showing both on which the row model was ranked above the column model.",
+        ("ranking", "ranking_wins"),
+        ("ranking", "ranking_wins"),
+    ),
+    (
+        "Catch trials",
+        "Known-answer screens (a known real image, or broken images made by the app) mixed into each rater's "
+        "sequence; they are left out of every other statistic. A rater is flagged when their pass rate is below the "
+        "threshold. With exclusion, the sensitivity table shows the main estimates with and without flagged raters.",
+        ("catch",),
+        ("catch", "sensitivity"),
+    ),
+)
+
+
 def _is_nc(note) -> bool:
     return isinstance(note, str) and note.startswith(NOT_COMPUTABLE)
 
@@ -185,6 +216,88 @@ def _position(a: Analysis) -> go.Figure | None:
     return fig
 
 
+def _forced_choice(a: Analysis) -> go.Figure | None:
+    t = None if a.forced_choice is None else _ok(a.forced_choice)
+    if t is None or t.empty:
+        return None
+    label = t["rater_group"].astype(str) + np.where(t["n_panels"].nunique() > 1, " (" + t["n_panels"].astype(str)
+                                                                                    + " panels)", "")  # fmt: skip
+    fig = go.Figure(
+        go.Bar(x=label, y=t["accuracy"], name="accuracy",
+               error_y={"type": "data", "symmetric": False, "array": t["ci_high"] - t["accuracy"],
+                        "arrayminus": t["accuracy"] - t["ci_low"]})
+    )  # fmt: skip
+    for chance in sorted(set(t["chance"])):
+        fig.add_hline(y=chance, line_dash="dot", annotation_text=f"chance {chance:.0%}")
+    fig.update_layout(title="Which one is real? Accuracy with exact 95% CI", yaxis={"title": "accuracy",
+                      "range": [0, 1], "tickformat": ".0%"})  # fmt: skip
+    return fig
+
+
+def _forced_choice_models(a: Analysis) -> go.Figure | None:
+    t = None if a.forced_choice_models is None else _ok(a.forced_choice_models)
+    if t is None or t.empty:
+        return None
+    fig = go.Figure(
+        go.Bar(x=t["model"], y=t["chosen_rate"], name="picked as real",
+               error_y={"type": "data", "symmetric": False, "array": t["ci_high"] - t["chosen_rate"],
+                        "arrayminus": t["chosen_rate"] - t["ci_low"]})
+    )  # fmt: skip
+    fig.update_layout(title="Share of screens on which each model was picked as real (exact 95% CI)",
+                      yaxis={"title": "picked as real", "tickformat": ".0%"})  # fmt: skip
+    return fig
+
+
+def _ranking(a: Analysis) -> go.Figure | None:
+    t = None if a.ranking is None else _ok(a.ranking)
+    if t is None or t.empty:
+        return None
+    fig = go.Figure()
+    for q, tq in t.groupby("question", sort=False):
+        fig.add_trace(
+            go.Scatter(x=tq["model"] + " (rank " + tq["rank_band"].astype(str) + ")", y=tq["strength"],
+                       mode="markers", name=q, marker={"size": 10},
+                       error_y={"type": "data", "symmetric": False, "array": tq["ci_high"] - tq["strength"],
+                                "arrayminus": tq["strength"] - tq["ci_low"]})
+        )  # fmt: skip
+    fig.update_layout(title="Ranking: Bradley-Terry strength with 95% CI (bootstrap over raters)",
+                      yaxis={"title": "log-strength"})  # fmt: skip
+    return fig
+
+
+def _ranking_wins(a: Analysis) -> go.Figure | None:
+    w = a.ranking_wins
+    if w is None or w.empty:
+        return None
+    question = str(w["question"].iloc[0])
+    w = w[w["question"] == question]
+    order = list(_ok(a.ranking).query("question == @question")["model"]) if a.ranking is not None else []
+    order = order or sorted(set(w["model_a"]))
+    m = w.pivot(index="model_a", columns="model_b", values="win_rate").reindex(index=order, columns=order)
+    fig = go.Figure(
+        go.Heatmap(z=m.to_numpy(dtype=float), x=order, y=order, zmin=0, zmax=1, colorscale="RdBu",
+                   text=np.vectorize(lambda v: "" if np.isnan(v) else f"{v:.0%}")(m.to_numpy(dtype=float)),
+                   texttemplate="%{text}", hovertemplate="%{y} above %{x}: %{z:.1%}<extra></extra>")
+    )  # fmt: skip
+    fig.update_layout(title=f"Win rate of the row model over the column model ({question})",
+                      xaxis={"title": "column model"},
+                      yaxis={"title": "row model", "autorange": "reversed"})  # fmt: skip
+    return fig
+
+
+def _catch(a: Analysis) -> go.Figure | None:
+    t = None if a.catch is None else _ok(a.catch)
+    if t is None or t.empty:
+        return None
+    fig = go.Figure(
+        go.Bar(x=t["rater_id"], y=t["pass_rate"], marker_color=np.where(t["flagged"], "crimson", "steelblue"),
+               customdata=t["n_catch"], hovertemplate="%{x}: %{y:.0%} of %{customdata} catch checks passed")
+    )  # fmt: skip
+    fig.update_layout(title="Catch-trial pass rate per rater (red: flagged)",
+                      yaxis={"title": "pass rate", "range": [0, 1.05], "tickformat": ".0%"})  # fmt: skip
+    return fig
+
+
 def answers_over_time(df: pd.DataFrame) -> pd.DataFrame:
     """Answers per hour (studies spanning up to 3 days) or per day: ``period`` (UTC), ``answers``, ``cumulative``."""
     t = pd.to_datetime(df["answered_at"], utc=True).dropna() if len(df) else pd.Series(dtype="datetime64[ns, UTC]")
@@ -222,7 +335,8 @@ def _raters(a: Analysis) -> go.Figure | None:
     r = a.raters[a.raters["n_answers"].notna()]
     if r.empty:
         return None
-    flagged = r[["too_fast", "straight_lining", "outlier"]].fillna(False).astype(bool).any(axis=1)
+    flags = [c for c in ("too_fast", "straight_lining", "outlier", "catch_failed") if c in r.columns]
+    flagged = r[flags].fillna(False).astype(bool).any(axis=1)
     fig = go.Figure(
         go.Bar(x=r["rater_id"], y=r["n_answers"], marker_color=np.where(flagged, "crimson", "steelblue"),
                customdata=r["median_seconds"], hovertemplate="%{x}: %{y} answers, median %{customdata:.1f} s/trial")
@@ -238,7 +352,8 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
     Names: ``score_distributions``, ``means``, ``roc``, ``agreement``, ``position``, ``progress`` (answers over
     time, from ``df``), ``raters`` (answers per rater, flagged raters in red) and, when a ``progress`` table with a
     ``rater_id`` column is given, ``rater_progress`` (its ``done``/``total``/``answered``/``assigned`` columns, or
-    else its other numeric columns, per rater).
+    else its other numeric columns, per rater). Study designs, when the analysis has them: ``forced_choice``,
+    ``forced_choice_models``, ``ranking``, ``ranking_wins`` (win-rate heatmap) and ``catch`` (pass rate per rater).
     """
     built = {
         "score_distributions": _score_distributions(analysis),
@@ -249,6 +364,11 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
         "progress": _progress(answers_over_time(df)),
         "raters": _raters(analysis),
         "rater_progress": _rater_progress(progress),
+        "forced_choice": _forced_choice(analysis),
+        "forced_choice_models": _forced_choice_models(analysis),
+        "ranking": _ranking(analysis),
+        "ranking_wins": _ranking_wins(analysis),
+        "catch": _catch(analysis),
     }
     for fig in built.values():
         if fig is not None:
@@ -322,7 +442,8 @@ def render_html(
     if analysis.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>")
     js_done = False
-    for heading, text, fig_names, table_names in SECTIONS:
+    present = [s for s in DESIGN_SECTIONS if any(n in tables for n in s[3])]
+    for heading, text, fig_names, table_names in (*SECTIONS[:-1], *present, SECTIONS[-1]):
         parts.append(f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>")
         for name in fig_names:
             fig = figs.get(name)
@@ -353,12 +474,15 @@ def build_report(
     seed: int = DEFAULT_SEED,
     analysis: Analysis | None = None,
     models: tuple[str, ...] | list[str] = (),
+    exclude_flagged_raters: bool = False,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
     answered / assigned), shown as a table and a bar chart. ``models``: the study's models, so that a model without
-    ratings is listed as not computable rather than left out."""
-    analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models)
+    ratings is listed as not computable rather than left out. ``exclude_flagged_raters``: see
+    :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given)."""
+    analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
+                                                             exclude_flagged_raters=exclude_flagged_raters)
     extra = {"answers_over_time": answers_over_time(df)}
     if progress is not None:
         extra["progress"] = progress

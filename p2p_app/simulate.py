@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .analysis import ALIGNMENT, GENERATED_SOURCE, REAL_MODEL, REAL_SOURCE, REALISM, TIDY_COLUMNS, TIDY_DTYPES
+from .tidy import CATCH_BROKEN, CATCH_REAL, CHOSEN_REAL, RANK_PREFIX, TIDY_DEFAULTS
 
 QUESTIONS: tuple[str, ...] = (REALISM, ALIGNMENT)
 DEFAULT_MODELS: Mapping[str, tuple[float, float]] = types.MappingProxyType(
@@ -186,6 +187,7 @@ def frame_from_matrix(
             "answered_at": pd.Series(shown + pd.Timedelta(seconds=10)),
             "seconds": np.full(n, 10.0),
             "is_repeat": np.zeros(n, dtype=bool),
+            **TIDY_DEFAULTS,
         }
     )
     return frame.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
@@ -212,8 +214,14 @@ def simulate_ratings(
     study: str = "sim",
     start: str = DEFAULT_START,
     seed: int = 0,
+    catch_rate: float = 0.0,
 ) -> pd.DataFrame:
     """Simulate a study and return its tidy ratings frame (contract columns and dtypes, sorted by trial and panel).
+
+    ``catch_rate``: share of each rater's screens that are catch trials (one known real image and broken images,
+    ``catch`` "real"/"broken"), each right after a distinct regular screen (never two in a row); attentive raters
+    score them like real images / with about 1, careless raters with their one score. With ``catch_rate`` 0 (the
+    default) the frame is the same as before catch trials existed.
 
     ``models`` maps model name → true quality ``(realism, alignment)`` (or ``{"realism": .., "alignment": ..}``)
     on the latent 1..5 scale; ``real_quality`` is the same for real control images. Rows =
@@ -222,6 +230,8 @@ def simulate_ratings(
     """
     check_inputs(n_raters, n_prompts, models, seeds_per_prompt, overlap_k, repeat_fraction, include_real,
                  cant_judge_rate, careless_raters)  # fmt: skip
+    if not 0 <= catch_rate < 1:
+        raise ValueError(f"catch_rate must be in [0, 1), got {catch_rate}")
     rng = np.random.default_rng(seed)
     names = list(models) + ([REAL_MODEL] if include_real else [])
     pairs = [_quality_pair(models[m]) for m in models] + ([_quality_pair(real_quality)] if include_real else [])
@@ -333,6 +343,321 @@ def simulate_ratings(
             "answered_at": ts(answered_ns[r_trial]),
             "seconds": seconds[r_trial],
             "is_repeat": t_repeat[r_trial],
+            **{c: _strings([str(v)], np.zeros(len(r_trial), np.int64)) for c, v in TIDY_DEFAULTS.items()},
         }
     )
-    return out.loc[:, list(TIDY_COLUMNS)]
+    out = out.loc[:, list(TIDY_COLUMNS)]
+    if catch_rate > 0:
+        latent_real = np.array(_quality_pair(real_quality))
+        out = _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real)
+    return out
+
+
+def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real):
+    """Insert catch screens into a simulated rating study (see ``simulate_ratings``); trial ids and order indices
+    are renumbered in time order."""
+    trials = out.drop_duplicates("trial_id")
+    n_src = int(out["n_panels"].iloc[0])
+    code = {r: i for i, r in enumerate(rater_ids)}
+    anchors = []
+    for _, t in trials.groupby("rater_id", sort=True):
+        n_c = min(len(t), int(round(catch_rate * len(t) / (1 - catch_rate))))
+        anchors.append(t.iloc[np.sort(rng.choice(len(t), n_c, replace=False))])
+    a = pd.concat(anchors, ignore_index=True)
+    n_c = len(a)
+    rater = a["rater_id"].map(code).to_numpy(dtype=np.int64)
+    real_slot = rng.integers(0, n_src, n_c)
+    c_trial = np.repeat(np.arange(n_c), n_src * 2)
+    c_pos = np.tile(np.repeat(np.arange(n_src), 2), n_c)
+    c_q = np.tile(np.arange(2), n_c * n_src)
+    is_real = c_pos == real_slot[c_trial]
+    r = rater[c_trial]
+    latent = np.where(is_real, latent_real[c_q], 1.0) + bias[r, c_q] + noise_sd[r] * rng.standard_normal(len(r))
+    value = np.where(careless[r], careless_score[r], np.clip(np.rint(latent), 1, 5))
+    shown = a["answered_at"] + pd.Timedelta(seconds=1)
+    secs = a["seconds"].to_numpy()
+    rows = pd.DataFrame({
+        "study": out["study"].iloc[0], "rater_id": a["rater_id"].to_numpy()[c_trial],
+        "item_id": [f"catch-{i + 1:05d}" for i in c_trial], "trial_id": -1 - c_trial,
+        "image_id": [f"catch-{i + 1:05d}-{p}" for i, p in zip(c_trial, c_pos, strict=True)],
+        "model": np.where(is_real, REAL_MODEL, BROKEN_MODEL),
+        "source": np.where(is_real, REAL_SOURCE, GENERATED_SOURCE),
+        "prompt_id": "", "prompt": "catch trial", "modality": "colonoscopy",
+        "seed": pd.array([pd.NA] * len(r), dtype="Int64"), "position": c_pos + 1, "n_panels": n_src,
+        "order_index": 0, "question": np.array(QUESTIONS)[c_q], "value": value, "choices": "", "cant_judge": False,
+        "comment": "", "shown_at": shown.to_numpy()[c_trial],
+        "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
+        "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
+        "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
+        "rater_group": "",
+    })  # fmt: skip
+    both = pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True)
+    first = both.drop_duplicates("trial_id")[["trial_id", "rater_id", "shown_at"]]
+    first = first.sort_values(["shown_at", "trial_id"], kind="stable")
+    new_id = pd.Series(np.arange(1, len(first) + 1), index=first["trial_id"].to_numpy())
+    first = first.assign(new=new_id.to_numpy()).sort_values(["rater_id", "shown_at", "new"], kind="stable")
+    first["order"] = first.groupby("rater_id").cumcount()
+    order = pd.Series(first["order"].to_numpy(), index=first["trial_id"].to_numpy())
+    both["order_index"] = both["trial_id"].map(order).astype("int64")
+    both["trial_id"] = both["trial_id"].map(new_id).astype("int64")
+    q_rank = {q: i for i, q in enumerate(QUESTIONS)}
+    both = both.sort_values(["trial_id", "position", "question"], kind="stable",
+                            key=lambda c: c.map(q_rank) if c.name == "question" else c)  # fmt: skip
+    return both.reset_index(drop=True).astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Study designs: forced choice ("which one is real?") and full rankings, with rater groups and catch trials
+# --------------------------------------------------------------------------------------------------------------------
+
+DEFAULT_DESIGN_MODELS: Mapping[str, float] = types.MappingProxyType({"model-a": 1.0, "model-b": 0.4, "model-c": -0.4})
+"""Model → true latent realism (log-strength at discrimination 1) for the design simulators."""
+DEFAULT_DESIGN_REAL = 1.2
+"""True latent realism of the real images in the design simulators."""
+DEFAULT_RATER_GROUPS: Mapping[str, float] = types.MappingProxyType({"resident": 1.0, "senior": 2.5})
+"""Rater group → discrimination (how sharply the rater's perception follows the true realism)."""
+BROKEN_QUALITY = -8.0
+"""Latent realism of a broken catch image (noise, flipped, blank, wrong anatomy): an attentive rater never takes it
+for real."""
+CATCH_KINDS: tuple[str, ...] = ("noise", "flipped", "blank", "wrong_anatomy")
+BROKEN_MODEL = "broken"
+"""``model`` of a broken catch image in simulated frames."""
+
+
+def choice_probabilities(
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    discrimination: float = 1.0,
+    include_real: bool = True,
+) -> dict[str, float]:
+    """Known truth of the design simulators: the probability that each panel is picked first on a screen showing
+    every model (and the real image) — a multinomial logit in ``discrimination · quality``; with ``include_real``
+    the ``"real"`` entry is the true forced-choice accuracy of such a rater."""
+    names = ([REAL_MODEL] if include_real else []) + list(models)
+    q = np.array(([float(real_quality)] if include_real else []) + [float(models[m]) for m in models])
+    z = np.exp(discrimination * q - (discrimination * q).max())
+    return dict(zip(names, (z / z.sum()).tolist(), strict=True))
+
+
+def _check_design(n_raters, n_items, models, overlap_k, rater_groups, careless_raters, catch_rate, design) -> None:
+    if n_raters < 1:
+        raise ValueError(f"n_raters must be >= 1, got {n_raters}")
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    if not 1 <= overlap_k <= n_raters:
+        raise ValueError(f"overlap_k must be between 1 and n_raters ({n_raters}), got {overlap_k}")
+    if not 0 <= careless_raters <= n_raters:
+        raise ValueError(f"careless_raters must be between 0 and n_raters ({n_raters}), got {careless_raters}")
+    if not 0 <= catch_rate < 1:
+        raise ValueError(f"catch_rate must be in [0, 1), got {catch_rate}")
+    if not rater_groups:
+        raise ValueError("rater_groups must name at least one group (group -> discrimination)")
+    if any(float(d) < 0 for d in rater_groups.values()):
+        raise ValueError(f"rater_groups discriminations must be >= 0, got {dict(rater_groups)}")
+    if REAL_MODEL in models or BROKEN_MODEL in models:
+        raise ValueError(f"{REAL_MODEL!r} and {BROKEN_MODEL!r} are reserved model names; rename that model")
+    need = 1 if design == "forced_choice" else 2
+    if len(models) < need:
+        raise ValueError(f"a {design} study needs at least {need} generated model(s), got {len(models)}")
+
+
+def _design_study(
+    design: str,
+    question: str,
+    n_raters: int,
+    n_items: int,
+    models: Mapping[str, float],
+    real_quality: float,
+    include_real: bool,
+    overlap_k: int,
+    rater_groups: Mapping[str, float],
+    careless_raters: int,
+    catch_rate: float,
+    seconds_per_panel: float,
+    study: str,
+    start: str,
+    seed: int,
+) -> pd.DataFrame:
+    _check_design(n_raters, n_items, models, overlap_k, rater_groups, careless_raters, catch_rate, design)
+    rng = np.random.default_rng(seed)
+    names = ([REAL_MODEL] if include_real else []) + list(models) + [BROKEN_MODEL]
+    quality = np.array(([float(real_quality)] if include_real else []) + [float(models[m]) for m in models]
+                       + [BROKEN_QUALITY])  # fmt: skip
+    n_panels = len(names) - 1
+    real_code = names.index(REAL_MODEL) if include_real else -1
+    broken_code = len(names) - 1
+
+    # raters: groups in turn; careless raters perceive nothing (discrimination 0: random picks and orders)
+    groups = list(rater_groups)
+    r_group = np.arange(n_raters) % len(groups)
+    disc = np.array([float(rater_groups[g]) for g in groups])[r_group]
+    careless = np.zeros(n_raters, dtype=bool)
+    careless[rng.choice(n_raters, careless_raters, replace=False)] = True
+    disc = np.where(careless, 0.0, disc)
+
+    # regular trials, then catch trials slotted into each rater's sequence (distinct slots: never adjacent)
+    raters = _assign_raters(rng, n_items, n_raters, overlap_k)
+    t_item = np.repeat(np.arange(n_items), overlap_k)
+    t_rater = raters.ravel()
+    key = rng.random(len(t_item))
+    order = np.lexsort((key, t_rater))
+    t_item, t_rater = t_item[order], t_rater[order]
+    t_catch = np.zeros(len(t_item), dtype=bool)
+    seq_rater, seq_item, seq_catch = [], [], []
+    n_catch_items = 0
+    for r in range(n_raters):
+        items = t_item[t_rater == r]
+        n_c = int(round(catch_rate * len(items) / (1 - catch_rate))) if len(items) else 0
+        n_c = min(n_c, len(items) + 1)
+        slots = np.sort(rng.choice(len(items) + 1, n_c, replace=False))
+        is_c = np.zeros(len(items) + n_c, dtype=bool)
+        is_c[slots + np.arange(n_c)] = True
+        merged = np.empty(len(is_c), dtype=np.int64)
+        merged[~is_c] = items
+        merged[is_c] = n_items + n_catch_items + np.arange(n_c)  # each catch screen is its own item
+        n_catch_items += n_c
+        seq_rater.append(np.full(len(is_c), r))
+        seq_item.append(merged)
+        seq_catch.append(is_c)
+    t_rater, t_item = np.concatenate(seq_rater), np.concatenate(seq_item)
+    t_catch = np.concatenate(seq_catch) if seq_catch else t_catch
+    n_trials = len(t_rater)
+    order_index = np.arange(n_trials) - np.searchsorted(t_rater, t_rater)
+
+    # panels: a regular screen shows every source once; a catch screen one known real image and broken images
+    regular = np.array([i for i in range(len(names) - 1)])
+    catch_panels = np.r_[real_code if include_real else 0, np.full(n_panels - 1, broken_code)]
+    panels = np.where(t_catch[:, None], catch_panels[None, :], regular[None, :])  # trial × slot → source code
+    perm = np.argsort(rng.random((n_trials, n_panels)), axis=1)  # shuffled positions per trial
+    panels = np.take_along_axis(panels, perm, axis=1)
+    if not include_real:  # catch screens in a ranking without real images: the first slot holds a real catch
+        first_slot = np.argmin(perm, axis=1)
+        panels[t_catch, first_slot[t_catch]] = -1
+    q = np.where(panels == -1, float(real_quality), quality[np.maximum(panels, 0)])
+    u = disc[t_rater][:, None] * q + rng.gumbel(size=q.shape)  # Luce: picks and orders are Plackett–Luce
+    if design == "forced_choice":
+        value = (np.arange(n_panels)[None, :] == np.argmax(u, axis=1)[:, None]).astype(float)
+    else:
+        value = (np.argsort(np.argsort(-u, axis=1), axis=1) + 1).astype(float)
+
+    # rows: trial × position
+    r_trial = np.repeat(np.arange(n_trials), n_panels)
+    r_pos = np.tile(np.arange(n_panels), n_trials)
+    r_src = panels.ravel()
+    is_catch_row = t_catch[r_trial]
+    r_name = np.where(r_src == -1, names.index(BROKEN_MODEL) + 1, r_src)  # -1: real catch (label below)
+    labels = names + [REAL_MODEL]
+    r_real = (r_name == real_code) | (r_name == len(names))
+    catch_code = np.where(is_catch_row, np.where(r_real, 1, 2), 0)
+    kind_code = np.where(catch_code == 2, rng.integers(1, len(CATCH_KINDS) + 1, len(r_trial)), 0)
+    seconds = np.round(n_panels * seconds_per_panel * np.exp(rng.normal(0.0, 0.4, n_trials)), 3)
+    seconds = np.where(careless, 0.5, 1.0)[t_rater] * seconds
+    step = seconds + rng.exponential(15.0, n_trials)
+    first_of = np.searchsorted(t_rater, t_rater)
+    cum = np.cumsum(step) - step
+    offset = cum - cum[first_of]
+    shown_ns = pd.Timestamp(start).value + (np.round(offset * 1e9).astype(np.int64)
+                                            + t_rater * 3_600 * 1_000_000_000)  # fmt: skip
+    answered_ns = shown_ns + np.round(seconds * 1e9).astype(np.int64)
+    image_of = np.where(is_catch_row, 10_000_000 + r_trial * n_panels + r_pos, t_item[r_trial] * n_panels + r_src)
+    prompts, mods = _prompts(rng, n_items, ["colonoscopy"])
+    n_all_items = n_items + n_catch_items
+    r_item = t_item[r_trial]
+    prompt_code = np.where(r_item < n_items, r_item, 0)
+    item_seed = rng.integers(0, 2**31 - 1, n_all_items)
+    seed_col = pd.array(item_seed[r_item], dtype="Int64")
+    seed_col[r_real | (r_name == broken_code)] = pd.NA
+    width = max(3, len(str(n_raters)))
+    rater_ids = [f"r{i + 1:0{width}d}" for i in range(n_raters)]
+    item_ids = [f"i{i + 1:05d}" for i in range(n_items)] + [f"c{i + 1:05d}" for i in range(n_catch_items)]
+
+    def ts(ns: np.ndarray) -> pd.Series:
+        return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"))
+
+    n_rows = len(r_trial)
+    zeros = np.zeros(n_rows, np.int64)
+    out = pd.DataFrame(
+        {
+            "study": _strings([study], zeros),
+            "rater_id": _strings(rater_ids, t_rater[r_trial]),
+            "item_id": _strings(item_ids, r_item),
+            "trial_id": (r_trial + 1).astype(np.int64),
+            "image_id": pd.Series([f"img_{int(x):09d}" for x in image_of], dtype="str"),
+            "model": _strings(labels, r_name),
+            "source": _strings([GENERATED_SOURCE, REAL_SOURCE], r_real.astype(np.int64)),
+            "prompt_id": _strings([f"p{i + 1:04d}" for i in range(n_items)], prompt_code),
+            "prompt": _strings(prompts, prompt_code),
+            "modality": _strings(mods, prompt_code),
+            "seed": seed_col,
+            "position": (r_pos + 1).astype(np.int64),
+            "n_panels": np.full(n_rows, n_panels, dtype=np.int64),
+            "order_index": order_index[r_trial].astype(np.int64),
+            "question": _strings([question], zeros),
+            "value": value.ravel(),
+            "choices": _strings([""], zeros),
+            "cant_judge": np.zeros(n_rows, dtype=bool),
+            "comment": _strings([""], zeros),
+            "shown_at": ts(shown_ns[r_trial]),
+            "answered_at": ts(answered_ns[r_trial]),
+            "seconds": seconds[r_trial],
+            "is_repeat": np.zeros(n_rows, dtype=bool),
+            "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
+            "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
+            "rater_group": _strings(groups, r_group[t_rater[r_trial]]),
+        }
+    )
+    return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
+
+
+def simulate_forced_choice(
+    n_raters: int = 12,
+    n_items: int = 40,
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    overlap_k: int = 3,
+    *,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    rater_groups: Mapping[str, float] = DEFAULT_RATER_GROUPS,
+    careless_raters: int = 0,
+    catch_rate: float = 0.0,
+    seconds_per_panel: float = 4.0,
+    study: str = "sim-forced-choice",
+    start: str = DEFAULT_START,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Simulate a forced-choice study ("which one is real?") and return its tidy frame (question ``chosen_real``).
+
+    Each of ``n_items`` screens shows the real image and one image per model, shuffled, to ``overlap_k`` raters.
+    A rater of group g perceives panel realism ``rater_groups[g] · quality + Gumbel noise`` and picks the highest,
+    so the true accuracy of that group is ``choice_probabilities(models, real_quality, rater_groups[g])["real"]``.
+    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: share of each rater's
+    screens that are catch trials (one known real image among broken ones), never two in a row."""
+    return _design_study("forced_choice", CHOSEN_REAL, n_raters, n_items, models, real_quality, True, overlap_k,
+                         rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start, seed)  # fmt: skip
+
+
+def simulate_ranking(
+    n_raters: int = 12,
+    n_items: int = 40,
+    models: Mapping[str, float] = DEFAULT_DESIGN_MODELS,
+    overlap_k: int = 3,
+    *,
+    question: str = REALISM,
+    include_real: bool = False,
+    real_quality: float = DEFAULT_DESIGN_REAL,
+    rater_groups: Mapping[str, float] = types.MappingProxyType({"": 1.0}),
+    careless_raters: int = 0,
+    catch_rate: float = 0.0,
+    seconds_per_panel: float = 4.0,
+    study: str = "sim-ranking",
+    start: str = DEFAULT_START,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Simulate a ranking study and return its tidy frame (question ``rank_<question>``, value = rank, 1 = best).
+
+    Each screen shows one image per model (plus the real one with ``include_real``) and the rater orders them by
+    ``discrimination · quality + Gumbel noise`` — exactly a Plackett–Luce model with log-strengths
+    ``discrimination · quality``, so the true order is the order of ``models``' qualities. Catch screens: one known
+    real image among broken ones; careless raters order at random."""
+    return _design_study("ranking", RANK_PREFIX + question, n_raters, n_items, models, real_quality, include_real,
+                         overlap_k, rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start,
+                         seed)  # fmt: skip

@@ -45,7 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from . import migrations
 from .blinding import presentation_png_size, stamp_constant_mtime
-from .tidy import TIDY_COLUMNS, TIDY_DTYPES
+from .tidy import TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
 
@@ -1019,5 +1019,6 @@ class Storage:
 def tidy_frame(records: list[dict]) -> pd.DataFrame:
     """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns), plus rater_name."""
     df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "rater_name"])
+    df = df.fillna(dict(TIDY_DEFAULTS)) if len(df) else df  # issue 14 columns not stored yet: their defaults
     df = df.astype({**TIDY_DTYPES, "rater_name": "str"})
     return df

@@ -30,8 +30,44 @@ TIDY_DTYPES: Mapping[str, str] = types.MappingProxyType(
         "answered_at": "datetime64[ns, UTC]",
         "seconds": "float64",
         "is_repeat": "bool",
+        # added by issue 14 (study designs): at the end, each with a default (TIDY_DEFAULTS)
+        "catch": "str",
+        "catch_kind": "str",
+        "rater_group": "str",
     }
 )
 """Columns of the tidy ratings frame, in contract order, with their dtypes."""
 
 TIDY_COLUMNS: tuple[str, ...] = tuple(TIDY_DTYPES)
+
+CATCH_REAL = "real"
+"""``catch`` of a known real image (a known-answer item: it should pass as real)."""
+CATCH_BROKEN = "broken"
+"""``catch`` of a deliberately broken image made by the app (noise, flipped, blank, wrong anatomy)."""
+CATCH_VALUES: tuple[str, ...] = ("", CATCH_REAL, CATCH_BROKEN)
+CHOSEN_REAL = "chosen_real"
+"""Question of the forced-choice design: value 1 on the panel the rater picked as the real one, 0 on the others."""
+RANK_PREFIX = "rank_"
+"""Questions ``rank_<q>`` of the ranking design: value = rank of the panel on that screen (1 = best)."""
+
+TIDY_DEFAULTS: Mapping[str, object] = types.MappingProxyType({"catch": "", "catch_kind": "", "rater_group": ""})
+"""Default of every column added after the first release of the contract: a frame without such a column (an older
+export, a hand-built frame) gets it filled with this value by :func:`with_tidy_defaults`."""
+
+
+def is_design_question(question: str) -> bool:
+    """True for the questions of the forced-choice and ranking designs (not scores: kept out of the score tables)."""
+    return question == CHOSEN_REAL or question.startswith(RANK_PREFIX)
+
+
+def with_tidy_defaults(df):
+    """``df`` with every missing column of :data:`TIDY_DEFAULTS` added (its default, contract dtype); ``df`` itself
+    when none is missing (no copy)."""
+    missing = [c for c in TIDY_DEFAULTS if c not in df.columns]
+    if not missing:
+        return df
+    df = df.copy(deep=False)
+    for c in missing:
+        df[c] = TIDY_DEFAULTS[c]
+        df[c] = df[c].astype(TIDY_DTYPES[c])
+    return df

@@ -1,0 +1,463 @@
+"""Statistics for the study designs beyond scores (docs/CONTRACTS.md, "Study designs"): forced choice ("which one is
+real?"), full rankings and catch trials. Pure functions of the tidy ratings frame; :func:`p2p_app.analysis.analyze`
+calls them only when the frame holds such answers, so a rating-only study pays nothing.
+
+* **Forced choice** (question ``chosen_real``: value 1 on the panel picked as real, 0 on the others; one real and
+  k generated panels per screen). A *screen* is one (rater, trial) with exactly one pick; each rater's first answer
+  per item counts (repeats and catch trials are left out). Accuracy = share of screens where the real image was
+  picked, against chance 1/(k+1), with an exact Clopper–Pearson interval (statsmodels ``proportion_confint``,
+  ``method="beta"``) and an exact two-sided binomial test (``scipy.stats.binomtest``). Both treat screens as
+  independent; the per-group comparison also gives a test on per-rater accuracies (Mann–Whitney), which does not.
+  Per model: the share of screens showing that model on which it was picked as real (real = accuracy). Agreement:
+  Fleiss' κ (and Krippendorff's α, nominal) on *which model* each rater picked per item (the same code as the score
+  agreement, :func:`p2p_app.analysis._agreement_scope`; bootstrap CI over items).
+* **Ranking** (questions ``rank_<q>``: value = rank of the panel on that screen, 1 = best). Each ranking is broken
+  into all its implied pairs (under Plackett–Luce every pair follows Bradley–Terry with the same strengths, Luce's
+  choice axiom, so the pair fit is consistent); ``strength`` = Bradley–Terry log-strength fitted with
+  ``choix.ilsr_pairwise_dense`` (centred: mean 0), CI = percentile bootstrap resampling *raters* (cluster
+  bootstrap: a rater's rankings stay together; like any percentile bootstrap over raters it is too narrow with
+  few raters — read it with five or more); ``pl_strength`` = the full Plackett–Luce fit
+  (``choix.ilsr_rankings``) for comparison. Ranks respect overlapping intervals: ``rank_low`` = 1 + models whose
+  interval lies wholly above, ``rank_high`` = models − those wholly below; ``rank`` = ``rank_low``.
+* **Catch trials** (rows with ``catch`` ``"real"`` or ``"broken"``): checks per answer — realism: a known real image
+  passes with a score ≥ 4, a broken one with ≤ 2 or "can't judge"; ``chosen_real``: one check per
+  screen, on the panel picked, which passes when it is the known real image (on a screen without one: when it is
+  not broken); ``rank_<q>``: one check per screen, which passes when every broken panel is ranked below
+  every other panel. A rater is flagged when they have at least ``min_catch_answers`` checks and pass
+  fewer than ``min_catch_pass_rate`` of them. Every trial holding a catch row is left out of every other statistic.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
+
+from .tidy import CATCH_BROKEN, CATCH_REAL, CHOSEN_REAL, RANK_PREFIX, TIDY_DEFAULTS
+
+ALL = "all"
+REAL_SOURCE = "real"
+NOT_COMPUTABLE = "not computable: "
+PASS_THRESHOLD = 4.0
+BROKEN_MAX = 2.0
+"""A broken catch image passes a realism question with a score at or below this (or "can't judge")."""
+DEFAULT_MIN_CATCH_PASS_RATE = 0.75
+DEFAULT_MIN_CATCH_ANSWERS = 3
+PL_ALPHA = 1e-3
+"""Regularisation of the choix fits (a model that never wins still gets a finite strength)."""
+
+FORCED_CHOICE_COLUMNS = (
+    "rater_group", "n_panels", "chance", "n_screens", "n_raters", "n_correct", "accuracy", "ci_low", "ci_high",
+    "p_value", "note",
+)  # fmt: skip
+FC_MODEL_COLUMNS = ("model", "source", "n_screens", "n_chosen", "chosen_rate", "ci_low", "ci_high", "chance",
+                    "p_value", "note")  # fmt: skip
+FC_GROUP_COLUMNS = (
+    "group_a", "group_b", "n_a", "accuracy_a", "n_b", "accuracy_b", "diff", "diff_ci_low", "diff_ci_high",
+    "p_fisher", "n_raters_a", "n_raters_b", "p_raters", "note",
+)  # fmt: skip
+RANKING_COLUMNS = (
+    "question", "model", "n_rankings", "n_raters", "mean_rank", "strength", "ci_low", "ci_high", "pl_strength",
+    "rank", "rank_low", "rank_high", "rank_band", "note",
+)  # fmt: skip
+WIN_COLUMNS = ("question", "model_a", "model_b", "n", "wins_a", "win_rate")
+CATCH_COLUMNS = (
+    "rater_id", "rater_group", "n_catch", "n_passed", "pass_rate", "n_real", "real_passed", "n_broken",
+    "broken_passed", "flagged", "note",
+)  # fmt: skip
+
+
+def _nc(reason: str) -> str:
+    return NOT_COMPUTABLE + reason
+
+
+def _frame(rows: Sequence[dict], columns: Sequence[str]) -> pd.DataFrame:
+    rows = [{**r, "note": r.get("note") or ""} for r in rows] if "note" in columns else list(rows)
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    if name in df.columns:
+        return df[name]
+    return pd.Series(TIDY_DEFAULTS[name], index=df.index, dtype=object)
+
+
+def catch_trial_mask(df: pd.DataFrame) -> np.ndarray | None:
+    """Rows of trials that hold a catch row (to leave out of every other statistic); ``None`` when there is none
+    (the common case: one vectorised comparison, no copy)."""
+    if "catch" not in df.columns or df.empty:
+        return None
+    col = df["catch"]
+    is_catch = (col.notna() & col.ne("")).to_numpy(dtype=bool)  # vectorised on arrow strings (no Python objects)
+    if not is_catch.any():
+        return None
+    trial = df["trial_id"].to_numpy()
+    return np.isin(trial, np.unique(trial[is_catch]))
+
+
+def has_question(df: pd.DataFrame, pred) -> bool:
+    return any(pred(str(q)) for q in pd.unique(df["question"]))
+
+
+def clopper_pearson(k, n, ci_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper–Pearson) interval for ``k`` successes in ``n`` trials (arrays allowed; NaN where n = 0)."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    lo = np.full(np.broadcast(k, n).shape, np.nan)
+    hi = lo.copy()
+    ok = np.broadcast_to(n > 0, lo.shape)
+    if ok.any():
+        kk, nn = np.broadcast_to(k, lo.shape)[ok], np.broadcast_to(n, lo.shape)[ok]
+        lo[ok], hi[ok] = proportion_confint(kk, nn, alpha=1 - ci_level, method="beta")
+        lo[ok] = np.where(kk == 0, 0.0, lo[ok])
+        hi[ok] = np.where(kk == nn, 1.0, hi[ok])
+    return lo, hi
+
+
+def binom_p(k: int, n: int, p: float) -> float:
+    """Exact two-sided binomial test of ``k`` of ``n`` against ``p`` (``scipy.stats.binomtest``)."""
+    return float(stats.binomtest(int(k), int(n), float(p)).pvalue) if n > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Forced choice
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def forced_choice_screens(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per forced-choice screen that counts: ``rater_id, rater_group, item_id, trial_id, n_panels,
+    chosen_model, chosen_source, correct`` plus ``models`` (the models shown, as a tuple) and ``real_model``;
+    repeats, catch trials and
+    screens without exactly one pick (or without exactly one real panel) are left out."""
+    sel = (df["question"] == CHOSEN_REAL).to_numpy(dtype=bool) & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
+    mask = catch_trial_mask(df)
+    if mask is not None:
+        sel &= ~mask
+    cols = ["rater_id", "item_id", "trial_id", "model", "source", "value", "n_panels", "answered_at"]
+    s = df.loc[sel, cols].copy()
+    s["rater_group"] = _col(df, "rater_group").loc[sel].fillna("").astype(str).to_numpy()
+    s["picked"] = pd.to_numeric(s["value"], errors="coerce").fillna(0).to_numpy() == 1
+    s["is_real"] = s["source"].astype(str).to_numpy() == REAL_SOURCE
+    out_cols = ["rater_id", "rater_group", "item_id", "trial_id", "n_panels", "chosen_model", "chosen_source",
+                "correct", "models", "real_model"]  # fmt: skip
+    if s.empty:
+        return pd.DataFrame(columns=out_cols)
+    g = s.groupby("trial_id", sort=True)
+    per = g.agg(n_picked=("picked", "sum"), n_real=("is_real", "sum"), rater_id=("rater_id", "first"),
+                rater_group=("rater_group", "first"), item_id=("item_id", "first"), n_panels=("n_panels", "first"),
+                t=("answered_at", "min"))  # fmt: skip
+    per["models"] = g["model"].agg(lambda m: tuple(sorted(map(str, m))))
+    chosen = s[s["picked"]].drop_duplicates("trial_id").set_index("trial_id")
+    per["chosen_model"] = chosen["model"].astype(str)
+    per["chosen_source"] = chosen["source"].astype(str)
+    per["real_model"] = s[s["is_real"]].drop_duplicates("trial_id").set_index("trial_id")["model"].astype(str)
+    per = per[(per["n_picked"] == 1) & (per["n_real"] == 1)]
+    per = per.reset_index().sort_values(["t", "trial_id"])
+    per = per.drop_duplicates(["rater_id", "item_id"])  # a rater's first answer per item
+    per["correct"] = per["chosen_source"] == REAL_SOURCE
+    per["n_panels"] = per["n_panels"].astype("int64")
+    return per.loc[:, out_cols].reset_index(drop=True)
+
+
+def forced_choice_accuracy(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """Accuracy against chance per (rater group, panels per screen): all raters first (``rater_group == "all"``),
+    then each non-empty group. Columns: ``FORCED_CHOICE_COLUMNS``."""
+    if screens.empty:
+        return _frame([{"rater_group": ALL, "note": _nc("no forced-choice screens")}], FORCED_CHOICE_COLUMNS)
+    rows = []
+    groups = [(ALL, screens)] + [(g, s) for g, s in screens.groupby("rater_group", sort=True) if g != ""]
+    for group, s in groups:
+        for k, sk in s.groupby("n_panels", sort=True):
+            n, c = len(sk), int(sk["correct"].sum())
+            chance = 1.0 / int(k)
+            lo, hi = clopper_pearson(c, n, ci_level)
+            rows.append({"rater_group": group, "n_panels": int(k), "chance": chance, "n_screens": n,
+                         "n_raters": sk["rater_id"].nunique(), "n_correct": c, "accuracy": c / n,
+                         "ci_low": float(lo), "ci_high": float(hi), "p_value": binom_p(c, n, chance)})  # fmt: skip
+    return _frame(rows, FORCED_CHOICE_COLUMNS)
+
+
+def forced_choice_models(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """Per model: share of the screens showing it on which it was picked as real (real = accuracy), exact CI and
+    binomial test against chance 1/(panels) (blank when screens differ in panel count). Columns:
+    ``FC_MODEL_COLUMNS``."""
+    if screens.empty:
+        return _frame([{"model": ALL, "note": _nc("no forced-choice screens")}], FC_MODEL_COLUMNS)
+    shown = screens[["trial_id", "models", "n_panels", "chosen_model"]].explode("models")
+    shown = shown.rename(columns={"models": "model"})
+    shown["chosen"] = shown["model"] == shown["chosen_model"]
+    per = shown.groupby("model").agg(n_screens=("chosen", "size"), n_chosen=("chosen", "sum"),
+                                     k_min=("n_panels", "min"), k_max=("n_panels", "max"))  # fmt: skip
+    real_models = set(screens["real_model"])
+    rows = []
+    for model, r in per.iterrows():
+        n, c = int(r["n_screens"]), int(r["n_chosen"])
+        lo, hi = clopper_pearson(c, n, ci_level)
+        chance = 1.0 / r["k_min"] if r["k_min"] == r["k_max"] else np.nan
+        p_value = binom_p(c, n, chance) if np.isfinite(chance) else np.nan
+        rows.append({"model": model, "source": REAL_SOURCE if model in real_models else "generated",
+                     "n_screens": n, "n_chosen": c, "chosen_rate": c / n, "ci_low": float(lo), "ci_high": float(hi),
+                     "chance": chance, "p_value": p_value})  # fmt: skip
+    out = _frame(rows, FC_MODEL_COLUMNS)
+    return out.sort_values(["source", "model"], key=lambda c: c.ne(REAL_SOURCE) if c.name == "source" else c,
+                           ignore_index=True)  # fmt: skip
+
+
+def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame:
+    """Every two rater groups compared: accuracy difference (a − b) with Newcombe's hybrid score interval
+    (statsmodels ``confint_proportions_2indep``), Fisher's exact test on the 2×2 table of screens (``p_fisher``)
+    and a Mann–Whitney test on per-rater accuracies (``p_raters``: respects that a rater's screens are not
+    independent). Columns: ``FC_GROUP_COLUMNS``; one not-computable row with fewer than two groups."""
+    groups = sorted(g for g in screens["rater_group"].unique() if g != "") if not screens.empty else []
+    if len(groups) < 2:
+        return _frame([{"note": _nc("fewer than two rater groups")}], FC_GROUP_COLUMNS)
+    per_rater = screens.groupby(["rater_group", "rater_id"])["correct"].mean()
+    rows = []
+    for a, b in itertools.combinations(groups, 2):
+        sa, sb = screens[screens["rater_group"] == a], screens[screens["rater_group"] == b]
+        na, nb, ca, cb = len(sa), len(sb), int(sa["correct"].sum()), int(sb["correct"].sum())
+        lo, hi = confint_proportions_2indep(ca, na, cb, nb, method="newcomb", compare="diff", alpha=1 - ci_level)
+        fisher = stats.fisher_exact([[ca, na - ca], [cb, nb - cb]]).pvalue
+        ra, rb = per_rater.loc[a].to_numpy(), per_rater.loc[b].to_numpy()
+        two = len(ra) >= 2 and len(rb) >= 2
+        p_r = stats.mannwhitneyu(ra, rb).pvalue if two else np.nan
+        rows.append({"group_a": a, "group_b": b, "n_a": na, "accuracy_a": ca / na, "n_b": nb, "accuracy_b": cb / nb,
+                     "diff": ca / na - cb / nb, "diff_ci_low": float(lo), "diff_ci_high": float(hi),
+                     "p_fisher": float(fisher), "n_raters_a": len(ra), "n_raters_b": len(rb),
+                     "p_raters": float(p_r),
+                     "note": "" if two else "p_raters needs two raters per group"})  # fmt: skip
+    return _frame(rows, FC_GROUP_COLUMNS)
+
+
+def forced_choice_agreement(screens: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_level: float):
+    """Fleiss' κ and Krippendorff's α (nominal) on which model each rater picked per item (units = items).
+    Columns: ``p2p_app.analysis.AGREEMENT_COLUMNS``."""
+    from .analysis import AGREEMENT_COLUMNS, _agreement_scope  # the score agreement's code, not a copy
+
+    if screens.empty:
+        return _frame([{"question": CHOSEN_REAL, "model": ALL, "metric": "fleiss_kappa",
+                        "note": _nc("no forced-choice screens")}], AGREEMENT_COLUMNS)  # fmt: skip
+    unit = pd.factorize(screens["item_id"])[0].astype(np.int64)
+    lev, levels = pd.factorize(screens["chosen_model"], sort=True)
+    rater = pd.factorize(screens["rater_id"])[0].astype(np.int64)
+    order = np.lexsort((np.arange(len(unit)), unit))  # screens are in answer-time order already
+    rank = np.empty(len(unit), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - np.searchsorted(unit[order], unit[order], side="left")
+    arrays = {"unit": unit, "lev": lev.astype(np.int64), "rater": rater, "rank": rank}
+    rows = _agreement_scope(arrays, CHOSEN_REAL, ALL, np.arange(len(levels), dtype=float), n_boot, rng, ci_level,
+                            "nominal")  # fmt: skip
+    out = _frame(rows, AGREEMENT_COLUMNS)
+    for c in ("n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped"):
+        out[c] = out[c].astype("Int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Ranking
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _ranking_rows(df: pd.DataFrame) -> pd.DataFrame:
+    sel = df["question"].astype(str).str.startswith(RANK_PREFIX).to_numpy(dtype=bool)
+    sel = sel & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
+    mask = catch_trial_mask(df)
+    if mask is not None:
+        sel &= ~mask
+    s = df.loc[sel, ["question", "rater_id", "trial_id", "model", "value", "cant_judge"]].copy()
+    s["value"] = pd.to_numeric(s["value"], errors="coerce")
+    s = s[s["value"].notna() & ~s["cant_judge"].fillna(False).astype(bool)]
+    return s
+
+
+def win_matrices(s: pd.DataFrame, models: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """For one question's ranking rows: per-rater win counts (raters × models × models; ``[r, a, b]`` = times rater
+    r ranked a above b), the rater code of each ranking, and the rankings (model codes best first, per trial)."""
+    m_index = {m: i for i, m in enumerate(models)}
+    mc = s["model"].astype(str).map(m_index).to_numpy(dtype=np.int64)
+    rc, _ = pd.factorize(s["rater_id"], sort=True)
+    trial = s["trial_id"].to_numpy()
+    value = s["value"].to_numpy(dtype=float)
+    n_r, n_m = int(rc.max()) + 1, len(models)
+    a = pd.DataFrame({"trial": trial, "m": mc, "v": value, "r": rc})
+    pairs = a.merge(a[["trial", "m", "v"]], on="trial", suffixes=("", "_b"))
+    pairs = pairs[pairs["v"] < pairs["v_b"]]  # ties are no comparison
+    wins = np.zeros((n_r, n_m, n_m))
+    np.add.at(wins, (pairs["r"].to_numpy(), pairs["m"].to_numpy(), pairs["m_b"].to_numpy()), 1.0)
+    a = a.sort_values(["trial", "v"], kind="stable")
+    rankings = [g["m"].tolist() for _, g in a.groupby("trial", sort=True) if len(g) >= 2]
+    rater_of = a.groupby("trial", sort=True)["r"].first().to_numpy()
+    return wins, rater_of, rankings
+
+
+def _bt_fit(comp: np.ndarray) -> np.ndarray:
+    import choix
+
+    params = choix.ilsr_pairwise_dense(comp, alpha=PL_ALPHA, max_iter=500)
+    return params - params.mean()
+
+
+def rank_bands(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks that respect overlapping intervals: best possible rank = 1 + models whose interval lies wholly above,
+    worst = models − those wholly below."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    above = (lo[None, :] > hi[:, None]).sum(axis=1)
+    below = (hi[None, :] < lo[:, None]).sum(axis=1)
+    return 1 + above, len(lo) - below
+
+
+def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_level: float):
+    """(``ranking``, ``ranking_wins``) tables for every ``rank_<q>`` question (see the module docstring)."""
+    import choix
+
+    s = _ranking_rows(df)
+    if s.empty:
+        return (_frame([{"question": "", "model": ALL, "note": _nc("no rankings")}], RANKING_COLUMNS),
+                pd.DataFrame(columns=list(WIN_COLUMNS)))  # fmt: skip
+    rows, wins_rows = [], []
+    tail = 100 * (1 - ci_level) / 2
+    for question, sq in s.groupby("question", sort=True):
+        models = sorted(map(str, sq["model"].unique()), key=lambda m: (m != "real", m))
+        per_rater, _, rankings = win_matrices(sq, models)
+        comp = per_rater.sum(axis=0)
+        n_m, n_r = len(models), per_rater.shape[0]
+        mean_rank = sq.groupby("model")["value"].mean()
+        n_rank = sq.groupby("model")["trial_id"].nunique()
+        n_raters_m = sq.groupby("model")["rater_id"].nunique()
+        base = [{"question": question, "model": m, "n_rankings": int(n_rank.get(m, 0)),
+                 "n_raters": int(n_raters_m.get(m, 0)), "mean_rank": float(mean_rank.get(m, np.nan))}
+                for m in models]  # fmt: skip
+        for a, b in itertools.permutations(range(n_m), 2):
+            n = comp[a, b] + comp[b, a]
+            wins_rows.append({"question": question, "model_a": models[a], "model_b": models[b], "n": int(n),
+                              "wins_a": int(comp[a, b]), "win_rate": comp[a, b] / n if n else np.nan})  # fmt: skip
+        if n_m < 2 or not rankings:
+            rows += [{**r, "note": _nc("fewer than two models ranked")} for r in base]
+            continue
+        strength = _bt_fit(comp)
+        pl = choix.ilsr_rankings(n_m, [tuple(r) for r in rankings], alpha=PL_ALPHA, max_iter=500)
+        pl = pl - pl.mean()
+        lo = hi = np.full(n_m, np.nan)
+        note = ""
+        if n_r < 2:
+            note = "CI needs two or more raters"
+        elif n_boot == 0:
+            note = "no CI (no bootstrap replicates)"
+        else:
+            counts = rng.multinomial(n_r, np.full(n_r, 1.0 / n_r), size=n_boot).astype(float)
+            boot_comp = np.tensordot(counts, per_rater, axes=(1, 0))  # n_boot × models × models
+            reps = np.array([_bt_fit(c) for c in boot_comp])
+            lo, hi = np.percentile(reps, [tail, 100 - tail], axis=0)
+        if np.isfinite(lo).all():
+            r_lo, r_hi = rank_bands(lo, hi)
+        else:  # without intervals: ranks by the point estimate
+            r_lo = r_hi = 1 + (strength[None, :] > strength[:, None]).sum(axis=1)
+        for i, r in enumerate(base):
+            band = f"{r_lo[i]}" if r_lo[i] == r_hi[i] else f"{r_lo[i]}–{r_hi[i]}"
+            rows.append({**r, "strength": float(strength[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
+                         "pl_strength": float(pl[i]), "rank": int(r_lo[i]), "rank_low": int(r_lo[i]),
+                         "rank_high": int(r_hi[i]), "rank_band": band, "note": note})  # fmt: skip
+    out = _frame(rows, RANKING_COLUMNS).sort_values(["question", "rank", "strength"], ascending=[True, True, False],
+                                                    ignore_index=True)  # fmt: skip
+    return out, pd.DataFrame(wins_rows, columns=list(WIN_COLUMNS))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Catch trials
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per checkable catch answer: ``rater_id, rater_group, catch, question, passed`` (see the module
+    docstring for the rules; a forced-choice catch screen is one check, on the panel picked); first answers only
+    (repeats left out)."""
+    cols = ["rater_id", "rater_group", "catch", "question", "passed"]
+    in_catch = catch_trial_mask(df)
+    if in_catch is None:
+        return pd.DataFrame(columns=cols)
+    sel = in_catch & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
+    s = df.loc[sel, ["rater_id", "trial_id", "question", "value", "cant_judge", "catch"]].copy()
+    s["rater_group"] = _col(df, "rater_group").loc[sel].fillna("").astype(str).to_numpy()
+    s["question"] = s["question"].astype(str)
+    s["catch"] = s["catch"].fillna("").astype(str)
+    v = pd.to_numeric(s["value"], errors="coerce").to_numpy(dtype=float)
+    cant = s["cant_judge"].fillna(False).to_numpy(dtype=bool)
+    catch = s["catch"].to_numpy(dtype=object)
+    real, broken = catch == CATCH_REAL, catch == CATCH_BROKEN
+    q = s["question"].to_numpy(dtype=object)
+    passed = np.zeros(len(s), dtype=bool)
+    checked = np.zeros(len(s), dtype=bool)
+    realism = q == "realism"
+    passed |= realism & real & ~cant & (v >= PASS_THRESHOLD)
+    passed |= realism & broken & (cant | (v <= BROKEN_MAX))
+    checked |= realism & (real | broken)
+    fc = q == CHOSEN_REAL
+    if fc.any():  # one check per screen, on the pick: the known real image if the screen has one, else not broken
+        t = pd.DataFrame({"trial": s["trial_id"].to_numpy()[fc], "real": real[fc]})
+        screen_has_real = t.groupby("trial")["real"].transform("any").to_numpy(dtype=bool)
+        picked = v[fc] == 1
+        ok = np.where(screen_has_real, real[fc], ~broken[fc])
+        passed[fc] = picked & ok
+        checked[fc] = picked
+        label = np.where(screen_has_real, CATCH_REAL, CATCH_BROKEN)
+        catch = catch.copy()
+        catch[np.flatnonzero(fc)[picked]] = label[picked]
+        s["catch"] = catch
+    rk = np.array([str(x).startswith(RANK_PREFIX) for x in q], dtype=bool)
+    if rk.any():
+        t = s.loc[rk, ["trial_id", "question"]].copy()
+        t["ranked"] = ~np.isnan(v[rk]) & ~cant[rk]
+        t["broken"] = broken[rk] & t["ranked"].to_numpy()
+        g = t.groupby(["trial_id", "question"])
+        good = (g["ranked"].transform("sum") - g["broken"].transform("sum")).to_numpy(dtype=float)
+        vr = v[rk]
+        ok_r = np.where(broken[rk], vr > good, vr <= good)
+        ok_r = np.where(cant[rk], broken[rk], ok_r)  # "can't judge" passes only for a broken image
+        t["ok"] = ok_r | ~(real[rk] | broken[rk])
+        t["real"] = real[rk]
+        g = t.groupby(["trial_id", "question"])
+        first = ~t.duplicated(["trial_id", "question"]).to_numpy()  # one check per ranked catch screen
+        idx = np.flatnonzero(rk)[first]
+        passed[idx] = g["ok"].transform("all").to_numpy(dtype=bool)[first]
+        checked[idx] = True
+        catch = np.asarray(s["catch"].to_numpy(dtype=object)).copy()
+        catch[idx] = np.where(g["real"].transform("any").to_numpy(dtype=bool)[first], CATCH_REAL, CATCH_BROKEN)
+        s["catch"] = catch
+    s["passed"] = passed
+    s = s[checked]
+    return s.loc[:, cols].reset_index(drop=True)
+
+
+def catch_table(df: pd.DataFrame, min_pass_rate: float = DEFAULT_MIN_CATCH_PASS_RATE,
+                min_answers: int = DEFAULT_MIN_CATCH_ANSWERS) -> pd.DataFrame:  # fmt: skip
+    """Per rater with catch answers: checks, passes, pass rate (overall, on known real and on broken images) and
+    ``flagged`` (at least ``min_answers`` checks and a pass rate below ``min_pass_rate``). Columns:
+    ``CATCH_COLUMNS``."""
+    c = catch_checks(df)
+    if c.empty:
+        return _frame([{"rater_id": ALL, "flagged": False, "note": _nc("no catch trials")}], CATCH_COLUMNS)
+    c = c.assign(is_real=c["catch"] == CATCH_REAL, is_broken=c["catch"] == CATCH_BROKEN)
+    c = c.assign(real_ok=c["is_real"] & c["passed"], broken_ok=c["is_broken"] & c["passed"])
+    per = c.groupby("rater_id", sort=True).agg(
+        rater_group=("rater_group", "first"), n_catch=("passed", "size"), n_passed=("passed", "sum"),
+        n_real=("is_real", "sum"), real_passed=("real_ok", "sum"), n_broken=("is_broken", "sum"),
+        broken_passed=("broken_ok", "sum"),
+    )  # fmt: skip
+    per["pass_rate"] = per["n_passed"] / per["n_catch"]
+    enough = per["n_catch"] >= min_answers
+    per["flagged"] = enough & (per["pass_rate"] < min_pass_rate)
+    per["note"] = np.where(enough, "", f"flag needs {min_answers} catch answers")
+    out = per.reset_index().loc[:, list(CATCH_COLUMNS)]
+    for col in ("n_catch", "n_passed", "n_real", "real_passed", "n_broken", "broken_passed"):
+        out[col] = out[col].astype("int64")
+    out["flagged"] = out["flagged"].astype(bool)
+    return out
+
+
+def flagged_raters(catch: pd.DataFrame | None) -> tuple[str, ...]:
+    if catch is None or catch.empty:
+        return ()
+    return tuple(catch.loc[catch["flagged"].fillna(False).astype(bool), "rater_id"].astype(str))

@@ -1,0 +1,240 @@
+"""Planning a study: how many raters and items? (``p2p plan``)
+
+:func:`plan_study` simulates a design many times for every cell of a raters × items grid and reports the mean width
+of the confidence interval and the power to detect the expected effect, computed with the **same functions as the
+report**:
+
+* ``design="rating"``: two models scored side by side on each screen (1–5 scale). Answer of rater r on item i for
+  model m: ``round(3 ± effect/2 + c_r·(±1/2) + b_im + e)`` clipped to 1..5, with ``c_r ~ N(0, rater_sd)`` (a
+  rater's preference between the models), ``b_im ~ N(0, image_sd)``, ``e ~ N(0, noise)``. Each item is scored by
+  ``overlap`` raters (all of them by default). The statistic is the report's paired model comparison: the mean of
+  the per-(rater, item) differences with raters and items as crossed random effects
+  (:func:`p2p_app.analysis.crossed_mean_ci`, as in ``pairwise_tests``). Power = share of simulations whose CI
+  excludes 0.
+* ``design="forced_choice"``: one real and ``models`` generated panels per screen; true accuracy = chance +
+  ``effect`` with between-rater spread ``noise`` on the logit scale. Statistic: the report's exact (Clopper–Pearson)
+  interval and exact binomial test against chance (:mod:`p2p_app.designs`). Power = share with p < ``alpha``.
+
+A pilot study's long export can set the parameters (:func:`pilot_parameters`): noise, rater and image spread from
+the crossed variance components of its realism scores, the effect from its largest paired model difference (rating),
+or its accuracy over chance and rater spread (forced choice). Simulations are seeded (one stream per cell) and drawn
+for all replicates of a cell at once; a 4 × 4 grid with 200 simulations per cell takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .analysis import (
+    REALISM,
+    _pairwise_table,
+    _prepare,
+    crossed_mean_ci,
+)
+from .designs import binom_p, clopper_pearson, forced_choice_screens
+from .simulate import _assign_raters
+from .tidy import CHOSEN_REAL
+
+DESIGNS = ("rating", "forced_choice")
+PLAN_COLUMNS = (
+    "design", "raters", "items", "overlap", "answers_per_sim", "sims", "effect", "mean_estimate", "mean_ci_width",
+    "power",
+)  # fmt: skip
+DEFAULTS = {"effect": {"rating": 0.5, "forced_choice": 0.15}, "noise": {"rating": 1.0, "forced_choice": 0.5}}
+
+
+def _grid(values: Sequence[int], name: str, low: int) -> tuple[int, ...]:
+    out = tuple(int(v) for v in values)
+    if not out:
+        raise ValueError(f"{name} must list at least one number")
+    if any(v < low for v in out):
+        raise ValueError(f"every {name} value must be >= {low}, got {list(out)}")
+    return out
+
+
+def check_plan_inputs(design, raters, items, models, overlap, effect, noise, sims, ci_level, alpha) -> None:
+    """Raise ``ValueError`` with an exact message for an impossible plan."""
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    _grid(raters, "raters", 2)
+    _grid(items, "items", 2)
+    if models < (2 if design == "rating" else 1):
+        raise ValueError(f"a {design} plan needs models >= {2 if design == 'rating' else 1}, got {models}")
+    if overlap is not None and overlap < 1:
+        raise ValueError(f"overlap must be >= 1, got {overlap}")
+    if sims < 1:
+        raise ValueError(f"sims must be >= 1, got {sims}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not 0 < ci_level < 1 or not 0 < alpha < 1:
+        raise ValueError(f"ci_level and alpha must be between 0 and 1, got {ci_level} and {alpha}")
+    if design == "forced_choice":
+        chance = 1 / (models + 1)
+        if not -chance < effect < 1 - chance:
+            raise ValueError(f"effect must keep the accuracy chance + effect inside (0, 1); chance = {chance:.3f}, "
+                             f"got {effect}")  # fmt: skip
+
+
+def pilot_parameters(df: pd.DataFrame) -> dict:
+    """Parameters for :func:`plan_study` estimated from a pilot study's tidy frame: ``design`` (forced choice when
+    it has ``chosen_real`` answers), ``models``, ``effect``, ``noise`` and, for ratings, ``rater_sd`` and
+    ``image_sd``. Raises ``ValueError`` when the pilot has too little data to estimate them."""
+    if CHOSEN_REAL in set(map(str, pd.unique(df["question"]))):
+        screens = forced_choice_screens(df)
+        if len(screens) < 2 or screens["rater_id"].nunique() < 1:
+            raise ValueError("the pilot has fewer than two forced-choice screens")
+        k = int(screens["n_panels"].mode().iloc[0])
+        chance = 1.0 / k
+        acc = float(screens["correct"].mean())
+        per = screens.groupby("rater_id")["correct"].agg(["mean", "size"])
+        p = per["mean"].clip(0.5 / per["size"], 1 - 0.5 / per["size"])
+        logit = np.log(p / (1 - p))
+        sampling = (1 / (per["size"] * p * (1 - p))).mean()  # binomial variance on the logit scale
+        spread = float(np.sqrt(max(float(logit.var(ddof=1)) - sampling, 0.0))) if len(per) > 1 else 0.0
+        return {"design": "forced_choice", "models": k - 1, "effect": acc - chance, "noise": spread}
+    prep = _prepare(df)
+    qi = prep.q(REALISM)
+    if qi is None:
+        raise ValueError("the pilot has no realism scores")
+    s = prep.scored[(prep.scored["question"] == qi) & ~prep.is_real[prep.scored["model"].to_numpy()]]
+    if len(s) < 10 or s["rater"].nunique() < 2:
+        raise ValueError("the pilot needs at least 10 realism scores of generated images by two or more raters")
+    centred = s["value"].to_numpy() - s.groupby("model")["value"].transform("mean").to_numpy()
+    cm = crossed_mean_ci(centred, s["rater"].to_numpy(), s["image"].to_numpy(), 0.95)
+    pw = _pairwise_table(prep, 2)
+    pw = pw[(pw["question"] == REALISM) & pw["paired_mean_diff"].notna()]
+    n_models = len(prep.generated)
+    effect = float(pw["paired_mean_diff"].abs().max()) if len(pw) else None
+    return {"design": "rating", "models": max(n_models, 2), "effect": effect, "noise": float(np.sqrt(cm.var_residual)),
+            "rater_sd": float(np.sqrt(cm.var_rater)), "image_sd": float(np.sqrt(cm.var_image))}  # fmt: skip
+
+
+def _cell_rng(seed: int, r: int, i: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(r), int(i)])
+
+
+def _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
+    # all replicates of the cell drawn at once: (sims × answers) arrays
+    assign = np.stack([_assign_raters(rng, n_i, n_r, k) for _ in range(sims)])  # sims × items × k
+    rater = assign.reshape(sims, -1)
+    item = np.broadcast_to(np.repeat(np.arange(n_i), k), rater.shape)
+    pref = rng.normal(0.0, rater_sd, (sims, n_r))
+    img = rng.normal(0.0, image_sd, (sims, n_i, 2))
+    base = 3.0 + np.take_along_axis(pref, rater, axis=1) / 2
+    ya = np.clip(np.rint(base + effect / 2 + img[:, :, 0][np.arange(sims)[:, None], item]
+                         + rng.normal(0.0, noise, rater.shape)), 1, 5)  # fmt: skip
+    base_b = 3.0 - np.take_along_axis(pref, rater, axis=1) / 2
+    yb = np.clip(np.rint(base_b - effect / 2 + img[:, :, 1][np.arange(sims)[:, None], item]
+                         + rng.normal(0.0, noise, rater.shape)), 1, 5)  # fmt: skip
+    d = ya - yb
+    est, width, hit = np.empty(sims), np.empty(sims), np.empty(sims, dtype=bool)
+    for s in range(sims):  # the report's statistic, one call per simulated study
+        cm = crossed_mean_ci(d[s], rater[s], item[s], ci_level)
+        est[s], width[s] = cm.mean, cm.ci_high - cm.ci_low
+        hit[s] = bool(cm.ci_low > 0 or cm.ci_high < 0) if np.isfinite(cm.ci_low) else False
+    return est, width, hit, d.shape[1]
+
+
+def _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
+    chance = 1.0 / (models + 1)
+    p = chance + effect
+    assign = np.stack([_assign_raters(rng, n_i, n_r, k) for _ in range(sims)]).reshape(sims, -1)
+    per_rater = np.stack([np.bincount(a, minlength=n_r) for a in assign])  # screens per rater
+    logit = np.log(p / (1 - p)) + rng.normal(0.0, noise, (sims, n_r))
+    correct = rng.binomial(per_rater, 1 / (1 + np.exp(-logit))).sum(axis=1)
+    n = per_rater.sum(axis=1)
+    lo, hi = clopper_pearson(correct, n, ci_level)  # the report's interval, all replicates in one call
+    pv = np.array([binom_p(c, m, chance) for c, m in zip(correct, n, strict=True)])  # the report's test
+    return correct / n - chance, hi - lo, pv < alpha, int(n[0])
+
+
+def plan_study(
+    raters: Sequence[int] = (3, 5, 8),
+    items: Sequence[int] = (20, 40, 80),
+    *,
+    design: str = "rating",
+    models: int = 2,
+    overlap: int | None = None,
+    effect: float | None = None,
+    noise: float | None = None,
+    rater_sd: float = 0.3,
+    image_sd: float = 0.4,
+    pilot: pd.DataFrame | None = None,
+    sims: int = 200,
+    seed: int = 0,
+    ci_level: float = 0.95,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Mean CI width and power for every (raters, items) cell (see the module docstring). ``overlap``: raters per
+    item (default: every rater sees every item; capped at the cell's raters). ``pilot``: a tidy frame whose
+    estimates (:func:`pilot_parameters`) replace the design, models, noise and spreads, and the effect unless
+    ``effect`` is given. Columns: ``PLAN_COLUMNS``; ``effect`` = the true effect simulated, ``mean_estimate`` = the
+    mean estimate of it (accuracy − chance for forced choice)."""
+    if pilot is not None:
+        est = pilot_parameters(pilot)
+        design, models = est["design"], est["models"]
+        noise = est["noise"]
+        rater_sd, image_sd = est.get("rater_sd", rater_sd), est.get("image_sd", image_sd)
+        if effect is None:
+            effect = est["effect"]
+    if design not in DESIGNS:
+        raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
+    effect = DEFAULTS["effect"][design] if effect is None else float(effect)
+    noise = DEFAULTS["noise"][design] if noise is None else float(noise)
+    check_plan_inputs(design, raters, items, models, overlap, effect, noise, sims, ci_level, alpha)
+    rows = []
+    for n_r in _grid(raters, "raters", 2):
+        for n_i in _grid(items, "items", 2):
+            k = n_r if overlap is None else min(int(overlap), n_r)
+            rng = _cell_rng(seed, n_r, n_i)
+            if design == "rating":
+                est, width, hit, n = _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
+                                                  ci_level)  # fmt: skip
+            else:
+                est, width, hit, n = _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level,
+                                                         alpha)  # fmt: skip
+            rows.append({"design": design, "raters": n_r, "items": n_i, "overlap": k, "answers_per_sim": n,
+                         "sims": sims, "effect": effect, "mean_estimate": float(np.nanmean(est)),
+                         "mean_ci_width": float(np.nanmean(width)), "power": float(np.mean(hit))})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(PLAN_COLUMNS))
+
+
+def plan_figure(table: pd.DataFrame):
+    """Power and mean CI width against raters, one line per item count (plotly)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Power", "Mean 95% CI width"))
+    for n_i, t in table.groupby("items", sort=True):
+        t = t.sort_values("raters")
+        fig.add_trace(go.Scatter(x=t["raters"], y=t["power"], mode="lines+markers", name=f"{n_i} items",
+                                 legendgroup=str(n_i)), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=t["raters"], y=t["mean_ci_width"], mode="lines+markers", name=f"{n_i} items",
+                                 legendgroup=str(n_i), showlegend=False), row=1, col=2)  # fmt: skip
+    fig.add_hline(y=0.8, line_dash="dot", annotation_text="80%", row=1, col=1)
+    fig.update_xaxes(title_text="raters", dtick=1)
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=1)
+    fig.update_layout(template="plotly_white", height=460, title="How many raters and items?")
+    return fig
+
+
+def plan_html(table: pd.DataFrame, title: str = "Prompt to Polyp: study plan") -> str:
+    """One self-contained HTML page (plotly.js inline) with the figure and the table."""
+    from .report import _CSS, format_table
+
+    fig = plan_figure(table).to_html(full_html=False, include_plotlyjs=True, div_id="fig-plan",
+                                     config={"displaylogo": False})  # fmt: skip
+    first = table.iloc[0] if len(table) else None
+    meta = "" if first is None else (f"Design: {first['design']}; true effect {first['effect']:.3g}; "
+                                      f"{int(first['sims'])} simulations per cell.")  # fmt: skip
+    body = format_table(table).to_html(index=False, escape=True, border=0)
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>', fig,
+        f'<div class="scroll">{body}</div>', "</body></html>",
+    ])  # fmt: skip

@@ -1,0 +1,110 @@
+"""`p2p plan`: simulated CI width and power over a raters × items grid, with the report's statistics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from p2p_app import export as E
+from p2p_app import plan as P
+from p2p_app import simulate as S
+from p2p_app.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_plan_grid_is_seeded_and_power_grows_with_raters_and_items():
+    t = P.plan_study((3, 6, 10, 14), (10, 20, 40, 80), sims=60, seed=1)
+    assert tuple(t.columns) == P.PLAN_COLUMNS and len(t) == 16
+    assert t.equals(P.plan_study((3, 6, 10, 14), (10, 20, 40, 80), sims=60, seed=1))
+    cell = t.set_index(["raters", "items"])
+    assert cell.loc[(14, 80), "power"] > 0.9 > 0.4 > cell.loc[(3, 10), "power"]
+    assert cell.loc[(14, 80), "mean_ci_width"] < cell.loc[(14, 10), "mean_ci_width"] < cell.loc[(3, 10), "mean_ci_width"]
+    assert (t["overlap"] == t["raters"]).all()  # default: every rater sees every item
+    assert cell.loc[(14, 80), "mean_estimate"] == pytest.approx(0.5, abs=0.1)
+
+
+def test_no_effect_gives_about_the_false_positive_rate():
+    t = P.plan_study((8,), (40,), effect=0.0, sims=300, seed=3)
+    assert t["power"].iloc[0] < 0.12
+    assert abs(t["mean_estimate"].iloc[0]) < 0.05
+
+
+def test_forced_choice_plan_uses_the_exact_interval_and_test():
+    t = P.plan_study((4,), (50,), design="forced_choice", models=3, effect=0.0, noise=0.0, sims=400, seed=2)
+    assert t["power"].iloc[0] < 0.08  # exact test at chance: at most alpha
+    t = P.plan_study((4, 10), (50,), design="forced_choice", models=3, effect=0.2, noise=0.0, sims=200, seed=2)
+    row = t.set_index("raters").loc[10]
+    n = row["answers_per_sim"]
+    assert n == 500
+    lo, hi = P.clopper_pearson(0.45 * n, n, 0.95)  # the width at the true accuracy 0.25 + 0.2
+    assert row["mean_ci_width"] == pytest.approx(float(hi - lo), rel=0.03)
+    assert row["power"] == 1.0 and t["power"].iloc[0] > 0.9
+
+
+def test_overlap_and_pilot_estimates():
+    t = P.plan_study((3, 8), (20,), overlap=3, sims=20)
+    assert t["overlap"].tolist() == [3, 3] and t["answers_per_sim"].tolist() == [60, 60]
+    fc = S.simulate_forced_choice(n_raters=10, n_items=60, rater_groups={"": 2.0}, seed=4)
+    est = P.pilot_parameters(fc)
+    assert est["design"] == "forced_choice" and est["models"] == 3
+    assert est["effect"] == pytest.approx(S.choice_probabilities(discrimination=2.0)["real"] - 0.25, abs=0.08)
+    assert P.plan_study((3,), (20,), pilot=fc, sims=10)["design"].iloc[0] == "forced_choice"
+    ratings = S.simulate_ratings(n_raters=8, n_prompts=12, rater_noise=(0.7, 0.7), image_sd=0.0, seed=4)
+    est = P.pilot_parameters(ratings)
+    assert est["design"] == "rating" and est["noise"] == pytest.approx(0.75, abs=0.15)
+    assert est["effect"] == pytest.approx(1.3, abs=0.35)  # model-a vs model-c realism: 3.6 - 2.3
+    t = P.plan_study((3,), (20,), pilot=ratings, effect=0.25, sims=10)
+    assert t["effect"].iloc[0] == 0.25
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"raters": ()}, "raters must list at least one number"),
+        ({"items": (1,)}, "every items value must be >= 2"),
+        ({"sims": 0}, "sims must be >= 1"),
+        ({"design": "arena"}, "design must be one of"),
+        ({"design": "forced_choice", "models": 3, "effect": 0.9}, "effect must keep the accuracy"),
+        ({"models": 1}, "a rating plan needs models >= 2"),
+        ({"overlap": 0}, "overlap must be >= 1"),
+    ],
+)
+def test_bad_plans_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        P.plan_study(**kwargs)
+
+
+def test_cli_plan_prints_the_table_and_writes_the_page(tmp_path):
+    out = tmp_path / "plan.html"
+    r = CliRunner().invoke(main, ["plan", "--raters", "3,5", "--items", "10,20", "--sims", "20", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert "raters" in lines[1] and "power" in lines[1] and len(lines) == 7
+    page = out.read_text()
+    assert 'id="fig-plan"' in page and "mean_ci_width" in page
+    bad = CliRunner().invoke(main, ["plan", "--raters", "3,x", "--out", str(out)])
+    assert bad.exit_code != 0 and "whole numbers separated by commas" in bad.output
+    bad = CliRunner().invoke(main, ["plan", "--items", "1", "--out", str(tmp_path / "no.html")])
+    assert bad.exit_code != 0 and "items value must be >= 2" in bad.output and not (tmp_path / "no.html").exists()
+
+
+def test_cli_plan_runs_from_a_pilot_without_torch_or_a_database(tmp_path):
+    pilot = E.write_long_csv(S.simulate_forced_choice(n_raters=6, n_items=20, seed=1), tmp_path / "pilot.csv")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "no_generation_stack"), str(ROOT)])
+    code = ("import sys; from p2p_app.cli import main; main(standalone_mode=False); "
+            "assert 'sqlalchemy' not in sys.modules, 'opened the storage stack'")  # fmt: skip
+    r = subprocess.run([sys.executable, "-c", code, "plan", "--pilot", str(pilot), "--raters", "3", "--items", "10",
+                        "--sims", "10", "--out", str(tmp_path / "p.html")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "design forced_choice" in r.stdout and (tmp_path / "p.html").exists()
+    assert not list(tmp_path.glob("**/*.db")) and not (tmp_path / "p2p_data").exists()
+
