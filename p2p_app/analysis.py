@@ -78,26 +78,35 @@ from statsmodels.stats.multitest import multipletests
 # --------------------------------------------------------------------------------------------------------------------
 
 from .mrmc import or_analysis  # noqa: E402
-from .tidy import TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES  # noqa: E402  (re-exported: the contract lives there)
+from .tidy import (  # noqa: E402  (re-exported: the contract lives there)
+    ALL,
+    ALIGNMENT,
+    NOT_COMPUTABLE,
+    not_computable,
+    result_table,
+    GENERATED_SOURCE,
+    REAL_MODEL,
+    REAL_SOURCE,
+    REALISM,
+    TIDY_COLUMNS,
+    TIDY_DEFAULTS,
+    TIDY_DTYPES,
+    check_ratings_frame,
+    empty_ratings_frame,
+    question_order,
+)
 from .tidy import CHOSEN_REAL, RANK_PREFIX, is_design_question  # noqa: E402
 from .designs import (  # noqa: E402
     catch_table,
     catch_trial_mask,
     flagged_raters,
     forced_choice_accuracy,
-    forced_choice_agreement,
     forced_choice_groups,
     forced_choice_models,
     forced_choice_screens,
     ranking_tables,
 )
 
-REALISM = "realism"
-ALIGNMENT = "alignment"
-REAL_MODEL = "real"
-REAL_SOURCE = "real"
-GENERATED_SOURCE = "generated"
-ALL = "all"
 """Value of the ``model``/``rater_id`` column on rows that pool every model or rater."""
 
 SCALE_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -116,7 +125,6 @@ MIN_REPEAT_PAIRS = 5
 MIN_PAIRS = 5
 """Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
 
-NOT_COMPUTABLE = "not computable: "
 _ALPHA_BLOCK = 1 << 22
 """Largest number of array elements per block of the α jackknife (pattern-value combinations × V × V)."""
 
@@ -141,20 +149,8 @@ class RaterThresholds:
     """…and has at least this many checks (:mod:`p2p_app.designs`)."""
 
 
-def empty_ratings_frame() -> pd.DataFrame:
-    """A tidy frame with no rows and the contract's columns and dtypes."""
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TIDY_DTYPES.items()})
 
 
-def check_ratings_frame(df: pd.DataFrame) -> None:
-    """Raise ``ValueError`` unless ``df`` has every contract column (extra columns are allowed); a column with a
-    default (``TIDY_DEFAULTS``: added later to the contract) may be missing — readers fill it with
-    :func:`p2p_app.tidy.with_tidy_defaults`."""
-    if not isinstance(df, pd.DataFrame):
-        raise ValueError(f"ratings must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in TIDY_COLUMNS if c not in df.columns and c not in TIDY_DEFAULTS]
-    if missing:
-        raise ValueError(f"ratings frame is missing columns: {', '.join(missing)}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -198,15 +194,8 @@ PAIRWISE_COLUMNS = (
 )  # fmt: skip
 
 
-def _frame(rows: Sequence[Mapping], columns: Sequence[str]) -> pd.DataFrame:
-    """Rows (dicts) to a frame with exactly ``columns``; missing numbers are NaN, a missing note is ``""``."""
-    if "note" in columns:
-        rows = [{**r, "note": r.get("note") or ""} for r in rows]
-    return pd.DataFrame(list(rows), columns=list(columns))
 
 
-def _nc(reason: str) -> str:
-    return NOT_COMPUTABLE + reason
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -253,11 +242,6 @@ class _Prepared:
         return _first_answers(self)
 
 
-def question_order(questions) -> tuple[str, ...]:
-    """Display order of question keys: realism, alignment, then the others by name."""
-    qs = set(questions)
-    head = [q for q in (REALISM, ALIGNMENT) if q in qs]
-    return tuple(head + sorted(qs - set(head)))
 
 
 def _codes(col: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -485,7 +469,7 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
     columns = [c for c in SCORE_COLUMNS if not re.fullmatch(r"n_-?\d+", c)]
     columns = columns[:-1] + [f"n_{k}" for k in levels] + ["note"]
     if prep.rows.empty and not prep.models:
-        return _frame([{"note": _nc("no ratings")}], columns)
+        return result_table([{"note": not_computable("no ratings")}], columns)
     s = prep.scored
     r = prep.rows
     n_q = max(len(prep.questions), 1)
@@ -512,7 +496,7 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
             g = slice(bounds[mi * n_q + qi], bounds[mi * n_q + qi + 1])
             if g.stop == g.start:
                 reason = "all answers were can't judge" if row["n_cant_judge"] else "no ratings for this model"
-                rows.append({**row, "n": 0, "note": _nc(reason)})
+                rows.append({**row, "n": 0, "note": not_computable(reason)})
                 continue
             x = val[g]
             row.update(n=len(x), n_raters=len(pd.unique(rat[g])), n_items=len(pd.unique(itm[g])),
@@ -522,7 +506,7 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
             cm = crossed_mean_ci(x, rat[g], img[g], ci_level)
             row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
             rows.append(row)
-    out = _frame(rows, columns)
+    out = result_table(rows, columns)
     for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
         out[c] = out[c].fillna(0).astype("int64")
     return out
@@ -629,7 +613,7 @@ def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
 def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
     res, reason, used, n_cases = result
     if res is None:
-        return _frame([{"comparison": "", "note": _nc(reason)}], READER_STUDY_COLUMNS)
+        return result_table([{"comparison": "", "note": not_computable(reason)}], READER_STUDY_COLUMNS)
     base = {"n_readers": len(res.readers), "n_cases": n_cases}
     rows = []
     for _, t in res.treatment_table.iterrows():
@@ -643,7 +627,7 @@ def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
     if len(used) >= 2:
         rows.append({"comparison": "all models equal", "statistic": res.f, "ndf": res.ndf, "ddf": res.ddf,
                      "p_value": res.p_value, **base})  # fmt: skip
-    out = _frame(rows, READER_STUDY_COLUMNS)
+    out = result_table(rows, READER_STUDY_COLUMNS)
     out["ndf"] = out["ndf"].astype("Int64")
     return out
 
@@ -675,7 +659,7 @@ def _auc_from_level_totals(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
 def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.DataFrame:
     if not prep.generated:
         reason = "no ratings" if prep.rows.empty else "no generated images"
-        return _frame([{"note": _nc(reason)}], REAL_VS_GENERATED_COLUMNS)
+        return result_table([{"note": not_computable(reason)}], REAL_VS_GENERATED_COLUMNS)
     real, gen = _realism_scores(prep, question)
     qi = prep.q(question)
     real_pass = float(np.mean(real >= PASS_THRESHOLD)) if len(real) else np.nan
@@ -691,14 +675,14 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
         x = gen.get(mi, np.zeros(0))
         row = {"model": prep.models[mi], "n_real": len(real), "n_generated": len(x), "real_pass_rate": real_pass}
         if len(x) == 0:
-            rows.append({**row, "note": _nc(f"no {question} scores for this model")})
+            rows.append({**row, "note": not_computable(f"no {question} scores for this model")})
             continue
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
         g = s_model == mi
         cm = crossed_mean_ci((s_value[g] >= PASS_THRESHOLD).astype(float), s_rater[g], s_image[g], ci_level)
         row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
         if len(real) == 0:
-            rows.append({**row, "note": _nc("no real control images")})
+            rows.append({**row, "note": not_computable("no real control images")})
             continue
         row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
         if mi in by_model:
@@ -707,7 +691,7 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
         else:
             row["note"] = f"reader-study AUC not computable: {reason}"
         rows.append(row)
-    out = _frame(rows, REAL_VS_GENERATED_COLUMNS)
+    out = result_table(rows, REAL_VS_GENERATED_COLUMNS)
     out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
     return out
 
@@ -720,7 +704,7 @@ def _roc_table(prep: _Prepared, question: str) -> pd.DataFrame:
             continue
         fpr, tpr, thr = roc_curve(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x], drop_intermediate=False)
         parts.append(pd.DataFrame({"model": prep.models[mi], "fpr": fpr, "tpr": tpr, "threshold": thr}))
-    return pd.concat(parts, ignore_index=True) if parts else _frame([], ROC_COLUMNS)
+    return pd.concat(parts, ignore_index=True) if parts else result_table([], ROC_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -944,7 +928,7 @@ def _agreement_scope(
     base = {"question": question, "model": model, "n_raters": n_raters, "n_answers": len(unit)}
 
     def nc(reason: str, **extra) -> list[dict]:
-        return [{**base, **extra, "metric": m, "note": _nc(reason)} for m in (alpha_name, "fleiss_kappa")]
+        return [{**base, **extra, "metric": m, "note": not_computable(reason)} for m in (alpha_name, "fleiss_kappa")]
 
     if len(unit) == 0:
         return nc("no ratings")
@@ -965,7 +949,7 @@ def _agreement_scope(
     vc_p = vc[pairable]
     used = vc_p.sum(0) > 0
     if used.sum() < 2:
-        out.append({**a_row, "note": _nc("pairable answers all have the same score (no variation)")})
+        out.append({**a_row, "note": not_computable("pairable answers all have the same score (no variation)")})
     else:
         # the formulas of krippendorff.alpha on the distinct unit patterns (the library builds a unit × V × V array:
         # 0.3 s at 1,000,000 rows); the tests check both give the same α
@@ -988,7 +972,7 @@ def _agreement_scope(
     table = fleiss_table(_dense(unit_d[sel]), lev[sel], int(keep_unit.sum()), n_l)
     table = table[:, table.sum(0) > 0]
     if table.shape[1] < 2:
-        out.append({**f_row, "note": _nc("every kept answer has the same score (no variation)")})
+        out.append({**f_row, "note": not_computable("every kept answer has the same score (no variation)")})
         return out
     f_row["value"] = float(fleiss_kappa(table, method="fleiss"))
     if n_boot > 0:
@@ -1027,7 +1011,7 @@ def agreement(
 
 def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: str) -> pd.DataFrame:
     if prep.rows.empty:
-        return _frame([{"metric": "", "note": _nc("no ratings")}], AGREEMENT_COLUMNS)
+        return result_table([{"metric": "", "note": not_computable("no ratings")}], AGREEMENT_COLUMNS)
     s = prep.first  # one answer per rater per image: a second screen is not a second rater
     cols = {c: s[c].to_numpy() for c in ("question", "image", "value", "rater", "model", "t")}  # no frame copies
     rows = []
@@ -1046,7 +1030,7 @@ def _agreement_table(prep: _Prepared, n_boot: int, rng, ci_level: float, level: 
             sel = model == mi
             scoped = {k: v[sel] for k, v in arrays.items()}
             rows += _agreement_scope(scoped, question, name, levels, n_boot, rng, ci_level, level)
-    out = _frame(rows, AGREEMENT_COLUMNS)
+    out = result_table(rows, AGREEMENT_COLUMNS)
     for c in ("n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped"):
         out[c] = out[c].astype("Int64")
     return out
@@ -1068,10 +1052,10 @@ def _intra_stats(first: np.ndarray, again: np.ndarray, n_levels: int, min_pairs:
     """``first``/``again``: level codes (0..n_levels-1) of the paired answers."""
     row = {"n_pairs": len(first)}
     if len(first) < min_pairs:
-        return {**row, "note": _nc(f"{len(first)} repeat pairs (need {min_pairs})")}
+        return {**row, "note": not_computable(f"{len(first)} repeat pairs (need {min_pairs})")}
     row["exact_agreement"] = float(np.mean(first == again))
     if np.unique(np.r_[first, again]).size < 2:
-        return {**row, "note": _nc("every repeated answer has the same score (no variation)")}
+        return {**row, "note": not_computable("every repeated answer has the same score (no variation)")}
     table = fleiss_table(first, again, n_levels, n_levels)
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa = float(cohens_kappa(table, wt="quadratic", return_results=False))
@@ -1079,7 +1063,7 @@ def _intra_stats(first: np.ndarray, again: np.ndarray, n_levels: int, min_pairs:
     two_coders = np.vstack([first, again]).astype(float)
     row["alpha_ordinal"] = float(krippendorff.alpha(two_coders, level_of_measurement="ordinal"))
     if not np.isfinite(kappa):
-        row["note"] = _nc("κ undefined: one occasion used a single score")
+        row["note"] = not_computable("κ undefined: one occasion used a single score")
     return row
 
 
@@ -1111,13 +1095,13 @@ def _repeat_pairs(prep: _Prepared) -> pd.DataFrame:
 
 def _intra_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
     if prep.rows.empty:
-        return _frame([{"note": _nc("no ratings")}], INTRA_COLUMNS)
+        return result_table([{"note": not_computable("no ratings")}], INTRA_COLUMNS)
     pairs = _repeat_pairs(prep)
     rows = []
     for qi, question in enumerate(prep.questions):
         pq = pairs[pairs["question"].to_numpy() == qi]
         if pq.empty:
-            rows.append({"question": question, "rater_id": ALL, "n_pairs": 0, "note": _nc("no repeated items")})
+            rows.append({"question": question, "rater_id": ALL, "n_pairs": 0, "note": not_computable("no repeated items")})
             continue
         levels = np.unique(prep.scored.loc[prep.scored["question"] == qi, "value"].to_numpy())
         levels = np.unique(np.r_[levels, pq["value_first"].to_numpy(), pq["value_repeat"].to_numpy()])
@@ -1131,7 +1115,7 @@ def _intra_table(prep: _Prepared, min_pairs: int) -> pd.DataFrame:
             idx = order[lo:hi]
             rows.append({"question": question, "rater_id": str(prep.raters[rater[idx[0]]]),
                          **_intra_stats(f[idx], a[idx], len(levels), min_pairs)})  # fmt: skip
-    out = _frame(rows, INTRA_COLUMNS)
+    out = result_table(rows, INTRA_COLUMNS)
     out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
     return out
 
@@ -1151,13 +1135,13 @@ def position_bias(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
     if prep.rows.empty:
-        tests = _frame([{"test": "kruskal", "note": _nc("no ratings")}], POSITION_TEST_COLUMNS)
-        return _frame([], POSITION_COLUMNS), tests
+        tests = result_table([{"test": "kruskal", "note": not_computable("no ratings")}], POSITION_TEST_COLUMNS)
+        return result_table([], POSITION_COLUMNS), tests
     s = prep.scored[prep.scored["n_panels"].to_numpy() > 1]
     if s.empty:
         reason = "every screen shows one panel" if not prep.scored.empty else "no scored answers"
-        tests = [{"question": q, "test": "kruskal", "note": _nc(reason)} for q in prep.questions]
-        return _frame([], POSITION_COLUMNS), _frame(tests, POSITION_TEST_COLUMNS)
+        tests = [{"question": q, "test": "kruskal", "note": not_computable(reason)} for q in prep.questions]
+        return result_table([], POSITION_COLUMNS), result_table(tests, POSITION_TEST_COLUMNS)
     s = s.assign(centered=s["value"] - s.groupby(["model", "question"])["value"].transform("mean"))
     by = (
         s.groupby(["question", "position"])
@@ -1171,13 +1155,13 @@ def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
         groups = [g.to_numpy() for _, g in sq.groupby("position")["value"]]
         row = {"question": question, "test": "kruskal", "n_positions": len(groups), "n": len(sq)}
         if len(groups) < 2:
-            tests.append({**row, "note": _nc("answers at fewer than two positions")})
+            tests.append({**row, "note": not_computable("answers at fewer than two positions")})
         elif np.unique(sq["value"].to_numpy()).size < 2:
-            tests.append({**row, "note": _nc("every answer has the same score (no variation)")})
+            tests.append({**row, "note": not_computable("every answer has the same score (no variation)")})
         else:
             res = stats.kruskal(*groups)
             tests.append({**row, "statistic": float(res.statistic), "p_value": float(res.pvalue)})
-    return by.loc[:, list(POSITION_COLUMNS)], _frame(tests, POSITION_TEST_COLUMNS)
+    return by.loc[:, list(POSITION_COLUMNS)], result_table(tests, POSITION_TEST_COLUMNS)
 
 
 def _trial_times(rows: pd.DataFrame) -> pd.DataFrame:
@@ -1198,7 +1182,7 @@ def rating_times(df: pd.DataFrame) -> pd.DataFrame:
 def _timing_table(prep: _Prepared) -> pd.DataFrame:
     r = prep.rows
     if r.empty or np.isnan(r["seconds"].to_numpy()).all():
-        return _frame([], TIMING_COLUMNS)
+        return result_table([], TIMING_COLUMNS)
     trials = _trial_times(r)
     timed = r.loc[~np.isnan(r["seconds"].to_numpy()), ["trial", "model", "seconds"]]  # only the columns used
     per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds"]]
@@ -1253,7 +1237,7 @@ def _with_catch(out: pd.DataFrame, catch: pd.DataFrame | None) -> pd.DataFrame:
     if extra:
         add = pd.DataFrame({"rater_id": extra, "n_answers": 0, "n_trials": 0, "n_scored": 0, "n_cant_judge": 0,
                             "n_consensus": 0, "too_fast": False, "straight_lining": False, "outlier": False,
-                            "note": _nc("only catch trials")})  # fmt: skip
+                            "note": not_computable("only catch trials")})  # fmt: skip
         out = pd.concat([out, add], ignore_index=True) if len(out) else add
     ids = out["rater_id"].astype(str)
     out["n_catch"] = ids.map(c["n_catch"]).fillna(0).astype("int64").to_numpy()
@@ -1271,7 +1255,7 @@ def _rater_table(prep: _Prepared, th: RaterThresholds, catch: pd.DataFrame | Non
     if r.empty:
         if catch is not None and not catch["n_catch"].isna().all():
             return _with_catch(pd.DataFrame(columns=list(RATER_COLUMNS)), catch)
-        return _frame([{"note": _nc("no ratings")}], RATER_COLUMNS)
+        return result_table([{"note": not_computable("no ratings")}], RATER_COLUMNS)
     out = r.groupby("rater").agg(
         n_answers=("value", "size"), n_trials=("trial", "nunique"), n_cant_judge=("cant", "sum")
     )
@@ -1321,7 +1305,7 @@ def _rater_table(prep: _Prepared, th: RaterThresholds, catch: pd.DataFrame | Non
     out["outlier"] = (enough_c & off).fillna(False).astype(bool)
     out["note"] = np.where(
         out["n_consensus"] == 0,
-        _nc("no image shared with another rater (consensus)"),
+        not_computable("no image shared with another rater (consensus)"),
         np.where(~enough_c, f"consensus flag needs {th.min_answers} shared answers", ""),
     )
     out = out.reset_index()
@@ -1375,7 +1359,7 @@ def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_C
     gen = prep.generated
     if len(gen) < 2:
         reason = "no ratings" if prep.rows.empty else "fewer than two generated models"
-        return _frame([{"note": _nc(reason)}], PAIRWISE_COLUMNS)
+        return result_table([{"note": not_computable(reason)}], PAIRWISE_COLUMNS)
     gen_rows = ~prep.is_real[prep.scored["model"].to_numpy()] if len(prep.scored) else slice(None)
     cols = {c: prep.scored[c].to_numpy()[gen_rows] for c in ("question", "pkey", "seed", "rater", "item", "model",
                                                               "value")}  # fmt: skip
@@ -1392,13 +1376,13 @@ def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_C
         for a, b in itertools.combinations(gen, 2):
             row = {"question": question, "model_a": prep.models[a], "model_b": prep.models[b]}
             if not (has[a] and has[b]):
-                q_rows.append({**row, "n_pairs": 0, "note": _nc("a model has no ratings on this question")})
+                q_rows.append({**row, "n_pairs": 0, "note": not_computable("a model has no ratings on this question")})
                 continue
             both = ~np.isnan(wide[:, a]) & ~np.isnan(wide[:, b])
             x, y = wide[both, a], wide[both, b]
             row["n_pairs"] = len(x)
             if len(x) < min_pairs:
-                q_rows.append({**row, "note": _nc(f"{len(x)} shared prompt/seed pairs (need {min_pairs})")})
+                q_rows.append({**row, "note": not_computable(f"{len(x)} shared prompt/seed pairs (need {min_pairs})")})
                 continue
             d = x - y
             row.update(mean_a=x.mean(), mean_b=y.mean(), mean_diff=d.mean(), median_diff=float(np.median(d)))
@@ -1420,8 +1404,8 @@ def _pairwise_table(prep: _Prepared, min_pairs: int, ci_level: float = DEFAULT_C
                 q_rows[i]["p_holm"] = float(adj)
         rows += q_rows
     if not rows:
-        return _frame([{"note": _nc("no numeric questions")}], PAIRWISE_COLUMNS)
-    out = _frame(rows, PAIRWISE_COLUMNS)
+        return result_table([{"note": not_computable("no numeric questions")}], PAIRWISE_COLUMNS)
+    out = result_table(rows, PAIRWISE_COLUMNS)
     out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
     out["n_paired_answers"] = out["n_paired_answers"].fillna(0).astype("int64")
     return out
@@ -1505,6 +1489,48 @@ class Analysis:
         """Table name → table, in reading order."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {name: v for name, v in values.items() if isinstance(v, pd.DataFrame)}
+
+
+def realism_pilot(df: pd.DataFrame) -> dict:
+    """What a pilot's realism scores of generated images say for planning (:mod:`p2p_app.plan`): ``models``, the
+    largest paired difference between two models (``effect``, None without pairs), and the crossed-design variance
+    components as standard deviations (``noise`` residual, ``rater_sd``, ``image_sd``; :func:`crossed_mean_ci` on
+    the scores centred per model). Raises ``ValueError`` when there is too little to estimate them."""
+    prep = _prepare(df)
+    qi = prep.q(REALISM)
+    if qi is None:
+        raise ValueError("the pilot has no realism scores")
+    s = prep.scored[(prep.scored["question"] == qi) & ~prep.is_real[prep.scored["model"].to_numpy()]]
+    if len(s) < 10 or s["rater"].nunique() < 2:
+        raise ValueError("the pilot needs at least 10 realism scores of generated images by two or more raters")
+    centred = s["value"].to_numpy() - s.groupby("model")["value"].transform("mean").to_numpy()
+    cm = crossed_mean_ci(centred, s["rater"].to_numpy(), s["image"].to_numpy(), 0.95)
+    pw = _pairwise_table(prep, 2)
+    pw = pw[(pw["question"] == REALISM) & pw["paired_mean_diff"].notna()]
+    effect = float(pw["paired_mean_diff"].abs().max()) if len(pw) else None
+    return {"models": max(len(prep.generated), 2), "effect": effect, "noise": float(np.sqrt(cm.var_residual)),
+            "rater_sd": float(np.sqrt(cm.var_rater)), "image_sd": float(np.sqrt(cm.var_image))}
+
+
+def forced_choice_agreement(screens: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_level: float):
+    """Fleiss' κ and Krippendorff's α (nominal) on which model each rater picked per item (units = items).
+    Columns: :data:`AGREEMENT_COLUMNS` (the score agreement's code, not a copy)."""
+    if screens.empty:
+        return result_table([{"question": CHOSEN_REAL, "model": ALL, "metric": "fleiss_kappa",
+                        "note": not_computable("no forced-choice screens")}], AGREEMENT_COLUMNS)  # fmt: skip
+    unit = pd.factorize(screens["item_id"])[0].astype(np.int64)
+    lev, levels = pd.factorize(screens["chosen_model"], sort=True)
+    rater = pd.factorize(screens["rater_id"])[0].astype(np.int64)
+    order = np.lexsort((np.arange(len(unit)), unit))  # screens are in answer-time order already
+    rank = np.empty(len(unit), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - np.searchsorted(unit[order], unit[order], side="left")
+    arrays = {"unit": unit, "lev": lev.astype(np.int64), "rater": rater, "rank": rank}
+    rows = _agreement_scope(arrays, CHOSEN_REAL, ALL, np.arange(len(levels), dtype=float), n_boot, rng, ci_level,
+                            "nominal")  # fmt: skip
+    out = result_table(rows, AGREEMENT_COLUMNS)
+    for c in ("n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped"):
+        out[c] = out[c].astype("Int64")
+    return out
 
 
 def analyze(

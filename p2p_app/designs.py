@@ -37,11 +37,18 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
-from .tidy import CATCH_BROKEN, CATCH_REAL, CHOSEN_REAL, RANK_PREFIX, TIDY_DEFAULTS
+from .tidy import (
+    ALL,
+    CATCH_BROKEN,
+    CATCH_REAL,
+    CHOSEN_REAL,
+    RANK_PREFIX,
+    REAL_SOURCE,
+    TIDY_DEFAULTS,
+    not_computable,
+    result_table,
+)
 
-ALL = "all"
-REAL_SOURCE = "real"
-NOT_COMPUTABLE = "not computable: "
 PASS_THRESHOLD = 4.0
 BROKEN_MAX = 2.0
 """A broken catch image passes a realism question with a score at or below this (or "can't judge")."""
@@ -71,13 +78,8 @@ CATCH_COLUMNS = (
 )  # fmt: skip
 
 
-def _nc(reason: str) -> str:
-    return NOT_COMPUTABLE + reason
 
 
-def _frame(rows: Sequence[dict], columns: Sequence[str]) -> pd.DataFrame:
-    rows = [{**r, "note": r.get("note") or ""} for r in rows] if "note" in columns else list(rows)
-    return pd.DataFrame(rows, columns=list(columns))
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
@@ -167,7 +169,7 @@ def forced_choice_accuracy(screens: pd.DataFrame, ci_level: float) -> pd.DataFra
     """Accuracy against chance per (rater group, panels per screen): all raters first (``rater_group == "all"``),
     then each non-empty group. Columns: ``FORCED_CHOICE_COLUMNS``."""
     if screens.empty:
-        return _frame([{"rater_group": ALL, "note": _nc("no forced-choice screens")}], FORCED_CHOICE_COLUMNS)
+        return result_table([{"rater_group": ALL, "note": not_computable("no forced-choice screens")}], FORCED_CHOICE_COLUMNS)
     rows = []
     groups = [(ALL, screens)] + [(g, s) for g, s in screens.groupby("rater_group", sort=True) if g != ""]
     for group, s in groups:
@@ -178,7 +180,7 @@ def forced_choice_accuracy(screens: pd.DataFrame, ci_level: float) -> pd.DataFra
             rows.append({"rater_group": group, "n_panels": int(k), "chance": chance, "n_screens": n,
                          "n_raters": sk["rater_id"].nunique(), "n_correct": c, "accuracy": c / n,
                          "ci_low": float(lo), "ci_high": float(hi), "p_value": binom_p(c, n, chance)})  # fmt: skip
-    return _frame(rows, FORCED_CHOICE_COLUMNS)
+    return result_table(rows, FORCED_CHOICE_COLUMNS)
 
 
 def forced_choice_models(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame:
@@ -186,7 +188,7 @@ def forced_choice_models(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
     binomial test against chance 1/(panels) (blank when screens differ in panel count). Columns:
     ``FC_MODEL_COLUMNS``."""
     if screens.empty:
-        return _frame([{"model": ALL, "note": _nc("no forced-choice screens")}], FC_MODEL_COLUMNS)
+        return result_table([{"model": ALL, "note": not_computable("no forced-choice screens")}], FC_MODEL_COLUMNS)
     shown = screens[["trial_id", "models", "n_panels", "chosen_model"]].explode("models")
     shown = shown.rename(columns={"models": "model"})
     shown["chosen"] = shown["model"] == shown["chosen_model"]
@@ -202,7 +204,7 @@ def forced_choice_models(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
         rows.append({"model": model, "source": REAL_SOURCE if model in real_models else "generated",
                      "n_screens": n, "n_chosen": c, "chosen_rate": c / n, "ci_low": float(lo), "ci_high": float(hi),
                      "chance": chance, "p_value": p_value})  # fmt: skip
-    out = _frame(rows, FC_MODEL_COLUMNS)
+    out = result_table(rows, FC_MODEL_COLUMNS)
     return out.sort_values(["source", "model"], key=lambda c: c.ne(REAL_SOURCE) if c.name == "source" else c,
                            ignore_index=True)  # fmt: skip
 
@@ -214,7 +216,7 @@ def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
     independent). Columns: ``FC_GROUP_COLUMNS``; one not-computable row with fewer than two groups."""
     groups = sorted(g for g in screens["rater_group"].unique() if g != "") if not screens.empty else []
     if len(groups) < 2:
-        return _frame([{"note": _nc("fewer than two rater groups")}], FC_GROUP_COLUMNS)
+        return result_table([{"note": not_computable("fewer than two rater groups")}], FC_GROUP_COLUMNS)
     per_rater = screens.groupby(["rater_group", "rater_id"])["correct"].mean()
     rows = []
     for a, b in itertools.combinations(groups, 2):
@@ -230,30 +232,9 @@ def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
                      "p_fisher": float(fisher), "n_raters_a": len(ra), "n_raters_b": len(rb),
                      "p_raters": float(p_r),
                      "note": "" if two else "p_raters needs two raters per group"})  # fmt: skip
-    return _frame(rows, FC_GROUP_COLUMNS)
+    return result_table(rows, FC_GROUP_COLUMNS)
 
 
-def forced_choice_agreement(screens: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_level: float):
-    """Fleiss' κ and Krippendorff's α (nominal) on which model each rater picked per item (units = items).
-    Columns: ``p2p_app.analysis.AGREEMENT_COLUMNS``."""
-    from .analysis import AGREEMENT_COLUMNS, _agreement_scope  # the score agreement's code, not a copy
-
-    if screens.empty:
-        return _frame([{"question": CHOSEN_REAL, "model": ALL, "metric": "fleiss_kappa",
-                        "note": _nc("no forced-choice screens")}], AGREEMENT_COLUMNS)  # fmt: skip
-    unit = pd.factorize(screens["item_id"])[0].astype(np.int64)
-    lev, levels = pd.factorize(screens["chosen_model"], sort=True)
-    rater = pd.factorize(screens["rater_id"])[0].astype(np.int64)
-    order = np.lexsort((np.arange(len(unit)), unit))  # screens are in answer-time order already
-    rank = np.empty(len(unit), dtype=np.int64)
-    rank[order] = np.arange(len(order)) - np.searchsorted(unit[order], unit[order], side="left")
-    arrays = {"unit": unit, "lev": lev.astype(np.int64), "rater": rater, "rank": rank}
-    rows = _agreement_scope(arrays, CHOSEN_REAL, ALL, np.arange(len(levels), dtype=float), n_boot, rng, ci_level,
-                            "nominal")  # fmt: skip
-    out = _frame(rows, AGREEMENT_COLUMNS)
-    for c in ("n_units", "n_raters", "n_answers", "raters_per_unit", "n_units_dropped"):
-        out[c] = out[c].astype("Int64")
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -315,7 +296,7 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
 
     s = _ranking_rows(df)
     if s.empty:
-        return (_frame([{"question": "", "model": ALL, "note": _nc("no rankings")}], RANKING_COLUMNS),
+        return (result_table([{"question": "", "model": ALL, "note": not_computable("no rankings")}], RANKING_COLUMNS),
                 pd.DataFrame(columns=list(WIN_COLUMNS)))  # fmt: skip
     rows, wins_rows = [], []
     tail = 100 * (1 - ci_level) / 2
@@ -335,7 +316,7 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
             wins_rows.append({"question": question, "model_a": models[a], "model_b": models[b], "n": int(n),
                               "wins_a": int(comp[a, b]), "win_rate": comp[a, b] / n if n else np.nan})  # fmt: skip
         if n_m < 2 or not rankings:
-            rows += [{**r, "note": _nc("fewer than two models ranked")} for r in base]
+            rows += [{**r, "note": not_computable("fewer than two models ranked")} for r in base]
             continue
         strength = _bt_fit(comp)
         pl = choix.ilsr_rankings(n_m, [tuple(r) for r in rankings], alpha=PL_ALPHA, max_iter=500)
@@ -360,7 +341,7 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
             rows.append({**r, "strength": float(strength[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
                          "pl_strength": float(pl[i]), "rank": int(r_lo[i]), "rank_low": int(r_lo[i]),
                          "rank_high": int(r_hi[i]), "rank_band": band, "note": note})  # fmt: skip
-    out = _frame(rows, RANKING_COLUMNS).sort_values(["question", "rank", "strength"], ascending=[True, True, False],
+    out = result_table(rows, RANKING_COLUMNS).sort_values(["question", "rank", "strength"], ascending=[True, True, False],
                                                     ignore_index=True)  # fmt: skip
     return out, pd.DataFrame(wins_rows, columns=list(WIN_COLUMNS))
 
@@ -438,7 +419,7 @@ def catch_table(df: pd.DataFrame, min_pass_rate: float = DEFAULT_MIN_CATCH_PASS_
     ``CATCH_COLUMNS``."""
     c = catch_checks(df)
     if c.empty:
-        return _frame([{"rater_id": ALL, "flagged": False, "note": _nc("no catch trials")}], CATCH_COLUMNS)
+        return result_table([{"rater_id": ALL, "flagged": False, "note": not_computable("no catch trials")}], CATCH_COLUMNS)
     c = c.assign(is_real=c["catch"] == CATCH_REAL, is_broken=c["catch"] == CATCH_BROKEN)
     c = c.assign(real_ok=c["is_real"] & c["passed"], broken_ok=c["is_broken"] & c["passed"])
     per = c.groupby("rater_id", sort=True).agg(

@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .analysis import TIDY_COLUMNS, check_ratings_frame, question_order
-from .tidy import TIDY_DTYPES, with_tidy_defaults
+from .tidy import TIDY_COLUMNS, TIDY_DTYPES, check_ratings_frame, question_order, with_tidy_defaults
 
 EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     {

@@ -29,14 +29,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .analysis import (
-    REALISM,
-    _pairwise_table,
-    _prepare,
-    crossed_mean_ci,
-)
+from .analysis import crossed_mean_ci, realism_pilot
 from .designs import binom_p, clopper_pearson, forced_choice_screens
-from .simulate import _assign_raters
+from .simulate import assign_raters
 from .tidy import CHOSEN_REAL
 
 DESIGNS = ("rating", "forced_choice")
@@ -96,21 +91,7 @@ def pilot_parameters(df: pd.DataFrame) -> dict:
         sampling = (1 / (per["size"] * p * (1 - p))).mean()  # binomial variance on the logit scale
         spread = float(np.sqrt(max(float(logit.var(ddof=1)) - sampling, 0.0))) if len(per) > 1 else 0.0
         return {"design": "forced_choice", "models": k - 1, "effect": acc - chance, "noise": spread}
-    prep = _prepare(df)
-    qi = prep.q(REALISM)
-    if qi is None:
-        raise ValueError("the pilot has no realism scores")
-    s = prep.scored[(prep.scored["question"] == qi) & ~prep.is_real[prep.scored["model"].to_numpy()]]
-    if len(s) < 10 or s["rater"].nunique() < 2:
-        raise ValueError("the pilot needs at least 10 realism scores of generated images by two or more raters")
-    centred = s["value"].to_numpy() - s.groupby("model")["value"].transform("mean").to_numpy()
-    cm = crossed_mean_ci(centred, s["rater"].to_numpy(), s["image"].to_numpy(), 0.95)
-    pw = _pairwise_table(prep, 2)
-    pw = pw[(pw["question"] == REALISM) & pw["paired_mean_diff"].notna()]
-    n_models = len(prep.generated)
-    effect = float(pw["paired_mean_diff"].abs().max()) if len(pw) else None
-    return {"design": "rating", "models": max(n_models, 2), "effect": effect, "noise": float(np.sqrt(cm.var_residual)),
-            "rater_sd": float(np.sqrt(cm.var_rater)), "image_sd": float(np.sqrt(cm.var_image))}  # fmt: skip
+    return {"design": "rating", **realism_pilot(df)}
 
 
 def _cell_rng(seed: int, r: int, i: int) -> np.random.Generator:
@@ -119,7 +100,7 @@ def _cell_rng(seed: int, r: int, i: int) -> np.random.Generator:
 
 def _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
     # all replicates of the cell drawn at once: (sims × answers) arrays
-    assign = np.stack([_assign_raters(rng, n_i, n_r, k) for _ in range(sims)])  # sims × items × k
+    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)])  # sims × items × k
     rater = assign.reshape(sims, -1)
     item = np.broadcast_to(np.repeat(np.arange(n_i), k), rater.shape)
     pref = rng.normal(0.0, rater_sd, (sims, n_r))
@@ -142,7 +123,7 @@ def _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_l
 def _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
     chance = 1.0 / (models + 1)
     p = chance + effect
-    assign = np.stack([_assign_raters(rng, n_i, n_r, k) for _ in range(sims)]).reshape(sims, -1)
+    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)]).reshape(sims, -1)
     per_rater = np.stack([np.bincount(a, minlength=n_r) for a in assign])  # screens per rater
     logit = np.log(p / (1 - p)) + rng.normal(0.0, noise, (sims, n_r))
     correct = rng.binomial(per_rater, 1 / (1 + np.exp(-logit))).sum(axis=1)
@@ -224,7 +205,7 @@ def plan_figure(table: pd.DataFrame):
 
 def plan_html(table: pd.DataFrame, title: str = "Prompt to Polyp: study plan") -> str:
     """One self-contained HTML page (plotly.js inline) with the figure and the table."""
-    from .report import _CSS, format_table
+    from .report import REPORT_CSS, format_table
 
     fig = plan_figure(table).to_html(full_html=False, include_plotlyjs=True, div_id="fig-plan",
                                      config={"displaylogo": False})  # fmt: skip
@@ -234,7 +215,7 @@ def plan_html(table: pd.DataFrame, title: str = "Prompt to Polyp: study plan") -
     body = format_table(table).to_html(index=False, escape=True, border=0)
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>', fig,
         f'<div class="scroll">{body}</div>', "</body></html>",
     ])  # fmt: skip

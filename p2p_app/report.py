@@ -378,7 +378,7 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
     return {k: v for k, v in built.items() if v is not None}
 
 
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#222;
 padding:0 1rem}
 h1{margin-bottom:.2rem} .meta{color:#666;margin-top:0}
@@ -434,7 +434,7 @@ def render_html(
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="meta">Bootstrap replicates: {analysis.n_boot}; seed: {analysis.seed}; '
         f"CI level: {analysis.ci_level:.0%}. Tables and figures: p2p_app.analysis.</p>",

@@ -26,8 +26,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .analysis import ALIGNMENT, GENERATED_SOURCE, REAL_MODEL, REAL_SOURCE, REALISM, TIDY_COLUMNS, TIDY_DTYPES
-from .tidy import CATCH_BROKEN, CATCH_REAL, CHOSEN_REAL, RANK_PREFIX, TIDY_DEFAULTS
+from .tidy import (
+    ALIGNMENT,
+    CATCH_BROKEN,
+    CATCH_REAL,
+    CHOSEN_REAL,
+    GENERATED_SOURCE,
+    RANK_PREFIX,
+    REAL_MODEL,
+    REAL_SOURCE,
+    REALISM,
+    TIDY_COLUMNS,
+    TIDY_DEFAULTS,
+    TIDY_DTYPES,
+)
 
 QUESTIONS: tuple[str, ...] = (REALISM, ALIGNMENT)
 DEFAULT_MODELS: Mapping[str, tuple[float, float]] = types.MappingProxyType(
@@ -121,7 +133,7 @@ def _prompts(rng: np.random.Generator, n: int, modalities: Sequence[str]) -> tup
     return texts, mods
 
 
-def _assign_raters(rng: np.random.Generator, n_items: int, n_raters: int, k: int) -> np.ndarray:
+def assign_raters(rng: np.random.Generator, n_items: int, n_raters: int, k: int) -> np.ndarray:
     """n_items × k distinct raters per item: a random start on a shuffled rater circle plus random strides."""
     circle = rng.permutation(n_raters)
     start = rng.integers(0, n_raters, n_items)[:, None]
@@ -252,7 +264,7 @@ def simulate_ratings(
     rater_start = pd.Timestamp(start).value + rng.integers(0, 7 * 86_400, n_raters) * 1_000_000_000
 
     # trials: each item to overlap_k raters, plus repeats shown later to the same rater
-    raters = _assign_raters(rng, n_items, n_raters, overlap_k)
+    raters = assign_raters(rng, n_items, n_raters, overlap_k)
     t_item = np.repeat(np.arange(n_items), overlap_k)
     t_rater = raters.ravel()
     key = rng.random(len(t_item))
@@ -496,7 +508,7 @@ def _design_study(
     disc = np.where(careless, 0.0, disc)
 
     # regular trials, then catch trials slotted into each rater's sequence (distinct slots: never adjacent)
-    raters = _assign_raters(rng, n_items, n_raters, overlap_k)
+    raters = assign_raters(rng, n_items, n_raters, overlap_k)
     t_item = np.repeat(np.arange(n_items), overlap_k)
     t_rater = raters.ravel()
     key = rng.random(len(t_item))

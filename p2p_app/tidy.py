@@ -1,4 +1,6 @@
-"""The tidy ratings frame's columns and dtypes (docs/CONTRACTS.md): shared by storage, analysis and export."""
+"""The tidy ratings frame (docs/CONTRACTS.md): its columns, dtypes, names and checks — the one data contract that
+storage, simulate, export, analysis and report all use. Cheap to import (no scipy, sklearn or statsmodels), so
+the commands that only move data never pay for the statistics."""
 
 from __future__ import annotations
 
@@ -40,6 +42,13 @@ TIDY_DTYPES: Mapping[str, str] = types.MappingProxyType(
 
 TIDY_COLUMNS: tuple[str, ...] = tuple(TIDY_DTYPES)
 
+REALISM = "realism"
+ALIGNMENT = "alignment"
+REAL_MODEL = "real"
+"""``model`` of a real image (controls and a prompt's real image)."""
+REAL_SOURCE = "real"
+GENERATED_SOURCE = "generated"
+
 CATCH_REAL = "real"
 """``catch`` of a known real image (a known-answer item: it should pass as real)."""
 CATCH_BROKEN = "broken"
@@ -71,3 +80,50 @@ def with_tidy_defaults(df):
         df[c] = TIDY_DEFAULTS[c]
         df[c] = df[c].astype(TIDY_DTYPES[c])
     return df
+
+
+def empty_ratings_frame():
+    """A tidy frame with no rows and the contract's columns and dtypes."""
+    import pandas as pd
+
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in TIDY_DTYPES.items()})
+
+
+def check_ratings_frame(df) -> None:
+    """Raise ``ValueError`` unless ``df`` has every contract column (extra columns are allowed); a column with a
+    default (``TIDY_DEFAULTS``: added later to the contract) may be missing — readers fill it with
+    :func:`with_tidy_defaults`."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise ValueError(f"ratings must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in TIDY_COLUMNS if c not in df.columns and c not in TIDY_DEFAULTS]
+    if missing:
+        raise ValueError(f"ratings frame is missing columns: {', '.join(missing)}")
+
+
+def question_order(questions) -> tuple[str, ...]:
+    """Display order of question keys: realism, alignment, then the others by name."""
+    qs = set(questions)
+    head = [q for q in (REALISM, ALIGNMENT) if q in qs]
+    return tuple(head + sorted(qs - set(head)))
+
+
+# Result tables (analysis, designs): every table is a frame with fixed columns and a ``note`` that says why a row
+# could not be computed, never a NaN without explanation.
+ALL = "all"
+"""The ``model`` (or group) of a row about everything at once."""
+NOT_COMPUTABLE = "not computable: "
+
+
+def not_computable(reason: str) -> str:
+    return NOT_COMPUTABLE + reason
+
+
+def result_table(rows, columns):
+    """Rows (dicts) to a frame with exactly ``columns``; missing numbers are NaN, a missing note is ``""``."""
+    import pandas as pd
+
+    if "note" in columns:
+        rows = [{**r, "note": r.get("note") or ""} for r in rows]
+    return pd.DataFrame(list(rows), columns=list(columns))
