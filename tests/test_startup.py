@@ -323,3 +323,23 @@ def test_spaces_storage_defaults_and_warning(tmp_path, monkeypatch):
     cfg = load_config()
     assert cfg.data_dir == persistent / "p2p_data" and not cfg.ephemeral_storage
     assert not load_config(database_url="postgresql+psycopg://u@h/db").ephemeral_storage
+
+
+def test_the_admin_page_warns_when_the_database_is_on_ephemeral_disk(tmp_path, monkeypatch, demo_registry):
+    from conftest import make_app
+
+    from p2p_app.ui import build_admin_app
+    from p2p_app.ui.admin import EPHEMERAL_WARNING
+
+    def admin_text(app) -> str:
+        return json.dumps(build_admin_app(app).get_config_file())
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    app = make_app(tmp_path / "local", demo_registry)
+    assert "ephemeral disk" not in admin_text(app)
+    app.storage.close()
+    monkeypatch.setenv("SPACE_ID", "someone/p2p")  # a Space without persistent storage
+    app = make_app(tmp_path / "space", demo_registry)
+    assert app.config.ephemeral_storage and "ephemeral disk" in admin_text(app)
+    assert EPHEMERAL_WARNING.split("**")[1] in admin_text(app)
+    app.storage.close()

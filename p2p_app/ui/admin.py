@@ -78,7 +78,15 @@ def _choices(app: P2PApp) -> list[tuple[str, str]]:
     return [("Live arena", LIVE_STUDY)] + [(f"{s.title} ({k})", k) for k, s in app.studies.items()]
 
 
+EPHEMERAL_WARNING = (
+    "⚠️ **The database is on this Space's ephemeral disk: every rating is lost when the Space restarts.** "
+    "Enable the Space's persistent storage (data then goes to `/data/p2p_data`) or set `P2P_DATABASE_URL`."
+)
+
+
 def build_admin(app: P2PApp) -> None:
+    if app.config.ephemeral_storage:
+        gr.Markdown(EPHEMERAL_WARNING, elem_classes=["p2p-demo-banner"])
     message = gr.Markdown(visible=False)
     with gr.Column():
         with gr.Row():
