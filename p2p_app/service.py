@@ -26,6 +26,7 @@ from .storage import (
     AccessDenied,
     Answer,
     ImageInfo,
+    PanelModel,
     RaterInfo,
     RecordResult,
     Storage,
@@ -390,8 +391,11 @@ class P2PApp:
         reveal: tuple[tuple[str, str], ...] = ()
         message = "Ratings saved." if result.status == "stored" else "This trial was already submitted; nothing changed."
         if self.config.reveal_after_rating:
-            if has_real_score(self.storage.trial_answers(trial.id, session.rater_pk)):
-                reveal = self.reveal(session, trial.id)
+            # what was just stored is the trial's answers (a duplicate keeps the earlier ones: read them back)
+            scored = (any(a.value is not None and not a.cant_judge for a in stored_answers) if result.status == "stored"
+                      else has_real_score(self.storage.trial_answers(trial.id, session.rater_pk)))
+            if scored:  # the same rule reveal() enforces on its own, without reading the answers back again
+                reveal = _labelled(self.storage.trial_models(trial.id, session.rater_pk))
             else:
                 message += " " + NO_SCORE_NO_REVEAL
         return SubmitResult(result.status, reveal, message)
@@ -404,7 +408,7 @@ class P2PApp:
         rows = self.storage.trial_models(trial_id, session.rater_pk)  # refuses another's or an unsubmitted trial
         if not has_real_score(self.storage.trial_answers(trial_id, session.rater_pk)):
             raise AccessDenied(NO_SCORE_NO_REVEAL)
-        return tuple((panel_label(row.position), row.model) for row in rows)
+        return _labelled(rows)
 
     # ------------------------------------------------------------------ reader studies (rater side)
     def study_record(self, study: StudyDefinition) -> StudyRecord:
@@ -659,6 +663,10 @@ class P2PApp:
             total=total,
             answers=answers or {},
         )
+
+
+def _labelled(rows: Sequence[PanelModel]) -> tuple[tuple[str, str], ...]:
+    return tuple((panel_label(row.position), row.model) for row in rows)
 
 
 @functools.lru_cache(maxsize=4096)
