@@ -618,6 +618,13 @@ def study_key(study: StudyDefinition) -> str:
     return f"{study.id}@v{study.version}"
 
 
+def rater_group_map(studies: Collection[StudyDefinition]) -> dict[str, dict[str, str]]:
+    """Study key -> {name_key(rater name): group}, for ``Storage.ratings_frame(rater_groups=...)``."""
+    from .text import name_key
+
+    return {study_key(s): {name_key(n): g for g, names in s.rater_groups for n in names} for s in studies}
+
+
 def load_studies(config: "AppConfig") -> dict[str, StudyDefinition]:
     """Every study the config names, checked against the config's models; a bad file stops start-up."""
     known = [m.name for m in config.models]
