@@ -157,3 +157,149 @@ def test_no_catch_screens_without_catch_rate(tmp_path):
     st = load(design_study(tmp_path / "s", "ranking", catch_rate=0.0, catch_kinds=None))
     assert st.catch_items() == ()
     assert not any(a.is_catch for s in range(3) for a in assignment.rater_sequence(st, s))
+
+
+# ------------------------------------------------------------------------------ prepare → answer → frame
+
+
+def prepared(app, path):
+    st = load(path, app)
+    app.studies = {study_key(st): st}
+    report = reader.prepare_study(app, st)
+    assert report.frozen and reader.verify_study(app, st).ok
+    return st
+
+
+def form_for(st, shown, good=True):
+    """A complete, valid form: forced choice picks panel 1 (or the real-looking catch), ranking ranks in order."""
+    n = len(shown.panels)
+    if st.design == "forced_choice":
+        form = {p.position: {"realism": 3, "alignment": 3} for p in shown.panels}
+        form[0] = {"chosen_real": shown.panels[0].label if good else "Image Z"}
+        return form
+    return {p.position: {"rank_realism": p.position, "rank_alignment": n + 1 - p.position} for p in shown.panels}
+
+
+def test_forced_choice_end_to_end_with_catch_and_groups(design_app, tmp_path):
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "forced_choice"))
+    catch_images = [app.storage.study_slots(app.study_record(st).pk)[s.key] for s in st.catch_slots()]
+    assert len({i.id for i in catch_images}) == len(catch_images) > 0
+    for name in st.raters:
+        session = reader.add_rater(app, st, name)[0]
+        shown = app.next_trial(st, session)
+        before = app.storage.count_ratings()
+        for bad in ({**form_for(st, shown), 0: {}}, form_for(st, shown, good=False),
+                    {**form_for(st, shown), 0: {"chosen_real": ["Image A", "Image B"]}}):
+            with pytest.raises(UserError):
+                app.submit_trial(st, session, shown.trial_id, bad)
+        assert app.storage.count_ratings() == before  # a refused answer writes nothing
+        while shown is not None:
+            assert app.submit_trial(st, session, shown.trial_id, form_for(st, shown)).status == "stored"
+            shown = app.next_trial(st, session)
+    df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
+    picks = df[df["question"] == "chosen_real"]
+    assert (picks.groupby("trial_id")["value"].sum() == 1).all()  # exactly one pick per screen
+    assert set(df["catch"]) == {"", "real", "broken"}
+    assert set(df.loc[df["catch"] != "", "catch_kind"]) == {"real", "noise", "flipped", "blank"}
+    assert dict(df.groupby("rater_name")["rater_group"].first()) == {"ann": "resident", "ben": "senior",
+                                                                     "cat": "senior"}
+    assert (df["n_panels"] == 3).all()
+    screens = designs.forced_choice_screens(df)
+    assert len(screens) > 0
+    assert not designs.catch_table(df).empty
+
+
+def test_ranking_end_to_end_refuses_incomplete_rankings(design_app, tmp_path):
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "ranking"))
+    session = reader.add_rater(app, st, "ann")[0]
+    shown = app.next_trial(st, session)
+    good = form_for(st, shown)
+    duplicate = {p: {**a, "rank_realism": 1} for p, a in good.items()}
+    missing = {1: good[1]}
+    out_of_range = {p: {**a, "rank_alignment": a["rank_alignment"] + 5} for p, a in good.items()}
+    for bad in (duplicate, missing, out_of_range):
+        with pytest.raises(UserError):
+            app.submit_trial(st, session, shown.trial_id, bad)
+    assert app.storage.count_ratings() == 0
+    for name in st.raters:
+        session = reader.add_rater(app, st, name)[0] if name != "ann" else session
+        while (shown := app.next_trial(st, session)) is not None:
+            assert app.submit_trial(st, session, shown.trial_id, form_for(st, shown)).status == "stored"
+    df = app.storage.ratings_frame(study_key(st))
+    assert set(df["question"]) == {"rank_realism", "rank_alignment"}
+    ranks = df.groupby(["trial_id", "question"])["value"].apply(lambda v: sorted(v.astype(int)))
+    assert all(r == [1, 2] for r in ranks)
+    assert "broken" in set(df["catch"])
+
+
+# --------------------------------------------------------------------- over the browser protocol, then report
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("design", ["forced_choice", "ranking"])
+def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_path, design):
+    import pandas as pd
+    from browser_client import BrowserSession
+    from click.testing import CliRunner
+    from conftest import running_server
+
+    from p2p_app.cli import main
+    from p2p_app.report import build_report
+
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", design, seeds=[3], raters=["ann", "ben"], catch_rate=0.3,
+                                    catch_kinds=["noise", "real"], rater_groups=None))
+    tokens = {name: reader.add_rater(app, st, name)[1] for name in st.raters}
+    n = st.items()[0].n_panels
+    with running_server(app) as url:
+        for name, token in tokens.items():
+            page = BrowserSession(url, query=f"token={token}")
+            config = str(page.config)
+            for word in ("catch", "broken", "flipped", "colon-msdm", "chosen_real"):
+                assert word not in config  # blinding: nothing in the page says which panel is what
+            submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
+            page.trigger(page.one(label="Start / continue", type="button"))
+            before = app.storage.count_ratings()
+            if design == "forced_choice":
+                pick = page.one(label="Which image is real?", type="radio")
+                scales = page.find(label="How real does this image look?", type="radio")[:n]
+                scales += page.find(label="How well does the image match the prompt?", type="radio")[:n]
+                page.set(pick, None)
+                for c in scales:
+                    page.set(c, 3)
+                out = page.trigger(submit)  # no pick: refused, nothing stored
+                assert any("Pick the one image" in str(v) for v in out.values()) and app.storage.count_ratings() == before
+            else:
+                ranks = [page.find(label=f"{q} Rank (1 = best)", type="dropdown")[:n]
+                         for q in ("How real does this image look?", "How well does the image match the prompt?")]
+                for c in ranks[0] + ranks[1]:
+                    page.set(c, 1)
+                out = page.trigger(submit)  # a rank given twice: refused, nothing stored
+                assert any("must be used once" in str(v) for v in out.values()) and app.storage.count_ratings() == before
+            total = len(assignment.rater_sequence(st, st.raters.index(name)))
+            for step in range(total + 1):
+                if any("All items are done" in str(v) for v in page.values.values()):
+                    break
+                if design == "forced_choice":
+                    page.set(pick, f"Image {'ABC'[step % n]}")
+                    for c in scales:
+                        page.set(c, 1 + step % 5)
+                else:
+                    for column in ranks:
+                        for p, c in enumerate(column):
+                            page.set(c, 1 + (p + step) % n)
+                page.trigger(submit)
+            assert any("All items are done" in str(v) for v in page.values.values())
+            page.close()
+    out_csv = tmp_path / "ratings.csv"
+    res = CliRunner().invoke(main, ["export", str(out_csv), "--study", st.id, "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out_csv, keep_default_na=False)
+    assert "" in set(df["catch"]) and set(df["catch"]) - {""} and set(df["catch"]) <= {"", "real", "broken"}
+    question = "chosen_real" if design == "forced_choice" else "rank_realism"
+    assert question in set(df["question"])
+    page_html = build_report(app.storage.ratings_frame(study_key(st)), st.title, n_boot=20)
+    heading = "Which one is real? (forced choice)" if design == "forced_choice" else "Rankings"
+    assert heading in page_html and "Catch trials" in page_html
