@@ -12,7 +12,10 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     title = "Colonoscopy pilot"     # required; shown to raters
     instructions = '''...'''        # required; shown to raters before the first item
     modality = "colonoscopy"        # required; "colonoscopy" or "radiology"
-    design = "single"               # required; "single" (one image per screen) or "side_by_side"
+    design = "single"               # required; "single" (one image per screen), "side_by_side",
+                                    # "forced_choice" (real + one per model) or "ranking" (one per model)
+    catch_rate = 0.1                # optional (0.0); share of catch screens, [0, 0.3]; needs catch_kinds
+    catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank"
     models = ["colon-msdm-tiny"]    # required; registry names, at least one, no duplicates
     seeds = [11, 23]                # required; ints in [0, 2**32), at least one, no duplicates
     prompts = "prompts.csv"         # required; CSV prompt bank, path relative to this file
@@ -23,6 +26,9 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     raters = ["dr_a", "dr_b"]       # planned raters (names), or:
     open = true                     # an open study: anyone joins with a name ...
     n_raters = 6                    # ... into one of n_raters rater slots (required when open)
+
+    [rater_groups]                  # optional; group = [listed rater names], a rater in one group
+    resident = ["dr_a"]
 
     [[questions]]                   # optional; default: realism then alignment
     key = "realism"                 # a built-in (realism, alignment, artifacts, comment) by key
@@ -261,7 +267,7 @@ class ImageSlot:
     real_sha256: str = ""
     # catch trials (study.catch_items): an image made for a catch screen, never one of the design's own images
     catch: str = ""  # "real" (a known real image) | "broken" (made broken by the app) | "" (a plain copy)
-    catch_kind: str = ""  # "real" | "noise" | "flipped" | "blank" on the catch panel itself
+    catch_kind: str = ""  # how a broken image is made: "noise" | "flipped" | "blank" ("" otherwise)
     derive_from: str = ""  # key of the design image this one is made from ("" for a known real image)
     catch_key: str = ""  # the slot key of a catch image
 
@@ -444,7 +450,7 @@ class StudyDefinition:
                     if kind == CATCH_REAL_KIND and p == target:
                         r = reals[j % len(reals)]
                         slots.append(ImageSlot(REAL_MODEL, r.prompt_id, None, r.prompt, r.real_path,
-                                               r.real_sha256, "real", kind, "", **common))
+                                               r.real_sha256, "real", "", "", **common))
                     elif kind == CATCH_REAL_KIND and (not s.is_real or self.design == "forced_choice"):
                         src = s if not s.is_real else base.slots[gen[0]]
                         bk = broken[(p + j) % len(broken)]

@@ -201,7 +201,8 @@ def test_forced_choice_end_to_end_with_catch_and_groups(design_app, tmp_path):
     picks = df[df["question"] == "chosen_real"]
     assert (picks.groupby("trial_id")["value"].sum() == 1).all()  # exactly one pick per screen
     assert set(df["catch"]) == {"", "real", "broken"}
-    assert set(df.loc[df["catch"] != "", "catch_kind"]) == {"real", "noise", "flipped", "blank"}
+    assert set(df.loc[df["catch"] == "broken", "catch_kind"]) == {"noise", "flipped", "blank"}
+    assert set(df.loc[df["catch"] != "broken", "catch_kind"]) == {""}
     assert dict(df.groupby("rater_name")["rater_group"].first()) == {"ann": "resident", "ben": "senior",
                                                                      "cat": "senior"}
     assert (df["n_panels"] == 3).all()
@@ -303,3 +304,10 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
     page_html = build_report(app.storage.ratings_frame(study_key(st)), st.title, n_boot=20)
     heading = "Which one is real? (forced choice)" if design == "forced_choice" else "Rankings"
     assert heading in page_html and "Catch trials" in page_html
+
+
+@pytest.mark.parametrize("name", ["colonoscopy_forced_choice", "colonoscopy_ranking"])
+def test_shipped_design_examples_load_with_the_demo_models(app, name):
+    st = load_study(ROOT / "studies" / name, known_models=[m.name for m in app.config.models])
+    assert st.design == name.split("_", 1)[1] and st.catch_items() and st.rater_groups
+    assert any(a.is_catch for s in range(st.n_raters) for a in assignment.rater_sequence(st, s))
