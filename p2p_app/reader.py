@@ -51,6 +51,7 @@ class PrepareReport:
     frozen: bool
     design_hash: str
     images_hash: str | None
+    catch_made: int = 0  # catch-screen images made (reader.make_catch_images)
 
 
 def prepare_study(
@@ -86,15 +87,14 @@ def prepare_study(
             app.storage.set_study_slot(row.pk, s.key, info.id)
             imported += 1
     failures = tuple(f"{j.model} {j.prompt_id} seed {j.seed}: {msg}" for j, msg in batch.failures)
-    if not failures:
-        imported += make_catch_images(app, study, row.pk)
+    catch_made = make_catch_images(app, study, row.pk) if not failures else 0
     frozen_row = row
     if not failures:
         all_slots = app.storage.study_slots(row.pk)
         frozen_row = app.storage.freeze_study(row.pk, images_hash(all_slots))
     return PrepareReport(
         study_key(study), batch.made, batch.skipped, imported, failures, not failures,
-        frozen_row.design_hash, frozen_row.images_hash,
+        frozen_row.design_hash, frozen_row.images_hash, catch_made,
     )
 
 
