@@ -340,7 +340,8 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
         models: tuple[str, ...] = ()
     else:
         st = _study(app, name)
-        df, title, progress = app.storage.ratings_frame(study_key(st), rater_group_map([st])), st.title, progress_frame(app, st)
+        df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
+        title, progress = st.title, progress_frame(app, st)
         models = tuple(st.models)  # every model of the study is listed, rated or not
     page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models)
     Path(out).write_text(page, encoding="utf-8")

@@ -740,7 +740,9 @@ def _ranking_answers(
             if isinstance(raw, str) and raw.strip().isdigit():
                 raw = int(raw.strip())
             if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= n:
-                raise UserError(f"{q.label}: {panel_label(p)}'s rank must be a whole number from 1 to {n}, not {raw!r}.")
+                raise UserError(
+                    f"{q.label}: {panel_label(p)}'s rank must be a whole number from 1 to {n}, not {raw!r}."
+                )
             ranks[p] = raw
         if sorted(ranks.values()) != list(range(1, n + 1)):
             twice = sorted({r for r in ranks.values() if list(ranks.values()).count(r) > 1})

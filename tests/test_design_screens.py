@@ -271,14 +271,16 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
                 for c in scales:
                     page.set(c, 3)
                 out = page.trigger(submit)  # no pick: refused, nothing stored
-                assert any("Pick the one image" in str(v) for v in out.values()) and app.storage.count_ratings() == before
+                assert any("Pick the one image" in str(v) for v in out.values())
+                assert app.storage.count_ratings() == before
             else:
                 ranks = [page.find(label=f"{q} Rank (1 = best)", type="dropdown")[:n]
                          for q in ("How real does this image look?", "How well does the image match the prompt?")]
                 for c in ranks[0] + ranks[1]:
                     page.set(c, 1)
                 out = page.trigger(submit)  # a rank given twice: refused, nothing stored
-                assert any("must be used once" in str(v) for v in out.values()) and app.storage.count_ratings() == before
+                assert any("must be used once" in str(v) for v in out.values())
+                assert app.storage.count_ratings() == before
             total = len(assignment.rater_sequence(st, st.raters.index(name)))
             for step in range(total + 1):
                 if any("All items are done" in str(v) for v in page.values.values()):
