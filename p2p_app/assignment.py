@@ -21,6 +21,11 @@ Rules, in the order they apply:
   ``p + d <= n`` with ``d = max(2, n // 4)``, and its repeat is inserted after first showing
   ``g - 1`` for a seeded ``g`` in ``[p + d, n]``. A repeat therefore comes at least ``d`` (so at
   least 2) positions after its first showing: never adjacent, never earlier.
+* Catch screens (:func:`with_catch_trials`, studies with ``catch_rate``): a slot with ``n`` design trials
+  (repeats included) gets ``c = ceil(catch_rate x n)`` catch screens (at most ``n``), kinds in turn from a
+  seeded start in ``catch_kinds``, each the next unused screen of that kind in a seeded order of the study's
+  pool (``study.catch_items()``). They go into ``c`` distinct gaps drawn by hash from the gaps after
+  trials 1..n, so one comes only after a design trial: never first, never two in a row.
 * Panels (:func:`panel_order`). ``order[pos]`` is the index in ``item.slots`` of the image shown at
   panel ``pos`` (0-based; the stored ``position`` is ``pos + 1``). A repeat's panel order differs
   from its first showing whenever there are at least 2 panels (:func:`sequence_panel_orders`).
@@ -33,7 +38,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .study import CONTROL_PREFIX, StudyDefinition, StudyItem
+from .study import CATCH_PREFIX, CONTROL_PREFIX, StudyDefinition, StudyItem
 from .text import name_key
 
 
@@ -44,6 +49,10 @@ class Assignment:
     order_index: int
     item_key: str
     is_repeat: bool
+
+    @property
+    def is_catch(self) -> bool:
+        return self.item_key.startswith(CATCH_PREFIX)
 
 
 def _h(*parts: object) -> int:
@@ -140,7 +149,43 @@ def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -
         trials += [(order[p], True) for p in sorted(gaps.get(g, []), key=rank)]
         if g < n:
             trials.append((order[g], False))
+    trials = with_catch_trials(study, slot, trials, base)
     return tuple(Assignment(i, key, repeat) for i, (key, repeat) in enumerate(trials))
+
+
+def catch_count(catch_rate: float, n_trials: int) -> int:
+    """``ceil(catch_rate x n_trials)`` catch screens, at most ``n_trials`` (one per gap after a design trial)."""
+    if catch_rate <= 0 or n_trials < 1:
+        return 0
+    return min(math.ceil(catch_rate * n_trials - 1e-9), n_trials)
+
+
+def with_catch_trials(
+    study: StudyDefinition, slot: int, trials: Sequence[tuple[str, bool]], base: str
+) -> list[tuple[str, bool]]:
+    """``trials`` with the slot's catch screens inserted (see the module docstring); unchanged without catch."""
+    n = len(trials)
+    c = catch_count(study.catch_rate, n) if study.catch_kinds else 0
+    if not c:
+        return list(trials)
+    pool: dict[str, list[str]] = {}
+    for item in study.catch_items():
+        pool.setdefault(item.key.split(":")[1], []).append(item.key)
+    kinds = list(study.catch_kinds)
+    start = _h("catch-kind", base, slot) % len(kinds)
+    queues = {k: sorted(v, key=lambda key: (_h("catch-pick", base, slot, key), key)) for k, v in pool.items()}
+    picks = []
+    for i in range(c):
+        kind = kinds[(start + i) % len(kinds)]
+        picks.append(queues[kind][i // len(kinds)])  # the pool holds enough of each kind (catch_pool_size)
+    gaps = sorted(sorted(range(1, n + 1), key=lambda g: (_h("catch-gap", base, slot, g), g))[:c])
+    out: list[tuple[str, bool]] = []
+    chosen = dict(zip(gaps, picks))
+    for g, trial in enumerate(trials, start=1):
+        out.append(trial)
+        if g in chosen:
+            out.append((chosen[g], False))
+    return out
 
 
 def panel_order(

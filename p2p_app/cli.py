@@ -136,7 +136,9 @@ def export(out, config_path, data_dir, database_url, study, fmt) -> None:
         keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
         if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
             raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
-    df = app.storage.ratings_frame(study)
+    from .study import rater_group_map
+
+    df = app.storage.ratings_frame(study, rater_group_map(app.studies.values()))
     fmt = fmt or ("parquet" if out.endswith(".parquet") else "long")
     {"long": exporter.write_long_csv, "wide": exporter.write_wide_csv, "parquet": exporter.write_parquet}[fmt](df, out)
     click.echo(f"Wrote {len(df)} answers ({fmt}) to {out}")
@@ -329,7 +331,7 @@ def raters_list(study_name, config_path, data_dir, database_url) -> None:
 def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
     """One self-contained HTML report (figures + tables) for study NAME ('live' for the arena)."""
     from .reader import progress_frame
-    from .study import study_key
+    from .study import rater_group_map, study_key
     from .report import build_report
 
     app = _open_app(config_path, data_dir, database_url, read_only=True)
@@ -338,7 +340,8 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
         models: tuple[str, ...] = ()
     else:
         st = _study(app, name)
-        df, title, progress = app.storage.ratings_frame(study_key(st)), st.title, progress_frame(app, st)
+        df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
+        title, progress = st.title, progress_frame(app, st)
         models = tuple(st.models)  # every model of the study is listed, rated or not
     page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models)
     Path(out).write_text(page, encoding="utf-8")

@@ -51,6 +51,7 @@ class PrepareReport:
     frozen: bool
     design_hash: str
     images_hash: str | None
+    catch_made: int = 0  # catch-screen images made (reader.make_catch_images)
 
 
 def prepare_study(
@@ -86,14 +87,63 @@ def prepare_study(
             app.storage.set_study_slot(row.pk, s.key, info.id)
             imported += 1
     failures = tuple(f"{j.model} {j.prompt_id} seed {j.seed}: {msg}" for j, msg in batch.failures)
+    catch_made = make_catch_images(app, study, row.pk) if not failures else 0
     frozen_row = row
     if not failures:
         all_slots = app.storage.study_slots(row.pk)
         frozen_row = app.storage.freeze_study(row.pk, images_hash(all_slots))
     return PrepareReport(
         study_key(study), batch.made, batch.skipped, imported, failures, not failures,
-        frozen_row.design_hash, frozen_row.images_hash,
+        frozen_row.design_hash, frozen_row.images_hash, catch_made,
     )
+
+
+def broken_image(image: Any, kind: str, key: str) -> Any:
+    """A deliberately broken copy of ``image`` (PIL) for a catch screen: ``noise`` (seeded by ``key``), ``flipped``
+    (upside down) or ``blank`` (the image's mean colour); ``""`` returns a plain copy."""
+    import numpy as np
+    from PIL import Image as PILImage, ImageOps, ImageStat
+
+    rgb = image.convert("RGB")
+    if kind == "noise":
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        pixels = np.random.default_rng(seed).integers(0, 256, (rgb.height, rgb.width, 3), dtype=np.uint8)
+        return PILImage.fromarray(pixels, "RGB")
+    if kind == "flipped":
+        return ImageOps.flip(rgb)
+    if kind == "blank":
+        return PILImage.new("RGB", rgb.size, tuple(int(v) for v in ImageStat.Stat(rgb).mean))
+    if kind == "":
+        return rgb.copy()
+    raise ValueError(f"unknown broken kind {kind!r}")
+
+
+def make_catch_images(app: P2PApp, study: StudyDefinition, study_pk: int) -> int:
+    """Make every catch screen's images (after the design's own images exist): known real images imported again,
+    broken and plain copies made from the design image they derive from. Each is a new image (its own id), marked
+    in ``params`` (``catch``, ``catch_kind``) for the tidy frame; never shown to the rater. Returns how many."""
+    from PIL import Image as PILImage
+
+    from .blinding import new_image_id, presentation_png, sha256_hex
+
+    stored = app.storage.study_slots(study_pk)
+    made = 0
+    for s in study.catch_slots():
+        if s.key in stored:
+            continue
+        path = s.real_path if not s.derive_from else Path(stored[s.derive_from].file_path)
+        with PILImage.open(path) as im:
+            im.load()
+            picture = broken_image(im, s.catch_kind if s.catch == "broken" else "", s.key)
+        png = presentation_png(picture, app.config.presentation_size)
+        info = app.storage.add_image(
+            image_id=new_image_id(), png=png, sha256=sha256_hex(png), size=app.config.presentation_size,
+            model=s.model, source=s.source, prompt=s.prompt, prompt_id=s.prompt_id, modality=study.modality,
+            seed=s.seed, params={"catch": s.catch, "catch_kind": s.catch_kind, "derived_from": s.derive_from},
+        )
+        app.storage.set_study_slot(study_pk, s.key, info.id)
+        made += 1
+    return made
 
 
 @dataclass(frozen=True)
@@ -115,7 +165,7 @@ def verify_study(app: P2PApp, study: StudyDefinition) -> VerifyReport:
     if row.design_hash != study.design_hash():
         problems.append(f"{key}: the study file's design differs from the frozen design")
     slots = app.storage.study_slots(row.pk)
-    missing = sorted({s.key for s in study.image_slots()} - set(slots))
+    missing = sorted({s.key for s in (*study.image_slots(), *study.catch_slots())} - set(slots))
     if missing:
         problems.append(f"{key}: {len(missing)} image slot(s) have no image, e.g. {missing[0]}")
     for slot_key, info in sorted(slots.items()):

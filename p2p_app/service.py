@@ -37,6 +37,7 @@ from .storage import (
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
 from .text import clean_comment, clean_line, display_name
+from .tidy import CHOSEN_REAL, RANK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -546,7 +547,7 @@ class P2PApp:
         allow_changes = study.allow_answer_changes and (reopened or shown is ANY_TRIAL)
         if trial.submitted_at is not None and not allow_changes:
             return SubmitResult("duplicate", (), ALREADY_ANSWERED)
-        stored = self.build_answers(trial, study.questions, answers)
+        stored = self.build_answers(trial, study.questions, answers, design=study.design)
         result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes)
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
                     "changed": "Your changed answers were saved."}
@@ -574,9 +575,26 @@ class P2PApp:
             raise UserError("Your answers could not be saved (nothing was written). Press Submit again.") from None
 
     def build_answers(
-        self, trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
+        self,
+        trial: TrialInfo,
+        questions: Sequence[Question],
+        answers: Mapping[int, Mapping[str, Any]],
+        design: str = "single",
     ) -> list[Answer]:
-        """Validate a form (position → answers) against the questions; map positions to the stored image ids."""
+        """Validate a form (position → answers) against the questions; map positions to the stored image ids.
+
+        ``design = "forced_choice"``: ``answers[0]["chosen_real"]`` is the one panel picked as real (its position or
+        its label, "Image B"), stored as ``chosen_real`` 1 on it and 0 on every other panel; the questions are
+        asked per panel as usual. ``design = "ranking"``: every scale question is a full ranking instead of a
+        score: ``answers[pos]["rank_<key>"]`` is the panel's rank (1 = best), a permutation of 1..n over the
+        panels; the other questions are asked per panel."""
+        if design == "forced_choice":
+            design_answers = _forced_choice_answers(trial, answers)
+        elif design == "ranking":
+            design_answers = _ranking_answers(trial, questions, answers)
+            questions = [q for q in questions if q.kind != "scale"]
+        else:
+            design_answers = []
         out: list[Answer] = []
         missing: dict[str, list[str]] = {}  # image label -> labels of its unanswered required scales
         for position, image_id in enumerate(trial.shown_order, start=1):
@@ -620,7 +638,7 @@ class P2PApp:
                 for label, labels in missing.items()
             ]
             raise UserError("Rate every image before submitting (or tick \"can't judge\"). " + "; ".join(parts) + ".")
-        return out
+        return design_answers + out
 
     def own_trial(self, session: RaterSession, trial_id: int | None) -> TrialInfo:
         """The trial ``trial_id`` if it is this session's (the one ownership check every action goes through)."""
@@ -692,6 +710,54 @@ def check_name(name: object) -> str:
     if len(clean) > 100:
         raise UserError("That name is too long (at most 100 characters).")
     return clean
+
+
+def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, Any]]) -> list[Answer]:
+    """``chosen_real`` 1 on the one picked panel, 0 on the others; a missing or unknown pick → UserError."""
+    n = len(trial.shown_order)
+    labels = {panel_label(p): p for p in range(1, n + 1)}
+    raw = (answers.get(0) or {}).get(CHOSEN_REAL)
+    if raw is None or raw == "" or raw == []:
+        raise UserError("Pick the one image you believe is real before submitting.")
+    if isinstance(raw, (list, tuple)):
+        raise UserError("Pick exactly one image as the real one.")
+    if isinstance(raw, str) and raw.strip() in labels:
+        picked = labels[raw.strip()]
+    elif isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= n:
+        picked = raw
+    else:
+        raise UserError(f"{raw!r} is not one of the images on this screen ({', '.join(labels)}).")
+    return [Answer(image_id, CHOSEN_REAL, int(p == picked)) for p, image_id in enumerate(trial.shown_order, start=1)]
+
+
+def _ranking_answers(
+    trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
+) -> list[Answer]:
+    """One ``rank_<key>`` answer per panel and scale question; each must rank every panel once (1..n)."""
+    n = len(trial.shown_order)
+    out: list[Answer] = []
+    for q in questions:
+        if q.kind != "scale":
+            continue
+        key = RANK_PREFIX + q.key
+        ranks: dict[int, int] = {}
+        for p in range(1, n + 1):
+            raw = (answers.get(p) or {}).get(key)
+            if raw is None or raw == "":
+                raise UserError(f"{q.label}: rank every image (1 = best); {panel_label(p)} has no rank yet.")
+            if isinstance(raw, str) and raw.strip().isdigit():
+                raw = int(raw.strip())
+            if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= n:
+                raise UserError(
+                    f"{q.label}: {panel_label(p)}'s rank must be a whole number from 1 to {n}, not {raw!r}."
+                )
+            ranks[p] = raw
+        if sorted(ranks.values()) != list(range(1, n + 1)):
+            twice = sorted({r for r in ranks.values() if list(ranks.values()).count(r) > 1})
+            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once; "
+                            f"{', '.join(map(str, twice))} is given twice.")
+        out += [Answer(image_id, key, ranks[p]) for p, image_id in enumerate(trial.shown_order, start=1)]
+    return out
 
 
 def _scale_value(raw: Any, q: Question) -> int | None:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from . import migrations
 from .blinding import presentation_png_size, stamp_constant_mtime
+from .text import name_key
 from .tidy import TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
@@ -933,8 +934,14 @@ class Storage:
         with self._read() as s:
             return s.scalar(select(func.count()).select_from(Rating)) or 0
 
-    def ratings_frame(self, study_key: str | None = None) -> pd.DataFrame:
-        """The tidy ratings frame (docs/CONTRACTS.md), one row per answer, plus ``rater_name``."""
+    def ratings_frame(
+        self, study_key: str | None = None, rater_groups: Mapping[str, Mapping[str, str]] | None = None
+    ) -> pd.DataFrame:
+        """The tidy ratings frame (docs/CONTRACTS.md), one row per answer, plus ``rater_name``.
+
+        ``rater_groups``: study key -> {name_key(rater name): group} (``study.rater_group_map``), which fills
+        ``rater_group``; the study file is where groups live, the database does not hold them."""
+        groups_of = rater_groups or {}
         q = (
             select(
                 Study.study_id,
@@ -963,6 +970,7 @@ class Storage:
                 Rating.answered_at,
                 Rating.seconds,
                 Trial.is_repeat,
+                Image.params,
             )
             .join(Trial, Trial.id == Rating.trial_id)
             .join(Rater, Rater.id == Rating.rater_pk)
@@ -982,7 +990,8 @@ class Storage:
         records = []
         for r in rows:
             (sid, ver, pub, name, item, tid, iid, model, source, pid, tprompt, iprompt, modality, seed, pos, order,
-             oidx, question, value, choices, cj, comment, shown, answered, secs, rep) = r
+             oidx, question, value, choices, cj, comment, shown, answered, secs, rep, params) = r
+            params = params or {}
             study = f"{sid}@v{ver}" if sid is not None else LIVE_STUDY
             records.append(
                 {
@@ -1010,6 +1019,11 @@ class Storage:
                     "answered_at": _aware(answered),
                     "seconds": float(secs),
                     "is_repeat": bool(rep),
+                    # catch images carry their kind in params (reader.make_catch_images); rater_group is filled
+                    # from the study file by :func:`with_rater_groups` (export), the database does not hold it
+                    "catch": str(params.get("catch", "")) if isinstance(params, dict) else "",
+                    "catch_kind": str(params.get("catch_kind", "")) if isinstance(params, dict) else "",
+                    "rater_group": groups_of.get(study, {}).get(name_key(name), ""),
                     "rater_name": name,
                 }
             )

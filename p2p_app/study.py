@@ -12,7 +12,10 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     title = "Colonoscopy pilot"     # required; shown to raters
     instructions = '''...'''        # required; shown to raters before the first item
     modality = "colonoscopy"        # required; "colonoscopy" or "radiology"
-    design = "single"               # required; "single" (one image per screen) or "side_by_side"
+    design = "single"               # required; "single" (one image per screen), "side_by_side",
+                                    # "forced_choice" (real + one per model) or "ranking" (one per model)
+    catch_rate = 0.1                # optional (0.0); share of catch screens, [0, 0.3]; needs catch_kinds
+    catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank"
     models = ["colon-msdm-tiny"]    # required; registry names, at least one, no duplicates
     seeds = [11, 23]                # required; ints in [0, 2**32), at least one, no duplicates
     prompts = "prompts.csv"         # required; CSV prompt bank, path relative to this file
@@ -23,6 +26,9 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     raters = ["dr_a", "dr_b"]       # planned raters (names), or:
     open = true                     # an open study: anyone joins with a name ...
     n_raters = 6                    # ... into one of n_raters rater slots (required when open)
+
+    [rater_groups]                  # optional; group = [listed rater names], a rater in one group
+    resident = ["dr_a"]
 
     [[questions]]                   # optional; default: realism then alignment
     key = "realism"                 # a built-in (realism, alignment, artifacts, comment) by key
@@ -68,6 +74,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
@@ -86,12 +93,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 REAL_MODEL = "real"
 CONTROL_PREFIX = "control:"
-DESIGNS = ("single", "side_by_side")
+DESIGNS = ("single", "side_by_side", "forced_choice", "ranking")
+CATCH_PREFIX = "catch:"
+CATCH_REAL_KIND = "real"
+BROKEN_KINDS = ("noise", "flipped", "blank")
+CATCH_KINDS = (CATCH_REAL_KIND, *BROKEN_KINDS)
+MAX_CATCH_RATE = 0.3
 QUESTION_KINDS = ("scale", "multi", "text")
 MAX_REPEAT_FRACTION = 0.5
 CANT_JUDGE_LABEL = "Can't judge / image failed to load"
-HASH_FORMAT = 3  # 2: side-by-side controls are shown beside the models' images for their caption;
-#                 3: side by side, a real image takes the place of one model's image (constant panel count)
+HASH_FORMAT = 4  # 2: side-by-side controls are shown beside the models' images for their caption;
+#                 3: side by side, a real image takes the place of one model's image (constant panel count);
+#                 4: forced_choice and ranking designs, catch trials (catch_rate, catch_kinds), rater_groups
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # prompt/control ids, model names
@@ -252,6 +265,11 @@ class ImageSlot:
     prompt: str  # the prompt; a control's caption
     real_path: Path | None = None
     real_sha256: str = ""
+    # catch trials (study.catch_items): an image made for a catch screen, never one of the design's own images
+    catch: str = ""  # "real" (a known real image) | "broken" (made broken by the app) | "" (a plain copy)
+    catch_kind: str = ""  # how a broken image is made: "noise" | "flipped" | "blank" ("" otherwise)
+    derive_from: str = ""  # key of the design image this one is made from ("" for a known real image)
+    catch_key: str = ""  # the slot key of a catch image
 
     @property
     def is_real(self) -> bool:
@@ -263,6 +281,8 @@ class ImageSlot:
 
     @property
     def key(self) -> str:
+        if self.catch_key:
+            return self.catch_key
         if self.is_real:
             return self.prompt_id if self.prompt_id.startswith(CONTROL_PREFIX) else f"{self.prompt_id}/real"
         return f"{self.prompt_id}/{self.model}/s{self.seed}"
@@ -301,6 +321,9 @@ class StudyDefinition:
     questions: tuple[Question, ...] = DEFAULT_QUESTIONS
     allow_answer_changes: bool = False
     open: bool = False
+    catch_rate: float = 0.0
+    catch_kinds: tuple[str, ...] = ()
+    rater_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, rater names), in file order
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -310,6 +333,14 @@ class StudyDefinition:
             if q.key == key:
                 return q
         raise KeyError(key)
+
+    def rater_group(self, name: str) -> str:
+        """The group a planned rater belongs to (``rater_groups``), ``""`` when none."""
+        wanted = " ".join(name.split()).casefold()
+        for group, names in self.rater_groups:
+            if any(n.casefold() == wanted for n in names):
+                return group
+        return ""
 
     def _real_slot(self, row: PromptRow) -> ImageSlot | None:
         if row.real_image is None:
@@ -327,7 +358,13 @@ class StudyDefinition:
         real_count = [0]  # side by side: real-bearing items so far (rotation of the model left out)
         for row in self.prompts:
             real = self._real_slot(row)
-            if self.design == "single":
+            if self.design == "ranking":  # one panel per model; real images only feed catch screens
+                out += [StudyItem(f"{row.prompt_id}/s{seed}", row.prompt_id, row.prompt,
+                                  tuple(ImageSlot(m, row.prompt_id, seed, row.prompt) for m in self.models))
+                        for seed in self.seeds]
+            elif self.design == "forced_choice":  # the prompt's real image beside one image per model
+                out += self._forced_choice(row.prompt_id, row.prompt, real)
+            elif self.design == "single":
                 for model in self.models:
                     for seed in self.seeds:
                         slot = ImageSlot(model, row.prompt_id, seed, row.prompt)
@@ -340,6 +377,10 @@ class StudyDefinition:
             slot = self._control_slot(control)
             if self.design == "single":
                 out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
+            elif self.design == "ranking":
+                continue  # no real panel on a ranking screen: controls only feed catch screens
+            elif self.design == "forced_choice":
+                out += self._forced_choice(slot.prompt_id, slot.prompt, slot)
             else:  # the caption is the prompt: the models' images for it beside the real one
                 out += self._side_by_side(slot.prompt_id, slot.prompt, slot, real_count)
         return tuple(out)
@@ -360,6 +401,74 @@ class StudyDefinition:
             items.append(StudyItem(f"{prompt_id}/s{seed}", prompt_id, prompt, slots))
         return items
 
+    def _forced_choice(self, prompt_id: str, prompt: str, real: ImageSlot | None) -> list[StudyItem]:
+        """One item per seed: every model's image for ``prompt`` and the real one (``len(models) + 1`` panels)."""
+        if real is None:  # refused when loading; a hand-built definition gets the same message
+            raise ValueError(f"forced choice: prompt {prompt_id!r} has no real image")
+        return [StudyItem(f"{prompt_id}/s{seed}", prompt_id, prompt,
+                          tuple(ImageSlot(m, prompt_id, seed, prompt) for m in self.models) + (real,))
+                for seed in self.seeds]
+
+    def known_real_slots(self) -> tuple[ImageSlot, ...]:
+        """The real images a "real" catch screen may show: prompt real images, then controls."""
+        reals = [self._real_slot(row) for row in self.prompts]
+        return tuple(s for s in reals if s is not None) + tuple(self._control_slot(c) for c in self.controls)
+
+    def catch_pool_size(self) -> int:
+        """Catch screens made per kind: enough for the rater with the most screens (an upper bound)."""
+        if not self.catch_kinds or self.catch_rate <= 0:
+            return 0
+        per_rater = math.ceil(len(self.items()) * self.overlap_k / self.n_raters)
+        per_rater += math.ceil(per_rater * self.repeat_fraction) + 1
+        return math.ceil(math.ceil(self.catch_rate * per_rater) / len(self.catch_kinds)) + 1
+
+    def catch_items(self) -> tuple[StudyItem, ...]:
+        """The catch screens (keys ``catch:<kind>:<j>``), each laid out like a design screen (same panel count).
+
+        A catch screen copies a design item chosen by hash (``base``); every panel is a new image (so a rater's
+        answers on it never collide with their answers on the design's images): ``real`` → one panel is a known
+        real image (``catch = "real"``; prompt real images and controls in turn) and every other panel a broken
+        copy of a generated image (so the known answer is clear in every design); a broken kind → one generated
+        panel made broken (``catch = "broken"``), the others plain copies.
+        """
+        n = self.catch_pool_size()
+        items = [i for i in self.items() if any(not s.is_real for s in i.slots)]
+        if not n or not items:
+            return ()
+        reals = self.known_real_slots()
+        broken = [k for k in self.catch_kinds if k in BROKEN_KINDS] or ["noise"]
+        out: list[StudyItem] = []
+        for kind in self.catch_kinds:
+            for j in range(n):
+                key = f"{CATCH_PREFIX}{kind}:{j}"
+                base = items[_digest(self.id, self.version, key) % len(items)]
+                gen = [p for p, s in enumerate(base.slots) if not s.is_real]
+                target = gen[_digest(self.id, self.version, key, "panel") % len(gen)]
+                slots = []
+                for p, s in enumerate(base.slots):
+                    common = dict(catch_key=f"{key}/{p}")
+                    if kind == CATCH_REAL_KIND and p == target:
+                        r = reals[j % len(reals)]
+                        slots.append(ImageSlot(REAL_MODEL, r.prompt_id, None, r.prompt, r.real_path,
+                                               r.real_sha256, "real", "", "", **common))
+                    elif kind == CATCH_REAL_KIND and (not s.is_real or self.design == "forced_choice"):
+                        src = s if not s.is_real else base.slots[gen[0]]
+                        bk = broken[(p + j) % len(broken)]
+                        slots.append(ImageSlot(src.model, src.prompt_id, src.seed, src.prompt, None, "",
+                                               "broken", bk, src.key, **common))
+                    elif kind != CATCH_REAL_KIND and p == target:
+                        slots.append(ImageSlot(s.model, s.prompt_id, s.seed, s.prompt, None, "",
+                                               "broken", kind, s.key, **common))
+                    else:
+                        slots.append(ImageSlot(s.model, s.prompt_id, s.seed, s.prompt, s.real_path, s.real_sha256,
+                                               "", "", s.key, **common))
+                out.append(StudyItem(key, base.prompt_id, base.prompt, tuple(slots)))
+        return tuple(out)
+
+    def catch_slots(self) -> tuple[ImageSlot, ...]:
+        """The images of every catch screen (made from design images or imported, after generation)."""
+        return tuple(s for item in self.catch_items() for s in item.slots)
+
     def image_slots(self) -> tuple[ImageSlot, ...]:
         """The distinct images the study needs, in design order: generate these, import the real ones."""
         seen: dict[str, ImageSlot] = {}
@@ -369,7 +478,8 @@ class StudyDefinition:
         return tuple(seen.values())
 
     def item_map(self) -> dict[str, StudyItem]:
-        return {item.key: item for item in self.items()}
+        """Item key -> item, the design's items and the catch screens."""
+        return {item.key: item for item in (*self.items(), *self.catch_items())}
 
     def design_dict(self) -> dict[str, Any]:
         """The canonical content the design hash is taken over (text with whitespace runs collapsed)."""
@@ -392,6 +502,9 @@ class StudyDefinition:
             "repeat_fraction": float(self.repeat_fraction),
             "allow_answer_changes": self.allow_answer_changes,
             "questions": [q.as_dict() for q in self.questions],
+            "catch_rate": float(self.catch_rate),
+            "catch_kinds": list(self.catch_kinds),
+            "rater_groups": [[g, list(names)] for g, names in self.rater_groups],
         }
 
     def design_hash(self) -> str:
@@ -402,6 +515,11 @@ class StudyDefinition:
 
 def _squash(text: str) -> str:
     return " ".join(text.split())
+
+
+def _digest(*parts: object) -> int:
+    text = "\x1f".join(str(part) for part in parts)
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
 # -------------------------------------------------------------------------------------------- loading
@@ -424,13 +542,16 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "open": bool,
     "n_raters": int,
     "questions": list,
+    "catch_rate": (int, float),
+    "catch_kinds": list,
+    "rater_groups": dict,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
 _PROMPT_COLUMNS = (("prompt_id", "prompt"), ("real_image", "real_image_id"))
 _CONTROL_COLUMNS = (("control_id", "file", "caption"), ())
 _TYPE_NAMES: Mapping[type, str] = MappingProxyType(
-    {str: "a string", int: "an integer", list: "a list", bool: "true or false"}
+    {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "a table"}
 )
 
 
@@ -501,6 +622,13 @@ class _Toml:
 def study_key(study: StudyDefinition) -> str:
     """``id@vN``: how a study is named in the database, exports and URLs."""
     return f"{study.id}@v{study.version}"
+
+
+def rater_group_map(studies: Collection[StudyDefinition]) -> dict[str, dict[str, str]]:
+    """Study key -> {name_key(rater name): group}, for ``Storage.ratings_frame(rater_groups=...)``."""
+    from .text import name_key
+
+    return {study_key(s): {name_key(n): g for g, names in s.rater_groups for n in names} for s in studies}
 
 
 def load_studies(config: "AppConfig") -> dict[str, StudyDefinition]:
@@ -583,6 +711,15 @@ def load_study(
         if not controls_path.is_dir():
             raise toml.error("controls", f"controls folder {controls_path} does not exist")
         controls = _read_controls(controls_path / "captions.csv")
+    if design == "forced_choice":
+        for row in prompts:
+            if row.real_image is None:
+                raise StudyError(prompts_path, row.line, f"design = \"forced_choice\" needs a real_image for every "
+                                 f"prompt; prompt {row.prompt_id!r} has none")
+    if design == "ranking" and len(models) < 2:
+        raise toml.error("models", "design = \"ranking\" needs at least two models to rank")
+    catch_rate, catch_kinds = _check_catch(toml, data, prompts, controls)
+    rater_groups = _check_groups(toml, data.get("rater_groups"), raters, is_open)
 
     return StudyDefinition(
         id=study_id,
@@ -602,6 +739,9 @@ def load_study(
         questions=questions,
         allow_answer_changes=data.get("allow_answer_changes", False),
         open=is_open,
+        catch_rate=catch_rate,
+        catch_kinds=catch_kinds,
+        rater_groups=rater_groups,
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,
@@ -669,6 +809,64 @@ def _check_raters(toml: _Toml, data: Mapping[str, Any]) -> tuple[tuple[str, ...]
     if "n_raters" in data and data["n_raters"] != len(names):
         raise toml.error("n_raters", f"n_raters = {data['n_raters']} but {len(names)} raters are listed")
     return tuple(names), len(names), False
+
+
+def _check_catch(
+    toml: _Toml, data: Mapping[str, Any], prompts: Sequence[PromptRow], controls: Sequence[ControlImage]
+) -> tuple[float, tuple[str, ...]]:
+    rate = float(data.get("catch_rate", 0.0))
+    if not 0.0 <= rate <= MAX_CATCH_RATE:
+        raise toml.error("catch_rate", f"catch_rate must be in [0, {MAX_CATCH_RATE}], not {rate}")
+    kinds = data.get("catch_kinds")
+    if kinds is None:
+        if rate > 0:
+            raise toml.error("catch_rate", f"catch_rate > 0 needs catch_kinds (some of {', '.join(CATCH_KINDS)})")
+        return rate, ()
+    if not kinds:
+        raise toml.error("catch_kinds", "catch_kinds is empty: leave it out, or list some of " + ", ".join(CATCH_KINDS))
+    for kind in kinds:
+        if kind not in CATCH_KINDS:
+            raise toml.error("catch_kinds", f"unknown catch kind {kind!r}; expected some of {', '.join(CATCH_KINDS)}")
+    if len(set(kinds)) != len(kinds):
+        raise toml.error("catch_kinds", "catch_kinds repeat")
+    if rate <= 0:
+        raise toml.error("catch_kinds", "catch_kinds without catch_rate > 0: set catch_rate (e.g. 0.1)")
+    if CATCH_REAL_KIND in kinds and not controls and not any(p.real_image is not None for p in prompts):
+        raise toml.error("catch_kinds", "catch kind \"real\" needs known real images (controls or prompt real images)")
+    return rate, tuple(kinds)
+
+
+def _check_groups(
+    toml: _Toml, raw: Mapping[str, Any] | None, raters: Sequence[str], is_open: bool
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if raw is None:
+        return ()
+    if is_open:
+        raise toml.error("rater_groups", "rater_groups name listed raters: an open study has none")
+    if not raw:
+        raise toml.error("rater_groups", "rater_groups is empty: leave it out or name some groups")
+    listed = {r.casefold(): r for r in raters}
+    seen: dict[str, str] = {}
+    out = []
+    for group, names in raw.items():
+        def fail(reason: str) -> StudyError:
+            return toml.error(group, f"rater_groups.{group}: {reason}", "rater_groups")
+
+        if not _QKEY_RE.match(group):
+            raise fail("a group name must be lowercase letters, digits and '_'")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise fail("must be a non-empty list of rater names")
+        clean = []
+        for name in names:
+            folded = " ".join(name.split()).casefold()
+            if folded not in listed:
+                raise fail(f"{name!r} is not one of the study's raters ({', '.join(raters)})")
+            if folded in seen:
+                raise fail(f"{name!r} is already in group {seen[folded]!r}")
+            seen[folded] = group
+            clean.append(listed[folded])
+        out.append((group, tuple(clean)))
+    return tuple(out)
 
 
 def _check_questions(toml: _Toml, raw: list[Any] | None) -> tuple[Question, ...]:

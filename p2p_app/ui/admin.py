@@ -28,6 +28,7 @@ from ..analysis import analyze
 from ..report import build_report, figures
 from ..service import P2PApp
 from ..storage import LIVE_STUDY, AccessDenied
+from ..study import rater_group_map
 from .common import guarded
 
 FIGURE_SLOTS = 6
@@ -118,7 +119,7 @@ def build_admin(app: P2PApp) -> None:
     def frame_for(key: str) -> pd.DataFrame:
         if key != LIVE_STUDY and key not in app.studies:
             raise AccessDenied("Unknown study.")
-        return app.storage.ratings_frame(key)
+        return app.storage.ratings_frame(key, rater_group_map(app.studies.values()))
 
     @guard
     def on_refresh(key: str, request: gr.Request) -> dict:

@@ -13,7 +13,9 @@ import gradio as gr
 
 from ..service import ShownTrial, UserError
 from ..storage import AccessDenied, StorageError
+from ..blinding import panel_label
 from ..study import Question
+from ..tidy import CHOSEN_REAL, RANK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +117,11 @@ class PanelWidgets:
         return updates
 
 
-def build_panels(n: int, questions: Sequence[Question], with_cant_judge: bool = True) -> list[PanelWidgets]:
+def build_panels(
+    n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False
+) -> list[PanelWidgets]:
+    """``n`` panels; ``rank`` (the ranking design): each scale question is a rank dropdown ``rank_<key>``
+    (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice."""
     panels = []
     with gr.Row(equal_height=False):
         for i in range(n):
@@ -129,7 +135,11 @@ def build_panels(n: int, questions: Sequence[Question], with_cant_judge: bool = 
                 )
                 inputs: dict[str, gr.components.Component] = {}
                 for q in questions:
-                    if q.kind == "scale":
+                    if q.kind == "scale" and rank:
+                        inputs[RANK_PREFIX + q.key] = gr.Dropdown(
+                            choices=list(range(1, n + 1)), value=None, label=f"{q.label} Rank (1 = best)"
+                        )
+                    elif q.kind == "scale":
                         inputs[q.key] = gr.Radio(choices=choices_for(q), label=q.label, value=None)
                     elif q.kind == "multi":
                         inputs[q.key] = gr.CheckboxGroup(choices=list(q.options), label=q.label, value=[])
@@ -152,8 +162,19 @@ def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict
     return updates
 
 
-def read_answers(panels: Sequence[PanelWidgets], data: dict, n: int) -> dict[int, dict[str, Any]]:
-    return {i + 1: panels[i].read(data) for i in range(n)}
+def read_answers(
+    panels: Sequence[PanelWidgets], data: dict, n: int, pick: gr.components.Component | None = None
+) -> dict[int, dict[str, Any]]:
+    """Position → answers; with ``pick`` (forced choice) the screen's pick is ``answers[0]["chosen_real"]``."""
+    out: dict[int, dict[str, Any]] = {i + 1: panels[i].read(data) for i in range(n)}
+    if pick is not None:
+        out[0] = {CHOSEN_REAL: data[pick]}
+    return out
+
+
+def build_pick(n: int) -> gr.Radio:
+    """Forced choice: one radio over the panel labels (nothing in it says which panel is real or a catch)."""
+    return gr.Radio(choices=[panel_label(p) for p in range(1, n + 1)], value=None, label="Which image is real?")
 
 
 def guarded(message_box: gr.components.Component) -> Callable:

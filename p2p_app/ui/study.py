@@ -6,9 +6,11 @@ import html
 
 import gradio as gr
 
+from ..blinding import panel_label
 from ..service import P2PApp, ShownTrial
+from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
-from .common import build_panels, guarded, md_escape, read_answers, resume_note, show_trial
+from .common import build_panels, build_pick, guarded, md_escape, read_answers, resume_note, show_trial
 
 
 def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
@@ -17,6 +19,14 @@ def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
         f"<div><progress max='{total or 1}' value='{done}' style='width:100%'></progress>"
         f"<div>{done} of {total} items done ({pct}%)</div></div>"
     )
+
+
+def _picked(shown: ShownTrial) -> str | None:
+    """The stored pick of a reopened forced-choice item (its panel label), None for a new one."""
+    for position, answers in shown.answers.items():
+        if answers.get(CHOSEN_REAL) == 1:
+            return panel_label(position)
+    return None
 
 
 def build_study(app: P2PApp, demo: gr.Blocks) -> None:
@@ -67,7 +77,9 @@ def _build_one(app: P2PApp, st: StudyDefinition):
             gr.Markdown(html.escape(st.instructions))
         progress = gr.HTML()
         prompt_md = gr.Markdown()
-        panels = build_panels(n_panels, st.questions, with_cant_judge=True)
+        panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking")
+        # forced choice: the screen's one pick (the panel count is constant, so are the choices)
+        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
         shown_field = gr.Textbox(visible=False)
         submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
@@ -109,6 +121,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 + f"**Prompt:** {html.escape(shown.prompt)}"  # one word for every item: no tell
             ),
             message: gr.Markdown(visible=False),
+            **({pick: gr.Radio(value=_picked(shown))} if st.design == "forced_choice" else {}),
             **show_trial(panels, shown),
         }
 
@@ -140,7 +153,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     @guard
     def on_submit(data: dict) -> dict:
-        answers = read_answers(panels, data, data[n_shown])
+        answers = read_answers(panels, data, data[n_shown], pick if st.design == "forced_choice" else None)
         result = app.submit_trial(
             st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened]
         )
@@ -156,11 +169,11 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
-               done_box, progress, prompt_md, message, *panel_outputs]
+               done_box, progress, prompt_md, message, pick, *panel_outputs]
     signin_btn.click(on_sign_in, [name, resume], outputs, api_visibility="private")
     name.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
     resume.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
-    submit_inputs = {session, trial, n_shown, reopened, shown_field, *(w for p in panels for w in p.all_inputs())}
+    submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
     back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
 
