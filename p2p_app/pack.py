@@ -21,11 +21,11 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .blinding import sha256_hex
 from .reader import images_hash, verify_study
-from .study import study_key
+from .study import study_key, toml_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from .service import P2PApp
@@ -46,19 +46,6 @@ class PackReport:
     n_images: int
     n_bytes: int
 
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} to TOML")
 
 
 def pack_study(app: "P2PApp", study: "StudyDefinition", out: str | Path) -> PackReport:
@@ -102,16 +89,16 @@ def pack_study(app: "P2PApp", study: "StudyDefinition", out: str | Path) -> Pack
         cfg = app.config
         lines = [
             "# Presenter config written by `p2p study pack`: serves this pack with no model loaded.",
-            f"title = {_toml_value(cfg.title)}",
-            f"demo_models = {_toml_value(cfg.demo_models)}",
-            f"reveal_after_rating = {_toml_value(cfg.reveal_after_rating)}",
+            f"title = {toml_value(cfg.title)}",
+            f"demo_models = {toml_value(cfg.demo_models)}",
+            f"reveal_after_rating = {toml_value(cfg.reveal_after_rating)}",
             f"presentation_size = {cfg.presentation_size}",
             'pack = "."',
-            f"studies = [{_toml_value(manifest['study_file'])}]",
+            f"studies = [{toml_value(manifest['study_file'])}]",
         ]
         for spec in cfg.models:
             if spec.name in study.models:
-                lines += ["", "[[models]]", *(f"{k} = {_toml_value(v)}" for k, v in spec.to_dict().items() if v is not None)]
+                lines += ["", "[[models]]", *(f"{k} = {toml_value(v)}" for k, v in spec.to_dict().items() if v is not None)]
         (staging / "config.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         if out.exists():
             out.rmdir()

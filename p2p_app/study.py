@@ -1029,15 +1029,18 @@ def _read_controls(path: Path) -> tuple[ControlImage, ...]:
 # -------------------------------------------------------------------------------------------- writing
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML value (what the app writes: study files, a pack's presenter config)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {toml_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"cannot write {value!r} to TOML")
 
 
@@ -1069,9 +1072,9 @@ def write_study(
     settings.setdefault("prompts", "prompts.csv")
     if controls:
         settings.setdefault("controls", "controls")
-    lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
+    lines = [f"{key} = {toml_value(value)}" for key, value in settings.items()]
     for question in questions:
-        lines += ["", "[[questions]]"] + [f"{k} = {_toml_value(v)}" for k, v in question.items()]
+        lines += ["", "[[questions]]"] + [f"{k} = {toml_value(v)}" for k, v in question.items()]
     toml_path = directory / "study.toml"
     toml_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     prompt_columns = ["prompt_id", "prompt"] + [c for c in _PROMPT_COLUMNS[1] if any(c in p for p in prompts)]
