@@ -22,7 +22,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +132,19 @@ class Rater:
     code: str = ""
 
 
+def _submit(page, submit_fn: int, shown_field: int, r, n_rows: int) -> None:
+    """Press Submit with the page's current values; an acknowledged submit is expected to store ``n_rows`` rows."""
+    trial_id = int(page.values[shown_field])
+    dep = page.dependency(submit_fn)
+    ms, out = _timed(page, submit_fn, [page.values.get(i) for i in dep["inputs"]])
+    problem = _problem(out)
+    if problem:
+        r.errors.append(problem)
+    else:
+        r.submit_ms.append(ms)
+        r.acked.append((trial_id, n_rows))
+
+
 def _timed(page, fn_index: int, data: list) -> tuple[float, dict]:
     t0 = time.perf_counter()
     out = page.call(fn_index, data)
@@ -174,16 +186,8 @@ def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: st
             r.noop_ms.append(ms)
             for c in scales:
                 page.set(c, 3)
-            trial_id = int(page.values[shown_field])
             n_panels = sum(1 for c in images[: len(images) - 3] if page.values.get(c))
-            dep = page.dependency(submit_fn)
-            ms, out = _timed(page, submit_fn, [page.values.get(i) for i in dep["inputs"]])
-            problem = _problem(out)
-            if problem:
-                r.errors.append(problem)
-            else:
-                r.submit_ms.append(ms)
-                r.acked.append((trial_id, n_panels * 2))
+            _submit(page, submit_fn, shown_field, r, n_rows=n_panels * 2)
     except Exception as exc:  # noqa: BLE001 - counted as an error of this rater
         r.errors.append(f"{type(exc).__name__}: {exc}"[:200])
     finally:
@@ -221,15 +225,7 @@ def arena_rater(url: str, r: Rater, rounds: int, stop: threading.Event) -> None:
             r.noop_ms.append(ms)
             for c in scales:
                 page.set(c, 4)
-            trial_id = int(page.values[shown_field])
-            dep = page.dependency(submit_fn)
-            ms, out = _timed(page, submit_fn, [page.values.get(i) for i in dep["inputs"]])
-            problem = _problem(out)
-            if problem:
-                r.errors.append(problem)
-            else:
-                r.submit_ms.append(ms)
-                r.acked.append((trial_id, 6))
+            _submit(page, submit_fn, shown_field, r, n_rows=6)
     except Exception as exc:  # noqa: BLE001
         r.errors.append(f"{type(exc).__name__}: {exc}"[:200])
     finally:
