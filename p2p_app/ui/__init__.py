@@ -13,7 +13,7 @@ from ..service import P2PApp
 from . import guard
 from .admin import AdminGate, build_admin
 from .arena import build_arena
-from .common import CSS, KEYBOARD_JS
+from .common import page_css, page_js
 from .files import install as install_blind_file_headers
 from .study import build_study
 
@@ -61,9 +61,9 @@ def create_server(app: P2PApp):
     def admin_without_slash() -> RedirectResponse:  # the mounted app answers only below /admin/
         return RedirectResponse("admin/", status_code=307)  # relative: works behind a path prefix too
 
-    common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=CSS)
+    common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=page_css())
     gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check, **common)
-    gr.mount_gradio_app(server, build_rater_app(app), path="", js=KEYBOARD_JS, **common)
+    gr.mount_gradio_app(server, build_rater_app(app), path="", js=page_js(), **common)
     guard.install(server)
     return server
 

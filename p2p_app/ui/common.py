@@ -7,6 +7,7 @@ import html
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gradio as gr
@@ -19,38 +20,19 @@ from ..tidy import CHOSEN_REAL, RANK_PREFIX
 
 log = logging.getLogger(__name__)
 
-CSS = """
-.p2p-demo-banner {background:#fff4e5;border:1px solid #f0b35a;border-radius:6px;padding:6px 10px;}
-.p2p-panel img {image-rendering:auto;}
-"""
+ASSETS = Path(__file__).parent / "assets"
 
-# Keyboard: with a scale's radio button focused (Tab reaches it), the digit keys 1–9 pick that level and move
-# the focus to the next scale on the page, so a whole trial can be answered from the keyboard; Ctrl+Enter
-# (Cmd+Enter) presses the visible Submit button. Digits typed into text boxes are left alone.
-KEYBOARD_JS = """
-() => {
-  // Gradio gives each radio input its own name, so a scale is the set of radios in one <fieldset>.
-  const radios = (root) => [...root.querySelectorAll('input[type=radio]')];
-  const scales = () => [...document.querySelectorAll('fieldset')].filter(f => f.offsetParent && radios(f).length);
-  document.addEventListener('keydown', (e) => {
-    if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
-      const btn = [...document.querySelectorAll('button')].find(b => b.offsetParent && /^Submit/.test(b.innerText.trim()));
-      if (btn) { btn.click(); e.preventDefault(); }
-      return;
-    }
-    const el = document.activeElement;
-    if (!/^[1-9]$/.test(e.key) || e.ctrlKey || e.metaKey || e.altKey || !el || el.type !== 'radio') return;
-    const scale = el.closest('fieldset');
-    const target = scale && radios(scale)[Number(e.key) - 1];
-    if (!target) return;
-    e.preventDefault();
-    target.click();
-    const all = scales();
-    const next = all[all.indexOf(scale) + 1];
-    (next ? radios(next)[0] : target).focus();
-  });
-}
-"""
+
+def page_css() -> str:
+    """Every stylesheet in ``assets/`` (sorted by name), one after another."""
+    return "\n".join(f.read_text(encoding="utf-8") for f in sorted(ASSETS.glob("*.css")))
+
+
+def page_js() -> str:
+    """The rater page's script: every ``assets/*.js`` (sorted by name), each in its own scope, run once when the
+    page has loaded (Gradio's ``js=`` takes one function)."""
+    parts = [f"// {f.name}\n(() => {{\n{f.read_text(encoding='utf-8')}}})();" for f in sorted(ASSETS.glob("*.js"))]
+    return "() => {\n" + "\n".join(parts) + "\n}"
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
