@@ -355,7 +355,8 @@ def simulate_ratings(
             "answered_at": ts(answered_ns[r_trial]),
             "seconds": seconds[r_trial],
             "is_repeat": t_repeat[r_trial],
-            **{c: _strings([str(v)], np.zeros(len(r_trial), np.int64)) for c, v in TIDY_DEFAULTS.items()},
+            **{c: _strings([v], np.zeros(len(r_trial), np.int64)) if isinstance(v, str) else np.full(len(r_trial), v)
+               for c, v in TIDY_DEFAULTS.items()},
         }
     )
     out = out.loc[:, list(TIDY_COLUMNS)]
@@ -401,7 +402,7 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
         "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
         "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
         "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
-        "rater_group": "",
+        "rater_group": "", "active_seconds": np.nan, "practice": False,
     })  # fmt: skip
     both = pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True)
     first = both.drop_duplicates("trial_id")[["trial_id", "rater_id", "shown_at"]]
@@ -616,6 +617,8 @@ def _design_study(
             "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
             "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
             "rater_group": _strings(groups, r_group[t_rater[r_trial]]),
+            "active_seconds": np.full(n_rows, np.nan),
+            "practice": np.zeros(n_rows, dtype=bool),
         }
     )
     return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]

@@ -1164,6 +1164,7 @@ def marks_frame(records: list[dict]) -> pd.DataFrame:
 def tidy_frame(records: list[dict]) -> pd.DataFrame:
     """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns), plus rater_name."""
     df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "rater_name"])
+    df = df.reindex(columns=[*TIDY_COLUMNS, "rater_name"])  # a record without a later column: its default below
     df = df.fillna(dict(TIDY_DEFAULTS)) if len(df) else df  # issue 14 columns not stored yet: their defaults
     df = df.astype({**TIDY_DTYPES, "rater_name": "str"})
     return df
