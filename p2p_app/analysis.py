@@ -1719,7 +1719,6 @@ def mark_heatmaps(
     in_catch = catch_trial_mask(df)
     if in_catch is not None:
         df = df[~in_catch]
-    marks = without_practice(marks)
     shown = df.drop_duplicates(["trial_id", "image_id"])[["trial_id", "image_id", "model", "source"]]
     n_images = shown.groupby("model", sort=False).size()
     real = set(shown.loc[shown["source"] == REAL_SOURCE, "model"].astype(str))

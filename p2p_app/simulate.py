@@ -684,12 +684,12 @@ def simulate_ranking(
 
 
 def with_practice(
-    df: pd.DataFrame, n_items: int = 2, value: float = 1.0, seconds: float = 0.2, seed: int = 0
+    df: pd.DataFrame, n_items: int = 2, value: float | None = 1.0, seconds: float = 0.2, seed: int = 0
 ) -> pd.DataFrame:
     """``df`` plus practice answers: for every rater, ``n_items`` practice screens shown before their first
-    screen (``order_index`` 0.., the others shifted), copies of that rater's first screens' layout on new images
-    and trial ids, every scored answer ``value`` in ``seconds`` (extreme on purpose: a practice answer that leaked
-    into a statistic would move it), ``practice`` True. The rows come first; ``df``'s rows keep their values."""
+    screen (``order_index`` 0.., the others shifted), copies of that rater's first screens' layout (catch screens
+    skipped: a practice item is never one) on new images and trial ids, every scored answer ``value`` (None: the copied answers) in ``seconds`` (extreme on purpose: a
+    practice answer that leaked into a statistic would move it), ``practice`` True. The rows come first; ``df``'s rows keep their values."""
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
     rng = np.random.default_rng(seed)
@@ -697,7 +697,8 @@ def with_practice(
     next_trial = int(df["trial_id"].max()) + 1 if len(df) else 1
     parts = []
     for rater, rows in base.groupby("rater_id", sort=True):
-        trials = list(dict.fromkeys(rows["trial_id"]))[:n_items]
+        catch = rows["catch"].fillna("").ne("") if "catch" in rows.columns else pd.Series(False, index=rows.index)
+        trials = [t for t in dict.fromkeys(rows["trial_id"]) if not catch[rows["trial_id"] == t].any()][:n_items]
         first_shown = rows["shown_at"].min()
         for j, t in enumerate(trials):
             p = rows[rows["trial_id"] == t].copy()
@@ -706,7 +707,8 @@ def with_practice(
             p["item_id"] = f"practice-{j}"
             p["image_id"] = [f"practice-{rater}-{j}-{k}-{rng.integers(1 << 30)}" for k in p["position"]]
             p["order_index"] = j
-            p["value"] = np.where(p["value"].notna(), float(value), np.nan)
+            if value is not None:
+                p["value"] = np.where(p["value"].notna(), float(value), np.nan)
             p["shown_at"] = shown
             p["answered_at"] = shown + pd.Timedelta(seconds=seconds)
             p["seconds"] = float(seconds)

@@ -15,11 +15,12 @@ from sqlalchemy import update
 
 from conftest import make_app
 from p2p_app import analysis as A
+from p2p_app import designs
 from p2p_app import assignment, reader
 from p2p_app import export as E
 from p2p_app.report import build_report
 from p2p_app.service import MAX_MARKS_PER_PANEL, UserError
-from p2p_app.simulate import simulate_marks, simulate_ratings, with_practice
+from p2p_app.simulate import simulate_forced_choice, simulate_marks, simulate_ratings, with_practice
 from p2p_app.storage import Trial
 from p2p_app.study import StudyError, load_study, study_key, write_study
 from p2p_app.tidy import MARK_COLUMNS, TIDY_COLUMNS
@@ -309,7 +310,22 @@ def test_practice_answers_change_no_number_in_the_report():
     for name, table in a.tables().items():
         pd.testing.assert_frame_equal(table, b.tables()[name], obj=name)
     assert all(np.array_equal(a.mark_grids[m], b.mark_grids[m]) for m in a.mark_grids)
+    alone, alone_noisy = A.mark_heatmaps(df, marks), A.mark_heatmaps(noisy, noisy_marks)  # called on its own
+    pd.testing.assert_frame_equal(alone[0], alone_noisy[0])
     assert build_report(df, n_boot=30, marks=marks) == build_report(noisy, n_boot=30, marks=noisy_marks)
+    # the statistics called on their own drop practice answers too
+    pd.testing.assert_frame_equal(A.rater_summary(df), A.rater_summary(noisy))
+    pd.testing.assert_frame_equal(A.rating_times(df), A.rating_times(noisy))
+
+
+def test_practice_screens_of_a_forced_choice_study_enter_no_design_table():
+    df = simulate_forced_choice(n_raters=6, n_items=12, seed=4)
+    picks = with_practice(df, n_items=2, value=None, seconds=0.01)  # valid picks on every practice screen
+    a, b = A.analyze(df, n_boot=20), A.analyze(picks, n_boot=20)
+    assert a.forced_choice is not None and len(picks[picks["practice"]]) > 0
+    assert len(designs.forced_choice_screens(picks)) > len(designs.forced_choice_screens(df))  # they are screens
+    for name, table in a.tables().items():
+        pd.testing.assert_frame_equal(table, b.tables()[name], obj=name)
 
 
 def test_the_heat_map_recovers_each_models_hot_spot():
