@@ -89,6 +89,13 @@ def test_shipped_studies_keep_their_design_hash():
         assert st.design_hash() == expected, name
 
 
+def test_the_shipped_artifact_example_loads_with_the_demo_models(app):
+    st = load_study(ROOT / "studies" / "colonoscopy_artifacts", known_models=[m.name for m in app.config.models])
+    assert st.mark_artifacts and len(st.practice_items()) == 2 and len(st.items()) == 6
+    seq = assignment.rater_sequence(st, 0)
+    assert [a.practice for a in seq[:3]] == [True, True, False] and not any(a.practice for a in seq[2:])
+
+
 def test_practice_and_marks_are_part_of_the_design(tmp_path):
     st = load_study(reading_study(tmp_path / "a"))
     assert [i.prompt_id for i in st.practice_items()] == ["p0", "p1"]
@@ -222,7 +229,7 @@ def test_live_submit_takes_active_seconds(app):
     assert (app.storage.ratings_frame("live")["active_seconds"] == 0.0).all()
 
 
-def test_marks_are_stored_with_the_answers_mapped_to_image_ids(reading_app):
+def test_marks_are_stored_with_the_answers_mapped_to_image_ids(reading_app, tmp_path):
     app, st = reading_app
     session = reader.add_rater(app, st, "ann")[0]
     shown = app.next_trial(st, session)
@@ -245,6 +252,16 @@ def test_marks_are_stored_with_the_answers_mapped_to_image_ids(reading_app):
     assert app.storage.marks_frame(study_key(st))[["x", "y"]].values.tolist() == [[0.5, 0.5]]
     history = app.storage.marks_frame(study_key(st), history=True)
     assert len(history) == 3 and history["replaced_at"].notna().sum() == 2
+    from click.testing import CliRunner
+
+    from p2p_app.cli import main
+
+    out = tmp_path / "marks.csv"
+    res = CliRunner().invoke(main, ["export", str(out), "--study", st.id, "--format", "marks",
+                                    "--data-dir", str(tmp_path / "data")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    exported = pd.read_csv(out)
+    assert list(exported.columns) == list(MARK_COLUMNS) and exported[["x", "y"]].values.tolist() == [[0.5, 0.5]]
 
 
 BAD_MARKS = [
