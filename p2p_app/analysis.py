@@ -1574,8 +1574,8 @@ def analyze(
     marks: pd.DataFrame | None = None,
 ) -> Analysis:
     """Run every statistic on the tidy frame ``df`` (its practice answers dropped first: they enter nothing).
-    ``marks``: the study's marked points (``p2p_app.tidy.MARK_COLUMNS``) for the artifact heat maps. ``models``: models expected in the study (listed even without
-    answers). Deterministic for a given ``seed``.
+    ``marks``: the study's marked points (``p2p_app.tidy.MARK_COLUMNS``) for the artifact heat maps.
+    ``models``: models expected in the study (listed even without answers). Deterministic for a given ``seed``.
 
     Forced-choice, ranking and catch-trial tables (:mod:`p2p_app.designs`) are filled only when ``df`` has such
     answers. ``exclude_flagged_raters``: raters flagged by the catch trials (``catch_failed``) are left out of every

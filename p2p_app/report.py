@@ -331,7 +331,8 @@ def _marks(a: Analysis) -> go.Figure | None:
         centres = (np.arange(g.shape[0]) + 0.5) / g.shape[0]
         fig.add_trace(
             go.Heatmap(z=g, x=centres, y=centres, zmin=0, zmax=top, coloraxis="coloraxis",
-                       hovertemplate=f"{model}<br>x %{{x:.2f}}, y %{{y:.2f}}: %{{z:.3f}} marks per image<extra></extra>"),
+                       hovertemplate=f"{model}<br>x %{{x:.2f}}, y %{{y:.2f}}: %{{z:.3f}} marks per image"
+                                     "<extra></extra>"),
             row=i // cols + 1, col=i % cols + 1,
         )  # fmt: skip
         fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", range=[1, 0],
@@ -413,8 +414,9 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
     time, from ``df``), ``raters`` (answers per rater, flagged raters in red) and, when a ``progress`` table with a
     ``rater_id`` column is given, ``rater_progress`` (its ``done``/``total``/``answered``/``assigned`` columns, or
     else its other numeric columns, per rater). Study designs, when the analysis has them: ``forced_choice``,
-    ``forced_choice_models``, ``ranking``, ``ranking_wins`` (win-rate heatmap) and ``catch`` (pass rate per rater). ``timing``: median active and wall
-    seconds per rater side by side; ``marks``: per-model heat maps of artifact marks (when the analysis has marks).
+    ``forced_choice_models``, ``ranking``, ``ranking_wins`` (win-rate heatmap) and ``catch`` (pass rate per
+    rater). ``timing``: median active and wall seconds per rater side by side; ``marks``: per-model heat maps of
+    artifact marks (when the analysis has marks).
     """
     built = {
         "score_distributions": _score_distributions(analysis),

@@ -688,8 +688,9 @@ def with_practice(
 ) -> pd.DataFrame:
     """``df`` plus practice answers: for every rater, ``n_items`` practice screens shown before their first
     screen (``order_index`` 0.., the others shifted), copies of that rater's first screens' layout (catch screens
-    skipped: a practice item is never one) on new images and trial ids, every scored answer ``value`` (None: the copied answers) in ``seconds`` (extreme on purpose: a
-    practice answer that leaked into a statistic would move it), ``practice`` True. The rows come first; ``df``'s rows keep their values."""
+    skipped: a practice item is never one) on new images and trial ids, every scored answer ``value`` (None: the
+    copied answers) in ``seconds`` (extreme on purpose: a practice answer that leaked into a statistic would move
+    it), ``practice`` True. The rows come first; ``df``'s rows keep their values."""
     if n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
     rng = np.random.default_rng(seed)
