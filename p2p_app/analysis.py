@@ -7,6 +7,11 @@ Conventions, applied everywhere:
 
 * Numeric questions are those with at least one non-NaN ``value``, or with "can't judge" answers and no
   multi-select choices; other questions (multi-select, free text) are ignored here.
+* Practice answers (``practice`` True: items shown first so a rater learns the scale) are dropped before anything
+  else (:func:`p2p_app.tidy.without_practice`, called by :func:`analyze` and by the preparation every table uses):
+  they enter no statistic, count, figure or heat map.
+* Time per trial is the **active** time (``active_seconds``: page visible and not idle) where the page measured it,
+  else the wall time (``seconds``); the timing table shows both.
 * Rows with ``cant_judge`` True never enter a score; they are counted in ``n_cant_judge``.
 * Rows with ``is_repeat`` True are used **only** for intra-rater consistency. Every other statistic uses each rater's
   first answer, so a repeated image does not count twice.
@@ -94,6 +99,7 @@ from .tidy import (  # noqa: E402  (re-exported: the contract lives there)
     check_ratings_frame,
     empty_ratings_frame,
     question_order,
+    without_practice,
 )
 from .tidy import CHOSEN_REAL, RANK_PREFIX, is_design_question  # noqa: E402
 from .designs import (  # noqa: E402
@@ -134,7 +140,8 @@ class RaterThresholds:
     """Thresholds for the per-rater quality flags (all inclusive)."""
 
     too_fast_seconds: float = 1.5
-    """``too_fast`` when the rater's median seconds per image (trial seconds / panels) is below this."""
+    """``too_fast`` when the rater's median seconds per image (trial seconds / panels; a trial's seconds are its
+    active time where the page measured it, else its wall time) is below this."""
     straight_lining_share: float = 0.8
     """``straight_lining`` when one score makes up at least this share of the rater's scored answers."""
     min_answers: int = 10
@@ -182,9 +189,13 @@ INTRA_COLUMNS = (
 )  # fmt: skip
 POSITION_COLUMNS = ("question", "position", "n", "mean", "sd", "mean_centered")
 POSITION_TEST_COLUMNS = ("question", "test", "statistic", "p_value", "n_positions", "n", "note")
-TIMING_COLUMNS = ("by", "key", "n_trials", "median_seconds", "q25_seconds", "q75_seconds")
+TIMING_COLUMNS = (
+    "by", "key", "n_trials", "median_seconds", "q25_seconds", "q75_seconds", "n_active", "median_active_seconds",
+    "median_wall_seconds",
+)  # fmt: skip
 RATER_COLUMNS = (
     "rater_id", "n_answers", "n_trials", "n_scored", "n_cant_judge", "median_seconds", "median_seconds_per_image",
+    "median_wall_seconds",
     "mean", "modal_score", "modal_share", "consensus_corr", "consensus_bias", "n_consensus",
     "too_fast", "straight_lining", "outlier", "n_catch", "catch_pass_rate", "catch_failed", "note",
 )  # fmt: skip
@@ -209,8 +220,8 @@ class _Prepared:
 
     rows: pd.DataFrame
     """Columns: ``rater, item, image, model, question, pkey`` (int codes), ``seed`` (int64, -1 = missing),
-    ``trial, position, n_panels`` (int64), ``value, seconds`` (float64), ``cant, repeat`` (bool), ``t`` (answer
-    time as int64)."""
+    ``trial, position, n_panels`` (int64), ``value, seconds, wall, active`` (float64: ``seconds`` is the time used,
+    active where known else wall), ``cant, repeat`` (bool), ``t`` (answer time as int64)."""
     scored: pd.DataFrame
     """First answers (not repeats) with a value and not can't-judge."""
     raters: np.ndarray
@@ -252,6 +263,7 @@ def _codes(col: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
 
 def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
     check_ratings_frame(df)
+    df = without_practice(df)  # practice answers never enter a statistic
     in_catch = catch_trial_mask(df)
     if in_catch is not None:  # catch trials (known-answer items) never enter a statistic of the study itself
         df = df[~in_catch]
@@ -299,6 +311,10 @@ def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
     if not isinstance(answered.dtype, pd.DatetimeTZDtype) and not pd.api.types.is_datetime64_dtype(answered.dtype):
         answered = pd.to_datetime(answered, utc=True, errors="coerce")
 
+    wall = pd.to_numeric(df["seconds"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    active = (pd.to_numeric(df["active_seconds"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+              if "active_seconds" in df.columns else np.full(len(df), np.nan))
+
     def as_int(col: str, missing: int = -1) -> np.ndarray:
         x = pd.to_numeric(df[col], errors="coerce").astype("Float64").to_numpy(dtype=float, na_value=np.nan)
         return np.where(np.isnan(x), missing, x).astype(np.int64)
@@ -316,7 +332,9 @@ def _prepare(df: pd.DataFrame, models: Sequence[str] = ()) -> _Prepared:
             "position": as_int("position")[keep],
             "n_panels": as_int("n_panels", 1)[keep],
             "value": value[keep],
-            "seconds": pd.to_numeric(df["seconds"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[keep],
+            "seconds": np.where(np.isnan(active), wall, active)[keep],
+            "wall": wall[keep],
+            "active": active[keep],
             "cant": df["cant_judge"].fillna(False).to_numpy(dtype=bool)[keep],
             "repeat": df["is_repeat"].fillna(False).to_numpy(dtype=bool)[keep],
             "t": pd.DatetimeIndex(answered).asi8[keep],
@@ -1165,17 +1183,21 @@ def _position_tables(prep: _Prepared) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _trial_times(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial: rater, seconds, panels."""
-    t = rows.loc[~np.isnan(rows["seconds"].to_numpy()), ["trial", "rater", "seconds", "n_panels"]]  # columns used
+    """One row per trial: rater, seconds (the time used: active where known, else wall), wall, active, panels."""
+    t = rows.loc[~np.isnan(rows["seconds"].to_numpy()), ["trial", "rater", "seconds", "wall", "active", "n_panels"]]
     return t.groupby("trial", sort=False).agg(
-        rater=("rater", "first"), seconds=("seconds", "max"), n_panels=("n_panels", "max")
+        rater=("rater", "first"), seconds=("seconds", "max"), wall=("wall", "max"), active=("active", "max"),
+        n_panels=("n_panels", "max"),
     )
 
 
 def rating_times(df: pd.DataFrame) -> pd.DataFrame:
-    """Seconds per trial (one screen; ``seconds`` is stored per trial): overall (``by == "all"``), per model (the
+    """Seconds per trial (one screen; times are stored per trial): overall (``by == "all"``), per model (the
     trials that showed that model — identical across models when every screen shows every model) and per rater.
-    Columns: ``TIMING_COLUMNS``."""
+    ``median_seconds`` / ``q25_seconds`` / ``q75_seconds`` are of the time used: the active time (page visible and
+    not idle) where the page measured it, else the wall time; ``n_active`` trials had an active time,
+    ``median_active_seconds`` is their median (NaN when none) and ``median_wall_seconds`` the wall time's, side by
+    side. Columns: ``TIMING_COLUMNS``."""
     return _timing_table(_prepare(df))
 
 
@@ -1184,14 +1206,17 @@ def _timing_table(prep: _Prepared) -> pd.DataFrame:
     if r.empty or np.isnan(r["seconds"].to_numpy()).all():
         return result_table([], TIMING_COLUMNS)
     trials = _trial_times(r)
-    timed = r.loc[~np.isnan(r["seconds"].to_numpy()), ["trial", "model", "seconds"]]  # only the columns used
-    per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds"]]
+    timed = r.loc[~np.isnan(r["seconds"].to_numpy()), ["trial", "model", "seconds", "wall", "active"]]
+    per_model = timed.drop_duplicates(["trial", "model"])[["model", "seconds", "wall", "active"]]
 
     def summarise(frame: pd.DataFrame, key: str | None, by: str, labels) -> pd.DataFrame:
-        g = frame.groupby(key)["seconds"] if key else frame.assign(_k=0).groupby("_k")["seconds"]
+        grouped = frame.groupby(key) if key else frame.assign(_k=0).groupby("_k")
+        g = grouped["seconds"]
         q = g.quantile([0.25, 0.5, 0.75]).unstack()
         out = pd.DataFrame(
-            {"n_trials": g.size(), "median_seconds": q[0.5], "q25_seconds": q[0.25], "q75_seconds": q[0.75]}
+            {"n_trials": g.size(), "median_seconds": q[0.5], "q25_seconds": q[0.25], "q75_seconds": q[0.75],
+             "n_active": grouped["active"].count(), "median_active_seconds": grouped["active"].median(),
+             "median_wall_seconds": grouped["wall"].median()}
         )
         return out.assign(by=by, key=[labels(k) for k in out.index]).reset_index(drop=True)
 
@@ -1263,7 +1288,8 @@ def _rater_table(prep: _Prepared, th: RaterThresholds, catch: pd.DataFrame | Non
     trials["per_image"] = trials["seconds"] / trials["n_panels"].clip(lower=1)
     out = out.join(
         trials.groupby("rater").agg(
-            median_seconds=("seconds", "median"), median_seconds_per_image=("per_image", "median")
+            median_seconds=("seconds", "median"), median_seconds_per_image=("per_image", "median"),
+            median_wall_seconds=("wall", "median"),
         )
     )
     s = prep.scored
@@ -1484,6 +1510,10 @@ class Analysis:
     sensitivity: pd.DataFrame | None = None
     """With ``exclude_flagged_raters``: the main estimates with all raters and without the flagged ones."""
     excluded_raters: tuple[str, ...] = ()
+    marks: pd.DataFrame | None = None
+    """Artifact marks per model (:func:`mark_heatmaps`), when marks were given."""
+    mark_grids: Mapping[str, np.ndarray] | None = None
+    """Model → marks per image rated on the fixed grid (rows = y from the top, columns = x), when marks were given."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Table name → table, in reading order."""
@@ -1541,9 +1571,11 @@ def analyze(
     models: Sequence[str] = (),
     thresholds: RaterThresholds = RaterThresholds(),
     exclude_flagged_raters: bool = False,
+    marks: pd.DataFrame | None = None,
 ) -> Analysis:
-    """Run every statistic on the tidy frame ``df``. ``models``: models expected in the study (listed even without
-    answers). Deterministic for a given ``seed``.
+    """Run every statistic on the tidy frame ``df`` (its practice answers dropped first: they enter nothing).
+    ``marks``: the study's marked points (``p2p_app.tidy.MARK_COLUMNS``) for the artifact heat maps.
+    ``models``: models expected in the study (listed even without answers). Deterministic for a given ``seed``.
 
     Forced-choice, ranking and catch-trial tables (:mod:`p2p_app.designs`) are filled only when ``df`` has such
     answers. ``exclude_flagged_raters``: raters flagged by the catch trials (``catch_failed``) are left out of every
@@ -1554,15 +1586,16 @@ def analyze(
     if not 0 < ci_level < 1:
         raise ValueError(f"ci_level must be between 0 and 1 (exclusive), got {ci_level}")
     check_ratings_frame(df)
+    df = without_practice(df)  # the choke point: practice answers never reach a statistic below
     if not exclude_flagged_raters:
-        return _analyze(df, n_boot, seed, ci_level, models, thresholds)
-    full = _analyze(df, n_boot, seed, ci_level, models, thresholds)
+        return _analyze(df, n_boot, seed, ci_level, models, thresholds, marks)
+    full = _analyze(df, n_boot, seed, ci_level, models, thresholds, marks)
     flagged = flagged_raters(full.catch)
     if not flagged:
         note = "Excluding raters flagged by catch trials: none flagged, the results are those of all raters."
         return dataclasses.replace(full, notes=(*full.notes, note))
     kept_df = df[~df["rater_id"].astype(str).isin(flagged).to_numpy()]
-    kept = _analyze(kept_df, n_boot, seed, ci_level, models, thresholds)
+    kept = _analyze(kept_df, n_boot, seed, ci_level, models, thresholds, marks)
     note = (f"Raters flagged by catch trials are excluded from every statistic above: {', '.join(flagged)} "
             f"(the sensitivity table shows the main estimates with and without them).")  # fmt: skip
     return dataclasses.replace(kept, catch=full.catch, raters=full.raters, excluded_raters=flagged,
@@ -1616,6 +1649,7 @@ def _analyze(
     ci_level: float,
     models: Sequence[str],
     thresholds: RaterThresholds,
+    marks: pd.DataFrame | None = None,
 ) -> Analysis:
     prep = _prepare(df, models)
     position, position_test = _position_tables(prep)
@@ -1658,7 +1692,64 @@ def _analyze(
         seed=seed,
         ci_level=ci_level,
         **designs,
+        **(dict(zip(("marks", "mark_grids"), mark_heatmaps(df, marks))) if marks is not None else {}),
     )
+
+
+MARK_GRID = 10
+"""Cells per side of the artifact heat maps' fixed grid over the image (each cell is 1/10 of its width)."""
+MARK_SUMMARY_COLUMNS = (
+    "model", "n_images", "n_marks", "marks_per_image", "peak_x", "peak_y", "peak_density", "note",
+)  # fmt: skip
+
+
+def mark_heatmaps(
+    df: pd.DataFrame, marks: pd.DataFrame, bins: int = MARK_GRID
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Where raters marked images as looking wrong, per model: a 2-D histogram of the marked points on a fixed
+    ``bins`` × ``bins`` grid over the image (x right, y down), divided by the number of images of that model rated
+    (one image shown on one trial = one; a model with more images rated does not look worse for it), so a cell
+    reads "marks per rated image". Practice answers and catch trials are left out (their marks too), and only
+    marks on trials in ``df`` count (so excluded raters' marks go with them).
+
+    Returns (summary table with ``MARK_SUMMARY_COLUMNS``: marks per image, the densest cell's centre and value;
+    model → grid array, rows = y from the top)."""
+    check_ratings_frame(df)
+    df = without_practice(df)
+    in_catch = catch_trial_mask(df)
+    if in_catch is not None:
+        df = df[~in_catch]
+    shown = df.drop_duplicates(["trial_id", "image_id"])[["trial_id", "image_id", "model", "source"]]
+    n_images = shown.groupby("model", sort=False).size()
+    real = set(shown.loc[shown["source"] == REAL_SOURCE, "model"].astype(str))
+    order = sorted(str(m) for m in n_images.index if str(m) in real) + sorted(
+        str(m) for m in n_images.index if str(m) not in real
+    )
+    on = marks[["trial_id", "image_id", "x", "y"]].merge(shown[["trial_id", "image_id", "model"]],
+                                                           on=["trial_id", "image_id"], how="inner")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    grids: dict[str, np.ndarray] = {}
+    rows = []
+    for model in order:
+        pts = on[on["model"].astype(str) == model]
+        n = int(n_images[model])
+        counts, _, _ = np.histogram2d(pts["y"].to_numpy(dtype=float), pts["x"].to_numpy(dtype=float),
+                                      bins=[edges, edges])
+        grid = counts / n
+        grids[model] = grid
+        row = {"model": model, "n_images": n, "n_marks": len(pts), "marks_per_image": len(pts) / n}
+        if len(pts):
+            iy, ix = np.unravel_index(int(np.argmax(grid)), grid.shape)
+            row.update(peak_x=(ix + 0.5) / bins, peak_y=(iy + 0.5) / bins, peak_density=float(grid[iy, ix]))
+        else:
+            row["note"] = "no marks on this model's images"
+        rows.append(row)
+    if not rows:
+        rows = [{"model": ALL, "n_images": 0, "n_marks": 0, "note": not_computable("no images rated")}]
+    table = result_table(rows, MARK_SUMMARY_COLUMNS)
+    for c in ("n_images", "n_marks"):
+        table[c] = table[c].astype("int64")
+    return table, grids
 
 
 def _design_tables(df: pd.DataFrame, n_boot: int, seed: int, ci_level: float) -> dict[str, pd.DataFrame | None]:

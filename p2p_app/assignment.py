@@ -26,6 +26,10 @@ Rules, in the order they apply:
   seeded start in ``catch_kinds``, each the next unused screen of that kind in a seeded order of the study's
   pool (``study.catch_items()``). They go into ``c`` distinct gaps drawn by hash from the gaps after
   trials 1..n, so one comes only after a design trial: never first, never two in a row.
+* Practice items (``study.practice_items()``, prompts marked ``practice``): every slot sees all of them first,
+  in a seeded order of their own (hash of study, seed, slot, item key), before the design trials; they are
+  never repeated and take no catch screen. A study without practice items gets exactly the sequence it had
+  before they existed.
 * Panels (:func:`panel_order`). ``order[pos]`` is the index in ``item.slots`` of the image shown at
   panel ``pos`` (0-based; the stored ``position`` is ``pos + 1``). A repeat's panel order differs
   from its first showing whenever there are at least 2 panels (:func:`sequence_panel_orders`).
@@ -49,6 +53,7 @@ class Assignment:
     order_index: int
     item_key: str
     is_repeat: bool
+    practice: bool = False  # a practice item (shown first, never analysed)
 
     @property
     def is_catch(self) -> bool:
@@ -150,7 +155,11 @@ def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -
         if g < n:
             trials.append((order[g], False))
     trials = with_catch_trials(study, slot, trials, base)
-    return tuple(Assignment(i, key, repeat) for i, (key, repeat) in enumerate(trials))
+    practice = sorted((item.key for item in study.practice_items()),
+                      key=lambda key: (_h("practice", base, slot, key), key))
+    return tuple(Assignment(i, key, False, True) for i, key in enumerate(practice)) + tuple(
+        Assignment(len(practice) + i, key, repeat) for i, (key, repeat) in enumerate(trials)
+    )
 
 
 def catch_count(catch_rate: float, n_trials: int) -> int:

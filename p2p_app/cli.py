@@ -123,8 +123,9 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
 @click.argument("out", type=click.Path(dir_okay=False))
 @_common
 @click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
-@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet"]), default=None,
-              help="long CSV (one row per answer), wide CSV (one row per image) or Parquet. Default: from OUT's suffix.")
+@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks"]), default=None,
+              help="long CSV (one row per answer), wide CSV (one row per image), Parquet, or marks CSV (one row per "
+                   "artifact mark). Default: from OUT's suffix.")
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
@@ -138,6 +139,11 @@ def export(out, config_path, data_dir, database_url, study, fmt) -> None:
             raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
     from .study import rater_group_map
 
+    if fmt == "marks":
+        marks = app.storage.marks_frame(study)
+        exporter.write_marks_csv(marks, out)
+        click.echo(f"Wrote {len(marks)} marks to {out}")
+        return
     df = app.storage.ratings_frame(study, rater_group_map(app.studies.values()))
     fmt = fmt or ("parquet" if out.endswith(".parquet") else "long")
     {"long": exporter.write_long_csv, "wide": exporter.write_wide_csv, "parquet": exporter.write_parquet}[fmt](df, out)
@@ -343,7 +349,9 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
         df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
         title, progress = st.title, progress_frame(app, st)
         models = tuple(st.models)  # every model of the study is listed, rated or not
-    page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models)
+    marks = app.storage.marks_frame("live" if name == "live" else study_key(st))
+    page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models,
+                        marks=marks if len(marks) else None)
     Path(out).write_text(page, encoding="utf-8")
     click.echo(f"Wrote {out} ({len(df)} answers)")
 

@@ -23,7 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from .tidy import TIDY_COLUMNS, TIDY_DTYPES, check_ratings_frame, question_order, with_tidy_defaults
+from .tidy import (
+    MARK_COLUMNS,
+    MARK_DTYPES,
+    TIDY_COLUMNS,
+    TIDY_DTYPES,
+    check_ratings_frame,
+    question_order,
+    with_tidy_defaults,
+    without_practice,
+)
 
 EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     {
@@ -55,6 +64,9 @@ EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "catch_kind": 'how a broken catch image was made ("noise", "flipped", "blank", "wrong_anatomy"); empty '
         "otherwise",
         "rater_group": 'the rater\'s group from the study file (e.g. "resident", "senior"); empty when none',
+        "active_seconds": "seconds the page was visible and not idle (idle = no input for over 30 s) between shown "
+        "and answered, measured by the page and capped at seconds; empty when unknown (older answers, API clients)",
+        "practice": "true for a practice item (shown first to learn the scale; left out of every statistic)",
     }
 )
 """Long format (``write_long_csv``, ``write_parquet``): column → meaning, in file order."""
@@ -71,6 +83,27 @@ WIDE_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     }
 )
 """Wide format (``wide_frame``, ``write_wide_csv``): one row per image; column → meaning."""
+
+
+MARK_EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": 'study id ("id@vN")',
+        "rater_id": "stable, pseudonymous rater id",
+        "trial_id": "database id of the trial the mark was made on (joins the long export's trial_id)",
+        "item_id": "stable item key within the study",
+        "image_id": "opaque image id of the marked image (joins the long export's image_id)",
+        "model": 'model name, unblinded; "real" for real images',
+        "source": '"generated" or "real"',
+        "prompt_id": "prompt id from the prompt bank",
+        "position": '1-based panel position of the image on that screen (1 = "Image A")',
+        "x": "horizontal position of the mark as a share of the image width, 0 = left edge, 1 = right edge",
+        "y": "vertical position of the mark as a share of the image height, 0 = top edge, 1 = bottom edge",
+        "practice": "true when marked on a practice item (left out of the heat maps)",
+        "marked_at": "when the mark was stored with the answers (ISO 8601, UTC)",
+        "replaced_at": "when a changed answer replaced this mark (ISO 8601, UTC); empty for the current marks",
+    }
+)
+"""Marks (``write_marks_csv``, ``marks.csv`` of the export bundle): one row per marked point; column → meaning."""
 
 
 def _iso_utc(col: pd.Series) -> pa.Array:
@@ -134,9 +167,10 @@ def wide_frame(df: pd.DataFrame) -> pd.DataFrame:
 
     Columns are ordered by rater id, then question (realism, alignment, others by name); rows by model (real first)
     then image id. Scores are nullable integers (``Int8``) when every score is a whole number in -128..127,
-    else floats.
+    else floats. Practice answers are left out (they are in the long export, flagged ``practice``).
     """
     check_ratings_frame(df)
+    df = without_practice(df)
     value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     first = ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     numeric_q = pd.unique(df["question"][~np.isnan(value)])
@@ -181,14 +215,33 @@ def write_wide_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _write_csv(pa.Table.from_pandas(wide_frame(df), preserve_index=False), path)
 
 
-def export_all(df: pd.DataFrame, directory: str | os.PathLike, stem: str = "ratings") -> dict[str, Path]:
-    """Write ``<stem>_long.csv``, ``<stem>_wide.csv`` and ``<stem>.parquet`` into ``directory``."""
+def write_marks_csv(marks: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the marks frame (``Storage.marks_frame``) as CSV, one row per marked point (``MARK_EXPORT_COLUMNS``).
+    Returns the path."""
+    missing = [c for c in MARK_COLUMNS if c not in marks.columns]
+    if missing:
+        raise ValueError(f"marks frame is missing columns: {', '.join(missing)}")
+    data = marks.loc[:, list(MARK_COLUMNS)].astype(dict(MARK_DTYPES))
+    table = pa.Table.from_pandas(data, preserve_index=False)
+    for name in ("marked_at", "replaced_at"):
+        table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
+    return _write_csv(table, path)
+
+
+def export_all(
+    df: pd.DataFrame, directory: str | os.PathLike, stem: str = "ratings", marks: pd.DataFrame | None = None
+) -> dict[str, Path]:
+    """Write ``<stem>_long.csv``, ``<stem>_wide.csv`` and ``<stem>.parquet`` into ``directory``, and with
+    ``marks`` (a study that asks raters to mark artifacts) ``<stem>_marks.csv``."""
     d = Path(directory)
-    return {
+    out = {
         "long_csv": write_long_csv(df, d / f"{stem}_long.csv"),
         "wide_csv": write_wide_csv(df, d / f"{stem}_wide.csv"),
         "parquet": write_parquet(df, d / f"{stem}.parquet"),
     }
+    if marks is not None:
+        out["marks_csv"] = write_marks_csv(marks, d / f"{stem}_marks.csv")
+    return out
 
 
 def read_long_csv(path: str | os.PathLike) -> pd.DataFrame:

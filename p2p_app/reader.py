@@ -206,33 +206,38 @@ def find_rater(app: P2PApp, study: StudyDefinition, name: str):
 
 
 def progress_frame(app: P2PApp, study: StudyDefinition) -> pd.DataFrame:
-    """Per rater: name, slot, items done / total, last answer time. A study that lists its raters shows every
-    listed name, invited or not (``rater_id`` empty until the invitation)."""
+    """Per rater: name, slot, items done / total (real items), practice items done / total, last answer time. A
+    study that lists its raters shows every listed name, invited or not (``rater_id`` empty until the
+    invitation)."""
     key = study_key(study)
     row = app.storage.study(study.id, study.version)
     records = []
     raters = app.storage.raters(key)
+    n_practice = len(study.practice_items())
     for rater in raters:
-        total = len(assignment.rater_sequence(study, rater.slot)) if rater.slot is not None else 0
+        total = len(assignment.rater_sequence(study, rater.slot)) - n_practice if rater.slot is not None else 0
         trials = app.storage.trials_for(rater.pk, row.pk) if row else []
         done = [t for t in trials if t.submitted_at is not None]
+        practice_done = sum(t.practice for t in done)
         records.append(
             {
                 "rater_id": rater.public_id,
                 "name": rater.name,
                 "slot": rater.slot,
-                "done": len(done),
+                "done": len(done) - practice_done,
                 "total": total,
+                "practice_done": practice_done,
+                "practice_total": n_practice if rater.slot is not None else 0,
                 "last_answer": max((t.submitted_at for t in done), default=None),
             }
         )
     taken = {r.slot for r in raters}
     for slot, name in enumerate(study.raters if not study.open else ()):
         if slot not in taken:
-            total = len(assignment.rater_sequence(study, slot))
+            total = len(assignment.rater_sequence(study, slot)) - n_practice
             records.append({"rater_id": "", "name": f"{name} (not invited yet)", "slot": slot, "done": 0,
-                            "total": total, "last_answer": None})
-    columns = ["rater_id", "name", "slot", "done", "total", "last_answer"]
+                            "total": total, "practice_done": 0, "practice_total": n_practice, "last_answer": None})
+    columns = ["rater_id", "name", "slot", "done", "total", "practice_done", "practice_total", "last_answer"]
     return pd.DataFrame.from_records(records, columns=columns).sort_values("slot", kind="stable", ignore_index=True)
 
 

@@ -23,6 +23,7 @@ from .analysis import (
     analyze,
     score_level_columns,
 )
+from .tidy import without_practice
 
 ALPHA_RELIABLE = 0.8
 ALPHA_TENTATIVE = 0.667
@@ -72,8 +73,11 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     ),
     (
         "Raters and progress",
-        "Per-rater answers, time and quality flags (too fast, straight-lining, outlier against the consensus).",
-        ("progress", "rater_progress", "raters"),
+        "Per-rater answers, time and quality flags (too fast, straight-lining, outlier against the consensus). "
+        "Time per screen is the active time (page visible, not idle for over 30 s) where the page measured it, "
+        "else the wall time (shown to answered); the timing table shows both side by side. Practice items are "
+        "left out of everything in this report.",
+        ("progress", "rater_progress", "raters", "timing"),
         ("answers_over_time", "progress", "raters", "timing"),
     ),
 )
@@ -106,6 +110,20 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
         "threshold. With exclusion, the sensitivity table shows the main estimates with and without flagged raters.",
         ("catch",),
         ("catch", "sensitivity"),
+    ),
+)
+
+
+READING_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
+    # issue 13: shown only when the analysis has the tables (a study whose raters mark artifacts)
+    (
+        "Artifact marks",
+        "Where raters clicked on an image because it looks wrong: for each model, the marked points counted on a "
+        "fixed 10 x 10 grid over the image (top of the image at the top) and divided by the number of that "
+        "model's images rated, so a cell reads 'marks per rated image'. Practice items and catch trials are left "
+        "out.",
+        ("marks",),
+        ("marks",),
     ),
 )
 
@@ -298,6 +316,49 @@ def _catch(a: Analysis) -> go.Figure | None:
     return fig
 
 
+def _marks(a: Analysis) -> go.Figure | None:
+    grids = {m: g for m, g in (a.mark_grids or {}).items()}
+    if not grids or a.marks is None or not int(a.marks["n_marks"].sum()):
+        return None
+    models = list(grids)
+    cols = min(3, len(models))
+    rows = -(-len(models) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=models, horizontal_spacing=0.06,
+                        vertical_spacing=0.12)  # fmt: skip
+    top = max(float(g.max()) for g in grids.values()) or 1.0
+    for i, model in enumerate(models):
+        g = grids[model]
+        centres = (np.arange(g.shape[0]) + 0.5) / g.shape[0]
+        fig.add_trace(
+            go.Heatmap(z=g, x=centres, y=centres, zmin=0, zmax=top, coloraxis="coloraxis",
+                       hovertemplate=f"{model}<br>x %{{x:.2f}}, y %{{y:.2f}}: %{{z:.3f}} marks per image"
+                                     "<extra></extra>"),
+            row=i // cols + 1, col=i % cols + 1,
+        )  # fmt: skip
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", range=[1, 0],
+                         row=i // cols + 1, col=i % cols + 1)  # fmt: skip
+        fig.update_xaxes(range=[0, 1], row=i // cols + 1, col=i % cols + 1)
+    fig.update_layout(title="Artifact marks per rated image (y down, as on screen)",
+                      coloraxis={"colorscale": "Reds", "colorbar": {"title": "marks / image"}})  # fmt: skip
+    return fig
+
+
+def _timing(a: Analysis) -> go.Figure | None:
+    t = a.timing
+    if t is None or t.empty or "median_wall_seconds" not in t.columns:
+        return None
+    t = t[t["by"] == "rater"]
+    if t.empty:
+        return None
+    fig = go.Figure([
+        go.Bar(x=t["key"], y=t["median_active_seconds"], name="active (visible, not idle)"),
+        go.Bar(x=t["key"], y=t["median_wall_seconds"], name="wall (shown to answered)"),
+    ])  # fmt: skip
+    fig.update_layout(barmode="group", title="Median seconds per screen, active and wall time",
+                      yaxis={"title": "seconds"})  # fmt: skip
+    return fig
+
+
 def answers_over_time(df: pd.DataFrame) -> pd.DataFrame:
     """Answers per hour (studies spanning up to 3 days) or per day: ``period`` (UTC), ``answers``, ``cumulative``."""
     t = pd.to_datetime(df["answered_at"], utc=True).dropna() if len(df) else pd.Series(dtype="datetime64[ns, UTC]")
@@ -353,7 +414,9 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
     time, from ``df``), ``raters`` (answers per rater, flagged raters in red) and, when a ``progress`` table with a
     ``rater_id`` column is given, ``rater_progress`` (its ``done``/``total``/``answered``/``assigned`` columns, or
     else its other numeric columns, per rater). Study designs, when the analysis has them: ``forced_choice``,
-    ``forced_choice_models``, ``ranking``, ``ranking_wins`` (win-rate heatmap) and ``catch`` (pass rate per rater).
+    ``forced_choice_models``, ``ranking``, ``ranking_wins`` (win-rate heatmap) and ``catch`` (pass rate per
+    rater). ``timing``: median active and wall seconds per rater side by side; ``marks``: per-model heat maps of
+    artifact marks (when the analysis has marks).
     """
     built = {
         "score_distributions": _score_distributions(analysis),
@@ -369,6 +432,8 @@ def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None 
         "ranking": _ranking(analysis),
         "ranking_wins": _ranking_wins(analysis),
         "catch": _catch(analysis),
+        "timing": _timing(analysis),
+        "marks": _marks(analysis),
     }
     for fig in built.values():
         if fig is not None:
@@ -442,7 +507,7 @@ def render_html(
     if analysis.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in analysis.notes) + "</ul>")
     js_done = False
-    present = [s for s in DESIGN_SECTIONS if any(n in tables for n in s[3])]
+    present = [s for s in (*DESIGN_SECTIONS, *READING_SECTIONS) if any(n in tables for n in s[3])]
     for heading, text, fig_names, table_names in (*SECTIONS[:-1], *present, SECTIONS[-1]):
         parts.append(f"<section><h2>{html.escape(heading)}</h2><p>{html.escape(text)}</p>")
         for name in fig_names:
@@ -475,14 +540,18 @@ def build_report(
     analysis: Analysis | None = None,
     models: tuple[str, ...] | list[str] = (),
     exclude_flagged_raters: bool = False,
+    marks: pd.DataFrame | None = None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
     answered / assigned), shown as a table and a bar chart. ``models``: the study's models, so that a model without
     ratings is listed as not computable rather than left out. ``exclude_flagged_raters``: see
-    :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given)."""
+    :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given). ``marks``: the study's marked points
+    (``Storage.marks_frame``), drawn as per-model heat maps. Practice answers are left out of everything."""
+    df = without_practice(df)
     analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
-                                                             exclude_flagged_raters=exclude_flagged_raters)
+                                                             exclude_flagged_raters=exclude_flagged_raters,
+                                                             marks=marks)
     extra = {"answers_over_time": answers_over_time(df)}
     if progress is not None:
         extra["progress"] = progress

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .storage import (
     AccessDenied,
     Answer,
     ImageInfo,
+    MarkPoint,
     PanelModel,
     RaterInfo,
     RecordResult,
@@ -135,9 +137,19 @@ class ShownTrial:
     panels: tuple[Panel, ...]
     questions: tuple[Question, ...]
     order_index: int = 0
-    done: int = 0
-    total: int = 0
+    done: int = 0  # real (non-practice) items answered
+    total: int = 0  # real (non-practice) items in the rater's sequence
     answers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # position → stored answers (revisits)
+    practice: bool = False  # a practice item: "Practice 1 of 2 — not counted"
+    practice_done: int = 0  # practice items answered
+    practice_total: int = 0  # practice items in the rater's sequence
+    mark_artifacts: bool = False  # the study asks raters to mark points where an image looks wrong
+    marks: Mapping[int, Sequence[tuple[float, float]]] = field(default_factory=dict)  # position → stored marks
+
+    @property
+    def practice_number(self) -> int:
+        """1-based number of this practice item among the practice items (0 for a real item)."""
+        return self.order_index + 1 if self.practice else 0
 
 
 @dataclass(frozen=True)
@@ -377,18 +389,20 @@ class P2PApp:
 
     def submit(
         self, session: RaterSession, trial_id: int | None, answers: Mapping[int, Mapping[str, Any]],
-        shown: object = ANY_TRIAL,
+        shown: object = ANY_TRIAL, active_seconds: float | None = None,
     ) -> SubmitResult:
         """Store a live trial's ratings (``answers`` maps position → {question: value, "comment": str}).
 
         ``trial_id`` is the session's current trial (server-side state); ``shown`` is the trial the page says it
-        shows. The UI always passes it: a submit replayed after a new Generate names the old trial and is refused."""
+        shows. The UI always passes it: a submit replayed after a new Generate names the old trial and is refused.
+        ``active_seconds``: see :func:`check_active_seconds`."""
         self._check_live_session(session)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
+        active = check_active_seconds(active_seconds)
         trial = self.own_trial(session, trial_id)
         stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers)
-        result = self.record(trial, session.rater_pk, stored_answers)
+        result = self.record(trial, session.rater_pk, stored_answers, active_seconds=active)
         reveal: tuple[tuple[str, str], ...] = ()
         message = "Ratings saved." if result.status == "stored" else "This trial was already submitted; nothing changed."
         if self.config.reveal_after_rating:
@@ -479,7 +493,7 @@ class P2PApp:
         row = self.study_record(study)
         sequence, orders = rater_plan(study, row.design_hash, self._slot_of(session))
         trials = {t.order_index: t for t in self.storage.trials_for(session.rater_pk, row.pk)}
-        done = sum(1 for t in trials.values() if t.submitted_at is not None)
+        counts = _progress_counts(sequence, trials.values())
         items = study.item_map()
         slots = None
         for a in sequence:
@@ -500,8 +514,9 @@ class P2PApp:
                     item_key=a.item_key,
                     order_index=a.order_index,
                     is_repeat=a.is_repeat,
+                    practice=a.practice,
                 )
-            return self.shown(t, study.questions, done=done, total=len(sequence))
+            return self.shown(t, study.questions, **counts, mark_artifacts=study.mark_artifacts)
         return None
 
     def previous_trial(
@@ -518,9 +533,11 @@ class P2PApp:
         if not earlier:
             raise UserError("There is no earlier answered item.")
         t = max(earlier, key=lambda t: t.order_index)
-        total = len(rater_plan(study, row.design_hash, self._slot_of(session))[0])
-        return self.shown(t, study.questions, done=len(answered), total=total,
-                          answers=self.storage.trial_answers(t.id, session.rater_pk))
+        sequence = rater_plan(study, row.design_hash, self._slot_of(session))[0]
+        return self.shown(t, study.questions, **_progress_counts(sequence, answered),
+                          answers=self.storage.trial_answers(t.id, session.rater_pk),
+                          mark_artifacts=study.mark_artifacts,
+                          marks=self.storage.trial_marks(t.id, session.rater_pk) if study.mark_artifacts else None)
 
     def submit_trial(
         self,
@@ -530,16 +547,23 @@ class P2PApp:
         answers: Mapping[int, Mapping[str, Any]],
         shown: object = ANY_TRIAL,
         reopened: bool = False,
+        active_seconds: float | None = None,
+        marks: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     ) -> SubmitResult:
         """Store the answers to the session's current item.
 
         ``trial_id`` is the item this session shows (server-side state), ``shown`` the one the page names (the
         UI always passes it): a replayed or stale submit names another trial and is refused, nothing written. An
         item already answered is changed only when this session reopened it ("Previous item") in a study that
-        allows changes; otherwise (a second tab, a double click) the result is "duplicate" and says so."""
+        allows changes; otherwise (a second tab, a double click) the result is "duplicate" and says so.
+
+        ``active_seconds``: the page's measure of time visible and not idle (:func:`check_active_seconds`).
+        ``marks``: position → [(x, y), …] image-normalised points where the image looks wrong, only in a study
+        with ``mark_artifacts`` (:func:`check_marks`); stored with the answers, in one transaction."""
         _check_study_session(study, session)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
+        active = check_active_seconds(active_seconds)
         row = self.study_record(study)
         trial = self.own_trial(session, trial_id)
         if trial.study_pk != row.pk:
@@ -547,19 +571,23 @@ class P2PApp:
         allow_changes = study.allow_answer_changes and (reopened or shown is ANY_TRIAL)
         if trial.submitted_at is not None and not allow_changes:
             return SubmitResult("duplicate", (), ALREADY_ANSWERED)
+        points = check_marks(trial, marks, study.mark_artifacts)
         stored = self.build_answers(trial, study.questions, answers, design=study.design)
-        result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes)
+        result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes, active_seconds=active,
+                             marks=points)
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
                     "changed": "Your changed answers were saved."}
         return SubmitResult(result.status, (), messages[result.status])
 
     # ------------------------------------------------------------------ shared helpers
-    def record(self, trial: TrialInfo, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False):
+    def record(self, trial: TrialInfo, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False,
+               active_seconds: float | None = None, marks: Sequence[MarkPoint] = ()):
         """``storage.record_ratings``, never reporting "not saved" for a submit whose outcome is unknown: after an
         unexpected error the trial is read again; stored → success, not stored → "nothing was written", and when
         even that cannot be read the person is asked to press Submit again (a second submit is a no-op)."""
         try:
-            return self.storage.record_ratings(trial.id, rater_pk, answers, allow_changes=allow_changes)
+            return self.storage.record_ratings(trial.id, rater_pk, answers, allow_changes=allow_changes,
+                                               active_seconds=active_seconds, marks=marks)
         except (StorageError, AccessDenied) as exc:
             if isinstance(exc, AccessDenied):
                 raise
@@ -663,6 +691,10 @@ class P2PApp:
         done: int = 0,
         total: int = 0,
         answers: Mapping[int, Mapping[str, Any]] | None = None,
+        practice_done: int = 0,
+        practice_total: int = 0,
+        mark_artifacts: bool = False,
+        marks: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     ) -> ShownTrial:
         panels = []
         for pos, image_id in enumerate(trial.shown_order, start=1):
@@ -680,7 +712,82 @@ class P2PApp:
             done=done,
             total=total,
             answers=answers or {},
+            practice=trial.practice,
+            practice_done=practice_done,
+            practice_total=practice_total,
+            mark_artifacts=mark_artifacts,
+            marks=marks or {},
         )
+
+
+MAX_MARKS_PER_PANEL = 20
+
+
+def check_active_seconds(value: object) -> float | None:
+    """The page's active time (seconds visible and not idle), or None when unknown (old clients, the API). The
+    value comes from the page, so it is checked: a real number (not a bool or text), finite, >= 0; anything else
+    is a UserError and nothing is stored. Storage clamps it to the server's wall seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"The active time must be a number of seconds, not {value!r}; nothing was saved.")
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"The active time must be a finite number of seconds >= 0, not {value!r}; nothing was saved.")
+    return float(value)
+
+
+def check_marks(
+    trial: TrialInfo, marks: Mapping[int, Sequence[tuple[float, float]]] | None, asked: bool
+) -> list[MarkPoint]:
+    """Marked points (position → [(x, y), …], image-normalised: x right, y down, each in [0, 1]) mapped to the
+    trial's image ids. Refused with a UserError (nothing stored): marks in a study that does not ask for them,
+    an unknown position, a point that is not two real numbers in [0, 1], more than ``MAX_MARKS_PER_PANEL`` on one
+    panel. ``None`` or empty lists: no marks."""
+    if marks is None:
+        return []
+    if not isinstance(marks, Mapping):
+        raise UserError("Marks must map an image position to a list of (x, y) points; nothing was saved.")
+    n = len(trial.shown_order)
+    given: dict[int, Sequence] = {}
+    for position, points in marks.items():
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= n:
+            raise UserError(f"Marks name image position {position!r}, which is not on this screen (1-{n}); "
+                            "nothing was saved.")
+        if points is None:
+            continue
+        if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
+            raise UserError(f"{panel_label(position)}: marks must be a list of (x, y) points; nothing was saved.")
+        if len(points):
+            given[position] = points
+    if given and not asked:
+        raise UserError("This study does not ask for marked points; nothing was saved.")
+    out: list[MarkPoint] = []
+    for position in sorted(given):
+        points = given[position]
+        label = panel_label(position)
+        if len(points) > MAX_MARKS_PER_PANEL:
+            raise UserError(f"{label}: at most {MAX_MARKS_PER_PANEL} marks per image, not {len(points)}; "
+                            "nothing was saved.")
+        for point in points:
+            ok = isinstance(point, Sequence) and not isinstance(point, (str, bytes)) and len(point) == 2 and all(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1
+                for v in point
+            )
+            if not ok:
+                raise UserError(f"{label}: a mark must be two numbers x, y between 0 and 1, not {point!r}; "
+                                "nothing was saved.")
+            out.append(MarkPoint(trial.shown_order[position - 1], float(point[0]), float(point[1])))
+    return out
+
+
+def _progress_counts(sequence: Sequence[assignment.Assignment], trials) -> dict[str, int]:
+    """Progress through a rater's sequence: real items (``done``/``total``) and practice items apart
+    (``practice_done``/``practice_total``); ``trials`` are the rater's stored trials of the study."""
+    practice = {a.order_index for a in sequence if a.practice}
+    answered = [t.order_index for t in trials if t.submitted_at is not None]
+    practice_done = sum(1 for i in answered if i in practice)
+    return {"done": len(answered) - practice_done, "total": len(sequence) - len(practice),
+            "practice_done": practice_done, "practice_total": len(practice)}
 
 
 def _labelled(rows: Sequence[PanelModel]) -> tuple[tuple[str, str], ...]:

@@ -355,7 +355,8 @@ def simulate_ratings(
             "answered_at": ts(answered_ns[r_trial]),
             "seconds": seconds[r_trial],
             "is_repeat": t_repeat[r_trial],
-            **{c: _strings([str(v)], np.zeros(len(r_trial), np.int64)) for c, v in TIDY_DEFAULTS.items()},
+            **{c: _strings([v], np.zeros(len(r_trial), np.int64)) if isinstance(v, str) else np.full(len(r_trial), v)
+               for c, v in TIDY_DEFAULTS.items()},
         }
     )
     out = out.loc[:, list(TIDY_COLUMNS)]
@@ -401,7 +402,7 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
         "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
         "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
         "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
-        "rater_group": "",
+        "rater_group": "", "active_seconds": np.nan, "practice": False,
     })  # fmt: skip
     both = pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True)
     first = both.drop_duplicates("trial_id")[["trial_id", "rater_id", "shown_at"]]
@@ -616,6 +617,8 @@ def _design_study(
             "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
             "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
             "rater_group": _strings(groups, r_group[t_rater[r_trial]]),
+            "active_seconds": np.full(n_rows, np.nan),
+            "practice": np.zeros(n_rows, dtype=bool),
         }
     )
     return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
@@ -673,3 +676,97 @@ def simulate_ranking(
     return _design_study("ranking", RANK_PREFIX + question, n_raters, n_items, models, real_quality, include_real,
                          overlap_k, rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start,
                          seed)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Reading screen (issue 13): practice items and artifact marks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def with_practice(
+    df: pd.DataFrame, n_items: int = 2, value: float | None = 1.0, seconds: float = 0.2, seed: int = 0
+) -> pd.DataFrame:
+    """``df`` plus practice answers: for every rater, ``n_items`` practice screens shown before their first
+    screen (``order_index`` 0.., the others shifted), copies of that rater's first screens' layout (catch screens
+    skipped: a practice item is never one) on new images and trial ids, every scored answer ``value`` (None: the
+    copied answers) in ``seconds`` (extreme on purpose: a practice answer that leaked into a statistic would move
+    it), ``practice`` True. The rows come first; ``df``'s rows keep their values."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    rng = np.random.default_rng(seed)
+    base = df.sort_values(["rater_id", "order_index", "trial_id"], kind="stable")
+    next_trial = int(df["trial_id"].max()) + 1 if len(df) else 1
+    parts = []
+    for rater, rows in base.groupby("rater_id", sort=True):
+        catch = rows["catch"].fillna("").ne("") if "catch" in rows.columns else pd.Series(False, index=rows.index)
+        trials = [t for t in dict.fromkeys(rows["trial_id"]) if not catch[rows["trial_id"] == t].any()][:n_items]
+        first_shown = rows["shown_at"].min()
+        for j, t in enumerate(trials):
+            p = rows[rows["trial_id"] == t].copy()
+            shown = first_shown - pd.Timedelta(minutes=n_items - j)
+            p["trial_id"] = next_trial
+            p["item_id"] = f"practice-{j}"
+            p["image_id"] = [f"practice-{rater}-{j}-{k}-{rng.integers(1 << 30)}" for k in p["position"]]
+            p["order_index"] = j
+            if value is not None:
+                p["value"] = np.where(p["value"].notna(), float(value), np.nan)
+            p["shown_at"] = shown
+            p["answered_at"] = shown + pd.Timedelta(seconds=seconds)
+            p["seconds"] = float(seconds)
+            p["active_seconds"] = float(seconds)
+            p["is_repeat"] = False
+            p["practice"] = True
+            parts.append(p)
+            next_trial += 1
+    shifted = df.copy()
+    shifted["order_index"] = shifted["order_index"] + n_items
+    out = pd.concat([*parts, shifted], ignore_index=True) if parts else shifted
+    return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
+
+
+def simulate_marks(
+    df: pd.DataFrame,
+    hot_spots: Mapping[str, tuple[float, float]],
+    marks_per_image: float = 1.5,
+    spread: float = 0.04,
+    background: float = 0.3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Marked points (``p2p_app.tidy.MARK_COLUMNS``) on the images of ratings frame ``df``: for every image shown
+    on a trial, ``Poisson(marks_per_image)`` points near its model's hot spot (``hot_spots``: model → (x, y),
+    image-normalised, x right, y down; normal with sd ``spread``, clipped to [0, 1]) — the known truth a heat map
+    must recover — plus ``Poisson(background)`` points anywhere (uniform); a model without a hot spot gets only
+    the background. At most 20 points per image (the app's limit)."""
+    from .tidy import MARK_COLUMNS, MARK_DTYPES
+
+    for model, (x, y) in hot_spots.items():
+        if not (0 <= x <= 1 and 0 <= y <= 1):
+            raise ValueError(f"hot spot of {model!r} must lie in [0, 1] x [0, 1], not ({x}, {y})")
+    rng = np.random.default_rng(seed)
+    shown = df.drop_duplicates(["trial_id", "image_id"]).reset_index(drop=True)
+    n = len(shown)
+    hot = np.array([str(m) in hot_spots for m in shown["model"]], dtype=bool)
+    k_hot = np.where(hot, rng.poisson(marks_per_image, n), 0)
+    k_bg = rng.poisson(background, n)
+    k_hot = np.minimum(k_hot, 20)
+    k_bg = np.minimum(k_bg, 20 - k_hot)
+    row_hot = np.repeat(np.arange(n), k_hot)
+    centre = np.array([hot_spots.get(str(m), (0.5, 0.5)) for m in shown["model"]], dtype=float).reshape(n, 2)
+    pts_hot = np.clip(centre[row_hot] + rng.normal(0.0, spread, (len(row_hot), 2)), 0.0, 1.0)
+    row_bg = np.repeat(np.arange(n), k_bg)
+    pts_bg = rng.random((len(row_bg), 2))
+    rows = np.concatenate([row_hot, row_bg])
+    pts = np.concatenate([pts_hot, pts_bg]).reshape(-1, 2)
+    order = np.argsort(rows, kind="stable")
+    rows, pts = rows[order], pts[order]
+    s = shown.iloc[rows]
+    practice = s["practice"] if "practice" in s.columns else pd.Series(False, index=s.index)
+    out = pd.DataFrame({
+        "study": s["study"].to_numpy(), "rater_id": s["rater_id"].to_numpy(), "trial_id": s["trial_id"].to_numpy(),
+        "item_id": s["item_id"].to_numpy(), "image_id": s["image_id"].to_numpy(), "model": s["model"].to_numpy(),
+        "source": s["source"].to_numpy(), "prompt_id": s["prompt_id"].to_numpy(),
+        "position": s["position"].to_numpy(), "x": pts[:, 0], "y": pts[:, 1],
+        "practice": practice.fillna(False).to_numpy(dtype=bool), "marked_at": s["answered_at"].reset_index(drop=True),
+        "replaced_at": pd.Series(pd.NaT, index=range(len(s)), dtype="datetime64[ns, UTC]"),
+    })  # fmt: skip
+    return out.astype(dict(MARK_DTYPES)).loc[:, list(MARK_COLUMNS)]

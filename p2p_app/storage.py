@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import secrets
 import sqlite3
@@ -46,7 +47,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from . import migrations
 from .blinding import presentation_png_size, stamp_constant_mtime
 from .text import name_key
-from .tidy import TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES
+from .tidy import MARK_COLUMNS, MARK_DTYPES, TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES
 
 LIVE_STUDY = "live"
 
@@ -148,6 +149,7 @@ class Trial(Base):
     shown_order: Mapped[list] = mapped_column(JSON)  # list of image ids, position 1 first
     shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    practice: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # never analysed
 
 
 class Rating(Base):
@@ -169,6 +171,26 @@ class Rating(Base):
     position: Mapped[int] = mapped_column(Integer)
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     seconds: Mapped[float] = mapped_column(Float)
+    # time the page was visible and not idle (measured by the page, clamped to ``seconds``); None = unknown
+    active_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Mark(Base):
+    """A point a rater marked on an image as looking wrong (studies with ``mark_artifacts``): image-normalised
+    coordinates, x to the right, y down, both in [0, 1]. A changed answer replaces a trial's marks: the old ones
+    keep their rows with ``replaced_at`` set (history), the current ones have it empty."""
+
+    __tablename__ = "marks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
+    rater_pk: Mapped[int] = mapped_column(ForeignKey("raters.id"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class RatingHistory(Base):
@@ -233,6 +255,7 @@ class TrialInfo:
     shown_order: tuple[str, ...]
     shown_at: datetime
     submitted_at: datetime | None
+    practice: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +268,15 @@ class Answer:
     choices: tuple[str, ...] = ()
     cant_judge: bool = False
     comment: str = ""
+
+
+@dataclass(frozen=True)
+class MarkPoint:
+    """One marked point on one image of a trial (image-normalised, x right, y down, in [0, 1])."""
+
+    image_id: str
+    x: float
+    y: float
 
 
 @dataclass(frozen=True)
@@ -341,6 +373,7 @@ def _trial_info(t: Trial) -> TrialInfo:
         tuple(t.shown_order),
         _aware(t.shown_at),
         _aware(t.submitted_at),
+        bool(t.practice),
     )
 
 
@@ -746,6 +779,7 @@ class Storage:
         order_index: int | None = None,
         is_repeat: bool = False,
         prompt_id: str = "",
+        practice: bool = False,
     ) -> TrialInfo:
         """Store a trial with the exact order its images will be shown in, before they are shown.
 
@@ -779,6 +813,7 @@ class Storage:
                 prompt_id=prompt_id,
                 modality=modality,
                 shown_order=list(shown_order),
+                practice=practice,
             )
             s.add(t)
             s.flush()
@@ -799,16 +834,33 @@ class Storage:
 
     @_retried
     def record_ratings(
-        self, trial_id: int, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False
+        self,
+        trial_id: int,
+        rater_pk: int,
+        answers: Sequence[Answer],
+        allow_changes: bool = False,
+        active_seconds: float | None = None,
+        marks: Sequence[MarkPoint] = (),
     ) -> RecordResult:
-        """Store all of a trial's answers in one transaction, or none.
+        """Store all of a trial's answers (and its marked points) in one transaction, or none.
 
-        The trial must belong to ``rater_pk`` and every answer must name an image of that trial.
-        A second submission of a submitted trial is a no-op (``status="duplicate"``) unless
-        ``allow_changes``; then changed answers are updated and their old versions kept in history.
+        The trial must belong to ``rater_pk`` and every answer and mark must name an image of that trial.
+        A second submission of a submitted trial is a no-op (``status="duplicate"``, no mark stored) unless
+        ``allow_changes``; then changed answers are updated and their old versions kept in history, and marks
+        that differ replace the trial's current marks (the old rows stay, with ``replaced_at``).
+        ``active_seconds``: time the page was visible and not idle (None = unknown); stored clamped to the wall
+        seconds (answered − shown) computed here; a change keeps the first submit's times.
         """
         if not answers:
             raise StorageError("no answers to store")
+        if active_seconds is not None and (
+            isinstance(active_seconds, bool) or not isinstance(active_seconds, (int, float))
+            or not math.isfinite(active_seconds) or active_seconds < 0
+        ):
+            raise StorageError(f"active seconds must be a finite number >= 0, not {active_seconds!r}")
+        for m in marks:
+            if not (0.0 <= m.x <= 1.0 and 0.0 <= m.y <= 1.0):
+                raise StorageError(f"a marked point must lie in [0, 1] x [0, 1], not ({m.x!r}, {m.y!r})")
         now = utcnow()
         try:
             with self._tx() as s:
@@ -816,13 +868,16 @@ class Storage:
                 if t is None or t.rater_pk != rater_pk:
                     raise AccessDenied("This trial is not yours.")
                 positions = {image_id: i + 1 for i, image_id in enumerate(t.shown_order)}
-                for a in answers:
+                for a in (*answers, *marks):
                     if a.image_id not in positions:
                         raise AccessDenied("An answer names an image that is not part of this trial.")
                 if t.submitted_at is not None:
                     if not allow_changes:
                         return RecordResult("duplicate", 0)
-                    return self._change_answers(s, t, answers, now)
+                    result = self._change_answers(s, t, answers, now)
+                    if self._replace_marks(s, t, rater_pk, marks, positions, now) and result.status == "duplicate":
+                        result = RecordResult("changed", 0)
+                    return result
                 # The n-th showing of one image to one rater (a planned repeat, or a real image that
                 # appears beside several seeds) is attempt n-1: the unique key stays one answer per
                 # rater × image × question × showing, and a concurrent double submit still collides.
@@ -836,6 +891,7 @@ class Storage:
                 }
                 shown_at = _aware(t.shown_at)
                 seconds = max(0.0, (now - shown_at).total_seconds())
+                active = None if active_seconds is None else min(float(active_seconds), seconds)
                 for a in answers:
                     s.add(
                         Rating(
@@ -851,8 +907,10 @@ class Storage:
                             position=positions[a.image_id],
                             answered_at=now,
                             seconds=seconds,
+                            active_seconds=active,
                         )
                     )
+                self._replace_marks(s, t, rater_pk, marks, positions, now)
                 t.submitted_at = now
                 s.flush()
                 return RecordResult("stored", len(answers))
@@ -861,6 +919,35 @@ class Storage:
             if again is not None and again.submitted_at is not None and not allow_changes:
                 return RecordResult("duplicate", 0)  # a concurrent submit of the same trial won
             raise StorageError(f"these answers could not be stored; nothing was written ({exc.orig})") from None
+
+    @staticmethod
+    def _replace_marks(
+        s: Session, t: Trial, rater_pk: int, marks: Sequence[MarkPoint], positions: Mapping[str, int], now: datetime
+    ) -> bool:
+        """Make ``marks`` the trial's current marks; the current ones, when different, are kept as history
+        (``replaced_at``). True when anything changed."""
+        current = list(s.scalars(select(Mark).where(Mark.trial_id == t.id, Mark.replaced_at.is_(None))
+                                 .order_by(Mark.id)))
+        if [(m.image_id, m.x, m.y) for m in current] == [(m.image_id, float(m.x), float(m.y)) for m in marks]:
+            return False
+        for m in current:
+            m.replaced_at = now
+        for m in marks:
+            s.add(Mark(trial_id=t.id, rater_pk=rater_pk, image_id=m.image_id, position=positions[m.image_id],
+                       x=float(m.x), y=float(m.y), marked_at=now))
+        return True
+
+    def trial_marks(self, trial_id: int, rater_pk: int) -> dict[int, list[tuple[float, float]]]:
+        """A trial's current marks as the page sends them: position → [(x, y), …] (only the trial's rater)."""
+        with self._read() as s:
+            t = s.get(Trial, trial_id)
+            if t is None or t.rater_pk != rater_pk:
+                raise AccessDenied("This trial is not yours.")
+            out: dict[int, list[tuple[float, float]]] = {}
+            for m in s.scalars(select(Mark).where(Mark.trial_id == trial_id, Mark.replaced_at.is_(None))
+                               .order_by(Mark.id)):
+                out.setdefault(m.position, []).append((m.x, m.y))
+            return out
 
     @staticmethod
     def _change_answers(s: Session, t: Trial, answers: Sequence[Answer], now: datetime) -> RecordResult:
@@ -971,6 +1058,8 @@ class Storage:
                 Rating.seconds,
                 Trial.is_repeat,
                 Image.params,
+                Rating.active_seconds,
+                Trial.practice,
             )
             .join(Trial, Trial.id == Rating.trial_id)
             .join(Rater, Rater.id == Rating.rater_pk)
@@ -990,7 +1079,7 @@ class Storage:
         records = []
         for r in rows:
             (sid, ver, pub, name, item, tid, iid, model, source, pid, tprompt, iprompt, modality, seed, pos, order,
-             oidx, question, value, choices, cj, comment, shown, answered, secs, rep, params) = r
+             oidx, question, value, choices, cj, comment, shown, answered, secs, rep, params, active, practice) = r
             params = params or {}
             study = f"{sid}@v{ver}" if sid is not None else LIVE_STUDY
             records.append(
@@ -1024,15 +1113,58 @@ class Storage:
                     "catch": str(params.get("catch", "")) if isinstance(params, dict) else "",
                     "catch_kind": str(params.get("catch_kind", "")) if isinstance(params, dict) else "",
                     "rater_group": groups_of.get(study, {}).get(name_key(name), ""),
+                    "active_seconds": float(active) if active is not None else float("nan"),
+                    "practice": bool(practice),
                     "rater_name": name,
                 }
             )
         return tidy_frame(records)
 
 
+    def marks_frame(self, study_key: str | None = None, history: bool = False) -> pd.DataFrame:
+        """Marked points (``p2p_app.tidy.MARK_COLUMNS``), one row per point, unblinded (model, source); only the
+        current marks unless ``history`` (then replaced ones too, with ``replaced_at``). ``study_key`` as in
+        :meth:`ratings_frame`."""
+        q = (
+            select(Study.study_id, Study.version, Rater.public_id, Trial.id, Trial.item_key, Mark.image_id,
+                   Image.model, Image.source, Image.prompt_id, Mark.position, Mark.x, Mark.y, Trial.practice,
+                   Mark.marked_at, Mark.replaced_at)
+            .join(Trial, Trial.id == Mark.trial_id)
+            .join(Rater, Rater.id == Mark.rater_pk)
+            .join(Image, Image.id == Mark.image_id)
+            .outerjoin(Study, Study.id == Trial.study_pk)
+            .order_by(Mark.id)
+        )
+        if not history:
+            q = q.where(Mark.replaced_at.is_(None))
+        if study_key == LIVE_STUDY:
+            q = q.where(Trial.study_pk.is_(None))
+        elif study_key is not None:
+            study_id, _, version = study_key.partition("@v")
+            q = q.where(Study.study_id == study_id)
+            if version:
+                q = q.where(Study.version == int(version)) if version.isdigit() else q.where(false())
+        with self._read() as s:
+            rows = s.execute(q).all()
+        records = [
+            {"study": f"{sid}@v{ver}" if sid is not None else LIVE_STUDY, "rater_id": pub, "trial_id": tid,
+             "item_id": item, "image_id": iid, "model": model, "source": source, "prompt_id": pid or "",
+             "position": pos, "x": float(x), "y": float(y), "practice": bool(practice),
+             "marked_at": _aware(marked), "replaced_at": _aware(replaced)}
+            for sid, ver, pub, tid, item, iid, model, source, pid, pos, x, y, practice, marked, replaced in rows
+        ]
+        return marks_frame(records)
+
+
+def marks_frame(records: list[dict]) -> pd.DataFrame:
+    """Records → the marks frame with :data:`p2p_app.tidy.MARK_DTYPES` (an empty frame keeps its columns)."""
+    return pd.DataFrame.from_records(records, columns=list(MARK_COLUMNS)).astype(dict(MARK_DTYPES))
+
+
 def tidy_frame(records: list[dict]) -> pd.DataFrame:
     """Records → the tidy frame with the documented dtypes (an empty frame keeps its columns), plus rater_name."""
     df = pd.DataFrame.from_records(records, columns=[*TIDY_COLUMNS, "rater_name"])
+    df = df.reindex(columns=[*TIDY_COLUMNS, "rater_name"])  # a record without a later column: its default below
     df = df.fillna(dict(TIDY_DEFAULTS)) if len(df) else df  # issue 14 columns not stored yet: their defaults
     df = df.astype({**TIDY_DTYPES, "rater_name": "str"})
     return df

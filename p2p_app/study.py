@@ -23,6 +23,7 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     overlap_k = 2                   # required; raters per item, 1 <= k <= number of raters
     repeat_fraction = 0.1           # optional (0.0); share of a rater's items shown again, [0, 0.5]
     allow_answer_changes = false    # optional (false); may a rater revise a stored answer
+    mark_artifacts = false          # optional (false); raters may click points where an image looks wrong
     raters = ["dr_a", "dr_b"]       # planned raters (names), or:
     open = true                     # an open study: anyone joins with a name ...
     n_raters = 6                    # ... into one of n_raters rater slots (required when open)
@@ -42,7 +43,9 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     required = true                 # optional; default true for scales, false otherwise
 
 ``prompts.csv``: header ``prompt_id,prompt`` plus optional ``real_image`` (path of the prompt's
-real image, relative to the CSV) and ``real_image_id`` (the dataset's id for it, kept as provenance).
+real image, relative to the CSV), ``real_image_id`` (the dataset's id for it, kept as provenance) and
+``practice`` (``yes``/``no``, empty = no): a practice prompt's items are shown first to every rater, stored and
+flagged, and left out of every statistic.
 ``<controls>/captions.csv``: header ``control_id,file,caption``; ``file`` is relative to the folder;
 the caption is the prompt the alignment question uses for that control. Files in the folder that
 captions.csv does not list are ignored (prompt real images may live there too).
@@ -242,6 +245,7 @@ class PromptRow:
     line: int
     real_image_id: str = ""
     real_sha256: str = ""
+    practice: bool = False  # a practice prompt (``practice`` column): its items are shown first, never analysed
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,7 @@ class StudyDefinition:
     catch_rate: float = 0.0
     catch_kinds: tuple[str, ...] = ()
     rater_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, rater names), in file order
+    mark_artifacts: bool = False  # raters may click points on an image where it looks wrong
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -353,10 +358,20 @@ class StudyDefinition:
         )
 
     def items(self) -> tuple[StudyItem, ...]:
-        """Every item in design order: prompts in CSV order, then controls (see the module docstring)."""
+        """Every item in design order: prompts in CSV order, then controls (see the module docstring). Practice
+        prompts' items are not among them (:meth:`practice_items`)."""
+        return self._items_of(tuple(p for p in self.prompts if not p.practice), self.controls)
+
+    def practice_items(self) -> tuple[StudyItem, ...]:
+        """The practice items: every item of the practice prompts (``practice`` column), laid out by the same rules
+        as the design's items; each rater sees all of them first (:func:`p2p_app.assignment.rater_sequence`)."""
+        practice = tuple(p for p in self.prompts if p.practice)
+        return self._items_of(practice, ()) if practice else ()
+
+    def _items_of(self, prompts: tuple[PromptRow, ...], controls: tuple[ControlImage, ...]) -> tuple[StudyItem, ...]:
         out: list[StudyItem] = []
         real_count = [0]  # side by side: real-bearing items so far (rotation of the model left out)
-        for row in self.prompts:
+        for row in prompts:
             real = self._real_slot(row)
             if self.design == "ranking":  # one panel per model; real images only feed catch screens
                 out += [StudyItem(f"{row.prompt_id}/s{seed}", row.prompt_id, row.prompt,
@@ -373,7 +388,7 @@ class StudyDefinition:
                     out.append(StudyItem(real.key, row.prompt_id, row.prompt, (real,)))
             else:
                 out += self._side_by_side(row.prompt_id, row.prompt, real, real_count)
-        for control in self.controls:
+        for control in controls:
             slot = self._control_slot(control)
             if self.design == "single":
                 out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
@@ -472,14 +487,14 @@ class StudyDefinition:
     def image_slots(self) -> tuple[ImageSlot, ...]:
         """The distinct images the study needs, in design order: generate these, import the real ones."""
         seen: dict[str, ImageSlot] = {}
-        for item in self.items():
+        for item in (*self.practice_items(), *self.items()):
             for slot in item.slots:
                 seen.setdefault(slot.key, slot)
         return tuple(seen.values())
 
     def item_map(self) -> dict[str, StudyItem]:
-        """Item key -> item, the design's items and the catch screens."""
-        return {item.key: item for item in (*self.items(), *self.catch_items())}
+        """Item key -> item, the practice items, the design's items and the catch screens."""
+        return {item.key: item for item in (*self.practice_items(), *self.items(), *self.catch_items())}
 
     def design_dict(self) -> dict[str, Any]:
         """The canonical content the design hash is taken over (text with whitespace runs collapsed)."""
@@ -505,10 +520,15 @@ class StudyDefinition:
             "catch_rate": float(self.catch_rate),
             "catch_kinds": list(self.catch_kinds),
             "rater_groups": [[g, list(names)] for g, names in self.rater_groups],
+            # issue 13: present only when used (a study without them keeps its hash, no format bump)
+            **({"practice": [p.prompt_id for p in self.prompts if p.practice]}
+               if any(p.practice for p in self.prompts) else {}),
+            **({"mark_artifacts": True} if self.mark_artifacts else {}),
         }
 
     def design_hash(self) -> str:
-        """sha256 (hex) of the canonical JSON of :meth:`design_dict`."""
+        """sha256 (hex) of the canonical JSON of :meth:`design_dict` (plus ``practice`` and ``mark_artifacts`` only
+        when the study uses them, so the hash of a study without them is what it was before they existed)."""
         text = json.dumps(self.design_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -545,10 +565,14 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "catch_rate": (int, float),
     "catch_kinds": list,
     "rater_groups": dict,
+    "mark_artifacts": bool,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
-_PROMPT_COLUMNS = (("prompt_id", "prompt"), ("real_image", "real_image_id"))
+_PROMPT_COLUMNS = (("prompt_id", "prompt"), ("real_image", "real_image_id", "practice"))
+_PRACTICE_VALUES: Mapping[str, bool] = MappingProxyType(
+    {"": False, "no": False, "false": False, "0": False, "yes": True, "true": True, "1": True}
+)
 _CONTROL_COLUMNS = (("control_id", "file", "caption"), ())
 _TYPE_NAMES: Mapping[type, str] = MappingProxyType(
     {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "a table"}
@@ -742,6 +766,7 @@ def load_study(
         catch_rate=catch_rate,
         catch_kinds=catch_kinds,
         rater_groups=rater_groups,
+        mark_artifacts=data.get("mark_artifacts", False),
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,
@@ -1007,7 +1032,13 @@ def _read_prompts(path: Path) -> tuple[PromptRow, ...]:
         if row.get("real_image"):
             real = path.parent / row["real_image"]
             sha = _image_sha256(path, line, real)
-        out.append(PromptRow(prompt_id, prompt, real, line, row.get("real_image_id", ""), sha))
+        flag = row.get("practice", "").lower()
+        if flag not in _PRACTICE_VALUES:
+            raise StudyError(path, line, f"practice must be yes or no (or empty), not {row['practice']!r}")
+        out.append(PromptRow(prompt_id, prompt, real, line, row.get("real_image_id", ""), sha, _PRACTICE_VALUES[flag]))
+    if all(p.practice for p in out):
+        raise StudyError(path, out[-1].line, "every prompt is a practice prompt: the study needs at least one "
+                         "prompt that is not (practice = no)")
     return tuple(out)
 
 

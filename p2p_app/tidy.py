@@ -36,6 +36,9 @@ TIDY_DTYPES: Mapping[str, str] = types.MappingProxyType(
         "catch": "str",
         "catch_kind": "str",
         "rater_group": "str",
+        # added by issue 13 (reading screen): at the end, each with a default (TIDY_DEFAULTS)
+        "active_seconds": "float64",
+        "practice": "bool",
     }
 )
 """Columns of the tidy ratings frame, in contract order, with their dtypes."""
@@ -59,9 +62,44 @@ CHOSEN_REAL = "chosen_real"
 RANK_PREFIX = "rank_"
 """Questions ``rank_<q>`` of the ranking design: value = rank of the panel on that screen (1 = best)."""
 
-TIDY_DEFAULTS: Mapping[str, object] = types.MappingProxyType({"catch": "", "catch_kind": "", "rater_group": ""})
+TIDY_DEFAULTS: Mapping[str, object] = types.MappingProxyType(
+    {"catch": "", "catch_kind": "", "rater_group": "", "active_seconds": float("nan"), "practice": False}
+)
 """Default of every column added after the first release of the contract: a frame without such a column (an older
 export, a hand-built frame) gets it filled with this value by :func:`with_tidy_defaults`."""
+
+
+MARK_DTYPES: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": "str",
+        "rater_id": "str",
+        "trial_id": "int64",
+        "item_id": "str",
+        "image_id": "str",
+        "model": "str",
+        "source": "str",
+        "prompt_id": "str",
+        "position": "int64",
+        "x": "float64",
+        "y": "float64",
+        "practice": "bool",
+        "marked_at": "datetime64[ns, UTC]",
+        "replaced_at": "datetime64[ns, UTC]",
+    }
+)
+"""Columns of the marks frame (``Storage.marks_frame``, ``simulate.simulate_marks``, ``export.write_marks_csv``):
+one row per point a rater marked as looking wrong; ``x``, ``y`` image-normalised in [0, 1] (x right, y down)."""
+
+MARK_COLUMNS: tuple[str, ...] = tuple(MARK_DTYPES)
+
+
+def without_practice(df):
+    """``df`` (a tidy ratings frame or a marks frame) without its practice rows — the one place statistics drop
+    them (``p2p_app.analysis``, ``p2p_app.report``); ``df`` itself when it has none (no copy)."""
+    if "practice" not in df.columns or not len(df):
+        return df
+    practice = df["practice"].fillna(False).to_numpy(dtype=bool)
+    return df[~practice] if practice.any() else df
 
 
 def is_design_question(question: str) -> bool:

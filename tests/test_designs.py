@@ -37,6 +37,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
             "answered_at": pd.Timestamp("2026-03-02T08:00:05Z") + pd.Timedelta(seconds=10 * i),
             "seconds": 5.0, "is_repeat": r.get("repeat", False), "catch": r.get("catch", ""),
             "catch_kind": r.get("kind", ""), "rater_group": r.get("group", ""),
+            "active_seconds": r.get("active", float("nan")), "practice": r.get("practice", False),
         })  # fmt: skip
     return pd.DataFrame(out).astype(dict(TIDY_DTYPES))
 
@@ -52,7 +53,7 @@ def fc_screen(rater: str, trial: int, picked: str, models=("real", "model-a", "m
 
 
 def test_new_columns_come_last_with_defaults_and_old_frames_still_work(tmp_path):
-    assert A.TIDY_COLUMNS[-3:] == NEW and A.TIDY_COLUMNS[:23][-1] == "is_repeat"
+    assert A.TIDY_COLUMNS[23:26] == NEW and A.TIDY_COLUMNS[:23][-1] == "is_repeat"
     assert all(TIDY_DEFAULTS[c] == "" for c in NEW)
     old = S.simulate_ratings(n_raters=4, n_prompts=4, seed=3)
     assert (old[list(NEW)] == "").all().all()
@@ -65,7 +66,7 @@ def test_new_columns_come_last_with_defaults_and_old_frames_still_work(tmp_path)
     assert a.forced_choice is None and a.ranking is None and a.catch is None and a.sensitivity is None
     assert not a.raters["catch_failed"].any() and (a.raters["n_catch"] == 0).all()
     path = E.write_long_csv(old, tmp_path / "old.csv")
-    assert pd.read_csv(path).columns.tolist()[-3:] == list(NEW)
+    assert pd.read_csv(path).columns.tolist()[23:26] == list(NEW)
     with pytest.raises(ValueError, match="missing columns: value"):
         A.check_ratings_frame(old.drop(columns=["value"]))
 

@@ -49,6 +49,9 @@ def test_a_database_of_release_53ee3b6_upgrades_on_open_without_losing_a_row(tmp
     assert migrations.current_revision(storage.engine) == migrations.head_revision()
     frame = storage.ratings_frame()
     assert len(frame) == 21 and set(frame["study"]) == {"live", "colonoscopy_pilot@v1"}
+    # 0003 (issue 13): the release's answers have no active time (unknown, not zero), are no practice, no marks
+    assert frame["active_seconds"].isna().all() and not frame["practice"].any()
+    assert storage.marks_frame().empty
     assert storage.study("colonoscopy_pilot", 1).frozen_at is not None
     with sqlite3.connect(FIXTURE) as con:  # the release stored invite tokens in clear
         (pk, clear), = con.execute("SELECT id, token FROM raters WHERE token IS NOT NULL").fetchall()
@@ -57,6 +60,8 @@ def test_a_database_of_release_53ee3b6_upgrades_on_open_without_losing_a_row(tmp
     storage.close()
     after = counts(db)
     assert {k: after[k] for k in before} == before
+    with sqlite3.connect(db) as con:  # every trial of the release is a real (non-practice) item
+        assert con.execute("SELECT count(*), sum(practice) FROM trials").fetchone() == (5, 0)
     assert schema_drift(f"sqlite:///{db}") == []
     again = Storage(f"sqlite:///{db}", tmp_path / "images")  # opening again is a no-op
     again.close()

@@ -206,6 +206,9 @@ def test_an_old_database_is_upgraded(tmp_path):
             created_at FROM raters;
         DROP TABLE raters;
         ALTER TABLE raters_old RENAME TO raters;
+        DROP TABLE marks;
+        ALTER TABLE ratings DROP COLUMN active_seconds;
+        ALTER TABLE trials DROP COLUMN practice;
         DROP TABLE alembic_version;
         COMMIT;
         """
