@@ -11,7 +11,9 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   Per model: the share of screens showing that model on which it was picked as real (real = accuracy). Agreement:
   Fleiss' κ (and Krippendorff's α, nominal) on *which model* each rater picked per item (the same code as the score
   agreement, :func:`p2p_app.analysis._agreement_scope`; bootstrap CI over items).
-* **Ranking** (questions ``rank_<q>``: value = rank of the panel on that screen, 1 = best). Each ranking is broken
+* **Ranking** (questions ``rank_<q>``: value = rank of the panel on that screen, 1 = best; with more than one
+  modality in the frame, as in the live arena, each modality is fitted on its own: ``question`` reads
+  ``rank_<q> · <modality>``). Each ranking is broken
   into all its implied pairs (under Plackett–Luce every pair follows Bradley–Terry with the same strengths, Luce's
   choice axiom, so the pair fit is consistent); ``strength`` = Bradley–Terry log-strength, the fit of
   ``choix.ilsr_pairwise_dense`` (:func:`bt_fit`, all bootstrap replicates at once; centred: mean 0), CI = strength ± t(raters − 1) × the
@@ -251,6 +253,9 @@ def _ranking_rows(df: pd.DataFrame) -> pd.DataFrame:
         sel &= ~mask
     s = df.loc[sel, ["question", "rater_id", "trial_id", "model", "value", "cant_judge"]].copy()
     s["value"] = pd.to_numeric(s["value"], errors="coerce")
+    if "modality" in df.columns and df.loc[sel, "modality"].nunique() > 1:
+        # models of different modalities are never ranked together (the live arena): one fit per modality
+        s["question"] = s["question"].astype(str) + " · " + df.loc[sel, "modality"].astype(str)
     s = s[s["value"].notna() & ~s["cant_judge"].fillna(False).astype(bool)]
     return s
 
