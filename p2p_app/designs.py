@@ -245,7 +245,10 @@ def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _ranking_rows(df: pd.DataFrame) -> pd.DataFrame:
+def ranking_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The ranking answers that enter the fits: ``rank_<q>`` rows, first showings, no catch screens, no can't-judge
+    (columns question, rater_id, trial_id, model, value, cant_judge; the question names the modality when the frame
+    has several)."""
     sel = df["question"].astype(str).str.startswith(RANK_PREFIX).to_numpy(dtype=bool)
     sel = sel & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     mask = catch_trial_mask(df)
@@ -342,7 +345,7 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
     """(``ranking``, ``ranking_wins``) tables for every ``rank_<q>`` question (see the module docstring)."""
     import choix
 
-    s = _ranking_rows(df)
+    s = ranking_rows(df)
     if s.empty:
         return (result_table([{"question": "", "model": ALL, "note": not_computable("no rankings")}], RANKING_COLUMNS),
                 pd.DataFrame(columns=list(WIN_COLUMNS)))  # fmt: skip

@@ -41,7 +41,7 @@ import pandas as pd
 
 from .analysis import crossed_mean_ci, realism_pilot
 from .designs import (
-    _ranking_rows, binom_p, bt_bootstrap, bt_fit, clopper_pearson, forced_choice_screens, rater_interval, win_matrices,
+    binom_p, bt_bootstrap, bt_fit, clopper_pearson, forced_choice_screens, ranking_rows, rater_interval, win_matrices,
 )  # fmt: skip
 from .simulate import assign_raters
 from .tidy import CHOSEN_REAL, RANK_PREFIX
@@ -97,7 +97,7 @@ def ranking_pilot(df: pd.DataFrame) -> dict:
     method of moments on each model pair: the spread of the raters' win proportions beyond binomial sampling
     (screens are independent), ``var_r(p̂) − mean p(1−p)/n_r``, over ``2·(p(1−p))²`` (the logistic slope squared
     times the variance of a difference of two rater deviations), averaged over pairs."""
-    s = _ranking_rows(df)
+    s = ranking_rows(df)
     questions = sorted(map(str, s["question"].unique()))
     if not questions:
         raise ValueError("the pilot has no rankings")
