@@ -27,7 +27,7 @@ def bench_family(registry, family: str, runs: int, warmup: int) -> tuple[float, 
     gen = registry.get(family)
     gen.load()
     pipe = gen._pipe  # the very pipeline object the wrapper calls
-    kwargs = {k: v for k, v in gen.effective_params().items() if k != "lora_scale"}
+    kwargs = {k: v for k, v in gen.effective_params().items() if k not in ("lora_scale", "greyscale")}
 
     def raw(seed: int) -> None:
         pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(seed), output_type="pil", **kwargs)

@@ -249,7 +249,7 @@ def bench_family(family: str, args, device: str) -> dict:
         gen = DiffusersGenerator(family, family, "colonoscopy", pipeline=pipe, defaults=defaults,
                                  dtype=dtype_name, pool=pool)
     row["placement"] = f"{gen.placement.device}{' (offload)' if gen.placement.offload else ''}"
-    settings = {k: v for k, v in gen.effective_params().items() if k != "lora_scale"}
+    settings = {k: v for k, v in gen.effective_params().items() if k not in ("lora_scale", "greyscale")}
     row["settings"] = f"{settings['width']}x{settings['height']}, {settings['num_inference_steps']} steps"
 
     def raw(seed):

@@ -34,7 +34,7 @@ from .base import (
     check_modality,
     check_seed,
 )
-from .families import DTYPES, LORA_SCALE, Family, family_defaults, get_family
+from .families import DTYPES, GREYSCALE, LORA_SCALE, Family, family_defaults, get_family
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +319,7 @@ class DiffusersGenerator(Generator):
         pool: DevicePool | None = None,
         lora: str | os.PathLike | None = None,
         lora_scale: float = 1.0,
+        greyscale: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"model name must be non-empty text, got {name!r}")
@@ -356,6 +357,9 @@ class DiffusersGenerator(Generator):
             ):
                 raise ValueError(f"model {name!r}: {cls.__name__} ({family}) does not support LoRA adapters")
         self._overrides = self._check_params(params or {}, "config")
+        if not isinstance(greyscale, bool):
+            raise ValueError(f"model {name!r}: greyscale must be True or False, got {greyscale!r}")
+        self.greyscale = greyscale
 
         self._pipe = pipeline
         self._placement: Placement | None = None
@@ -396,6 +400,8 @@ class DiffusersGenerator(Generator):
         merged = dict(self._defaults)
         merged.update(self._overrides)
         merged.update(self._check_params(params, "the call"))
+        if self.greyscale:  # part of what made the image (and of its cache key); not a pipeline argument
+            merged[GREYSCALE] = True
         return merged
 
     # ------------------------------------------------------------------------------------------ loading
@@ -610,7 +616,7 @@ class DiffusersGenerator(Generator):
         seed = check_seed(seed)
         effective = self.effective_params(**params)
         self.load()
-        call_kwargs = {k: v for k, v in effective.items() if k != "lora_scale"}
+        call_kwargs = {k: v for k, v in effective.items() if k not in ("lora_scale", GREYSCALE)}
         pipe, device = self._pipe, self._placement.device
         with self.pool.lock(device):
             if self.lora is not None:
@@ -635,6 +641,8 @@ class DiffusersGenerator(Generator):
                 )
             seconds = time.perf_counter() - t0
         image = output.images[0]
+        if self.greyscale:  # luminance in all three channels: R = G = B, still an RGB image like every other
+            image = image.convert("L")
         if image.mode != "RGB":
             image = image.convert("RGB")
         return GenerationResult(

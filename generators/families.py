@@ -20,6 +20,11 @@ from typing import Any, Mapping
 FAMILIES = ("msdm", "sd", "flux", "kandinsky22", "kandinsky3")
 TINY_PREFIX = "tiny:"  # source = "tiny:<family>" names the built-in tiny variant of a family
 DTYPES = ("float32", "float16", "bfloat16")
+GREYSCALE = "greyscale"
+"""A model option, not a pipeline argument: the image is made grey (R = G = B, luminance) after the pipeline runs.
+On by default for radiology models (``ModelSpec.greyscale``; radiographs are grey, a tiny or colour-leaking model's
+RGB output is not). When on, ``effective_params`` carries ``greyscale = True``, so it enters the cache key and the
+stored parameters; off, nothing is added (colour models keep their cache keys)."""
 
 
 @dataclass(frozen=True)

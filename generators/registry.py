@@ -53,6 +53,7 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     dtype: str | None = None
     device: str | None = None
+    greyscale: bool | None = None  # None: on for radiology (radiographs are grey), off for colonoscopy
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -102,6 +103,8 @@ class ModelSpec:
             _check_device_text(self.device)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
+        if self.greyscale is not None and not isinstance(self.greyscale, bool):
+            raise ValueError(f"{where}: greyscale must be true or false, got {self.greyscale!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
@@ -131,6 +134,11 @@ class ModelSpec:
     @property
     def is_tiny(self) -> bool:
         return self.tiny_family is not None
+
+    @property
+    def is_greyscale(self) -> bool:
+        """Whether images are made grey (R = G = B): ``greyscale`` when set, else on for radiology."""
+        return self.greyscale if self.greyscale is not None else self.modality == "radiology"
 
     def defaults(self) -> dict[str, Any]:
         """Family defaults for this spec (tiny sizes for a tiny source), before ``params`` overrides."""
@@ -206,6 +214,7 @@ def build_generator(
         pool=_as_pool(devices),
         lora=spec.lora,
         lora_scale=spec.lora_scale,
+        greyscale=spec.is_greyscale,
     )
 
 

@@ -377,19 +377,22 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 
 
 @main.command()
-@click.option("--design", type=click.Choice(["rating", "forced_choice"]), default="rating", show_default=True,
+@click.option("--design", type=click.Choice(["rating", "forced_choice", "ranking"]), default="rating",
+              show_default=True,
               help="rating: two models scored side by side (power to detect a score difference); forced_choice: "
-                   "'which one is real?' (power to beat chance).")
-@click.option("--models", default=2, show_default=True, help="Generated models per screen.")
+                   "'which one is real?' (power to beat chance); ranking: every screen ranks all models (power to "
+                   "tell the best model from the next).")
+@click.option("--models", default=2, show_default=True, help="Generated models per screen (ranking: models ranked).")
 @click.option("--raters", default="3,5,8", show_default=True, callback=_int_list, help="Rater counts to try.")
 @click.option("--items", default="20,40,80", show_default=True, callback=_int_list, help="Item counts to try.")
 @click.option("--overlap", type=int, default=None, help="Raters per item (default: every rater sees every item).")
 @click.option("--effect", type=float, default=None,
-              help="Expected effect: score difference between two models (rating, default 0.5) or accuracy above "
-                   "chance (forced_choice, default 0.15). With --pilot: the pilot's estimate unless given.")
+              help="Expected effect: score difference between two models (rating, default 0.5), accuracy above "
+                   "chance (forced_choice, default 0.15) or the best model's log-strength above the others (ranking, "
+                   "default 0.5). With --pilot: the pilot's estimate unless given.")
 @click.option("--noise", type=float, default=None,
-              help="Score noise SD (rating, default 1.0) or between-rater SD of accuracy on the logit scale "
-                   "(forced_choice, default 0.5).")
+              help="Score noise SD (rating, default 1.0), between-rater SD of accuracy on the logit scale "
+                   "(forced_choice, default 0.5) or of the models' log-strengths (ranking, default 0.3).")
 @click.option("--pilot", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A pilot study's long CSV export: design, models, noise and effect are estimated from it.")
 @click.option("--sims", default=200, show_default=True, help="Simulated studies per grid cell.")

@@ -48,6 +48,13 @@ SETTINGS: tuple[Setting, ...] = (
         "In the live arena, show which model made which image once the trial's ratings are stored.",
     ),
     Setting(
+        "arena_judgement",
+        "scores",
+        "How the live arena asks for judgements: \"scores\" (1-5 realism and alignment per image), \"ranking\" "
+        "(order all images best to worst for realism and for alignment) or \"choice\" (the rater picks one of the "
+        "two for each trial; scores first).",
+    ),
+    Setting(
         "access_code",
         "",
         "If not empty, raters must type this code to sign in to the live arena.",
@@ -91,6 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _SETTING_NAMES = {s.name for s in SETTINGS}
+ARENA_JUDGEMENTS = ("scores", "ranking", "choice")
+"""Values of ``arena_judgement``; a trial is judged by "scores" or "ranking" (``AppConfig.arena_judgements``)."""
 _SECTIONS = {"models", "examples"}
 
 
@@ -111,6 +120,12 @@ class AppConfig:
     pack: Path | None = None
     examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: Path | None = None
+    arena_judgement: str = "scores"
+
+    @property
+    def arena_judgements(self) -> tuple[str, ...]:
+        """The judgements a live trial may use, the default first: ("scores",), ("ranking",) or both."""
+        return ("scores", "ranking") if self.arena_judgement == "choice" else (self.arena_judgement,)
 
     @property
     def ephemeral_storage(self) -> bool:
@@ -175,6 +190,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: setting {s.name!r} must be {expected.__name__}, got {value!r}")
         values[s.name] = value
+    if values["arena_judgement"] not in ARENA_JUDGEMENTS:
+        raise ConfigError(f"{path}: setting 'arena_judgement' must be one of {', '.join(ARENA_JUDGEMENTS)}, "
+                          f"got {values['arena_judgement']!r}")  # fmt: skip
 
     models = []
     names: set[str] = set()
@@ -215,4 +233,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         models=tuple(models),
         examples=examples,
         source=path.resolve(),
+        arena_judgement=values["arena_judgement"],
     )

@@ -14,32 +14,47 @@ report**:
 * ``design="forced_choice"``: one real and ``models`` generated panels per screen; true accuracy = chance +
   ``effect`` with between-rater spread ``noise`` on the logit scale. Statistic: the report's exact (Clopper–Pearson)
   interval and exact binomial test against chance (:mod:`p2p_app.designs`). Power = share with p < ``alpha``.
+* ``design="ranking"``: every screen shows ``models`` (K ≥ 2) panels, one per model, and the rater orders them all.
+  Known utilities (log-strengths): the top model ``effect`` above each of the others, which are equal (or, from a
+  pilot, its fitted strengths). Rater r ranks by ``utility + d_rm + Gumbel`` with ``d_rm ~ N(0, noise)`` (raters
+  disagree), i.e. each ranking is a Plackett–Luce draw. Statistic: the report's own ranking analysis
+  (:func:`p2p_app.designs.bt_fit` on the implied pairs, :func:`p2p_app.designs.bt_bootstrap` resampling raters,
+  :func:`p2p_app.designs.rater_interval`). The estimate is the top model's strength minus the next one's, its CI
+  the report's interval for that difference over ``n_boot`` replicates. Power = share of simulations whose CI
+  excludes 0.
 
 A pilot study's long export can set the parameters (:func:`pilot_parameters`): noise, rater and image spread from
 the crossed variance components of its realism scores, the effect from its largest paired model difference (rating),
-or its accuracy over chance and rater spread (forced choice). Simulations are seeded (one stream per cell) and drawn
+or its accuracy over chance and rater spread (forced choice), or its fitted strengths and rater spread (ranking:
+:func:`ranking_pilot`). Simulations are seeded (one stream per cell) and drawn
 for all replicates of a cell at once; a 4 × 4 grid with 200 simulations per cell takes a few seconds.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .analysis import crossed_mean_ci, realism_pilot
-from .designs import binom_p, clopper_pearson, forced_choice_screens
+from .designs import (
+    binom_p, bt_bootstrap, bt_fit, clopper_pearson, forced_choice_screens, ranking_rows, rater_interval, win_matrices,
+)  # fmt: skip
 from .simulate import assign_raters
-from .tidy import CHOSEN_REAL
+from .tidy import CHOSEN_REAL, RANK_PREFIX
 
-DESIGNS = ("rating", "forced_choice")
+DESIGNS = ("rating", "forced_choice", "ranking")
 PLAN_COLUMNS = (
     "design", "raters", "items", "overlap", "answers_per_sim", "sims", "effect", "mean_estimate", "mean_ci_width",
     "power",
 )  # fmt: skip
-DEFAULTS = {"effect": {"rating": 0.5, "forced_choice": 0.15}, "noise": {"rating": 1.0, "forced_choice": 0.5}}
+DEFAULTS = {"effect": {"rating": 0.5, "forced_choice": 0.15, "ranking": 0.5},
+            "noise": {"rating": 1.0, "forced_choice": 0.5, "ranking": 0.3}}  # fmt: skip
+DEFAULT_N_BOOT = 200
+"""Bootstrap replicates per simulated ranking study (the report's default is larger; the interval is the same)."""
 
 
 def _grid(values: Sequence[int], name: str, low: int) -> tuple[int, ...]:
@@ -57,8 +72,9 @@ def check_plan_inputs(design, raters, items, models, overlap, effect, noise, sim
         raise ValueError(f"design must be one of {', '.join(DESIGNS)}, got {design!r}")
     _grid(raters, "raters", 2)
     _grid(items, "items", 2)
-    if models < (2 if design == "rating" else 1):
-        raise ValueError(f"a {design} plan needs models >= {2 if design == 'rating' else 1}, got {models}")
+    low = 1 if design == "forced_choice" else 2
+    if models < low:
+        raise ValueError(f"a {design} plan needs models >= {low}, got {models}")
     if overlap is not None and overlap < 1:
         raise ValueError(f"overlap must be >= 1, got {overlap}")
     if sims < 1:
@@ -74,11 +90,51 @@ def check_plan_inputs(design, raters, items, models, overlap, effect, noise, sim
                              f"got {effect}")  # fmt: skip
 
 
+def ranking_pilot(df: pd.DataFrame) -> dict:
+    """Ranking parameters from a pilot's tidy frame (question ``rank_realism``, else the first ``rank_<q>``), with
+    the report's code: ``utilities`` = the Bradley–Terry strengths (:func:`p2p_app.designs.bt_fit`) best first,
+    ``effect`` = best − next, ``models`` = their number, ``noise`` = the between-rater SD of log-strengths by the
+    method of moments on each model pair: the spread of the raters' win proportions beyond binomial sampling
+    (screens are independent), ``var_r(p̂) − mean p(1−p)/n_r``, over ``2·(p(1−p))²`` (the logistic slope squared
+    times the variance of a difference of two rater deviations), averaged over pairs."""
+    s = ranking_rows(df)
+    questions = sorted(map(str, s["question"].unique()))
+    if not questions:
+        raise ValueError("the pilot has no rankings")
+    question = f"{RANK_PREFIX}realism" if f"{RANK_PREFIX}realism" in questions else questions[0]
+    sq = s[s["question"] == question]
+    models = sorted(map(str, sq["model"].unique()))
+    if len(models) < 2 or sq["trial_id"].nunique() < 2:
+        raise ValueError("the pilot has fewer than two rankings of two or more models")
+    per_rater, _, _ = win_matrices(sq, models)
+    strength = bt_fit(per_rater.sum(axis=0))
+    utilities = np.sort(strength)[::-1]
+    parts = []
+    for a, b in itertools.combinations(range(len(models)), 2):
+        wins, n = per_rater[:, a, b], per_rater[:, a, b] + per_rater[:, b, a]
+        n_ok = n > 0
+        if n_ok.sum() < 2:
+            continue
+        p_bar = wins[n_ok].sum() / n[n_ok].sum()
+        slope = p_bar * (1 - p_bar)
+        if slope <= 0:
+            continue
+        excess = float(np.var(wins[n_ok] / n[n_ok], ddof=1) - np.mean(slope / n[n_ok]))
+        parts.append(excess / (2 * slope**2))
+    noise = float(np.sqrt(max(float(np.mean(parts)), 0.0))) if parts else 0.0
+    return {"design": "ranking", "models": len(models), "effect": float(utilities[0] - utilities[1]),
+            "noise": noise, "utilities": tuple(float(u) for u in utilities)}  # fmt: skip
+
+
 def pilot_parameters(df: pd.DataFrame) -> dict:
     """Parameters for :func:`plan_study` estimated from a pilot study's tidy frame: ``design`` (forced choice when
-    it has ``chosen_real`` answers), ``models``, ``effect``, ``noise`` and, for ratings, ``rater_sd`` and
-    ``image_sd``. Raises ``ValueError`` when the pilot has too little data to estimate them."""
-    if CHOSEN_REAL in set(map(str, pd.unique(df["question"]))):
+    it has ``chosen_real`` answers, ranking when it has ``rank_<q>`` answers), ``models``, ``effect``, ``noise``
+    and, for ratings, ``rater_sd`` and ``image_sd``; for rankings ``utilities`` (:func:`ranking_pilot`). Raises
+    ``ValueError`` when the pilot has too little data to estimate them."""
+    questions = set(map(str, pd.unique(df["question"])))
+    if CHOSEN_REAL not in questions and any(q.startswith(RANK_PREFIX) for q in questions):
+        return ranking_pilot(df)
+    if CHOSEN_REAL in questions:
         screens = forced_choice_screens(df)
         if len(screens) < 2 or screens["rater_id"].nunique() < 1:
             raise ValueError("the pilot has fewer than two forced-choice screens")
@@ -133,6 +189,51 @@ def _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level,
     return correct / n - chance, hi - lo, pv < alpha, int(n[0])
 
 
+def ranking_utilities(models: int, effect: float, pilot: Sequence[float] | None = None) -> np.ndarray:
+    """The known log-strengths simulated, best first: the top model ``effect`` above each of the others (equal, 0),
+    or a pilot's fitted strengths with the gap between the best two set to ``effect``."""
+    if pilot is None:
+        return np.r_[float(effect), np.zeros(models - 1)]
+    u = np.sort(np.asarray(pilot, dtype=float))[::-1].copy()
+    u[0] = u[1] + float(effect)
+    return u
+
+
+def ranking_wins(rater: np.ndarray, order: np.ndarray, n_r: int) -> np.ndarray:
+    """Per-rater win counts (raters × models × models, ``[r, a, b]`` = times r ranked a above b) of the rankings
+    ``order`` (screens × models: model codes best first) by ``rater`` — what
+    :func:`p2p_app.designs.win_matrices` gives for the same rankings in a tidy frame."""
+    k = order.shape[1]
+    rank = np.argsort(order, axis=1)  # model → place (0 = best)
+    above = (rank[:, :, None] < rank[:, None, :]).astype(float).reshape(len(order), k * k)
+    onehot = np.zeros((len(order), n_r))
+    onehot[np.arange(len(order)), rater] = 1.0
+    return (onehot.T @ above).reshape(n_r, k, k)
+
+
+def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot) -> np.ndarray:
+    """``sims`` simulated ranking studies (``n_r`` raters, ``n_i`` items, ``k`` raters per item, every screen a
+    Plackett–Luce ranking of all models, see the module docstring), each analysed with the report's code: rows of
+    (estimate, CI low, CI high) of the best model's strength minus the next one's."""
+    m = len(utilities)
+    out = np.empty((sims, 3))
+    for s in range(sims):  # the report's fit and rater bootstrap, one simulated study at a time
+        rater = assign_raters(rng, n_i, n_r, k).reshape(-1)  # one screen per (item, rater)
+        dev = rng.normal(0.0, noise, (n_r, m))
+        perceived = np.asarray(utilities)[None, :] + dev[rater] + rng.gumbel(size=(len(rater), m))
+        per_rater = ranking_wins(rater, np.argsort(-perceived, axis=1), n_r)
+        strength = bt_fit(per_rater.sum(axis=0))
+        reps = bt_bootstrap(per_rater, n_boot, rng)
+        out[s, 0] = strength[0] - strength[1]
+        out[s, 1:] = rater_interval(out[s, 0], reps[:, 0] - reps[:, 1], n_r, ci_level)
+    return out
+
+
+def _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot):
+    r = ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
+    return r[:, 0], r[:, 2] - r[:, 1], (r[:, 1] > 0) | (r[:, 2] < 0), n_i * k
+
+
 def plan_study(
     raters: Sequence[int] = (3, 5, 8),
     items: Sequence[int] = (20, 40, 80),
@@ -149,17 +250,21 @@ def plan_study(
     seed: int = 0,
     ci_level: float = 0.95,
     alpha: float = 0.05,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> pd.DataFrame:
     """Mean CI width and power for every (raters, items) cell (see the module docstring). ``overlap``: raters per
     item (default: every rater sees every item; capped at the cell's raters). ``pilot``: a tidy frame whose
     estimates (:func:`pilot_parameters`) replace the design, models, noise and spreads, and the effect unless
     ``effect`` is given. Columns: ``PLAN_COLUMNS``; ``effect`` = the true effect simulated, ``mean_estimate`` = the
-    mean estimate of it (accuracy − chance for forced choice)."""
+    mean estimate of it (accuracy − chance for forced choice; the top model's strength minus the next one's for
+    ranking, whose ``mean_ci_width`` is that difference's interval; ``n_boot`` rater-bootstrap replicates each)."""
+    pilot_utilities = None
     if pilot is not None:
         est = pilot_parameters(pilot)
         design, models = est["design"], est["models"]
         noise = est["noise"]
         rater_sd, image_sd = est.get("rater_sd", rater_sd), est.get("image_sd", image_sd)
+        pilot_utilities = est.get("utilities")
         if effect is None:
             effect = est["effect"]
     if design not in DESIGNS:
@@ -167,6 +272,9 @@ def plan_study(
     effect = DEFAULTS["effect"][design] if effect is None else float(effect)
     noise = DEFAULTS["noise"][design] if noise is None else float(noise)
     check_plan_inputs(design, raters, items, models, overlap, effect, noise, sims, ci_level, alpha)
+    if design == "ranking" and n_boot < 20:
+        raise ValueError(f"n_boot must be >= 20 for a ranking plan, got {n_boot}")
+    utilities = ranking_utilities(models, effect, pilot_utilities) if design == "ranking" else None
     rows = []
     for n_r in _grid(raters, "raters", 2):
         for n_i in _grid(items, "items", 2):
@@ -175,6 +283,8 @@ def plan_study(
             if design == "rating":
                 est, width, hit, n = _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
                                                   ci_level)  # fmt: skip
+            elif design == "ranking":
+                est, width, hit, n = _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
             else:
                 est, width, hit, n = _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level,
                                                          alpha)  # fmt: skip

@@ -387,24 +387,37 @@ class P2PApp:
         )
         return self.shown(trial, LIVE_QUESTIONS)
 
+    def check_judgement(self, judgement: object) -> str:
+        """``judgement`` ("scores" or "ranking") if the arena allows it (setting ``arena_judgement``)."""
+        allowed = self.config.arena_judgements
+        if judgement not in allowed:
+            raise UserError(f"This arena is judged by {' or '.join(allowed)}, not {judgement!r}.")
+        return str(judgement)
+
     def submit(
         self, session: RaterSession, trial_id: int | None, answers: Mapping[int, Mapping[str, Any]],
-        shown: object = ANY_TRIAL, active_seconds: float | None = None,
+        shown: object = ANY_TRIAL, judgement: str = "scores", active_seconds: float | None = None,
     ) -> SubmitResult:
         """Store a live trial's ratings (``answers`` maps position → {question: value, "comment": str}).
 
         ``trial_id`` is the session's current trial (server-side state); ``shown`` is the trial the page says it
         shows. The UI always passes it: a submit replayed after a new Generate names the old trial and is refused.
+        ``judgement = "ranking"`` (when ``arena_judgement`` allows it; the UI keeps the trial's judgement in
+        server-side state): ``answers[pos]["rank_realism"]`` and ``["rank_alignment"]`` rank every panel 1..n
+        (1 = best), stored like the ranking study design; an incomplete ranking is refused and reveals nothing.
         ``active_seconds``: see :func:`check_active_seconds`."""
         self._check_live_session(session)
+        judgement = self.check_judgement(judgement)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
         active = check_active_seconds(active_seconds)
         trial = self.own_trial(session, trial_id)
-        stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers)
+        stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers,
+                                            design="ranking" if judgement == "ranking" else "single")  # fmt: skip
         result = self.record(trial, session.rater_pk, stored_answers, active_seconds=active)
         reveal: tuple[tuple[str, str], ...] = ()
-        message = "Ratings saved." if result.status == "stored" else "This trial was already submitted; nothing changed."
+        saved = "Ranking saved." if judgement == "ranking" else "Ratings saved."
+        message = saved if result.status == "stored" else "This trial was already submitted; nothing changed."
         if self.config.reveal_after_rating:
             # what was just stored is the trial's answers (a duplicate keeps the earlier ones: read them back)
             scored = (any(a.value is not None and not a.cant_judge for a in stored_answers) if result.status == "stored"

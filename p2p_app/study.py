@@ -15,7 +15,7 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     design = "single"               # required; "single" (one image per screen), "side_by_side",
                                     # "forced_choice" (real + one per model) or "ranking" (one per model)
     catch_rate = 0.1                # optional (0.0); share of catch screens, [0, 0.3]; needs catch_kinds
-    catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank"
+    catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank", "wrong_anatomy"
     models = ["colon-msdm-tiny"]    # required; registry names, at least one, no duplicates
     seeds = [11, 23]                # required; ints in [0, 2**32), at least one, no duplicates
     prompts = "prompts.csv"         # required; CSV prompt bank, path relative to this file
@@ -99,7 +99,9 @@ CONTROL_PREFIX = "control:"
 DESIGNS = ("single", "side_by_side", "forced_choice", "ranking")
 CATCH_PREFIX = "catch:"
 CATCH_REAL_KIND = "real"
-BROKEN_KINDS = ("noise", "flipped", "blank")
+BROKEN_KINDS = ("noise", "flipped", "blank", "wrong_anatomy")
+WRONG_ANATOMY_METHOD = "1: radiology left half mirrored onto the right; colonoscopy 2x2 mirrored mosaic"
+"""How ``reader.broken_image`` makes a ``wrong_anatomy`` image; hashed only into studies that use the kind."""
 CATCH_KINDS = (CATCH_REAL_KIND, *BROKEN_KINDS)
 MAX_CATCH_RATE = 0.3
 QUESTION_KINDS = ("scale", "multi", "text")
@@ -271,7 +273,7 @@ class ImageSlot:
     real_sha256: str = ""
     # catch trials (study.catch_items): an image made for a catch screen, never one of the design's own images
     catch: str = ""  # "real" (a known real image) | "broken" (made broken by the app) | "" (a plain copy)
-    catch_kind: str = ""  # how a broken image is made: "noise" | "flipped" | "blank" ("" otherwise)
+    catch_kind: str = ""  # how a broken image is made: "noise" | "flipped" | "blank" | "wrong_anatomy" ("" otherwise)
     derive_from: str = ""  # key of the design image this one is made from ("" for a known real image)
     catch_key: str = ""  # the slot key of a catch image
 
@@ -520,10 +522,11 @@ class StudyDefinition:
             "catch_rate": float(self.catch_rate),
             "catch_kinds": list(self.catch_kinds),
             "rater_groups": [[g, list(names)] for g, names in self.rater_groups],
-            # issue 13: present only when used (a study without them keeps its hash, no format bump)
+            # present only when used (a study without them keeps its hash, no format bump)
             **({"practice": [p.prompt_id for p in self.prompts if p.practice]}
                if any(p.practice for p in self.prompts) else {}),
             **({"mark_artifacts": True} if self.mark_artifacts else {}),
+            **({"wrong_anatomy": WRONG_ANATOMY_METHOD} if "wrong_anatomy" in self.catch_kinds else {}),
         }
 
     def design_hash(self) -> str:

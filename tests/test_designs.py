@@ -207,6 +207,41 @@ def test_simulated_rankings_recover_the_true_order_and_strengths():
     assert t.loc["x", "rank_band"] == t.loc["y", "rank_band"] == "1–2" and t.loc["z", "rank"] == 3
 
 
+def test_batched_bradley_terry_fit_is_choix_to_the_last_digits():
+    import choix
+
+    rng = np.random.default_rng(0)
+    mats = []
+    for k in (2, 3, 5):
+        for case in range(4):
+            c = rng.integers(0, 30, (k, k)).astype(float)
+            np.fill_diagonal(c, 0)
+            if case == 1:
+                c[0, :] = 0  # a model that never wins: the regularisation keeps it finite
+            if case == 2:
+                c[:, 1] = 0  # one that never loses
+            want = choix.ilsr_pairwise_dense(c, alpha=D.PL_ALPHA, max_iter=1000, tol=1e-13)
+            assert D.bt_fit(c) == pytest.approx(want - want.mean(), abs=1e-9)
+            if k == 3:
+                mats.append((c, want - want.mean()))
+    stacked = D.bt_fit(np.stack([c for c, _ in mats]))  # all at once (bootstrap replicates)
+    assert stacked == pytest.approx(np.stack([w for _, w in mats]), abs=1e-9)
+
+
+def test_ranking_interval_covers_the_true_strength_difference():
+    """The report's rater interval on simulated Plackett–Luce rankings: near 95% coverage even with few raters
+    (the percentile interval it replaced covered 68-92%)."""
+    from p2p_app import plan as P
+
+    hits = []
+    for n_r, n_i in ((3, 20), (8, 20)):
+        r = P.ranking_intervals(np.random.default_rng(n_r), n_r, n_i, n_r, 150, P.ranking_utilities(3, 0.5), 0.0,
+                                0.95, 100)  # fmt: skip
+        hits.append(np.mean((r[:, 1] <= 0.5) & (0.5 <= r[:, 2])))
+        assert np.mean(r[:, 0]) == pytest.approx(0.5, abs=0.08)
+    assert all(0.9 <= h <= 0.99 for h in hits), hits
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Catch trials
 # --------------------------------------------------------------------------------------------------------------------

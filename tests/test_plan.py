@@ -64,6 +64,53 @@ def test_overlap_and_pilot_estimates():
     assert t["effect"].iloc[0] == 0.25
 
 
+def test_ranking_plan_recovers_the_truth_and_power_rises_with_raters_and_items():
+    t = P.plan_study((3, 8, 14), (10, 40), design="ranking", models=3, effect=0.6, noise=0.0, sims=60, seed=1)
+    assert tuple(t.columns) == P.PLAN_COLUMNS and (t["design"] == "ranking").all()
+    assert t.equals(P.plan_study((3, 8, 14), (10, 40), design="ranking", models=3, effect=0.6, noise=0.0, sims=60,
+                                 seed=1))  # fmt: skip
+    cell = t.set_index(["raters", "items"])
+    assert cell.loc[(14, 40), "power"] > 0.9 and cell.loc[(3, 10), "power"] < 0.5
+    assert cell.loc[(14, 40), "power"] >= cell.loc[(14, 10), "power"] >= cell.loc[(3, 10), "power"]
+    assert cell.loc[(8, 40), "power"] >= cell.loc[(3, 40), "power"]
+    assert cell.loc[(14, 40), "mean_ci_width"] < cell.loc[(14, 10), "mean_ci_width"] < cell.loc[(3, 10), "mean_ci_width"]
+    assert cell.loc[(14, 40), "mean_estimate"] == pytest.approx(0.6, abs=0.1)
+    assert (t["answers_per_sim"] == t["raters"] * t["items"]).all()  # one ranking per rater and item
+    null = P.plan_study((10,), (30,), design="ranking", models=3, effect=0.0, noise=0.0, sims=150, seed=4)
+    assert null["power"].iloc[0] < 0.12  # no difference: about the false-positive rate
+
+
+def test_ranking_simulation_counts_wins_like_the_report():
+    rng = np.random.default_rng(0)
+    rater = rng.integers(0, 4, 30)
+    order = np.argsort(rng.random((30, 3)), axis=1)  # model codes best first
+    rows = [{"question": "rank_realism", "rater_id": f"r{rater[t]}", "trial_id": t, "model": f"m{m}",
+             "value": float(place + 1), "cant_judge": False} for t in range(30) for place, m in enumerate(order[t])]
+    from p2p_app.designs import win_matrices
+
+    import pandas as pd
+
+    wins, _, _ = win_matrices(pd.DataFrame(rows), ["m0", "m1", "m2"])
+    assert np.array_equal(P.ranking_wins(rater, order, 4)[np.unique(rater)], wins)
+
+
+def test_ranking_pilot_estimates_strengths_gap_and_rater_spread():
+    models = {"a": 1.0, "b": 0.2, "c": -0.4}
+    df = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6)
+    est = P.pilot_parameters(df)
+    assert est["design"] == "ranking" and est["models"] == 3
+    assert est["effect"] == pytest.approx(0.8, abs=0.25)
+    assert np.array(est["utilities"]) == pytest.approx(np.array([1.0, 0.2, -0.4]) - 0.8 / 3, abs=0.25)
+    assert est["noise"] < 0.25  # every rater ranks by the same strengths
+    spread = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6,
+                                rater_groups={"low": 0.2, "high": 3.0})  # raters who disagree in strength
+    assert P.pilot_parameters(spread)["noise"] > est["noise"] + 0.2
+    t = P.plan_study((4,), (20,), pilot=df, sims=10)
+    assert t["design"].iloc[0] == "ranking" and t["effect"].iloc[0] == pytest.approx(est["effect"])
+    assert P.plan_study((4,), (20,), pilot=df, effect=0.3, sims=5)["effect"].iloc[0] == 0.3
+    assert P.ranking_utilities(3, 0.3, est["utilities"])[0] == pytest.approx(est["utilities"][1] + 0.3)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -73,6 +120,8 @@ def test_overlap_and_pilot_estimates():
         ({"design": "arena"}, "design must be one of"),
         ({"design": "forced_choice", "models": 3, "effect": 0.9}, "effect must keep the accuracy"),
         ({"models": 1}, "a rating plan needs models >= 2"),
+        ({"design": "ranking", "models": 1}, "a ranking plan needs models >= 2"),
+        ({"design": "ranking", "n_boot": 5}, "n_boot must be >= 20"),
         ({"overlap": 0}, "overlap must be >= 1"),
     ],
 )

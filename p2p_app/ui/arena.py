@@ -10,6 +10,7 @@ from ..service import LIVE_QUESTIONS, P2PApp
 from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
+JUDGEMENT_LABELS = {"scores": "Scores (1-5 for each image)", "ranking": "Ranking (order the images best to worst)"}
 
 
 def build_arena(app: P2PApp) -> None:
@@ -21,6 +22,8 @@ def build_arena(app: P2PApp) -> None:
     session = gr.State(None)  # RaterSession, server-side only
     trial = gr.State(None)  # current trial id, server-side only
     n_shown = gr.State(0)
+    judgements = cfg.arena_judgements  # setting arena_judgement: scores, ranking, or the rater's choice per trial
+    judged = gr.State(judgements[0])  # the shown trial's judgement, server-side only
 
     with gr.Column(visible=True) as signin_box:
         gr.Markdown(
@@ -53,9 +56,15 @@ def build_arena(app: P2PApp) -> None:
             samples=[[p] for p in app.arena_examples(modalities[0])],
             label="Example prompts (click to use)",
         )
+        judgement = None
+        if len(judgements) > 1:
+            judgement = gr.Radio(choices=[(JUDGEMENT_LABELS[j], j) for j in judgements], value=judgements[0],
+                                 label="How to judge the next trial")  # fmt: skip
         generate_btn = gr.Button("Generate", variant="primary")
         trial_prompt = gr.Markdown()
-        panels = build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=True)
+        # one panel set per judgement on offer (ranking: a rank dropdown per question, no "can't judge")
+        panel_sets = {j: build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=j == "scores", rank=j == "ranking")
+                      for j in judgements}  # fmt: skip
         shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
         submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
         reveal_box = gr.Markdown()
@@ -84,23 +93,28 @@ def build_arena(app: P2PApp) -> None:
         return {prompt: gr.Textbox(value=sample[0] if sample else "")}
 
     @guard
-    def on_generate(rater, modality_value: str, prompt_value: str, progress=gr.Progress()) -> dict:
+    def on_generate(rater, modality_value: str, prompt_value: str, mode=None, progress=gr.Progress()) -> dict:
+        mode = app.check_judgement(judgements[0] if mode is None else mode)
         shown = app.live_generate(rater, modality_value, prompt_value, progress=lambda f, d: progress(f, desc=d))
+        shown_panels = {}
+        for j, widgets in panel_sets.items():
+            shown_panels |= show_trial(widgets, shown if j == mode else None)
         return {
             trial: shown.trial_id,
+            judged: mode,
             shown_field: gr.Textbox(value=str(shown.trial_id)),
             n_shown: len(shown.panels),
             trial_prompt: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),
             submit_btn: gr.Button(interactive=True),
             reveal_box: gr.Markdown(""),
             message: gr.Markdown(visible=False),
-            **show_trial(panels, shown),
+            **shown_panels,
         }
 
     @guard
     def on_submit(data: dict) -> dict:
-        answers = read_answers(panels, data, data[n_shown])
-        result = app.submit(data[session], data[trial], answers, shown=data[shown_field])
+        answers = read_answers(panel_sets[data[judged]], data, data[n_shown])
+        result = app.submit(data[session], data[trial], answers, shown=data[shown_field], judgement=data[judged])
         lines = [f"✅ {result.message}"]
         if result.reveal:
             lines.append("\n".join(f"- **{label}** was made by `{model}`" for label, model in result.reveal))
@@ -116,17 +130,18 @@ def build_arena(app: P2PApp) -> None:
         trigger(on_sign_in, [name, resume, code], signin_outputs, api_visibility="private")
     modality.change(on_modality, modality, examples, api_visibility="private", queue=False)
     examples.click(on_example, examples, prompt, api_visibility="private", queue=False)
+    panels = [p for widgets in panel_sets.values() for p in widgets]
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     generate_btn.click(
         on_generate,
-        [session, modality, prompt],
-        [trial, shown_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
+        [session, modality, prompt, *([judgement] if judgement is not None else [])],
+        [trial, judged, shown_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
     )
-    submit_inputs = {session, trial, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
+    submit_inputs = {session, trial, judged, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,
         submit_inputs,
