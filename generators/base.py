@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -65,6 +66,18 @@ def cache_key(spec_name: str, prompt: str, seed: int, effective_params: Mapping[
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def too_many_tokens(words: int, tokens: int, limit: int, encoder: str = "text encoder") -> str:
+    """The refusal of a prompt of ``words`` words and ``tokens`` tokens over an encoder's ``limit``: how long it
+    is, the limit, and about how much to cut (tokens, and words at the prompt's own tokens-per-word rate)."""
+    over = tokens - limit
+    cut = max(1, math.ceil(over * max(words, 1) / max(tokens, 1)))
+    return (
+        f"The prompt is too long for the {encoder}: {tokens} tokens, at most {limit}. "
+        f"Cut about {over} token{'s' if over != 1 else ''} (≈ {cut} word{'s' if cut != 1 else ''}); "
+        "the model would silently ignore the rest."
+    )
+
+
 class Generator(abc.ABC):
     """A named text-to-image model for one modality."""
 
@@ -80,6 +93,11 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def count_tokens(self, prompt: str) -> int:
         """Number of tokens ``prompt`` takes in this model's (first) tokenizer, special tokens excluded."""
+
+    @property
+    def text_encoder(self) -> str:
+        """What reads the prompt, for people ("CLIP text encoder"): the encoder ``max_prompt_tokens`` is of."""
+        return "text encoder"
 
     @abc.abstractmethod
     def effective_params(self, **params: Any) -> dict[str, Any]:
@@ -100,10 +118,7 @@ class Generator(abc.ABC):
         prompt = " ".join(prompt.split())
         n = self.count_tokens(prompt)
         if n > self.max_prompt_tokens:
-            raise ValueError(
-                f"The prompt is too long for model text encoders: {n} tokens, at most "
-                f"{self.max_prompt_tokens}. Shorten it."
-            )
+            raise ValueError(too_many_tokens(len(prompt.split()), n, self.max_prompt_tokens, self.text_encoder))
         return prompt
 
     def load(self) -> None:  # pragma: no cover - default is lazy

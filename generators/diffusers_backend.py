@@ -43,6 +43,8 @@ LORA_ADAPTER = "p2p_lora"
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Tried in order to find the tokenizer that reads the prompt first.
 _TOKENIZER_PREFERENCE = ("tokenizer", "prior_tokenizer")
+# Tokenizer class name prefix -> the encoder's usual name (shown to raters under the prompt).
+_ENCODER_LABELS = (("CLIP", "CLIP"), ("Bert", "BERT"), ("T5", "T5"), ("XLMRoberta", "XLM-RoBERTa"), ("Gemma", "Gemma"))
 
 
 # ----------------------------------------------------------------------------------------------- devices
@@ -576,6 +578,10 @@ class DiffusersGenerator(Generator):
                     raise ModelLoadError(
                         f"model {self.name!r}: cannot load tokenizer {name!r} from {self.source!r}: {exc}"
                     ) from exc
+        elif self._pipe is None and self.source is not None:
+            tok = self._hub_tokenizer()
+            if tok is not None:
+                return tok
         self.load()
         components = getattr(self._pipe, "components", {}) or {}
         name = _pick_tokenizer_name([k for k, v in components.items() if v is not None])
@@ -583,6 +589,33 @@ class DiffusersGenerator(Generator):
             raise ModelLoadError(f"model {self.name!r}: its pipeline has no tokenizer")
         # A private copy: the pipeline's own tokenizer is used (with padding/truncation) during generation.
         return copy.deepcopy(components[name])
+
+    def _hub_tokenizer(self) -> Any:
+        """A hub pipeline's tokenizer from its small files (model_index.json + the tokenizer folder), without
+        the weights; None when that does not work (the caller then loads the pipeline)."""
+        try:
+            from huggingface_hub import hf_hub_download
+
+            index = json.loads(Path(hf_hub_download(self.source, "model_index.json")).read_text())
+            name = _pick_tokenizer_name([k for k, v in index.items() if isinstance(v, list) and v[0]])
+            if name is None:
+                return None
+            library, class_name = index[name]
+            cls = getattr(importlib.import_module(library), class_name)
+            return cls.from_pretrained(self.source, subfolder=name)
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to loading the pipeline
+            log.info("tokenizer of %s not loadable on its own (%s); loading the pipeline", self.name, exc)
+            return None
+
+    @property
+    def text_encoder(self) -> str:
+        """The encoder the prompt is counted for, named after its tokenizer ("CLIP text encoder")."""
+        cls = type(self._get_tokenizer()).__name__
+        for prefix, label in _ENCODER_LABELS:
+            if cls.startswith(prefix):
+                return f"{label} text encoder"
+        base = cls.removesuffix("Fast").removesuffix("Tokenizer")
+        return f"{base} text encoder" if base else "text encoder"
 
     @property
     def max_prompt_tokens(self) -> int:

@@ -6,10 +6,11 @@ import html
 
 import gradio as gr
 
-from ..service import LIVE_QUESTIONS, P2PApp
+from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
 from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
+COUNTER_HINT = "The prompt's length in tokens of the models' text encoders shows here as you type."
 
 
 def build_arena(app: P2PApp) -> None:
@@ -30,7 +31,7 @@ def build_arena(app: P2PApp) -> None:
         resume = gr.Textbox(label="Resume code", type="password", max_length=100)
         code = gr.Textbox(label="Access code", type="password", visible=bool(cfg.access_code))
         signin_btn = gr.Button("Sign in", variant="primary")
-    message = gr.Markdown(visible=False)
+    message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
 
     with gr.Column(visible=False) as arena_box:
         who = gr.Markdown()
@@ -41,13 +42,15 @@ def build_arena(app: P2PApp) -> None:
                 label="Modality",
                 scale=1,
             )
-            prompt = gr.Textbox(
-                label="Prompt",
-                placeholder="Describe the image, e.g. colonoscopy image with a single sessile polyp of 5-10 mm",
-                lines=2,
-                max_length=cfg.max_prompt_chars,
-                scale=4,
-            )
+            with gr.Column(scale=4):
+                # no max_length: the box would cut a paste silently; the counter below says what is too long
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="Describe the image, e.g. colonoscopy image with a single sessile polyp of 5-10 mm",
+                    lines=2,
+                    elem_classes=["p2p-prompt"],
+                )
+                budget = gr.Markdown(PRESENTER_PROMPTS if app.presenter else COUNTER_HINT, elem_classes=["p2p-budget"])
         examples = gr.Dataset(
             components=[prompt],
             samples=[[p] for p in app.arena_examples(modalities[0])],
@@ -58,7 +61,7 @@ def build_arena(app: P2PApp) -> None:
         panels = build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=True)
         shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
         submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
-        reveal_box = gr.Markdown()
+        reveal_box = gr.Markdown(elem_classes=["p2p-reveal"])  # scrolled into view when it fills: notices.js
 
     guard = guarded(message)
 
@@ -79,6 +82,14 @@ def build_arena(app: P2PApp) -> None:
 
     def on_modality(modality_value: str) -> dict:
         return {examples: gr.Dataset(samples=[[p] for p in app.arena_examples(modality_value)])}
+
+    def on_prompt(modality_value: str, prompt_value: str) -> dict:
+        """The live counter: tokens of the strictest text encoder of the modality's models, or why not."""
+        try:
+            text = app.prompt_budget(modality_value, prompt_value).describe()
+        except UserError as exc:
+            text = f"⚠️ {exc}"
+        return {budget: gr.Markdown(text)}
 
     def on_example(sample: list) -> dict:
         return {prompt: gr.Textbox(value=sample[0] if sample else "")}
@@ -116,6 +127,9 @@ def build_arena(app: P2PApp) -> None:
         trigger(on_sign_in, [name, resume, code], signin_outputs, api_visibility="private")
     modality.change(on_modality, modality, examples, api_visibility="private", queue=False)
     examples.click(on_example, examples, prompt, api_visibility="private", queue=False)
+    for trigger in (prompt.change, modality.change):  # while typing; always_last drops superseded keystrokes
+        trigger(on_prompt, [modality, prompt], budget, api_visibility="private", queue=False,
+                trigger_mode="always_last", show_progress="hidden")
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     generate_btn.click(
         on_generate,
