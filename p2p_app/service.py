@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from generators import GenerationError, Generator, Registry, cache_key
-from generators.base import check_modality, too_many_tokens
+from generators.base import check_modality, strictest, too_many_tokens
 
 from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
 from .config import AppConfig
@@ -300,20 +300,12 @@ class P2PApp:
             return PromptBudget(None, None, "", chars, max_chars, words, PRESENTER_PROMPTS)
         if chars > max_chars:  # not worth tokenizing: the character limit already refuses it
             return PromptBudget(None, None, "", chars, max_chars, words, "")
-        best: tuple[int, int, str] | None = None  # (room left, limit, encoder)
         try:
-            for gen in self.generators_for(modality):
-                limit = gen.max_prompt_tokens
-                used = gen.count_tokens(text) if text else 0
-                if best is None or (limit - used, limit) < (best[0], best[1]):
-                    best = (limit - used, limit, gen.text_encoder)
+            count = strictest(c for gen in self.generators_for(modality) for c in gen.prompt_tokens(text))
         except Exception:  # noqa: BLE001 - the counter is advisory; Generate checks again (and says why)
             log.exception("cannot count prompt tokens for %s", modality)
-            best = None
-        if best is None:
             return PromptBudget(None, None, "", chars, max_chars, words, TOKENS_NOT_COUNTED)
-        room, limit, encoder = best
-        return PromptBudget(limit - room, limit, encoder, chars, max_chars, words)
+        return PromptBudget(count.used, count.limit, count.encoder, chars, max_chars, words)
 
     def check_prompt(self, modality: str, prompt: str) -> str:
         """The cleaned prompt, or a UserError that says what is wrong (checked against every model)."""
