@@ -60,9 +60,10 @@ INVITE_ONLY = (
     "sent you (it signs you in and brings you back to where you stopped); if you have lost it, ask the coordinator "
     "for it. Anyone can try the models in the Live arena tab."
 )
-NOT_A_RATER = (
-    "{name!r} is not a rater of this study. If you were invited, open your personal invite link (ask the study "
-    "coordinator for it) or type the resume code you were given; anyone can try the models in the Live arena tab."
+NOT_A_RATER = "{name!r} is not a rater of this study. " + INVITE_ONLY
+BAD_INVITE = (
+    "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
+    "the study coordinator for a new one; anyone can try the models in the Live arena tab."
 )
 TOKENS_NOT_COUNTED = "The prompt's length in tokens cannot be checked here; it is checked when you press Generate."
 PRESENTER_PROMPTS = "This is a presentation from pre-generated images: pick one of the listed prompts."
@@ -534,7 +535,7 @@ class P2PApp:
         try:
             return assignment.slot_for_rater(study, rater=name, join_index=joined)
         except ValueError:
-            raise UserError(NOT_A_RATER.format(name=name)) from None
+            raise UserError(f"{name!r} is not a rater of this study.") from None
 
     def study_sign_in(self, study: StudyDefinition, *, token: str = "", name: str = "") -> RaterSession:
         """Who may sign in, and as whom (README, "Rater identity"):
@@ -550,10 +551,11 @@ class P2PApp:
         if token:
             rater = self.storage.rater_by_token(token)
             if rater is None or rater.study_key != key:
-                raise UserError("This invite link (or resume code) is not valid for this study.")
+                raise UserError(BAD_INVITE)
             return RaterSession.of(rater)
-        if not study.open:
-            raise UserError(INVITE_ONLY)
+        if not study.open:  # a typed name is never an identity here: say what to do instead
+            name = clean_line(name) if isinstance(name, str) else ""
+            raise UserError(NOT_A_RATER.format(name=name) if name else INVITE_ONLY)
         name = check_name(name)
         slot = self.rater_slot(study, name)
         try:

@@ -14,6 +14,7 @@ import pytest
 from generators import ModelSpec, TokenCount, build_generator
 from generators.base import strictest, too_many_tokens
 from p2p_app.service import INVITE_ONLY, PRESENTER_PROMPTS, TOKENS_NOT_COUNTED, UserError
+from p2p_app.study import study_key
 
 # 39 words, as a radiologist would write it: over CLIP's 75 tokens (≈ 35 words) in every tokenizer here.
 RADIOLOGY_39 = (
@@ -159,8 +160,6 @@ def test_counter_without_models_says_why(app, monkeypatch):
 def test_linked_study_from_token_or_study_link(tmp_path, demo_registry):
     from conftest import invited_study_app
 
-    from p2p_app.study import study_key
-
     app, st, token = invited_study_app(tmp_path, demo_registry)
     key = study_key(st)
     assert app.linked_study(token=token) == key
@@ -176,15 +175,20 @@ def test_linked_study_from_token_or_study_link(tmp_path, demo_registry):
 def test_refused_visitors_are_told_what_to_do_next(tmp_path, demo_registry):
     from conftest import invited_study_app
 
+    from p2p_app.service import BAD_INVITE
+
     app, st, _ = invited_study_app(tmp_path, demo_registry)
     assert not st.open
     with pytest.raises(UserError) as refused:
         app.study_sign_in(st, name="Dr Newcomer")
+    assert str(refused.value) == f"'Dr Newcomer' is not a rater of this study. {INVITE_ONLY}"
+    for step in ("personal invite link the study coordinator sent you", "ask the coordinator", "Live arena tab"):
+        assert step in INVITE_ONLY
+    with pytest.raises(UserError) as refused:
+        app.study_sign_in(st)
     assert str(refused.value) == INVITE_ONLY
-    assert "invite link" in INVITE_ONLY and "coordinator" in INVITE_ONLY and "Live arena" in INVITE_ONLY
-    with pytest.raises(UserError, match=r"'Dr Newcomer' is not a rater of this study\. If you were invited.*"
-                                        r"resume code.*Live arena"):
-        app.rater_slot(st, "Dr Newcomer")
-    assert app.storage.raters(app.linked_study(study=st.id)) != []  # only ann, the invited rater
-    assert [r.name for r in app.storage.raters(app.linked_study(study=st.id))] == ["ann"]
+    with pytest.raises(UserError) as refused:
+        app.study_sign_in(st, token="half-a-link")
+    assert str(refused.value) == BAD_INVITE and "ask the study coordinator" in BAD_INVITE
+    assert [r.name for r in app.storage.raters(study_key(st))] == ["ann"]  # nobody was added
     app.storage.close()
