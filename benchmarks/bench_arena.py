@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     # 2. submit round trip ÷ no-op event
     srv, url = start_server(app)
     page = BrowserSession(url)
-    name = page.find(label="Your name", type="textbox")[-1]
+    signin = page.one(label="Sign in", type="button")
+    name = max(c for c in page.find(label="Your name", type="textbox") if c < signin)  # the arena's
     page.set(name, "Benchmark rater")
-    page.trigger(page.find(label="Sign in", type="button")[-1])
+    page.trigger(signin)
     prompt = page.one(label="Prompt", type="textbox")
     generate = page.one(label="Generate", type="button")
     submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
