@@ -147,7 +147,7 @@ def study_screens(app, st, url: str) -> list[dict]:
     dep = page.dependency(page.event_for(submit))
     images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
     scales = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
-    (name,) = page.dependency(page.event_for(start))["inputs"]
+    name = page.dependency(page.event_for(start))["inputs"][0]  # (name, resume code)
     page.set(name, "Probe reader")
     page.trigger(start)
     rater = app.storage.raters(study_key(st))[0]
