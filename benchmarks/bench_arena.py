@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
     noop = page.one(label="noop-baseline", type="button")
     radios = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] in (
-        "How real does this image look?", "How well does the image match the prompt?")][-6:]
+        "How real does this image look?", "How well does the image match the prompt?") and generate < c < submit]
     t_submit, t_noop = [], []
     for i in range(args.trials + 3):
         page.set(prompt, f"{PROMPT} ({i})")
