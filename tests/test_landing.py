@@ -115,6 +115,7 @@ def test_token_counter_while_typing_and_generate_refused_over_the_limit(arena, n
     over = app.prompt_budget("radiology", RADIOLOGY_39)
     counter(page).get_by_text(f"The prompt is too long for the {over.encoder}: {over.used} tokens").wait_for()
     assert f"Cut about {over.used - over.limit} tokens" in counter(page).inner_text()
+    page.locator(".block.p2p-prompt.p2p-over").wait_for()  # the box itself is marked (prompt.js)
     top, bottom, height = in_viewport(page, counter(page))
     assert bottom > 0 and top < height, "the counter's warning is off screen"
 
@@ -127,6 +128,7 @@ def test_token_counter_while_typing_and_generate_refused_over_the_limit(arena, n
 
     box.fill(SHORT)  # cut back: the warning goes
     page.wait_for_function("t => document.querySelector('.block.p2p-budget').innerText.trim() === t", arg=expected)
+    page.wait_for_function("() => !document.querySelector('.block.p2p-prompt.p2p-over')")
 
 
 def test_stale_warning_closed_on_success_and_reveal_in_view(arena, new_page):
