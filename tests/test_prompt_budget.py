@@ -192,3 +192,20 @@ def test_refused_visitors_are_told_what_to_do_next(tmp_path, demo_registry):
     assert str(refused.value) == BAD_INVITE and "ask the study coordinator" in BAD_INVITE
     assert [r.name for r in app.storage.raters(study_key(st))] == ["ann"]  # nobody was added
     app.storage.close()
+
+
+def test_load_all_also_loads_the_tokenizers(tmp_path, monkeypatch):
+    """What `p2p serve` loads in the background includes the tokenizers: the first keystroke never waits."""
+    from generators import Registry
+    from generators.diffusers_backend import DiffusersGenerator
+
+    reg = Registry.from_dicts([{"name": "m", "family": "msdm", "source": "tiny:msdm", "modality": "colonoscopy"}],
+                              tmp_path, ["cpu"])
+    reg.load_all()
+
+    def late(self):
+        raise AssertionError("the tokenizers were loaded on the first count, not by load_all")
+
+    monkeypatch.setattr(DiffusersGenerator, "_load_tokenizers", late)
+    assert reg.get("m").prompt_tokens("sessile polyp")[0].used == 2
+    reg.close()
