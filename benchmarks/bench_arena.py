@@ -75,15 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     # 2. submit round trip ÷ no-op event
     srv, url = start_server(app)
     page = BrowserSession(url)
-    name = page.find(label="Your name", type="textbox")[-1]
+    signin = page.one(label="Sign in", type="button")
+    name = max(c for c in page.find(label="Your name", type="textbox") if c < signin)  # the arena's
     page.set(name, "Benchmark rater")
-    page.trigger(page.find(label="Sign in", type="button")[-1])
+    page.trigger(signin)
     prompt = page.one(label="Prompt", type="textbox")
     generate = page.one(label="Generate", type="button")
     submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
     noop = page.one(label="noop-baseline", type="button")
     radios = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] in (
-        "How real does this image look?", "How well does the image match the prompt?")][-6:]
+        "How real does this image look?", "How well does the image match the prompt?") and generate < c < submit]
     t_submit, t_noop = [], []
     for i in range(args.trials + 3):
         page.set(prompt, f"{PROMPT} ({i})")

@@ -164,17 +164,19 @@ def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: st
 
     page = BrowserSession(url, query=f"token={token}" if token else "")
     try:
-        name = page.find(label="Your name", type="textbox")[0]
         start = page.one(label="Start / continue", type="button")
         submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
+        in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - the study's, not the arena's
+        name = max(c for c in page.find(label="Your name", type="textbox") if c < start)
         noop = next(c for c, comp in page.components.items() if comp.get("props", {}).get("elem_id") == "p2p-noop")
         noop_fn = page.event_for(noop)
         submit_fn = page.event_for(submit)
         hidden = [c for c, comp in page.components.items()
                   if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False]  # fmt: skip
-        shown_field = min(hidden)  # the study's hidden trial field is built before the arena's
-        images = [c for c in page.find(type="image") if str(page.components[c]["props"].get("label", "")).startswith("Image ")]
-        scales = page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio")
+        shown_field = max(in_study(hidden))  # the study's hidden trial field (between its panels and Submit)
+        images = in_study([c for c in page.find(type="image")
+                           if str(page.components[c]["props"].get("label", "")).startswith("Image ")])
+        scales = in_study(page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio"))
         page.set(name, f"load rater {r.index}")
         out = page.trigger(start)
         m = CODE.search(" ".join(str(v) for v in out.values()))
@@ -186,7 +188,7 @@ def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: st
             r.noop_ms.append(ms)
             for c in scales:
                 page.set(c, 3)
-            n_panels = sum(1 for c in images[: len(images) - 3] if page.values.get(c))
+            n_panels = sum(1 for c in images if page.values.get(c))
             _submit(page, submit_fn, shown_field, r, n_rows=n_panels * 2)
     except Exception as exc:  # noqa: BLE001 - counted as an error of this rater
         r.errors.append(f"{type(exc).__name__}: {exc}"[:200])
@@ -199,8 +201,8 @@ def arena_rater(url: str, r: Rater, rounds: int, stop: threading.Event) -> None:
 
     page = BrowserSession(url)
     try:
-        name = page.find(label="Your name", type="textbox")[-1]
-        signin = page.find(label="Sign in", type="button")[-1]
+        signin = page.one(label="Sign in", type="button")
+        name = max(c for c in page.find(label="Your name", type="textbox") if c < signin)  # the arena's
         prompt = page.one(label="Prompt", type="textbox")
         generate = page.one(label="Generate", type="button")
         submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
@@ -208,8 +210,9 @@ def arena_rater(url: str, r: Rater, rounds: int, stop: threading.Event) -> None:
                                       if comp.get("props", {}).get("elem_id") == "p2p-noop"))  # fmt: skip
         hidden = [c for c, comp in page.components.items()
                   if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False]  # fmt: skip
-        shown_field = max(hidden)
-        scales = (page.find(label=REALISM, type="radio")[-3:] + page.find(label=ALIGNMENT, type="radio")[-3:])
+        shown_field = max(c for c in hidden if generate < c < submit)  # the arena's (its panels lie in between)
+        scales = [c for c in page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio")
+                  if generate < c < submit]
         submit_fn = page.event_for(submit)
         page.set(name, f"arena rater {r.index}")
         page.trigger(signin)

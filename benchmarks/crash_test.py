@@ -83,10 +83,13 @@ def check(site, raters: list[Rater]):
             continue
         page = BrowserSession(url, query=f"token={r.code}")
         try:
-            page.trigger(page.one(label="Start / continue", type="button"))
+            start = page.one(label="Start / continue", type="button")
+            submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
+            page.trigger(start)
             hidden = [c for c, comp in page.components.items()
-                      if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False]  # fmt: skip
-            shown = page.values.get(min(hidden))
+                      if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False
+                      and start < c < submit]  # fmt: skip - the study's hidden trial field, not the arena's
+            shown = page.values.get(max(hidden))
         finally:
             page.close()
         s = Storage(site.database_url or f"sqlite:///{site.data / 'p2p.sqlite'}", site.data / "images")

@@ -104,17 +104,18 @@ def live_trials(app, url: str, n: int) -> list[dict]:
 
     page = BrowserSession(url)
     ids = {
-        "name": page.find(label="Your name", type="textbox")[-1],
-        "signin": page.find(label="Sign in", type="button")[-1],
+        "signin": page.one(label="Sign in", type="button"),
         "prompt": page.one(label="Prompt", type="textbox"),
         "modality": page.one(label="Modality", type="radio"),
         "generate": page.one(label="Generate", type="button"),
         "submit": page.one(label="Submit ratings (Ctrl+Enter)", type="button"),
     }
     radios = lambda label: [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == label]  # noqa: E731
-    realism = radios("How real does this image look?")[-3:]
-    alignment = radios("How well does the image match the prompt?")[-3:]
-    images = [c for c in page.find(type="image") if page.components[c]["props"]["label"].startswith("Image ")][-3:]
+    ids["name"] = max(c for c in page.find(label="Your name", type="textbox") if c < ids["signin"])
+    arena = lambda cs: [c for c in cs if ids["generate"] < c < ids["submit"]]  # noqa: E731 - panels of the arena
+    realism = arena(radios("How real does this image look?"))
+    alignment = arena(radios("How well does the image match the prompt?"))
+    images = arena([c for c in page.find(type="image") if page.components[c]["props"]["label"].startswith("Image ")])
     page.set(ids["name"], "Probe")
     page.trigger(ids["signin"])
     page.set(ids["modality"], "colonoscopy")
@@ -146,7 +147,7 @@ def study_screens(app, st, url: str) -> list[dict]:
     dep = page.dependency(page.event_for(submit))
     images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
     scales = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
-    (name,) = page.dependency(page.event_for(start))["inputs"]
+    name = page.dependency(page.event_for(start))["inputs"][0]  # (name, resume code)
     page.set(name, "Probe reader")
     page.trigger(start)
     rater = app.storage.raters(study_key(st))[0]

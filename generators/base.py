@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -65,6 +66,37 @@ def cache_key(spec_name: str, prompt: str, seed: int, effective_params: Mapping[
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class TokenCount:
+    """A prompt's length in one text encoder's tokens and what that encoder reads (special tokens excluded)."""
+
+    encoder: str  # for people: "CLIP text encoder"
+    used: int
+    limit: int
+
+    @property
+    def room(self) -> int:
+        """Tokens left (negative: that many too many)."""
+        return self.limit - self.used
+
+
+def strictest(counts) -> TokenCount:
+    """The count with the least room left (ties: the smaller limit): the encoder that cuts the prompt first."""
+    return min(counts, key=lambda c: (c.room, c.limit))
+
+
+def too_many_tokens(words: int, tokens: int, limit: int, encoder: str = "text encoder") -> str:
+    """The refusal of a prompt of ``words`` words and ``tokens`` tokens over an encoder's ``limit``: how long it
+    is, the limit, and about how much to cut (tokens, and words at the prompt's own tokens-per-word rate)."""
+    over = tokens - limit
+    cut = max(1, math.ceil(over * max(words, 1) / max(tokens, 1)))
+    return (
+        f"The prompt is too long for the {encoder}: {tokens} tokens, at most {limit}. "
+        f"Cut about {over} token{'s' if over != 1 else ''} (≈ {cut} word{'s' if cut != 1 else ''}); "
+        "the model would silently ignore the rest."
+    )
+
+
 class Generator(abc.ABC):
     """A named text-to-image model for one modality."""
 
@@ -80,6 +112,15 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def count_tokens(self, prompt: str) -> int:
         """Number of tokens ``prompt`` takes in this model's (first) tokenizer, special tokens excluded."""
+
+    @property
+    def text_encoder(self) -> str:
+        """What reads the prompt, for people ("CLIP text encoder"): the encoder ``max_prompt_tokens`` is of."""
+        return "text encoder"
+
+    def prompt_tokens(self, prompt: str) -> tuple[TokenCount, ...]:
+        """``prompt``'s length for each text encoder that reads it (default: the first one only)."""
+        return (TokenCount(self.text_encoder, self.count_tokens(prompt), self.max_prompt_tokens),)
 
     @abc.abstractmethod
     def effective_params(self, **params: Any) -> dict[str, Any]:
@@ -98,12 +139,9 @@ class Generator(abc.ABC):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("The prompt is empty: type a description of the image.")
         prompt = " ".join(prompt.split())
-        n = self.count_tokens(prompt)
-        if n > self.max_prompt_tokens:
-            raise ValueError(
-                f"The prompt is too long for model text encoders: {n} tokens, at most "
-                f"{self.max_prompt_tokens}. Shorten it."
-            )
+        count = strictest(self.prompt_tokens(prompt))
+        if count.room < 0:
+            raise ValueError(too_many_tokens(len(prompt.split()), count.used, count.limit, count.encoder))
         return prompt
 
     def load(self) -> None:  # pragma: no cover - default is lazy

@@ -31,6 +31,7 @@ from .base import (
     GenerationResult,
     Generator,
     ModelLoadError,
+    TokenCount,
     check_modality,
     check_seed,
 )
@@ -43,6 +44,8 @@ LORA_ADAPTER = "p2p_lora"
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Tried in order to find the tokenizer that reads the prompt first.
 _TOKENIZER_PREFERENCE = ("tokenizer", "prior_tokenizer")
+# Tokenizer class name prefix -> the encoder's usual name (shown to raters under the prompt).
+_ENCODER_LABELS = (("CLIP", "CLIP"), ("Bert", "BERT"), ("T5", "T5"), ("XLMRoberta", "XLM-RoBERTa"), ("Gemma", "Gemma"))
 
 
 # ----------------------------------------------------------------------------------------------- devices
@@ -244,12 +247,20 @@ def _weight_shapes(pipe: Any) -> dict[tuple[int, str], tuple[int, ...]]:
     return out
 
 
-def _pick_tokenizer_name(names: Sequence[str]) -> str | None:
-    for name in _TOKENIZER_PREFERENCE:
-        if name in names:
-            return name
-    rest = sorted(n for n in names if "tokenizer" in n)
-    return rest[0] if rest else None
+def _tokenizer_names(names: Sequence[str]) -> list[str]:
+    """The tokenizer components among ``names``: the one that reads the prompt first first, then the rest."""
+    first = [n for n in _TOKENIZER_PREFERENCE if n in names]
+    return first + sorted(n for n in names if "tokenizer" in n and n not in first)
+
+
+def _encoder_label(tok: Any) -> str:
+    """What people call the encoder behind tokenizer ``tok``: "CLIP text encoder", "T5 text encoder", ..."""
+    cls = type(tok).__name__
+    for prefix, label in _ENCODER_LABELS:
+        if cls.startswith(prefix):
+            return f"{label} text encoder"
+    base = cls.removesuffix("Fast").removesuffix("Tokenizer")
+    return f"{base} text encoder" if base else "text encoder"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -365,8 +376,8 @@ class DiffusersGenerator(Generator):
         self._placement: Placement | None = None
         self._active_lora_scale: float | None = None
         self._lora_module: Any = None  # the component holding the LoRA when the pipeline has no LoRA loader
-        self._tokenizer: Any = None
-        self._special_tokens = 0
+        self._tokenizers: dict[str, Any] | None = None
+        self._special_tokens: dict[str, int] = {}
         self._load_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
         if pipeline is not None:
@@ -554,52 +565,106 @@ class DiffusersGenerator(Generator):
 
     # ------------------------------------------------------------------------------------------ tokens
 
-    def _get_tokenizer(self) -> Any:
-        if self._tokenizer is not None:
-            return self._tokenizer
+    def _get_tokenizers(self) -> dict[str, Any]:
+        """Every tokenizer of the pipeline (name -> a private copy), the one that reads the prompt first first;
+        loaded once, from the tokenizer folders alone when the source is a folder or a hub id."""
+        if self._tokenizers is not None:
+            return self._tokenizers
         with self._tokenizer_lock:
-            if self._tokenizer is None:
-                tok = self._load_tokenizer()
-                self._special_tokens = len(tok("")["input_ids"])
-                self._tokenizer = tok
-        return self._tokenizer
+            if self._tokenizers is None:
+                loaded = self._load_tokenizers()
+                self._special_tokens = {name: len(tok("")["input_ids"]) for name, tok in loaded.items()}
+                self._tokenizers = loaded
+        return self._tokenizers
 
-    def _load_tokenizer(self) -> Any:
-        # A local folder: read only the tokenizer, without loading weights.
+    def _get_tokenizer(self) -> Any:
+        """The tokenizer that reads the prompt first (``count_tokens`` and ``max_prompt_tokens`` are of it)."""
+        return next(iter(self._get_tokenizers().values()))
+
+    def _load_tokenizers(self) -> dict[str, Any]:
+        # A local folder: read only the tokenizers, without loading weights.
         folder = self._local_folder() if self._pipe is None else None
         if folder is not None:
             try:
                 index = json.loads((folder / "model_index.json").read_text())
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(f"model {self.name!r}: unreadable model_index.json in {self.source!r}") from exc
-            name = _pick_tokenizer_name([k for k, v in index.items() if isinstance(v, list) and v[0]])
-            if name is not None:
+            names = _tokenizer_names([k for k, v in index.items() if isinstance(v, list) and v[0]])
+            out = {}
+            for name in names:
                 library, class_name = index[name]
                 try:
                     cls = getattr(importlib.import_module(library), class_name)
-                    return cls.from_pretrained(folder / name)
+                    out[name] = cls.from_pretrained(folder / name)
                 except Exception as exc:
                     raise ModelLoadError(
                         f"model {self.name!r}: cannot load tokenizer {name!r} from {self.source!r}: {exc}"
                     ) from exc
+            if out:
+                return out
+        elif self._pipe is None and self.source is not None:
+            out = self._hub_tokenizers()
+            if out:
+                return out
         self.load()
         components = getattr(self._pipe, "components", {}) or {}
-        name = _pick_tokenizer_name([k for k, v in components.items() if v is not None])
-        if name is None:
+        names = _tokenizer_names([k for k, v in components.items() if v is not None])
+        if not names:
             raise ModelLoadError(f"model {self.name!r}: its pipeline has no tokenizer")
-        # A private copy: the pipeline's own tokenizer is used (with padding/truncation) during generation.
-        return copy.deepcopy(components[name])
+        # Private copies: the pipeline's own tokenizers are used (with padding/truncation) during generation.
+        return {name: copy.deepcopy(components[name]) for name in names}
+
+    def _hub_tokenizers(self) -> dict[str, Any]:
+        """A hub pipeline's tokenizers from its small files (model_index.json + the tokenizer folders), without
+        the weights; empty when that does not work (the caller then loads the pipeline)."""
+        try:
+            from huggingface_hub import hf_hub_download
+
+            index = json.loads(Path(hf_hub_download(self.source, "model_index.json")).read_text())
+            out = {}
+            for name in _tokenizer_names([k for k, v in index.items() if isinstance(v, list) and v[0]]):
+                library, class_name = index[name]
+                cls = getattr(importlib.import_module(library), class_name)
+                out[name] = cls.from_pretrained(self.source, subfolder=name)
+            return out
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to loading the pipeline
+            log.info("tokenizers of %s not loadable on their own (%s); loading the pipeline", self.name, exc)
+            return {}
+
+    def _limit(self, name: str, tok: Any) -> int:
+        """Tokens the pipeline reads through tokenizer ``name``, special tokens excluded: what it truncates at."""
+        if name == "tokenizer_2" and self._family.param("max_sequence_length") is not None:
+            limit = int(self.effective_params()["max_sequence_length"])  # FLUX's T5: the max_sequence_length param
+        elif name == next(iter(self._get_tokenizers())):
+            limit = int(min(tok.model_max_length, self._family.text_limit or tok.model_max_length))
+        else:
+            limit = int(tok.model_max_length)
+        return limit - self._special_tokens[name]
+
+    def _count(self, tok: Any, prompt: str) -> int:
+        with self._tokenizer_lock:
+            return len(tok(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def prompt_tokens(self, prompt: str) -> tuple[TokenCount, ...]:
+        """One count per tokenizer of the pipeline: FLUX reads the prompt with CLIP (77 tokens) and T5
+        (``max_sequence_length``), SDXL with two CLIPs; the strictest decides (``strictest_tokens``)."""
+        return tuple(
+            TokenCount(_encoder_label(tok), self._count(tok, prompt), self._limit(name, tok))
+            for name, tok in self._get_tokenizers().items()
+        )
+
+    @property
+    def text_encoder(self) -> str:
+        """The encoder ``max_prompt_tokens`` is of, named after its tokenizer ("CLIP text encoder")."""
+        return _encoder_label(self._get_tokenizer())
 
     @property
     def max_prompt_tokens(self) -> int:
-        tok = self._get_tokenizer()
-        limit = int(min(tok.model_max_length, self._family.text_limit or tok.model_max_length))
-        return limit - self._special_tokens
+        name, tok = next(iter(self._get_tokenizers().items()))
+        return self._limit(name, tok)
 
     def count_tokens(self, prompt: str) -> int:
-        tok = self._get_tokenizer()
-        with self._tokenizer_lock:
-            return len(tok(prompt, add_special_tokens=False, verbose=False)["input_ids"])
+        return self._count(self._get_tokenizer(), prompt)
 
     # ------------------------------------------------------------------------------------------ generation
 

@@ -312,11 +312,13 @@ class Registry:
         return [self.get(name) for name, spec in self._specs.items() if spec.modality == modality]
 
     def load_all(self) -> None:
-        """Load every model; raise one :class:`ModelLoadError` naming each entry that failed."""
+        """Load every model and its tokenizers; raise one :class:`ModelLoadError` naming each entry that failed."""
         failures = []
         for name in self._specs:
             try:
-                self.get(name).load()
+                generator = self.get(name)
+                generator.load()
+                generator.prompt_tokens("")  # its tokenizers too: the arena's live counter never waits for them
             except Exception as exc:  # collect every failure, report them together
                 failures.append(f"- {name}: {exc}")
         if failures:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from generators import GenerationError, Generator, Registry, cache_key
-from generators.base import check_modality
+from generators.base import check_modality, strictest, too_many_tokens
 
 from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
 from .config import AppConfig
@@ -54,6 +54,21 @@ NOT_SIGNED_IN = (
     "You are not signed in (or your session ended after a long pause or a server restart). Sign in, or reload "
     "your invite link, to go on; everything you submitted is saved."
 )
+
+
+# What a visitor is told who may not sign in to a study by typing a name: what to do next.
+INVITE_ONLY = (
+    "This study is by invitation only. If you were invited, open the personal invite link the study coordinator "
+    "sent you (it signs you in and brings you back to where you stopped); if you have lost it, ask the coordinator "
+    "for it. Anyone can try the models in the Live arena tab."
+)
+NOT_A_RATER = "{name!r} is not a rater of this study. " + INVITE_ONLY
+BAD_INVITE = (
+    "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
+    "the study coordinator for a new one; anyone can try the models in the Live arena tab."
+)
+TOKENS_NOT_COUNTED = "The prompt's length in tokens cannot be checked here; it is checked when you press Generate."
+PRESENTER_PROMPTS = "This is a presentation from pre-generated images: pick one of the listed prompts."
 
 
 # The reveal rule: a reveal needs at least one real score (a scale answer on a panel not marked "can't judge").
@@ -201,6 +216,47 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class PromptBudget:
+    """How much of the strictest text encoder's budget a prompt takes (the arena's live counter).
+
+    ``used``/``limit`` are tokens (special tokens excluded) of the configured model of the modality with the least
+    room left, ``encoder`` names its text encoder; both are None with a ``note`` when tokens cannot be counted
+    (presenter mode, model stack missing). ``chars``/``max_chars`` are the character count and limit."""
+
+    used: int | None
+    limit: int | None
+    encoder: str
+    chars: int
+    max_chars: int
+    words: int = 0
+    note: str = ""
+
+    @property
+    def over(self) -> bool:
+        return self.chars > self.max_chars or (self.used is not None and self.used > (self.limit or 0))
+
+    def problem(self) -> str:
+        """Why the prompt is refused (with how much to cut), or "" when it fits."""
+        if self.chars > self.max_chars:
+            cut = self.chars - self.max_chars
+            return (f"The prompt is {self.chars} characters long; at most {self.max_chars} are allowed. "
+                    f"Cut about {cut} character{'s' if cut != 1 else ''}.")
+        if self.used is not None and self.limit is not None and self.used > self.limit:
+            return too_many_tokens(self.words, self.used, self.limit, self.encoder)
+        return ""
+
+    def describe(self) -> str:
+        """The counter's line: "23 / 75 tokens — CLIP text encoder", or a warning that says how much to cut."""
+        problem = self.problem()
+        if problem:
+            return f"⚠️ **{problem}**"
+        if self.used is None:
+            return self.note
+        left = (self.limit or 0) - self.used
+        return f"{self.used} / {self.limit} tokens — {self.encoder} ({left} left)"
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     image: ImageInfo
     cached: bool
@@ -243,6 +299,27 @@ class P2PApp:
         return RaterSession.of(rater, rater.token or "")
 
     # ------------------------------------------------------------------ generation (with cache)
+    def prompt_budget(self, modality: str, prompt: str) -> PromptBudget:
+        """What the live counter shows for ``prompt``: tokens used and the limit of the strictest text encoder
+        among the configured models of ``modality`` (the one with the least room left), and characters. Never
+        raises for a bad prompt (that is what it reports); an unknown modality is a UserError."""
+        try:
+            check_modality(modality)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        text = " ".join(clean_line(prompt if isinstance(prompt, str) else "").split())
+        chars, max_chars, words = len(text), self.config.max_prompt_chars, len(text.split())
+        if self.presenter:
+            return PromptBudget(None, None, "", chars, max_chars, words, PRESENTER_PROMPTS)
+        if chars > max_chars:  # not worth tokenizing: the character limit already refuses it
+            return PromptBudget(None, None, "", chars, max_chars, words, "")
+        try:
+            count = strictest(c for gen in self.generators_for(modality) for c in gen.prompt_tokens(text))
+        except Exception:  # noqa: BLE001 - the counter is advisory; Generate checks again (and says why)
+            log.exception("cannot count prompt tokens for %s", modality)
+            return PromptBudget(None, None, "", chars, max_chars, words, TOKENS_NOT_COUNTED)
+        return PromptBudget(count.used, count.limit, count.encoder, chars, max_chars, words)
+
     def check_prompt(self, modality: str, prompt: str) -> str:
         """The cleaned prompt, or a UserError that says what is wrong (checked against every model)."""
         try:
@@ -259,8 +336,11 @@ class P2PApp:
         clean = " ".join(prompt.split())
         if self.presenter:  # no model to ask; only the pack's prompts have images
             if clean not in self.arena_examples(modality):
-                raise UserError("This is a presentation from pre-generated images: pick one of the listed prompts.")
+                raise UserError(PRESENTER_PROMPTS)
             return clean
+        problem = self.prompt_budget(modality, clean).problem()  # the strictest encoder, with how much to cut
+        if problem:
+            raise UserError(problem)
         generators = self.generators_for(modality)
         for gen in generators:
             try:
@@ -458,6 +538,22 @@ class P2PApp:
             return str(exc)
         return ""
 
+    def linked_study(self, token: str = "", study: str = "") -> str | None:
+        """The key of the study a page link names, or None: a personal ``?token=`` link names its rater's study;
+        ``?study=`` names one by key (``id@vN``) or by id (its latest version here)."""
+        token = token.strip() if isinstance(token, str) else ""
+        if token:
+            rater = self.storage.rater_by_token(token)
+            if rater is not None and rater.study_key in self.studies:
+                return rater.study_key
+        wanted = study.strip() if isinstance(study, str) else ""
+        if not wanted:
+            return None
+        if wanted in self.studies:
+            return wanted
+        same_id = [st for st in self.studies.values() if st.id == wanted]
+        return study_key(max(same_id, key=lambda st: st.version)) if same_id else None
+
     def rater_slot(self, study: StudyDefinition, name: str) -> int:
         """The assignment slot a new rater called ``name`` takes (a listed study: the name's slot)."""
         if not name:
@@ -482,10 +578,11 @@ class P2PApp:
         if token:
             rater = self.storage.rater_by_token(token)
             if rater is None or rater.study_key != key:
-                raise UserError("This invite link (or resume code) is not valid for this study.")
+                raise UserError(BAD_INVITE)
             return RaterSession.of(rater)
-        if not study.open:
-            raise UserError("This study is by invitation only: open your personal invite link.")
+        if not study.open:  # a typed name is never an identity here: say what to do instead
+            name = clean_line(name) if isinstance(name, str) else ""
+            raise UserError(NOT_A_RATER.format(name=name) if name else INVITE_ONLY)
         name = check_name(name)
         slot = self.rater_slot(study, name)
         try:

@@ -261,12 +261,14 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
             for word in ("catch", "broken", "flipped", "colon-msdm", "chosen_real"):
                 assert word not in config  # blinding: nothing in the page says which panel is what
             submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-            page.trigger(page.one(label="Start / continue", type="button"))
+            start = page.one(label="Start / continue", type="button")
+            in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - not the arena's panels
+            page.trigger(start)
             before = app.storage.count_ratings()
             if design == "forced_choice":
                 pick = page.one(label="Which image is real?", type="radio")
-                scales = page.find(label="How real does this image look?", type="radio")[:n]
-                scales += page.find(label="How well does the image match the prompt?", type="radio")[:n]
+                scales = in_study(page.find(label="How real does this image look?", type="radio"))[:n]
+                scales += in_study(page.find(label="How well does the image match the prompt?", type="radio"))[:n]
                 page.set(pick, None)
                 for c in scales:
                     page.set(c, 3)
@@ -274,7 +276,7 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
                 assert any("Pick the one image" in str(v) for v in out.values())
                 assert app.storage.count_ratings() == before
             else:
-                ranks = [page.find(label=f"{q} Rank (1 = best)", type="dropdown")[:n]
+                ranks = [in_study(page.find(label=f"{q} Rank (1 = best)", type="dropdown"))[:n]
                          for q in ("How real does this image look?", "How well does the image match the prompt?")]
                 for c in ranks[0] + ranks[1]:
                     page.set(c, 1)

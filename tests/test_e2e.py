@@ -30,20 +30,20 @@ def server(tmp_path, demo_registry):
 
 
 def arena(page: BrowserSession) -> dict:
-    """Component ids of the live arena (the first tab group holds the studies)."""
+    """Component ids of the live arena (whichever tab it is in): its panels lie between Generate and Submit."""
     ids = {
-        "name": page.find(label="Your name", type="textbox")[-1],
-        "signin": page.find(label="Sign in", type="button")[-1],
         "prompt": page.one(label="Prompt", type="textbox"),
         "modality": page.one(label="Modality", type="radio"),
         "generate": page.one(label="Generate", type="button"),
         "submit": page.one(label="Submit ratings (Ctrl+Enter)", type="button"),
     }
+    lo, hi = ids["generate"], ids["submit"]
+    ids["signin"] = page.one(label="Sign in", type="button")
+    ids["name"] = max(c for c in page.find(label="Your name", type="textbox") if c < ids["signin"])
     realism = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == "How real does this image look?"]
     alignment = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == "How well does the image match the prompt?"]
     images = [c for c in page.find(type="image") if page.components[c]["props"]["label"].startswith("Image ")]
-    # The arena is built after the study tabs: its panels are the last three of each kind.
-    ids["realism"], ids["alignment"], ids["images"] = realism[-3:], alignment[-3:], images[-3:]
+    ids["realism"], ids["alignment"], ids["images"] = ([c for c in cs if lo < c < hi] for cs in (realism, alignment, images))
     return ids
 
 
@@ -239,8 +239,9 @@ def test_one_rater_through_a_whole_study(study_server, tmp_path):
     page = BrowserSession(url, query=f"token={token}")
     start = page.one(label="Start / continue", type="button")
     submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    realism = page.find(label="How real does this image look?", type="radio")
-    alignment = page.find(label="How well does the image match the prompt?", type="radio")
+    in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - the study's panels, not the arena's
+    realism = in_study(page.find(label="How real does this image look?", type="radio"))
+    alignment = in_study(page.find(label="How well does the image match the prompt?", type="radio"))
     out = page.trigger(start)
     assert any("Signed in as **ann**" in str(v) for v in out.values()), out
     total = len(reader.assignment.rater_sequence(st, 0))

@@ -17,6 +17,8 @@ from .common import page_css, page_js
 from .files import install as install_blind_file_headers
 from .study import build_study
 
+ARENA_TAB, STUDIES_TAB = "arena", "studies"
+
 
 def build_rater_app(app: P2PApp) -> gr.Blocks:
     cfg = app.config
@@ -29,11 +31,20 @@ def build_rater_app(app: P2PApp) -> gr.Blocks:
                 elem_classes=["p2p-demo-banner"],
             )
         if app.studies:
-            with gr.Tabs():
-                with gr.Tab("Reader study"):
-                    build_study(app, demo)
-                with gr.Tab("Live arena"):
+            # Landing: the first tab is one every visitor can use (the live arena); a link that names a study
+            # (?token= invite, ?study=<key>) opens that study's tab instead (build_study picks the study).
+            with gr.Tabs(selected=ARENA_TAB) as top_tabs:
+                with gr.Tab("Live arena", id=ARENA_TAB):
                     build_arena(app)
+                with gr.Tab("Reader study", id=STUDIES_TAB):
+                    build_study(app, demo)
+
+            def on_landing(request: gr.Request) -> dict:
+                query = request.query_params if request else {}
+                named = app.linked_study(token=query.get("token") or "", study=query.get("study") or "")
+                return {top_tabs: gr.Tabs(selected=STUDIES_TAB if named else ARENA_TAB)}
+
+            demo.load(on_landing, None, top_tabs, api_visibility="private", queue=False)
         else:
             build_arena(app)
     demo.queue(default_concurrency_limit=None)

@@ -6,11 +6,12 @@ import html
 
 import gradio as gr
 
-from ..service import LIVE_QUESTIONS, P2PApp
+from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
 from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 JUDGEMENT_LABELS = {"scores": "Scores (1-5 for each image)", "ranking": "Ranking (order the images best to worst)"}
+COUNTER_HINT = "The prompt's length in tokens of the models' text encoders shows here as you type."
 
 
 def build_arena(app: P2PApp) -> None:
@@ -33,7 +34,7 @@ def build_arena(app: P2PApp) -> None:
         resume = gr.Textbox(label="Resume code", type="password", max_length=100)
         code = gr.Textbox(label="Access code", type="password", visible=bool(cfg.access_code))
         signin_btn = gr.Button("Sign in", variant="primary")
-    message = gr.Markdown(visible=False)
+    message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
 
     with gr.Column(visible=False) as arena_box:
         who = gr.Markdown()
@@ -44,13 +45,15 @@ def build_arena(app: P2PApp) -> None:
                 label="Modality",
                 scale=1,
             )
-            prompt = gr.Textbox(
-                label="Prompt",
-                placeholder="Describe the image, e.g. colonoscopy image with a single sessile polyp of 5-10 mm",
-                lines=2,
-                max_length=cfg.max_prompt_chars,
-                scale=4,
-            )
+            with gr.Column(scale=4):
+                # no max_length: the box would cut a paste silently; the counter below says what is too long
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="Describe the image, e.g. colonoscopy image with a single sessile polyp of 5-10 mm",
+                    lines=2,
+                    elem_classes=["p2p-prompt"],
+                )
+                budget = gr.Markdown(PRESENTER_PROMPTS if app.presenter else COUNTER_HINT, elem_classes=["p2p-budget"])
         examples = gr.Dataset(
             components=[prompt],
             samples=[[p] for p in app.arena_examples(modalities[0])],
@@ -67,7 +70,7 @@ def build_arena(app: P2PApp) -> None:
                       for j in judgements}  # fmt: skip
         shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
         submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
-        reveal_box = gr.Markdown()
+        reveal_box = gr.Markdown(elem_classes=["p2p-reveal"])  # scrolled into view when it fills: notices.js
 
     guard = guarded(message)
 
@@ -88,6 +91,14 @@ def build_arena(app: P2PApp) -> None:
 
     def on_modality(modality_value: str) -> dict:
         return {examples: gr.Dataset(samples=[[p] for p in app.arena_examples(modality_value)])}
+
+    def on_prompt(modality_value: str, prompt_value: str) -> dict:
+        """The live counter: tokens of the strictest text encoder of the modality's models, or why not."""
+        try:
+            text = app.prompt_budget(modality_value, prompt_value).describe()
+        except UserError as exc:
+            text = f"⚠️ {exc}"
+        return {budget: gr.Markdown(text)}
 
     def on_example(sample: list) -> dict:
         return {prompt: gr.Textbox(value=sample[0] if sample else "")}
@@ -131,6 +142,9 @@ def build_arena(app: P2PApp) -> None:
     modality.change(on_modality, modality, examples, api_visibility="private", queue=False)
     examples.click(on_example, examples, prompt, api_visibility="private", queue=False)
     panels = [p for widgets in panel_sets.values() for p in widgets]
+    for trigger in (prompt.change, modality.change):  # while typing; always_last drops superseded keystrokes
+        trigger(on_prompt, [modality, prompt], budget, api_visibility="private", queue=False,
+                trigger_mode="always_last", show_progress="hidden")
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     generate_btn.click(
         on_generate,

@@ -7,7 +7,7 @@ import html
 import gradio as gr
 
 from ..blinding import panel_label
-from ..service import P2PApp, ShownTrial
+from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import build_panels, build_pick, guarded, md_escape, read_answers, resume_note, show_trial
@@ -40,11 +40,11 @@ def build_study(app: P2PApp, demo: gr.Blocks) -> None:
                 loaders.append(_build_one(app, st))
 
     def on_load(request: gr.Request) -> dict:
-        token = (request.query_params.get("token") or "") if request else ""
-        rater = app.storage.rater_by_token(token) if token else None
-        if rater is None or rater.study_key not in tab_ids:
+        query = request.query_params if request else {}
+        key = app.linked_study(token=query.get("token") or "", study=query.get("study") or "")
+        if key is None or key not in tab_ids:
             return {tabs: gr.Tabs()}
-        return {tabs: gr.Tabs(selected=tab_ids[rater.study_key])}
+        return {tabs: gr.Tabs(selected=tab_ids[key])}
 
     demo.load(on_load, None, tabs, api_visibility="private", queue=False)
     for load in loaders:
@@ -60,7 +60,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     reopened = gr.State(False)  # the item on screen is an answered one this session reopened to change
     invite = (
         "Open your personal invite link; or type your name to start (you get a personal resume code), "
-        "or your resume code to continue." if st.open else "Open your personal invite link."
+        "or your resume code to continue." if st.open else INVITE_ONLY
     )
 
     with gr.Column() as signin_box:
@@ -70,10 +70,10 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         name = gr.Textbox(label="Your name", max_length=100, visible=st.open)
         resume = gr.Textbox(label="Resume code", max_length=100, visible=st.open, type="password")
         signin_btn = gr.Button("Start / continue", variant="primary", visible=st.open)
-    message = gr.Markdown(visible=False)
+    message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
     with gr.Column(visible=False) as work_box:
         who = gr.Markdown()
-        with gr.Accordion("Instructions", open=False):
+        with gr.Accordion("Instructions", open=False, elem_classes=["p2p-instructions"]) as instructions:
             gr.Markdown(html.escape(st.instructions))
         progress = gr.HTML()
         prompt_md = gr.Markdown()
@@ -132,6 +132,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         rater = app.study_sign_in(st, token=token, name="" if token else name_value)
         note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         rater = rater.without_code()  # the clear code is shown once, never kept
+        shown = app.next_trial(st, rater)
         return {
             session: rater,
             signin_box: gr.Column(visible=False),
@@ -140,7 +141,9 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 f"Signed in as **{md_escape(rater.name)}**. Your answers are saved as you go; you can close the "
                 f"page and continue later.{note}"
             ),
-            **show_next(rater),
+            # open on a rater's first visit (nothing answered yet), collapsed once they have started
+            instructions: gr.Accordion(open=shown is not None and shown.done == 0 and not shown.answers),
+            **show(shown, rater),
         }
 
     @guard
@@ -170,9 +173,10 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
                done_box, progress, prompt_md, message, pick, *panel_outputs]
-    signin_btn.click(on_sign_in, [name, resume], outputs, api_visibility="private")
-    name.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
-    resume.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
+    signin_outputs = [*outputs, instructions]  # only sign-in opens or closes the instructions
+    signin_btn.click(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
+    name.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
+    resume.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
     back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
@@ -188,6 +192,6 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     def attach(demo: gr.Blocks) -> None:
         demo.load(on_availability_tick, None, [availability, availability_timer], api_visibility="private",
                   queue=False)
-        demo.load(on_auto_sign_in, None, outputs, api_visibility="private")
+        demo.load(on_auto_sign_in, None, signin_outputs, api_visibility="private")
 
     return attach
