@@ -7,7 +7,7 @@ import html
 import gradio as gr
 
 from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
-from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
+from .common import SHOW_TRIAL_JS, add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 JUDGEMENT_LABELS = {"scores": "Scores (1-5 for each image)", "ranking": "Ranking (order the images best to worst)"}
@@ -64,7 +64,7 @@ def build_arena(app: P2PApp) -> None:
             judgement = gr.Radio(choices=[(JUDGEMENT_LABELS[j], j) for j in judgements], value=judgements[0],
                                  label="How to judge the next trial")  # fmt: skip
         generate_btn = gr.Button("Generate", variant="primary")
-        trial_prompt = gr.Markdown()
+        trial_prompt = gr.Markdown(elem_classes=["p2p-trial-top"])  # scrolled to the top after Generate
         # one panel set per judgement on offer (ranking: a rank dropdown per question, no "can't judge")
         panel_sets = {j: build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=j == "scores", rank=j == "ranking")
                       for j in judgements}  # fmt: skip
@@ -154,7 +154,7 @@ def build_arena(app: P2PApp) -> None:
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
-    )
+    ).then(None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the new trial in view
     submit_inputs = {session, trial, judged, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,

@@ -35,6 +35,16 @@ def page_js() -> str:
     return "() => {\n" + "\n".join(parts) + "\n}"
 
 
+def viewer_tools() -> str:
+    """The toolbar above a trial's panels (zoom, window/level; driven by ``assets/zoom.js``), as markup."""
+    return (ASSETS / "viewer.html").read_text(encoding="utf-8")
+
+
+# Runs in the page after an event that may put a new item on screen (submit, previous item, generate): brings the
+# new item's prompt and images into view and focuses its first scale (assets/reading.js).
+SHOW_TRIAL_JS = "() => { window.p2pReading && window.p2pReading.showTrial(); }"
+
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
 
@@ -105,15 +115,27 @@ def build_panels(
     """``n`` panels; ``rank`` (the ranking design): each scale question is a rank dropdown ``rank_<key>``
     (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice."""
     panels = []
-    with gr.Row(equal_height=False):
+    # the viewer (assets/zoom.js): one zoom/pan and window/level state for every panel image inside .p2p-viewer
+    with gr.Column(elem_classes=["p2p-viewer"]):
+        gr.HTML(viewer_tools(), elem_classes=["p2p-viewer-tools"], js_on_load=None)
+        _panel_row(n, questions, with_cant_judge, rank, panels)
+    return panels
+
+
+def _panel_row(
+    n: int, questions: Sequence[Question], with_cant_judge: bool, rank: bool, panels: list[PanelWidgets]
+) -> None:
+    with gr.Row(equal_height=False, elem_classes=["p2p-panels"]):
         for i in range(n):
             with gr.Column(visible=False, min_width=220, elem_classes=["p2p-panel"]) as col:
+                # shown at its own pixel size at most (never upscaled by default; assets/reading.css)
                 image = gr.Image(
                     label=f"Image {chr(65 + i)}",
                     type="filepath",
                     format="png",
                     interactive=False,
                     buttons=["fullscreen"],
+                    elem_classes=["p2p-image"],
                 )
                 inputs: dict[str, gr.components.Component] = {}
                 for q in questions:
@@ -130,7 +152,6 @@ def build_panels(
                 )
                 comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4)
             panels.append(PanelWidgets(col, image, inputs, cant, comment))
-    return panels
 
 
 def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict:

@@ -11,6 +11,7 @@ from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import build_panels, build_pick, guarded, md_escape, read_answers, resume_note, show_trial
+from .common import SHOW_TRIAL_JS
 
 
 def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
@@ -75,7 +76,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         who = gr.Markdown()
         with gr.Accordion("Instructions", open=False, elem_classes=["p2p-instructions"]) as instructions:
             gr.Markdown(html.escape(st.instructions))
-        progress = gr.HTML()
+        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit
         prompt_md = gr.Markdown()
         panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking")
         # forced choice: the screen's one pick (the panel count is constant, so are the choices)
@@ -178,8 +179,10 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     name.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     resume.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, *(w for p in panels for w in p.all_inputs())}
-    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
-    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
+    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None).then(
+        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the next item in view, focus on its scale
+    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private").then(
+        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)
 
     def on_availability_tick() -> dict:
         text = app.availability(st)
