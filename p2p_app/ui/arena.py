@@ -7,7 +7,10 @@ import html
 import gradio as gr
 
 from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
-from .common import SHOW_TRIAL_JS, add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
+from .common import (
+    SHOW_TRIAL_JS, add_noop, build_panels, guarded, md_escape, page_field, page_measures, read_answers, resume_note,
+    show_trial,
+)
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 JUDGEMENT_LABELS = {"scores": "Scores (1-5 for each image)", "ranking": "Ranking (order the images best to worst)"}
@@ -36,7 +39,7 @@ def build_arena(app: P2PApp) -> None:
         signin_btn = gr.Button("Sign in", variant="primary")
     message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
 
-    with gr.Column(visible=False) as arena_box:
+    with gr.Column(visible=False, elem_classes=["p2p-screen"]) as arena_box:  # a screen: assets/activity.js
         who = gr.Markdown()
         with gr.Row():
             modality = gr.Radio(
@@ -68,7 +71,8 @@ def build_arena(app: P2PApp) -> None:
         # one panel set per judgement on offer (ranking: a rank dropdown per question, no "can't judge")
         panel_sets = {j: build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=j == "scores", rank=j == "ranking")
                       for j in judgements}  # fmt: skip
-        shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
+        shown_field = page_field("p2p-shown")  # the trial on screen, sent back with Submit (replays name an old one)
+        active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
         submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False)
         reveal_box = gr.Markdown(elem_classes=["p2p-reveal"])  # scrolled into view when it fills: notices.js
 
@@ -114,6 +118,7 @@ def build_arena(app: P2PApp) -> None:
             trial: shown.trial_id,
             judged: mode,
             shown_field: gr.Textbox(value=str(shown.trial_id)),
+            active_field: gr.Textbox(value=""),
             n_shown: len(shown.panels),
             trial_prompt: gr.Markdown(f"**Prompt:** {html.escape(shown.prompt)}"),
             submit_btn: gr.Button(interactive=True),
@@ -125,7 +130,9 @@ def build_arena(app: P2PApp) -> None:
     @guard
     def on_submit(data: dict) -> dict:
         answers = read_answers(panel_sets[data[judged]], data, data[n_shown])
-        result = app.submit(data[session], data[trial], answers, shown=data[shown_field], judgement=data[judged])
+        active, _ = page_measures(data[active_field])
+        result = app.submit(data[session], data[trial], answers, shown=data[shown_field], judgement=data[judged],
+                            active_seconds=active)
         lines = [f"✅ {result.message}"]
         if result.reveal:
             lines.append("\n".join(f"- **{label}** was made by `{model}`" for label, model in result.reveal))
@@ -149,13 +156,13 @@ def build_arena(app: P2PApp) -> None:
     generate_btn.click(
         on_generate,
         [session, modality, prompt, *([judgement] if judgement is not None else [])],
-        [trial, judged, shown_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
+        [trial, judged, shown_field, active_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
     ).then(None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the new trial in view
-    submit_inputs = {session, trial, judged, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
+    submit_inputs = {session, trial, judged, shown_field, active_field, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,
         submit_inputs,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 
@@ -35,9 +36,45 @@ def page_js() -> str:
     return "() => {\n" + "\n".join(parts) + "\n}"
 
 
-def viewer_tools() -> str:
-    """The toolbar above a trial's panels (zoom, window/level; driven by ``assets/zoom.js``), as markup."""
-    return (ASSETS / "viewer.html").read_text(encoding="utf-8")
+def viewer_tools(marks: bool = False) -> str:
+    """The toolbar above a trial's panels (zoom, window/level; driven by ``assets/zoom.js``; with ``marks`` the
+    artifact-marking buttons of ``assets/marks.js``), as markup."""
+    tools = (ASSETS / "viewer.html").read_text(encoding="utf-8")
+    return tools.replace("<!-- marks -->", (ASSETS / "marks.html").read_text(encoding="utf-8") if marks else "")
+
+
+def page_field(kind: str) -> gr.Textbox:
+    """A field the page's scripts read or write: ``p2p-shown`` (the trial on screen), ``p2p-active`` (active
+    seconds, assets/activity.js), ``p2p-marks`` (artifact marks as JSON, assets/marks.js). Rendered so the scripts
+    reach it, never seen (CSS); it holds nothing that names a model."""
+    return gr.Textbox(value="", show_label=False, container=False, elem_classes=["p2p-field-hidden", kind])
+
+
+def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None, dict[int, Any] | None]:
+    """The page's active-time and marks fields as the service takes them (``active_seconds``, ``marks``): empty
+    means not measured / no marks. What the page sent is only decoded here; the service checks the values."""
+    active: float | None = None
+    if isinstance(active_text, str) and active_text.strip():
+        try:
+            active = float(active_text)
+        except ValueError:
+            raise UserError(f"The page sent an unreadable active time ({active_text[:40]!r}); nothing was saved. "
+                            "Reload the page and answer again.") from None
+    if not isinstance(marks_text, str) or not marks_text.strip():
+        return active, None
+    try:
+        data = json.loads(marks_text)
+        if not isinstance(data, dict):
+            raise ValueError
+        marks = {int(position): points for position, points in data.items()}
+    except ValueError:
+        raise UserError("The page sent unreadable marks; nothing was saved. Reload the page and mark again.") from None
+    return active, marks
+
+
+def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
+    """Stored marks (position → points) as the page's ``p2p-marks`` field shows them."""
+    return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
 
 
 # Runs in the page after an event that may put a new item on screen (submit, previous item, generate): brings the
@@ -110,14 +147,15 @@ class PanelWidgets:
 
 
 def build_panels(
-    n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False
+    n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False, marks: bool = False
 ) -> list[PanelWidgets]:
     """``n`` panels; ``rank`` (the ranking design): each scale question is a rank dropdown ``rank_<key>``
-    (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice."""
+    (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice. ``marks``: the toolbar
+    offers artifact marking (assets/marks.js; the screen needs a ``page_field("p2p-marks")``)."""
     panels = []
     # the viewer (assets/zoom.js): one zoom/pan and window/level state for every panel image inside .p2p-viewer
     with gr.Column(elem_classes=["p2p-viewer"]):
-        gr.HTML(viewer_tools(), elem_classes=["p2p-viewer-tools"], js_on_load=None)
+        gr.HTML(viewer_tools(marks), elem_classes=["p2p-viewer-tools"], js_on_load=None)
         _panel_row(n, questions, with_cant_judge, rank, panels)
     return panels
 

@@ -10,16 +10,28 @@ from ..blinding import panel_label
 from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
-from .common import build_panels, build_pick, guarded, md_escape, read_answers, resume_note, show_trial
-from .common import SHOW_TRIAL_JS
+from .common import (
+    SHOW_TRIAL_JS, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
+    resume_note, show_trial,
+)
 
 
-def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
-    pct = 0 if not total else round(100 * done / total)
-    return (
-        f"<div><progress max='{total or 1}' value='{done}' style='width:100%'></progress>"
-        f"<div>{done} of {total} items done ({pct}%)</div></div>"
-    )
+def _progress_html(shown: ShownTrial) -> str:
+    """The progress bar: the real items done; during the practice block, the practice items instead."""
+    if shown.practice:
+        total, done = shown.practice_total, shown.practice_done
+        text = f"Practice item {shown.practice_number} of {total}: not counted"
+    else:
+        total, done = shown.total, shown.done
+        text = f"{done} of {total} items done ({0 if not total else round(100 * done / total)}%)"
+    return f"<div><progress max='{total or 1}' value='{done}' style='width:100%'></progress><div>{text}</div></div>"
+
+
+def _practice_note(shown: ShownTrial) -> str:
+    if not shown.practice:
+        return ""
+    return (f"**Practice item {shown.practice_number} of {shown.practice_total}** — answer it like any other; it "
+            "is not counted in the results.\n\n")
 
 
 def _picked(shown: ShownTrial) -> str | None:
@@ -72,17 +84,23 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         resume = gr.Textbox(label="Resume code", max_length=100, visible=st.open, type="password")
         signin_btn = gr.Button("Start / continue", variant="primary", visible=st.open)
     message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
-    with gr.Column(visible=False) as work_box:
+    with gr.Column(visible=False, elem_classes=["p2p-screen"]) as work_box:  # a screen: assets/activity.js
         who = gr.Markdown()
         with gr.Accordion("Instructions", open=False, elem_classes=["p2p-instructions"]) as instructions:
             gr.Markdown(html.escape(st.instructions))
         progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit
         prompt_md = gr.Markdown()
-        panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking")
+        if st.mark_artifacts:
+            gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
+                        "again to remove it). Zoom and pan work as before.")
+        panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
+                              marks=st.mark_artifacts)
         # forced choice: the screen's one pick (the panel count is constant, so are the choices)
         pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
-        shown_field = gr.Textbox(visible=False)
+        shown_field = page_field("p2p-shown")
+        active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
+        marks_field = page_field("p2p-marks") if st.mark_artifacts else gr.State("")  # JSON, assets/marks.js
         submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
     done_box = gr.Markdown(visible=False)
     back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm")
@@ -101,6 +119,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 position: None,
                 reopened: False,
                 shown_field: gr.Textbox(value=""),
+                active_field: gr.Textbox(value=""),
+                marks_field: gr.Textbox(value="") if st.mark_artifacts else "",
                 work_box: gr.Column(visible=False),
                 done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
                 back_btn: gr.Button(visible=can_go_back),
@@ -113,12 +133,15 @@ def _build_one(app: P2PApp, st: StudyDefinition):
             position: shown.order_index,
             reopened: revisiting,
             shown_field: gr.Textbox(value=str(shown.trial_id)),
+            active_field: gr.Textbox(value=""),
+            marks_field: gr.Textbox(value=marks_text(shown.marks)) if st.mark_artifacts else "",
             back_btn: gr.Button(visible=can_go_back and (shown.done > 0 or revisiting)),
             work_box: gr.Column(visible=True),
             done_box: gr.Markdown(visible=False),
-            progress: gr.HTML(_progress_html(shown, shown.total, shown.done)),
+            progress: gr.HTML(_progress_html(shown)),
             prompt_md: gr.Markdown(
-                ("*You are changing an earlier answer; changes are kept with the old answer.*\n\n" if revisiting else "")
+                _practice_note(shown)
+                + ("*You are changing an earlier answer; changes are kept with the old answer.*\n\n" if revisiting else "")
                 + f"**Prompt:** {html.escape(shown.prompt)}"  # one word for every item: no tell
             ),
             message: gr.Markdown(visible=False),
@@ -143,7 +166,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
                 f"page and continue later.{note}"
             ),
             # open on a rater's first visit (nothing answered yet), collapsed once they have started
-            instructions: gr.Accordion(open=shown is not None and shown.done == 0 and not shown.answers),
+            instructions: gr.Accordion(open=shown is not None and shown.done + shown.practice_done == 0
+                                       and not shown.answers),
             **show(shown, rater),
         }
 
@@ -158,8 +182,10 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     @guard
     def on_submit(data: dict) -> dict:
         answers = read_answers(panels, data, data[n_shown], pick if st.design == "forced_choice" else None)
+        active, marks = page_measures(data[active_field], data[marks_field])
         result = app.submit_trial(
-            st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened]
+            st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened],
+            active_seconds=active, marks=marks,
         )
         updates = show_next(data[session])
         if result.status == "duplicate":  # answered elsewhere (another tab): say so instead of moving on silently
@@ -173,12 +199,13 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
     outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
-               done_box, progress, prompt_md, message, pick, *panel_outputs]
+               done_box, progress, prompt_md, message, pick, active_field, marks_field, *panel_outputs]
     signin_outputs = [*outputs, instructions]  # only sign-in opens or closes the instructions
     signin_btn.click(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     name.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     resume.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
-    submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, *(w for p in panels for w in p.all_inputs())}
+    submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, active_field, marks_field,
+                     *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None).then(
         None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the next item in view, focus on its scale
     back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private").then(

@@ -8,7 +8,8 @@ const IDLE_MS = 30000;
 const TICK_MS = 250;
 let lastInput = Date.now();
 for (const type of ['pointermove', 'pointerdown', 'keydown', 'wheel', 'scroll', 'touchstart', 'input']) {
-  document.addEventListener(type, () => { lastInput = Date.now(); }, { capture: true, passive: true });
+  // only what the person does: the page's own events (this file's field updates included) are not activity
+  document.addEventListener(type, (e) => { if (e.isTrusted) lastInput = Date.now(); }, { capture: true, passive: true });
 }
 const counts = new WeakMap(); // screen element -> {trial, active (ms), at (ms)}
 const field = (screen, cls) => screen.querySelector(`.${cls} textarea, .${cls} input`);

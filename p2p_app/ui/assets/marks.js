@@ -1,0 +1,160 @@
+// Artifact marking (studies with `mark_artifacts`): with "Mark artifacts" pressed in a viewer's toolbar, a click on
+// an image (not a drag: drags pan a zoomed image, zoom.js) puts a mark where the image looks wrong; a click on a
+// mark takes it away. Points are image-normalised (x right, y down, 0..1), so they mean the same spot at any zoom
+// and on any screen size. The screen's `.p2p-marks` field holds them as JSON {"<position>": [[x, y], ...]}, the
+// position being the panel's place on screen (1 = Image A); Submit sends it and the server maps positions to
+// images. The server fills the field for every item it shows (empty, or a reopened item's stored marks), and the
+// marks drawn follow the field.
+const HIT_PX = 12;       // a click this close to a mark removes it
+const CLICK_PX = 5;      // a pointer that moved further is a drag, not a click
+const MAX_PER_IMAGE = 20;
+const views = new WeakMap(); // viewer -> {on, marks: Map(position -> [[x, y]]), seen: field text, trial on screen}
+const downs = new Map();     // pointerId -> {x, y}
+const viewerOf = (el) => el && el.closest && el.closest('.p2p-viewer');
+const frameOf = (el) => el && el.closest && el.closest('.p2p-panel .image-frame');
+const fieldOf = (viewer) => {
+  const screen = viewer.closest('.p2p-screen');
+  return screen && screen.querySelector('.p2p-marks textarea, .p2p-marks input');
+};
+const panelsOf = (viewer) => [...viewer.querySelectorAll('.p2p-panel')];
+const round = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1e4) / 1e4;
+const viewOf = (viewer) => {
+  let v = views.get(viewer);
+  if (!v) { v = {on: false, marks: new Map(), seen: null, trial: null}; views.set(viewer, v); }
+  return v;
+};
+
+function parse(text) {
+  const marks = new Map();
+  try {
+    const data = JSON.parse(text || '{}');
+    for (const [position, points] of Object.entries(data || {})) {
+      if (Array.isArray(points)) marks.set(Number(position), points.map((p) => [Number(p[0]), Number(p[1])]));
+    }
+  } catch (err) { /* an unreadable field shows no marks; the server refuses it on Submit with a message */ }
+  return marks;
+}
+
+function serialise(marks) {
+  const out = {};
+  for (const [position, points] of [...marks.entries()].sort((a, b) => a[0] - b[0])) {
+    if (points.length) out[position] = points;
+  }
+  return JSON.stringify(out);
+}
+
+function save(viewer) {
+  const v = viewOf(viewer);
+  const field = fieldOf(viewer);
+  const text = serialise(v.marks);
+  v.seen = text;
+  if (field && field.value !== text) {
+    field.value = text;
+    field.dispatchEvent(new Event('input', {bubbles: true}));
+  }
+  draw(viewer);
+}
+
+// The layer of dots sits on the image and takes the image's own zoom transform, so a dot stays on its spot.
+function draw(viewer) {
+  const v = viewOf(viewer);
+  const button = viewer.querySelector('[data-p2p-mark="toggle"]');
+  if (button && button.getAttribute('aria-pressed') !== String(v.on)) button.setAttribute('aria-pressed', String(v.on));
+  viewer.classList.toggle('p2p-marking', v.on);
+  const count = viewer.querySelector('.p2p-mark-count');
+  const total = [...v.marks.values()].reduce((n, pts) => n + pts.length, 0);
+  const text = total ? `${total} mark${total === 1 ? '' : 's'}` : '';
+  if (count && count.textContent !== text) count.textContent = text;
+  panelsOf(viewer).forEach((panel, i) => {
+    const frame = panel.querySelector('.image-frame');
+    const img = frame && frame.querySelector('img');
+    let layer = frame && frame.querySelector('.p2p-mark-layer');
+    const points = v.marks.get(i + 1) || [];
+    if (!img) { if (layer) layer.remove(); return; }
+    if (!layer) {
+      layer = document.createElement('div');
+      layer.className = 'p2p-mark-layer';
+      layer.setAttribute('aria-hidden', 'true');
+      frame.appendChild(layer);
+    }
+    if (layer.style.transform !== img.style.transform) layer.style.transform = img.style.transform;
+    const scale = img.offsetWidth ? img.getBoundingClientRect().width / img.offsetWidth : 1;
+    const want = points.map(([x, y]) => `${x},${y}`).join(' ');
+    if (layer.dataset.points !== want || layer.dataset.scale !== String(scale)) {
+      layer.dataset.points = want;
+      layer.dataset.scale = String(scale);
+      layer.replaceChildren(...points.map(([x, y]) => {
+        const dot = document.createElement('span');
+        dot.className = 'p2p-mark';
+        dot.style.left = `${x * 100}%`;
+        dot.style.top = `${y * 100}%`;
+        dot.style.transform = `translate(-50%, -50%) scale(${1 / (scale || 1)})`;
+        return dot;
+      }));
+    }
+  });
+}
+
+// A new item on screen (the screen's `.p2p-shown` trial changed): its marks are what the server put in the field
+// (none, or a reopened item's stored ones). Otherwise the marks drawn are the truth and the field is kept equal to
+// them (Gradio may re-render the field with an older value).
+function sync() {
+  for (const viewer of document.querySelectorAll('.p2p-viewer')) {
+    const field = fieldOf(viewer);
+    if (!field) continue;
+    const screen = viewer.closest('.p2p-screen');
+    const shown = screen && screen.querySelector('.p2p-shown textarea, .p2p-shown input');
+    const trial = shown ? shown.value : '';
+    const v = viewOf(viewer);
+    if (trial !== v.trial) {
+      v.trial = trial;
+      v.marks = parse(field.value);
+      v.on = v.on && !!trial;
+      v.seen = field.value;
+      draw(viewer);
+    } else if (field.value !== serialise(v.marks) && v.seen !== null) {
+      save(viewer);
+    } else {
+      draw(viewer);
+    }
+  }
+}
+
+function clickAt(viewer, frame, e) {
+  const img = frame.querySelector('img');
+  const panel = frame.closest('.p2p-panel');
+  if (!img || !panel) return;
+  const position = panelsOf(viewer).indexOf(panel) + 1;
+  const r = img.getBoundingClientRect();
+  if (!r.width || !r.height) return;
+  const v = viewOf(viewer);
+  const points = v.marks.get(position) || [];
+  const hit = points.findIndex(([x, y]) => Math.hypot(r.left + x * r.width - e.clientX, r.top + y * r.height - e.clientY) <= HIT_PX);
+  if (hit >= 0) points.splice(hit, 1);
+  else if (points.length < MAX_PER_IMAGE) points.push([round((e.clientX - r.left) / r.width), round((e.clientY - r.top) / r.height)]);
+  v.marks.set(position, points);
+  save(viewer);
+}
+
+document.addEventListener('pointerdown', (e) => downs.set(e.pointerId, {x: e.clientX, y: e.clientY}), true);
+document.addEventListener('pointerup', (e) => {
+  const down = downs.get(e.pointerId);
+  downs.delete(e.pointerId);
+  const frame = frameOf(document.elementFromPoint(e.clientX, e.clientY)) || frameOf(e.target);
+  const viewer = viewerOf(frame);
+  if (!viewer || !viewOf(viewer).on || !down) return;
+  if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_PX) return;  // a drag (pan), not a mark
+  clickAt(viewer, frame, e);
+}, true);
+document.addEventListener('click', (e) => {
+  const btn = e.target.closest && e.target.closest('[data-p2p-mark]');
+  const viewer = viewerOf(btn);
+  if (!viewer) return;
+  const v = viewOf(viewer);
+  if (btn.dataset.p2pMark === 'toggle') { v.on = !v.on; draw(viewer); }
+  if (btn.dataset.p2pMark === 'clear') { v.marks = new Map(); save(viewer); }
+});
+setInterval(sync, 300);
+new MutationObserver(() => requestAnimationFrame(sync)).observe(document.body, {
+  subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'style'],
+});
