@@ -11,7 +11,7 @@ from PIL import Image
 
 from p2p_app import designs, reader, simulate
 from p2p_app.study import BROKEN_KINDS, StudyError, load_study, study_key
-from test_design_screens import design_app, design_study, form_for, prepared  # noqa: F401  (fixture)
+from test_design_screens import design_app, design_study, form_for, prepared  # noqa: F401, F811 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
