@@ -13,13 +13,13 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   agreement, :func:`p2p_app.analysis._agreement_scope`; bootstrap CI over items).
 * **Ranking** (questions ``rank_<q>``: value = rank of the panel on that screen, 1 = best; with more than one
   modality in the frame, as in the live arena, each modality is fitted on its own: ``question`` reads
-  ``rank_<q> · <modality>``). Each ranking is broken
-  into all its implied pairs (under Plackett–Luce every pair follows Bradley–Terry with the same strengths, Luce's
-  choice axiom, so the pair fit is consistent); ``strength`` = Bradley–Terry log-strength, the fit of
-  ``choix.ilsr_pairwise_dense`` (:func:`bt_fit`, all bootstrap replicates at once; centred: mean 0), CI = strength ± t(raters − 1) × the
-  standard error from resampling *raters* (cluster bootstrap: a rater's rankings stay together), with the
-  cluster bootstrap's small-sample factor (:func:`rater_interval`; the plain percentile interval was too narrow
-  with few raters); ``pl_strength`` = the full Plackett–Luce fit
+  ``rank_<q> · <modality>``). Each ranking is broken into all its implied pairs (under Plackett–Luce every pair
+  follows Bradley–Terry with the same strengths, Luce's choice axiom, so the pair fit is consistent);
+  ``strength`` = Bradley–Terry log-strength, the fit of ``choix.ilsr_pairwise_dense`` (:func:`bt_fit`, all
+  bootstrap replicates at once; centred: mean 0), CI = strength ± t(raters − 1) × the standard error from
+  resampling *raters* (cluster bootstrap: a rater's rankings stay together), with the cluster bootstrap's
+  small-sample factor (:func:`rater_interval`; the plain percentile interval was too narrow with few raters);
+  ``pl_strength`` = the full Plackett–Luce fit
   (``choix.ilsr_rankings``) for comparison. Ranks respect overlapping intervals: ``rank_low`` = 1 + models whose
   interval lies wholly above, ``rank_high`` = models − those wholly below; ``rank`` = ``rank_low``.
 * **Catch trials** (rows with ``catch`` ``"real"`` or ``"broken"``): checks per answer — realism: a known real image

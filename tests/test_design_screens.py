@@ -251,14 +251,14 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
 
     app = design_app
     st = prepared(app, design_study(tmp_path / "s", design, seeds=[3], raters=["ann", "ben"], catch_rate=0.3,
-                                    catch_kinds=["noise", "real"], rater_groups=None))
+                                    catch_kinds=["noise", "real", "wrong_anatomy"], rater_groups=None))
     tokens = {name: reader.add_rater(app, st, name)[1] for name in st.raters}
     n = st.items()[0].n_panels
     with running_server(app) as url:
         for name, token in tokens.items():
             page = BrowserSession(url, query=f"token={token}")
             config = str(page.config)
-            for word in ("catch", "broken", "flipped", "colon-msdm", "chosen_real"):
+            for word in ("catch", "broken", "flipped", "anatomy", "colon-msdm", "chosen_real"):
                 assert word not in config  # blinding: nothing in the page says which panel is what
             submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
             start = page.one(label="Start / continue", type="button")

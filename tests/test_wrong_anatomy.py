@@ -11,7 +11,7 @@ from PIL import Image
 
 from p2p_app import designs, reader, simulate
 from p2p_app.study import BROKEN_KINDS, StudyError, load_study, study_key
-from test_design_screens import design_app, design_study, form_for, prepared  # noqa: F401  (fixture)
+from test_design_screens import design_app, design_study, form_for, prepared  # noqa: F401, F811 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,3 +113,13 @@ def test_wrong_anatomy_catch_end_to_end_blind_exported_and_scored(design_app, tm
     assert "wrong_anatomy" in set(df.loc[df["catch"] == "broken", "catch_kind"])
     assert set(df.loc[df["catch"] == "", "catch_kind"]) == {""}
     assert not designs.catch_checks(df).empty
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from p2p_app.cli import main
+
+    out = tmp_path / "long.csv"
+    res = CliRunner().invoke(main, ["export", str(out), "--study", st.id, "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    exported = pd.read_csv(out, keep_default_na=False)
+    assert set(exported.loc[exported["catch"] == "broken", "catch_kind"]) == {"wrong_anatomy"}
