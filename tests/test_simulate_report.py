@@ -93,7 +93,7 @@ def test_simulator_scales_vectorised():
 
 # --- report ------------------------------------------------------------------------------------------------------
 
-FIGURES = ("score_distributions", "means", "roc", "agreement", "position", "progress", "raters")
+FIGURES = ("score_distributions", "means", "roc", "agreement", "position", "progress", "raters", "timing")
 
 
 def _script_srcs(page: str) -> list[str]:
