@@ -54,7 +54,7 @@ def server(tmp_path_factory, demo_registry):
     from p2p_app.study import load_study, study_key
 
     root = tmp_path_factory.mktemp("measures")
-    app = make_app(root / "data", demo_registry)
+    app = make_app(root / "data", demo_registry, admin_password="s3cret-admin")
     st = load_study(_study(root / "study"), [m.name for m in app.config.models])
     app.studies = {study_key(st): st}
     assert reader.prepare_study(app, st).frozen
@@ -155,6 +155,18 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     # each point is on the image the rater saw at that place (the page only knows positions)
     shown = rows_of(app, name).drop_duplicates("position").set_index("position")["image_id"]
     assert list(mine["image_id"]) == [shown[1], shown[2]]
+    # the coordinator downloads them from the admin area
+    from browser_client import BrowserSession
+
+    from p2p_app.study import study_key
+
+    admin = BrowserSession(f"{page.url.split('/?')[0]}/admin", login=("admin", "s3cret-admin"))
+    admin.set(admin.one(label="Study"), study_key(st))
+    out = admin.trigger(admin.one(label="Marks CSV", type="button"))
+    link = next(v for v in out.values() if isinstance(v, dict) and str(v.get("url", "")).endswith("_marks.csv"))
+    csv = admin.http.get(link["url"]).text
+    admin.close()
+    assert csv.splitlines()[0].startswith("\"study\",") and len(csv.splitlines()) == 1 + len(marks)
     # the next item starts with no marks, zoom back at 100 %
     assert page.locator(".p2p-mark:visible").count() == 0
     assert page.locator(".p2p-marks textarea").input_value() in ("", "{}")

@@ -106,6 +106,7 @@ def build_admin(app: P2PApp) -> None:
                 long_btn = gr.Button("Long CSV")
                 wide_btn = gr.Button("Wide CSV")
                 parquet_btn = gr.Button("Parquet")
+                marks_btn = gr.Button("Marks CSV")  # artifact marks, one row per point (studies with marking)
                 report_btn = gr.Button("HTML report")
             download = gr.File(label="Download", interactive=False)
 
@@ -136,7 +137,8 @@ def build_admin(app: P2PApp) -> None:
             short = cov[cov["short_of_k"]]
         hours = (df.assign(hour=df["answered_at"].dt.floor("h")).groupby("hour").size().rename("answers").reset_index()
                  if not df.empty else pd.DataFrame(columns=["hour", "answers"]))
-        result = analyze(df, n_boot=200, seed=0)
+        marks = app.storage.marks_frame(key)
+        result = analyze(df, n_boot=200, seed=0, marks=marks if len(marks) else None)
         figs = list(figures(result, df, progress=None if key == LIVE_STUDY else prog).values())[:FIGURE_SLOTS]
         updates = {
             summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."),
@@ -174,15 +176,22 @@ def build_admin(app: P2PApp) -> None:
         elif kind == "parquet":
             path = out_dir / f"{stem}_ratings.parquet"
             exporter.write_parquet(df, path)
+        elif kind == "marks":
+            path = out_dir / f"{stem}_marks.csv"
+            exporter.write_marks_csv(app.storage.marks_frame(key), path)
         else:
             path = out_dir / f"{stem}_report.html"
             title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
             progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
-            path.write_text(build_report(df, title, progress=progress, n_boot=500), encoding="utf-8")
+            marks = app.storage.marks_frame(key)
+            path.write_text(build_report(df, title, progress=progress, n_boot=500, marks=marks if len(marks) else None),
+                            encoding="utf-8")
         return path
 
     refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, *plots]
     refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
     which.change(on_refresh, which, refresh_outputs, api_visibility="private")
-    for btn, kind in ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (report_btn, "report")):
+    buttons = ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (marks_btn, "marks"),
+               (report_btn, "report"))
+    for btn, kind in buttons:
         btn.click(download_handler(kind), which, [download, message], api_visibility="private")
