@@ -10,6 +10,7 @@ Playwright or Chromium is missing. Measured figures are printed (``pytest -s``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import shutil
@@ -20,11 +21,13 @@ import pytest
 from conftest import make_app, running_server
 from test_browser import browser  # noqa: F401 - the module-scoped Chromium fixture
 
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+PlaywrightTimeout = playwright_api.TimeoutError
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
 COLON_MODELS = ["colon-msdm-tiny", "colon-flux-tiny", "colon-kandinsky-tiny"]
-RAD_MODELS = ["rad-msdm-tiny", "rad-flux-tiny", "rad-kandinsky-tiny"]
 DESKTOP = {"viewport": {"width": 1400, "height": 900}}
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 DEVICES = {"desktop": DESKTOP, "phone": PHONE}
@@ -54,8 +57,12 @@ MEASURE = """() => {
 }"""
 
 
+GREY = "greyscale"  # a prompt that says so gets a greyscale image (see _GreyWhenAsked)
+
+
 class _GreyGenerator:
-    """A demo generator whose images are greyscale, as radiographs are (the tiny models draw colour noise)."""
+    """A demo generator that draws greyscale, as radiographs are, when the prompt asks for it (the tiny models draw
+    colour noise; the loaded colonoscopy models serve both kinds, so no more models are loaded for this file)."""
 
     def __init__(self, generator):
         self._generator = generator
@@ -65,11 +72,11 @@ class _GreyGenerator:
 
     def generate(self, prompt, seed, **params):
         result = self._generator.generate(prompt, seed, **params)
-        return replace(result, image=result.image.convert("L").convert("RGB"))
+        return replace(result, image=result.image.convert("L").convert("RGB")) if GREY in prompt else result
 
 
-class _GreyRadiology:
-    """The session's demo registry with its radiology models drawing greyscale images."""
+class _GreyWhenAsked:
+    """The session's demo registry, its generators wrapped in :class:`_GreyGenerator`."""
 
     def __init__(self, registry):
         self._registry = registry
@@ -78,25 +85,26 @@ class _GreyRadiology:
         return getattr(self._registry, name)
 
     def get(self, name):
-        generator = self._registry.get(name)
-        return _GreyGenerator(generator) if self._registry.spec(name).modality == "radiology" else generator
+        return _GreyGenerator(self._registry.get(name))
 
 
-def _study(folder: Path, study_id: str, modality: str, design: str, models: list[str]) -> Path:
-    """An open study of 3 prompts × 1 seed (the first with a real image) and one control."""
+def _study(folder: Path, study_id: str, design: str, models: list[str], grey: bool = False) -> Path:
+    """An open study of 3 prompts × 1 seed (the first with a real image) and one control; ``grey``: every image
+    greyscale (radiology's real images, greyscale prompts)."""
     from p2p_app.study import write_study
 
-    real = {"colonoscopy": ("colonoscopy_pilot/real/polyp_sessile.png", "colonoscopy_pilot/controls/bleeding.png"),
-            "radiology": ("radiology_pilot/real/chest_consolidation.png", "radiology_pilot/controls/chest_normal.png")}
+    real, control = (("radiology_pilot/real/chest_consolidation.png", "radiology_pilot/controls/chest_normal.png")
+                     if grey else ("colonoscopy_pilot/real/polyp_sessile.png", "colonoscopy_pilot/controls/bleeding.png"))
     (folder / "controls").mkdir(parents=True)
-    shutil.copy(ROOT / "studies" / real[modality][0], folder / "real.png")
-    shutil.copy(ROOT / "studies" / real[modality][1], folder / "controls" / "c1.png")
+    shutil.copy(ROOT / "studies" / real, folder / "real.png")
+    shutil.copy(ROOT / "studies" / control, folder / "controls" / "c1.png")
+    kind = GREY if grey else "colour"
     settings = {"id": study_id, "version": 1, "title": study_id.capitalize() + " study", "instructions": "Rate.",
-                "modality": modality, "design": design, "models": models, "seeds": [3], "overlap_k": 2,
+                "modality": "colonoscopy", "design": design, "models": models, "seeds": [3], "overlap_k": 2,
                 "repeat_fraction": 0.0, "open": True, "n_raters": 2}
-    prompts = [{"prompt_id": "p1", "prompt": f"{modality} finding one", "real_image": "real.png"},
-               {"prompt_id": "p2", "prompt": f"{modality} finding two", "real_image": ""},
-               {"prompt_id": "p3", "prompt": f"{modality} finding three", "real_image": ""}]
+    prompts = [{"prompt_id": "p1", "prompt": f"{kind} finding one", "real_image": "real.png"},
+               {"prompt_id": "p2", "prompt": f"{kind} finding two", "real_image": ""},
+               {"prompt_id": "p3", "prompt": f"{kind} finding three", "real_image": ""}]
     return write_study(folder, settings, prompts, [{"control_id": "c1", "file": "c1.png", "caption": "a control"}])
 
 
@@ -107,16 +115,16 @@ def server(tmp_path_factory, demo_registry):
     from p2p_app.study import load_study, study_key
 
     root = tmp_path_factory.mktemp("reading")
-    app = make_app(root / "data", _GreyRadiology(demo_registry))
+    app = make_app(root / "data", _GreyWhenAsked(demo_registry))
     known = [m.name for m in app.config.models]
     studies = {
-        "colour": load_study(_study(root / "colour", "colour", "colonoscopy", "side_by_side", COLON_MODELS), known),
-        "grey": load_study(_study(root / "grey", "grey", "radiology", "side_by_side", RAD_MODELS), known),
-        "single": load_study(_study(root / "single", "single", "colonoscopy", "single", COLON_MODELS[:1]), known),
+        "colour": load_study(_study(root / "colour", "colour", "side_by_side", COLON_MODELS), known),
+        "grey": load_study(_study(root / "grey", "grey", "side_by_side", COLON_MODELS, grey=True), known),
+        "single": load_study(_study(root / "single", "single", "single", COLON_MODELS[:1]), known),
     }
     app.studies = {study_key(st): st for st in studies.values()}
     for st in studies.values():
-        assert reader.prepare_study(app, st).frozen
+        assert reader.prepare_study(app, st, release_models=False).frozen  # as `p2p serve` does: models stay loaded
     with running_server(app) as url:
         yield app, studies, url
     app.storage.close()
@@ -176,9 +184,17 @@ def submit_cant_judge(page) -> dict:
     for i in range(panels(page).count()):
         panels(page).nth(i).get_by_label(CANT_JUDGE).check()
     page.locator("button:visible", has_text="Submit and continue").click()
-    after = wait_for_images(page, {img["src"] for img in before["images"]})
-    page.wait_for_function("() => document.activeElement && document.activeElement.type === 'radio'")
-    page.wait_for_timeout(300)  # late layout shifts would show here
+    wait_for_images(page, {img["src"] for img in before["images"]})
+    return settled(page)
+
+
+def settled(page) -> dict:
+    """The measures once the page has moved to the new item (or after 5 s: the caller's assertions say what is
+    wrong) and a moment more, in which a late layout shift would show."""
+    with contextlib.suppress(PlaywrightTimeout):
+        page.wait_for_function("() => document.activeElement && document.activeElement.type === 'radio'",
+                               timeout=5_000)
+    page.wait_for_timeout(300)
     return measure(page)
 
 
@@ -208,15 +224,15 @@ def test_next_item_is_in_view_with_the_focus_on_its_first_scale(open_page, devic
     assert all(0 <= img["top"] and img["bottom"] <= after["height"] for img in in_view), in_view
     assert after["focusOnFirstScale"] and after["focusedValue"] == "1"
 
-    # a refused submit (nothing rated) leaves the page where it is
-    page.mouse.wheel(0, 300) if device == "desktop" else page.evaluate("window.scrollBy(0, 300)")
+    # a refused submit (nothing rated) leaves the page where the reader scrolled to
+    page.evaluate("window.scrollBy(0, 300)")
     page.wait_for_function("(y) => window.scrollY > y", arg=after["scrollY"])
-    scrolled = measure(page)["scrollY"]
-    page.locator("button:visible", has_text="Submit and continue").click()
+    page.keyboard.press("Control+Enter")
     page.get_by_text("Rate every image").first.wait_for()
     page.wait_for_timeout(1600)  # longer than showTrial waits for a new item
-    assert measure(page)["images"][0]["src"] == after["images"][0]["src"]
-    assert not measure(page)["focusOnFirstScale"] or measure(page)["scrollY"] != after["scrollY"]
+    refused = measure(page)
+    assert refused["images"][0]["src"] == after["images"][0]["src"]
+    assert refused["progress"]["top"] < -200, refused["progress"]
 
 
 @pytest.mark.parametrize("device", ["desktop", "phone"])
@@ -230,9 +246,7 @@ def test_arena_trial_is_in_view_after_generate(open_page, device):
     page.get_by_label("Prompt").fill("colonoscopy image with a single sessile polyp")
     page.get_by_role("button", name="Generate").click()
     wait_for_images(page)
-    page.wait_for_function("() => document.activeElement && document.activeElement.type === 'radio'")
-    page.wait_for_timeout(300)
-    after = measure(page)
+    after = settled(page)
     print(f"\narena {device}: after Generate scrollY={after['scrollY']:.0f} prompt top={after['prompt']['top']:.1f} "
           f"image tops={[round(i['top']) for i in after['images']]} widths={[round(i['width']) for i in after['images']]}")
     assert 0 <= after["prompt"]["top"] <= 60, after["prompt"]
@@ -241,26 +255,49 @@ def test_arena_trial_is_in_view_after_generate(open_page, device):
     assert after["focusOnFirstScale"]
 
 
-def test_images_are_as_large_as_the_layout_allows(open_page):
-    desktop = measure(open_page("colour", "desktop"))
+@pytest.fixture(scope="module")
+def first_items(server, browser):  # noqa: F811 - the fixture imported above
+    """Read-only pages on the colour study's first item, one on the desktop and one on the phone (shared by the
+    layout tests; a test that changes one puts it back)."""
+    from p2p_app import reader
+
+    app, studies, url = server
+    contexts, pages = [], {}
+    for device in ("desktop", "phone"):
+        context = browser.new_context(**DEVICES[device])
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        _, token = reader.add_rater(app, studies["colour"], f"layout reader {device}")
+        page.goto(f"{url}/?token={token}")
+        page.get_by_text("Signed in as").wait_for()
+        wait_for_images(page)
+        pages[device] = page
+    yield pages
+    for context in contexts:
+        context.close()
+
+
+def test_images_are_as_large_as_the_layout_allows(first_items, open_page):
+    desktop = measure(first_items["desktop"])
     widths = [img["width"] for img in desktop["images"]]
     print(f"\n1400 px, 3 panels: image widths {[round(w, 1) for w in widths]} (source {desktop['images'][0]['natural']})")
     assert len(widths) == 3 and min(widths) >= 440 and max(widths) - min(widths) <= 1, widths
     assert all(img["width"] <= img["natural"] for img in desktop["images"])  # never upscaled past the source
     assert desktop["images"][-1]["right"] <= desktop["width"]
+    # the scales below the images, not beside them
+    scale_top = panels(first_items["desktop"]).first.locator("fieldset").first.bounding_box()["y"]
+    assert scale_top > desktop["images"][0]["bottom"] - 1
 
     single = measure(open_page("single", "desktop"))
     (one,) = single["images"]
     print(f"1400 px, 1 panel: image width {one['width']:.1f} (source {one['natural']})")
     assert one["width"] == one["natural"] == 512  # full presentation size, not blown up to the page width
 
-    phone = measure(open_page("colour", "phone"))
+    phone = measure(first_items["phone"])
     print(f"390 px: image widths {[round(i['width'], 1) for i in phone['images']]}")
     assert all(img["width"] >= 0.9 * phone["width"] and 0 <= img["left"] and img["right"] <= phone["width"]
                for img in phone["images"]), phone["images"]
-    # below the images, not beside them: each panel's first scale starts under its image
-    label_top = panels(open_page("colour", "desktop")).first.locator("fieldset").first.bounding_box()["y"]
-    assert label_top > desktop["images"][0]["bottom"] - 1
 
 
 def test_zoom_and_pan_move_every_panel_together(open_page, server):
@@ -352,26 +389,26 @@ def test_window_level_on_greyscale_images(open_page):
     assert brightness.input_value() == "1" and contrast.input_value() == "1"
 
 
-def test_phone_scales_in_one_row_and_no_keyboard_hints(open_page):
-    phone = open_page("colour", "phone")
+def test_phone_scales_in_one_row_and_no_keyboard_hints(first_items):
+    phone = first_items["phone"]
     fieldsets = panels(phone).locator("fieldset")
     assert fieldsets.count() == 6
     for i in range(fieldsets.count()):
-        tops = fieldsets.nth(i).locator("label").evaluate_all(
-            "labels => labels.map((l) => Math.round(l.getBoundingClientRect().top))")
-        assert len(tops) == 5 and len(set(tops)) == 1, tops
-        lefts = fieldsets.nth(i).locator("label").evaluate_all(
-            "labels => labels.map((l) => l.getBoundingClientRect().right)")
-        assert max(lefts) <= 390, lefts
+        boxes = fieldsets.nth(i).locator("label").evaluate_all(
+            "labels => labels.map((l) => [Math.round(l.getBoundingClientRect().top), l.getBoundingClientRect().right])")
+        assert len(boxes) == 5 and len({top for top, _ in boxes}) == 1, boxes  # one row ...
+        assert max(right for _, right in boxes) <= 390, boxes  # ... inside the screen
     text = phone.locator("body").inner_text()
     assert "Ctrl+Enter" not in text and "Wheel" not in text
     phone.get_by_role("button", name="Submit and continue", exact=True).wait_for()
     # zoom from the toolbar on a touch screen, in sync
     phone.get_by_role("button", name="Zoom in").click()
     assert {transform_of(img)[2] for img in measure(phone)["images"]} == {1.25}
+    phone.get_by_role("button", name="Reset").click()
+    assert {img["transform"] for img in measure(phone)["images"]} == {""}
 
-    desktop = open_page("colour", "desktop")  # the same page with a mouse keeps its hints
+    desktop = first_items["desktop"]  # the same page with a mouse keeps its hints and its wrapping labels
     assert "Submit and continue (Ctrl+Enter)" in desktop.locator("body").inner_text()
     tops = panels(desktop).locator("fieldset").first.locator("label").evaluate_all(
         "labels => labels.map((l) => Math.round(l.getBoundingClientRect().top))")
-    assert len(set(tops)) > 1  # wide labels wrap on the desktop: the phone's one row is the phone's layout
+    assert len(set(tops)) > 1

@@ -113,6 +113,7 @@ function refresh() {
     const imgs = images(viewer);
     const greys = imgs.map(isGrey);
     st.grey = imgs.length > 0 && greys.every((g) => g === true);
+    if (viewer.classList.contains('p2p-empty') !== !imgs.length) viewer.classList.toggle('p2p-empty', !imgs.length);
     apply(viewer);
   }
 }
