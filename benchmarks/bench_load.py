@@ -171,9 +171,7 @@ def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: st
         noop = next(c for c, comp in page.components.items() if comp.get("props", {}).get("elem_id") == "p2p-noop")
         noop_fn = page.event_for(noop)
         submit_fn = page.event_for(submit)
-        hidden = [c for c, comp in page.components.items()
-                  if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False]  # fmt: skip
-        shown_field = max(in_study(hidden))  # the study's hidden trial field (between its panels and Submit)
+        shown_field = max(in_study(page.with_class("p2p-shown")))  # the study's hidden trial field (between its panels and Submit)
         images = in_study([c for c in page.find(type="image")
                            if str(page.components[c]["props"].get("label", "")).startswith("Image ")])
         scales = in_study(page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio"))
@@ -208,9 +206,7 @@ def arena_rater(url: str, r: Rater, rounds: int, stop: threading.Event) -> None:
         submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
         noop_fn = page.event_for(next(c for c, comp in page.components.items()
                                       if comp.get("props", {}).get("elem_id") == "p2p-noop"))  # fmt: skip
-        hidden = [c for c, comp in page.components.items()
-                  if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False]  # fmt: skip
-        shown_field = max(c for c in hidden if generate < c < submit)  # the arena's (its panels lie in between)
+        shown_field = max(c for c in page.with_class("p2p-shown") if generate < c < submit)  # the arena's (its panels lie in between)
         scales = [c for c in page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio")
                   if generate < c < submit]
         submit_fn = page.event_for(submit)

@@ -86,10 +86,8 @@ def check(site, raters: list[Rater]):
             start = page.one(label="Start / continue", type="button")
             submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
             page.trigger(start)
-            hidden = [c for c, comp in page.components.items()
-                      if comp.get("type") == "textbox" and comp.get("props", {}).get("visible") is False
-                      and start < c < submit]  # fmt: skip - the study's hidden trial field, not the arena's
-            shown = page.values.get(max(hidden))
+            # the study's trial field (the page field p2p-shown between its buttons), not the arena's
+            shown = page.values.get(max(c for c in page.with_class("p2p-shown") if start < c < submit))
         finally:
             page.close()
         s = Storage(site.database_url or f"sqlite:///{site.data / 'p2p.sqlite'}", site.data / "images")

@@ -42,6 +42,10 @@ class BrowserSession:
             out.append(cid)
         return out
 
+    def with_class(self, elem_class: str) -> list[int]:
+        """Components carrying ``elem_class`` (e.g. the page fields ``p2p-shown``, ``p2p-active``)."""
+        return [cid for cid, c in self.components.items() if elem_class in (c.get("props", {}).get("elem_classes") or [])]
+
     def one(self, **kw: Any) -> int:
         found = self.find(**kw)
         assert len(found) == 1, f"{kw} matched {found}"
