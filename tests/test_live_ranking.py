@@ -134,8 +134,9 @@ def test_live_ranking_over_the_browser_protocol(tmp_path, demo_registry):
     app = make_app(tmp_path / "data", demo_registry, arena_judgement="choice")
     with running_server(app) as url:
         page = BrowserSession(url)
-        page.set(page.find(label="Your name", type="textbox")[-1], "Dr Browser")
-        page.trigger(page.find(label="Sign in", type="button")[-1])
+        sign_in = page.one(label="Sign in", type="button")  # the arena's (a study's says "Start / continue")
+        page.set(max(c for c in page.find(label="Your name", type="textbox") if c < sign_in), "Dr Browser")
+        page.trigger(sign_in)
         mode = page.one(label="How to judge the next trial", type="radio")
         page.set(page.one(label="Modality", type="radio"), "colonoscopy")
         page.set(page.one(label="Prompt", type="textbox"), PROMPT)
@@ -167,10 +168,12 @@ def test_live_ranking_over_the_browser_protocol(tmp_path, demo_registry):
         # the next trial by scores, in the same page
         page.set(mode, "scores")
         page.set(page.one(label="Prompt", type="textbox"), PROMPT + ", second")
-        page.trigger(page.one(label="Generate", type="button"))
-        scales = [c for c in page.find(type="radio")
-                  if page.components[c]["props"]["label"] in ("How real does this image look?",
-                                                              "How well does the image match the prompt?")][-6:]
+        generate = page.one(label="Generate", type="button")
+        page.trigger(generate)
+        scales = [c for c in page.find(type="radio")  # the arena's (between its Generate and Submit)
+                  if generate < c < submit and page.components[c]["props"]["label"] in (
+                      "How real does this image look?", "How well does the image match the prompt?")]
+        assert len(scales) == 6
         for c in scales:
             page.set(c, 4)
         out = page.trigger(submit)
