@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..service import LIVE_QUESTIONS, P2PApp
 from .common import add_noop, build_panels, guarded, md_escape, read_answers, resume_note, show_trial
-from .common import SHOW_TRIAL_JS
+from .common import NEXT_ITEM
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 
@@ -54,7 +54,7 @@ def build_arena(app: P2PApp) -> None:
             samples=[[p] for p in app.arena_examples(modalities[0])],
             label="Example prompts (click to use)",
         )
-        generate_btn = gr.Button("Generate", variant="primary")
+        generate_btn = gr.Button("Generate", variant="primary", elem_classes=[NEXT_ITEM])  # new trial: in view
         trial_prompt = gr.Markdown(elem_classes=["p2p-trial-top"])  # scrolled to the top after Generate
         panels = build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=True)
         shown_field = gr.Textbox(visible=False)  # the trial on screen, sent back with Submit (replays name an old one)
@@ -126,7 +126,7 @@ def build_arena(app: P2PApp) -> None:
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
-    ).then(None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the new trial in view
+    )
     submit_inputs = {session, trial, shown_field, n_shown, *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,

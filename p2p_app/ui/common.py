@@ -40,9 +40,9 @@ def viewer_tools() -> str:
     return (ASSETS / "viewer.html").read_text(encoding="utf-8")
 
 
-# Runs in the page after an event that may put a new item on screen (submit, previous item, generate): brings the
-# new item's prompt and images into view and focuses its first scale (assets/reading.js).
-SHOW_TRIAL_JS = "() => { window.p2pReading && window.p2pReading.showTrial(); }"
+# The class of a button that puts the next item on screen (Submit, Previous item, Generate): once the screen shows
+# other images than when it was pressed, assets/reading.js brings the new item into view and focuses its first scale.
+NEXT_ITEM = "p2p-next"
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")

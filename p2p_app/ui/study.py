@@ -11,7 +11,7 @@ from ..service import P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import build_panels, build_pick, guarded, md_escape, read_answers, resume_note, show_trial
-from .common import SHOW_TRIAL_JS
+from .common import NEXT_ITEM
 
 
 def _progress_html(trial: ShownTrial | None, total: int, done: int) -> str:
@@ -76,16 +76,16 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         who = gr.Markdown()
         with gr.Accordion("Instructions", open=False):
             gr.Markdown(html.escape(st.instructions))
-        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit
+        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit (assets/reading.js)
         prompt_md = gr.Markdown()
         panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking")
         # forced choice: the screen's one pick (the panel count is constant, so are the choices)
         pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
         shown_field = gr.Textbox(visible=False)
-        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
+        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary", elem_classes=[NEXT_ITEM])
     done_box = gr.Markdown(visible=False)
-    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm")
+    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm", elem_classes=[NEXT_ITEM])
 
     guard = guarded(message)
 
@@ -175,10 +175,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     name.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
     resume.submit(on_sign_in, [name, resume], outputs, api_visibility="private")
     submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, *(w for p in panels for w in p.all_inputs())}
-    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None).then(
-        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the next item in view, focus on its scale
-    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private").then(
-        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)
+    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
+    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
 
     def on_availability_tick() -> dict:
         text = app.availability(st)
