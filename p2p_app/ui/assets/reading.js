@@ -1,20 +1,22 @@
 // The reading screen around the images:
-// - window.p2pReading.showTrial(), run by the page after Submit / Previous item / Generate (common.SHOW_TRIAL_JS):
-//   once the screen shows another item than when the button was pressed, scroll its top (progress and prompt,
-//   .p2p-trial-top) to the top of the window and put the keyboard focus on its first scale's first option. Images
-//   that finish loading within two seconds re-apply the scroll, unless the reader has scrolled, typed or clicked.
+// - After a click on a button of class p2p-next (Submit, Previous item, Generate; common.NEXT_ITEM; Ctrl+Enter clicks
+//   Submit too), once the screen shows other images than when it was pressed: scroll the new item's top (progress
+//   and prompt, .p2p-trial-top) to the top of the window and put the keyboard focus on its first scale's first
+//   option. A refused submit changes no image and moves nothing; sign-in is no such button, so the one-time resume
+//   code stays in sight. Images that finish loading within two seconds re-apply the scroll, unless the reader has
+//   scrolled, typed or clicked meanwhile.
 // - On touch devices (no hover, coarse pointer) keyboard hints such as "(Ctrl+Enter)" are taken out of button labels.
-const MARGIN = 8, WAIT_MS = 1500, SETTLE_MS = 2000;
+const MARGIN = 8, SETTLE_MS = 2000, WATCH_MS = 10 * 60 * 1000;  // generation can take minutes
 const shown = (el) => !!el && el.getClientRects().length > 0;
 const images = (viewer) => [...viewer.querySelectorAll('.p2p-panel .image-frame img')].filter(shown);
 const keyOf = (viewer) => images(viewer).map((img) => img.getAttribute('src') || '').join('|');
 const viewers = () => [...document.querySelectorAll('.p2p-viewer')].filter((v) => shown(v) && images(v).length);
-const pressed = new WeakMap();  // viewer -> what it showed when a button was last pressed
+let watch = null;  // after a p2p-next click: {keys: viewer -> its images then, until: give up (ms)}
 
-// The key on screen at the moment of a click (Ctrl+Enter clicks the Submit button too): showTrial compares with it.
 document.addEventListener('click', (e) => {
-  if (!(e.target.closest && e.target.closest('button'))) return;
-  for (const viewer of document.querySelectorAll('.p2p-viewer')) pressed.set(viewer, keyOf(viewer));
+  if (!(e.target.closest && e.target.closest('.p2p-next'))) return;
+  const keys = new Map([...document.querySelectorAll('.p2p-viewer')].map((v) => [v, keyOf(v)]));
+  watch = {keys, until: performance.now() + WATCH_MS};
 }, true);
 
 // The item's first line: the last visible .p2p-trial-top before the viewer (else the viewer itself).
@@ -47,23 +49,16 @@ function bringIntoView(viewer) {
   setTimeout(stop, SETTLE_MS);
 }
 
-function showTrial() {
-  const started = performance.now();
-  const tick = () => {
-    const viewer = viewers()[0];
-    if (viewer) {
-      const key = keyOf(viewer);
-      if (key && key !== pressed.get(viewer)) {
-        pressed.set(viewer, key);
-        bringIntoView(viewer);
-        return;
-      }
-    }
-    if (performance.now() - started < WAIT_MS) setTimeout(tick, 50);  // the same item: a refused submit, no move
-  };
-  requestAnimationFrame(tick);
+function check() {
+  if (!watch) return;
+  if (performance.now() > watch.until) { watch = null; return; }
+  const viewer = viewers()[0];
+  const key = viewer ? keyOf(viewer) : '';
+  if (key && key !== watch.keys.get(viewer)) {
+    watch = null;
+    bringIntoView(viewer);
+  }
 }
-window.p2pReading = {showTrial};
 
 // Touch devices: no keyboard hints in button labels (the labels themselves stay as the server sends them).
 const touch = window.matchMedia('(hover: none), (pointer: coarse)');
@@ -80,6 +75,7 @@ let pending = false;
 new MutationObserver(() => {
   if (pending) return;
   pending = true;
-  requestAnimationFrame(() => { pending = false; stripHints(); });
-}).observe(document.body, {subtree: true, childList: true, characterData: true});
+  requestAnimationFrame(() => { pending = false; check(); stripHints(); });
+}).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true,
+                           attributeFilter: ['src', 'class', 'style']});
 stripHints();

@@ -80,25 +80,22 @@ function resetWindow(viewer) {
 }
 
 // Greyscale: every pixel of a nearest-neighbour sample has R = G = B (within a small tolerance). Presentation images
-// come from this server, so the canvas is readable; if it is not, the image counts as colour (no controls).
+// come from this server, so the canvas is readable; an image from elsewhere counts as colour (no controls).
 function isGrey(img) {
   const src = img.getAttribute('src') || '';
   if (greyBySrc.has(src)) return greyBySrc.get(src);
   if (!img.complete || !img.naturalWidth) return null;
-  let grey = false;
-  try {
+  let grey = new URL(img.currentSrc || src, document.baseURI).origin === window.location.origin;
+  if (grey) {  // same origin: the canvas stays readable
     const canvas = document.createElement('canvas');
     canvas.width = canvas.height = SAMPLE;
     const ctx = canvas.getContext('2d', {willReadFrequently: true});
     ctx.imageSmoothingEnabled = false;
     ctx.drawImage(img, 0, 0, SAMPLE, SAMPLE);
     const d = ctx.getImageData(0, 0, SAMPLE, SAMPLE).data;
-    grey = true;
-    for (let i = 0; i < d.length; i += 4) {
-      if (Math.abs(d[i] - d[i + 1]) > GREY_TOLERANCE || Math.abs(d[i + 1] - d[i + 2]) > GREY_TOLERANCE) { grey = false; break; }
+    for (let i = 0; i < d.length && grey; i += 4) {
+      grey = Math.abs(d[i] - d[i + 1]) <= GREY_TOLERANCE && Math.abs(d[i + 1] - d[i + 2]) <= GREY_TOLERANCE;
     }
-  } catch (err) {
-    grey = false;
   }
   greyBySrc.set(src, grey);
   return grey;
@@ -154,7 +151,7 @@ document.addEventListener('pointerdown', (e) => {
   if (!viewer || (e.pointerType === 'mouse' && e.button !== 0)) return;
   pointers.set(e.pointerId, {x: e.clientX, y: e.clientY, frame, viewer});
   if (stateOf(viewer).s > 1 || pinchOf(viewer).length > 1) {
-    try { frame.setPointerCapture(e.pointerId); } catch (err) { /* the pointer is already gone */ }
+    frame.setPointerCapture(e.pointerId);  // the pointer is down now: capture cannot fail
     e.preventDefault();
   }
 });
