@@ -1067,13 +1067,7 @@ class Storage:
             .outerjoin(Study, Study.id == Trial.study_pk)
             .order_by(Rating.id)
         )
-        if study_key == LIVE_STUDY:
-            q = q.where(Trial.study_pk.is_(None))
-        elif study_key is not None:  # "id@vN" is one version, a bare id every version of that study
-            study_id, _, version = study_key.partition("@v")
-            q = q.where(Study.study_id == study_id)
-            if version:
-                q = q.where(Study.version == int(version)) if version.isdigit() else q.where(false())
+        q = _of_study(q, study_key)
         with self._read() as s:
             rows = s.execute(q).all()
         records = []
@@ -1137,13 +1131,7 @@ class Storage:
         )
         if not history:
             q = q.where(Mark.replaced_at.is_(None))
-        if study_key == LIVE_STUDY:
-            q = q.where(Trial.study_pk.is_(None))
-        elif study_key is not None:
-            study_id, _, version = study_key.partition("@v")
-            q = q.where(Study.study_id == study_id)
-            if version:
-                q = q.where(Study.version == int(version)) if version.isdigit() else q.where(false())
+        q = _of_study(q, study_key)
         with self._read() as s:
             rows = s.execute(q).all()
         records = [
@@ -1154,6 +1142,20 @@ class Storage:
             for sid, ver, pub, tid, item, iid, model, source, pid, pos, x, y, practice, marked, replaced in rows
         ]
         return marks_frame(records)
+
+
+def _of_study(q, study_key: str | None):
+    """``q`` (joined to Trial and, outer, to Study) narrowed to ``study_key``: ``"live"`` the live arena, ``"id@vN"``
+    one version, a bare id every version of that study, None everything."""
+    if study_key == LIVE_STUDY:
+        return q.where(Trial.study_pk.is_(None))
+    if study_key is None:
+        return q
+    study_id, _, version = study_key.partition("@v")
+    q = q.where(Study.study_id == study_id)
+    if version:
+        q = q.where(Study.version == int(version)) if version.isdigit() else q.where(false())
+    return q
 
 
 def marks_frame(records: list[dict]) -> pd.DataFrame:

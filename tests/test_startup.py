@@ -59,7 +59,7 @@ def test_creating_the_app_builds_and_imports_nothing(tmp_path):
         import sys
         from p2p_app.startup import create
         app = create(data_dir={str(tmp_path / 'data')!r})
-        assert len(app.registry) == 6 and len(app.studies) == 2
+        assert len(app.registry) == 6 and len(app.studies) == 3  # studies/demo.toml serves three
         assert not any(app.registry.is_made(n) for n in app.registry.names())
         print('ok')
         """,
