@@ -134,7 +134,8 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     page.get_by_role("button", name="Zoom in").click()
     page.get_by_role("button", name="Zoom in").click()  # 156 %, around the centre
     fb = _frame_boxes(page)[1]
-    page.mouse.click(fb["x"] + 0.5 * fb["w"], fb["y"] + 0.5 * fb["h"])  # the middle of what Image B shows: (0.5, 0.5)
+    # zoomed s = 1.25² around the centre, the frame's point (0.25, 0.25) shows the image's (0.25 - (1 - s) / 2) / s
+    page.mouse.click(fb["x"] + 0.25 * fb["w"], fb["y"] + 0.25 * fb["h"])
     # a drag pans, it does not mark
     page.mouse.move(fb["x"] + 0.3 * fb["w"], fb["y"] + 0.3 * fb["h"])
     page.mouse.down()
@@ -150,7 +151,8 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     mine = marks[marks["trial_id"].isin(rows_of(app, name)["trial_id"].unique())].sort_values("position")
     assert list(mine["position"]) == [1, 2]
     assert mine.iloc[0][["x", "y"]].tolist() == pytest.approx([0.25, 0.75], abs=0.01)
-    assert mine.iloc[1][["x", "y"]].tolist() == pytest.approx([0.5, 0.5], abs=0.01)
+    s = 1.25**2
+    assert mine.iloc[1][["x", "y"]].tolist() == pytest.approx([(0.25 - (1 - s) / 2) / s] * 2, abs=0.01)  # 0.34
     assert set(mine["practice"]) == {True}
     # each point is on the image the rater saw at that place (the page only knows positions)
     shown = rows_of(app, name).drop_duplicates("position").set_index("position")["image_id"]
