@@ -103,6 +103,7 @@ from .tidy import (  # noqa: E402  (re-exported: the contract lives there)
 )
 from .tidy import CHOSEN_REAL, RANK_PREFIX, is_design_question  # noqa: E402
 from .designs import (  # noqa: E402
+    catch_kind_table,
     catch_table,
     catch_trial_mask,
     flagged_raters,
@@ -1507,6 +1508,8 @@ class Analysis:
     ranking: pd.DataFrame | None = None
     ranking_wins: pd.DataFrame | None = None
     catch: pd.DataFrame | None = None
+    catch_kinds: pd.DataFrame | None = None
+    """Pass rate per catch kind (known real, noise, flipped, blank, wrong anatomy) with exact intervals."""
     sensitivity: pd.DataFrame | None = None
     """With ``exclude_flagged_raters``: the main estimates with all raters and without the flagged ones."""
     excluded_raters: tuple[str, ...] = ()
@@ -1598,7 +1601,7 @@ def analyze(
     kept = _analyze(kept_df, n_boot, seed, ci_level, models, thresholds, marks)
     note = (f"Raters flagged by catch trials are excluded from every statistic above: {', '.join(flagged)} "
             f"(the sensitivity table shows the main estimates with and without them).")  # fmt: skip
-    return dataclasses.replace(kept, catch=full.catch, raters=full.raters, excluded_raters=flagged,
+    return dataclasses.replace(kept, catch=full.catch, catch_kinds=full.catch_kinds, raters=full.raters, excluded_raters=flagged,
                                sensitivity=sensitivity_table(full, kept), notes=(*kept.notes, note))  # fmt: skip
 
 
@@ -1657,6 +1660,7 @@ def _analyze(
     raters = _rater_table(prep, thresholds, catch)
     designs = _design_tables(df, n_boot, seed, ci_level)
     designs["catch"] = catch
+    designs["catch_kinds"] = catch_kind_table(df, ci_level)
     auc_result = _reader_study_result(prep, REALISM, ci_level)  # after the rater table: lower peak memory
     notes = []
     used = [k for k, v in designs.items() if v is not None and k in ("forced_choice", "ranking", "catch")]

@@ -28,6 +28,9 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   not broken); ``rank_<q>``: one check per screen, which passes when every broken panel is ranked below
   every other panel. A rater is flagged when they have at least ``min_catch_answers`` checks and pass
   fewer than ``min_catch_pass_rate`` of them. Every trial holding a catch row is left out of every other statistic.
+  Per kind (:func:`catch_kind_table`: the known real image, or how a broken one was made — ``noise``, ``flipped``,
+  ``blank``, ``wrong_anatomy``): checks, pass rate and its exact (Clopper–Pearson) interval, so a kind that raters
+  miss (a subtle wrong anatomy) is told apart from careless raters.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ RANKING_COLUMNS = (
     "rank", "rank_low", "rank_high", "rank_band", "note",
 )  # fmt: skip
 WIN_COLUMNS = ("question", "model_a", "model_b", "n", "wins_a", "win_rate")
+CATCH_KIND_COLUMNS = ("catch_kind", "n_checks", "n_passed", "pass_rate", "ci_low", "ci_high", "n_raters", "note")
 CATCH_COLUMNS = (
     "rater_id", "rater_group", "n_catch", "n_passed", "pass_rate", "n_real", "real_passed", "n_broken",
     "broken_passed", "flagged", "note",
@@ -403,13 +407,14 @@ def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
     """One row per checkable catch answer: ``rater_id, rater_group, catch, question, passed`` (see the module
     docstring for the rules; a forced-choice catch screen is one check, on the panel picked); first answers only
     (repeats left out)."""
-    cols = ["rater_id", "rater_group", "catch", "question", "passed"]
+    cols = ["rater_id", "rater_group", "catch", "catch_kind", "question", "passed"]
     in_catch = catch_trial_mask(df)
     if in_catch is None:
         return pd.DataFrame(columns=cols)
     sel = in_catch & ~df["is_repeat"].fillna(False).to_numpy(dtype=bool)
     s = df.loc[sel, ["rater_id", "trial_id", "question", "value", "cant_judge", "catch"]].copy()
     s["rater_group"] = _col(df, "rater_group").loc[sel].fillna("").astype(str).to_numpy()
+    s["catch_kind"] = _col(df, "catch_kind").loc[sel].fillna("").astype(str).to_numpy()
     s["question"] = s["question"].astype(str)
     s["catch"] = s["catch"].fillna("").astype(str)
     v = pd.to_numeric(s["value"], errors="coerce").to_numpy(dtype=float)
@@ -456,6 +461,11 @@ def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
         catch[idx] = np.where(g["real"].transform("any").to_numpy(dtype=bool)[first], CATCH_REAL, CATCH_BROKEN)
         s["catch"] = catch
     s["passed"] = passed
+    # the kind a check is about: the screen's known real image, or how its broken image was made
+    screen_kind = s.loc[s["catch"].isin([CATCH_BROKEN]) | (s["catch_kind"] != "")].groupby("trial_id")["catch_kind"].first()
+    kind = s["trial_id"].map(screen_kind).fillna("").astype(str).to_numpy(dtype=object)
+    s["catch_kind"] = np.where(s["catch"].to_numpy(dtype=object) == CATCH_REAL, CATCH_REAL,
+                               np.where(kind == "", "unknown", kind))  # fmt: skip
     s = s[checked]
     return s.loc[:, cols].reset_index(drop=True)
 
@@ -484,6 +494,25 @@ def catch_table(df: pd.DataFrame, min_pass_rate: float = DEFAULT_MIN_CATCH_PASS_
         out[col] = out[col].astype("int64")
     out["flagged"] = out["flagged"].astype(bool)
     return out
+
+
+def catch_kind_table(df: pd.DataFrame, ci_level: float = 0.95) -> pd.DataFrame | None:
+    """Per catch kind (``real`` = a known real image; else how the broken image was made): checks, passes, pass
+    rate with its exact interval, and how many raters met it. ``None`` when the frame has no catch rows. Columns:
+    ``CATCH_KIND_COLUMNS``."""
+    if catch_trial_mask(df) is None:
+        return None
+    c = catch_checks(df)
+    if c.empty:
+        return result_table([{"catch_kind": ALL, "note": not_computable("no checkable catch answers")}],
+                            CATCH_KIND_COLUMNS)  # fmt: skip
+    per = c.groupby("catch_kind", sort=True).agg(
+        n_checks=("passed", "size"), n_passed=("passed", "sum"), n_raters=("rater_id", "nunique"))
+    lo, hi = clopper_pearson(per["n_passed"].to_numpy(), per["n_checks"].to_numpy(), ci_level)
+    out = per.assign(pass_rate=per["n_passed"] / per["n_checks"], ci_low=lo, ci_high=hi, note="").reset_index()
+    for col in ("n_checks", "n_passed", "n_raters"):
+        out[col] = out[col].astype("int64")
+    return out.loc[:, list(CATCH_KIND_COLUMNS)]
 
 
 def flagged_raters(catch: pd.DataFrame | None) -> tuple[str, ...]:

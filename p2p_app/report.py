@@ -107,9 +107,11 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
         "Catch trials",
         "Known-answer screens (a known real image, or broken images made by the app) mixed into each rater's "
         "sequence; they are left out of every other statistic. A rater is flagged when their pass rate is below the "
-        "threshold. With exclusion, the sensitivity table shows the main estimates with and without flagged raters.",
+        "threshold; catch_kinds: the pass rate per kind (known real image, or how the broken one was made) with its "
+        "exact 95% CI, so a kind every rater misses is told apart from careless raters. With exclusion, the "
+        "sensitivity table shows the main estimates with and without flagged raters.",
         ("catch",),
-        ("catch", "sensitivity"),
+        ("catch", "catch_kinds", "sensitivity"),
     ),
 )
 

@@ -276,6 +276,39 @@ def test_catch_rules_for_scores_picks_and_ranks():
     assert (c.loc["a", "n_real"], c.loc["a", "n_broken"]) == (3, 2)
 
 
+def test_catch_pass_rate_per_kind_with_exact_intervals():
+    """Noise is always caught, wrong anatomy never, known real images half the time: the per-kind table tells a kind
+    every rater misses apart from careless raters, with Clopper-Pearson intervals."""
+    rows = []
+    trial = 0
+    for rater in ("a", "b", "c", "d"):
+        for kind, value in (("noise", 1.0), ("wrong_anatomy", 4.0), ("flipped", 2.0)):
+            trial += 1
+            rows += [{"rater": rater, "trial": trial, "model": "broken", "question": "realism", "value": value,
+                      "catch": "broken", "kind": kind, "position": 1},
+                     {"rater": rater, "trial": trial, "model": "model-a", "question": "realism", "value": 3.0,
+                      "position": 2}]  # a plain copy beside it: no check
+        trial += 1
+        rows.append({"rater": rater, "trial": trial, "model": "real", "question": "realism",
+                     "value": 5.0 if rater in ("a", "b") else 2.0, "catch": "real"})
+    # a forced-choice catch screen without a real image: the pick is checked against the screen's broken kind
+    rows += [{"rater": "a", "trial": 99, "model": m, "value": float(m == "model-a"), "catch": c, "kind": k,
+              "position": p} for p, (m, c, k) in enumerate((("broken", "broken", "blank"), ("model-a", "", "")), 1)]
+    df = frame(rows)
+    t = D.catch_kind_table(df).set_index("catch_kind")
+    assert list(t.columns) == list(D.CATCH_KIND_COLUMNS)[1:]
+    assert t.loc["noise", ["n_checks", "n_passed", "n_raters"]].tolist() == [4, 4, 4]
+    assert t.loc["wrong_anatomy", ["n_checks", "n_passed"]].tolist() == [4, 0]
+    assert t.loc["flipped", "pass_rate"] == 1.0 and t.loc["real", "pass_rate"] == 0.5
+    assert t.loc["blank", ["n_checks", "n_passed"]].tolist() == [1, 1]
+    lo, hi = D.clopper_pearson(0, 4, 0.95)
+    assert t.loc["wrong_anatomy", ["ci_low", "ci_high"]].tolist() == pytest.approx([float(lo), float(hi)])
+    assert t.loc["wrong_anatomy", "ci_high"] == pytest.approx(1 - 0.025 ** (1 / 4))  # exact: 0.60
+    a = A.analyze(df, n_boot=20)
+    pd.testing.assert_frame_equal(a.catch_kinds, D.catch_kind_table(df))
+    assert D.catch_kind_table(frame([{"rater": "a", "trial": 1, "question": "realism", "value": 3.0}])) is None
+
+
 def test_catch_trials_never_enter_the_main_statistics():
     base = S.simulate_ratings(n_raters=5, n_prompts=6, seed=9)
     catch = base[base["trial_id"] <= 3].copy()
