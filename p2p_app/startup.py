@@ -134,7 +134,8 @@ def prepare_in_background(
             continue
         if report.frozen:
             app.readiness.set(key, StudyProgress("ready", total, total))
-            echo(f"Study {key} is ready: made {report.made}, real imported {report.real_imported}, frozen.")
+            echo(f"Study {key} is ready: made {report.made}, reused {report.reused} from the generation cache, "
+                 f"real imported {report.real_imported}, frozen.")
         else:
             message = f"{len(report.failures)} image(s) failed"
             app.readiness.set(key, StudyProgress("failed", done, total, message))
