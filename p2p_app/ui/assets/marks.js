@@ -3,12 +3,12 @@
 // mark takes it away. Points are image-normalised (x right, y down, 0..1), so they mean the same spot at any zoom
 // and on any screen size. The screen's `.p2p-marks` field holds them as JSON {"<position>": [[x, y], ...]}, the
 // position being the panel's place on screen (1 = Image A); Submit sends it and the server maps positions to
-// images. The server fills the field for every item it shows (empty, or a reopened item's stored marks), and the
-// marks drawn follow the field.
+// images. The server fills the field for every item it shows (empty, or a reopened item's stored marks): a new
+// item starts from it; after that the marks drawn are the truth and the field is kept equal to them.
 const HIT_PX = 12;       // a click this close to a mark removes it
 const CLICK_PX = 5;      // a pointer that moved further is a drag, not a click
 const MAX_PER_IMAGE = 20;
-const views = new WeakMap(); // viewer -> {on, marks: Map(position -> [[x, y]]), seen: field text, trial on screen}
+const views = new WeakMap(); // viewer -> {on, marks: Map(position -> [[x, y]]), trial on screen}
 const downs = new Map();     // pointerId -> {x, y}
 const viewerOf = (el) => el && el.closest && el.closest('.p2p-viewer');
 const frameOf = (el) => el && el.closest && el.closest('.p2p-panel .image-frame');
@@ -20,7 +20,7 @@ const panelsOf = (viewer) => [...viewer.querySelectorAll('.p2p-panel')];
 const round = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1e4) / 1e4;
 const viewOf = (viewer) => {
   let v = views.get(viewer);
-  if (!v) { v = {on: false, marks: new Map(), seen: null, trial: null}; views.set(viewer, v); }
+  if (!v) { v = {on: false, marks: new Map(), trial: null}; views.set(viewer, v); }
   return v;
 };
 
@@ -47,7 +47,6 @@ function save(viewer) {
   const v = viewOf(viewer);
   const field = fieldOf(viewer);
   const text = serialise(v.marks);
-  v.seen = text;
   if (field && field.value !== text) {
     field.value = text;
     field.dispatchEvent(new Event('input', {bubbles: true}));
@@ -110,9 +109,8 @@ function sync() {
       v.trial = trial;
       v.marks = parse(field.value);
       v.on = v.on && !!trial;
-      v.seen = field.value;
       draw(viewer);
-    } else if (field.value !== serialise(v.marks) && v.seen !== null) {
+    } else if (field.value !== serialise(v.marks)) {
       save(viewer);
     } else {
       draw(viewer);
