@@ -16,7 +16,13 @@ from generators.base import MODALITIES
 from generators.registry import ModelSpec
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PACKAGE_ROOT / "studies" / "demo.toml"
+# A source checkout keeps the example studies at the top-level studies/; an installed wheel ships them as
+# p2p_app/studies (pyproject's package-dir). The checkout's folder wins where both exist.
+DEFAULT_CONFIG = next(
+    (p for p in (PACKAGE_ROOT / "studies" / "demo.toml", Path(__file__).resolve().parent / "studies" / "demo.toml")
+     if p.is_file()),
+    PACKAGE_ROOT / "studies" / "demo.toml",
+)
 SPACES_PERSISTENT_DIR = Path("/data")  # a Hugging Face Space's persistent storage, when enabled
 
 
