@@ -23,6 +23,7 @@ from .analysis import (
     analyze,
     score_level_columns,
 )
+from . import contextual_bt
 from .tidy import without_practice
 
 ALPHA_RELIABLE = 0.8
@@ -99,9 +100,15 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
         "Rankings",
         "Bradley-Terry strengths (log scale, mean 0) from every pair implied by the full rankings (choix), 95% CI by "
         "resampling raters; pl_strength: the Plackett-Luce fit. Models whose intervals overlap share a rank band. "
-        "Win rate: share of the screens showing both on which the row model was ranked above the column model.",
+        "Win rate: share of the screens showing both on which the row model was ranked above the column model. "
+        "ranking_contextual: the contextual Bradley-Terry fit next to the plain one (plain_strength; shift = "
+        "contextual - plain), adjusting for the screen slot, the modality and the rater group, with sandwich 95% CIs "
+        "clustered by rater and Davidson ties where tied ranks exist; ranking_covariates: the adjustments "
+        "themselves. ranking_robustness: the fewest answers (ranking screens, listed as rater/trial for audit) whose "
+        "removal changes the top model, found by influence and confirmed by exact refits; label from the largest "
+        "CI half-width (log scale): <= 0.25 established, <= 0.5 usable, else preliminary.",
         ("ranking", "ranking_wins"),
-        ("ranking", "ranking_wins"),
+        ("ranking", "ranking_contextual", "ranking_covariates", "ranking_robustness", "ranking_wins"),
     ),
     (
         "Catch trials",
@@ -555,6 +562,9 @@ def build_report(
                                                              exclude_flagged_raters=exclude_flagged_raters,
                                                              marks=marks)
     extra = {"answers_over_time": answers_over_time(df)}
+    if analysis.ranking is not None:  # the contextual fit and the robustness line next to the plain ranking
+        kept = df[~df["rater_id"].astype(str).isin(analysis.excluded_raters).to_numpy()]
+        extra.update(contextual_bt.report_tables(kept, analysis.ranking, analysis.ci_level))
     if progress is not None:
         extra["progress"] = progress
     return render_html(analysis, figures(analysis, df, progress), title, extra)
