@@ -356,6 +356,32 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
     click.echo(f"Wrote {out} ({len(df)} answers)")
 
 
+@main.command("export-r")
+@click.argument("name")
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--tool", "tools", type=click.Choice(["mrmcaov", "rjafroc", "imrmc", "all"]), multiple=True,
+              default=("all",), show_default=True,
+              help="Which tool's files (repeat for several): MRMCaov long CSV + R script, RJafroc Excel (ROC), iMRMC "
+                   "input file.")
+@click.option("--question", default="realism", show_default=True, help="The score that rates each image.")
+@_common
+@_domain_errors
+def export_r(name, outdir, tools, question, config_path, data_dir, database_url) -> None:
+    """Write study NAME's reader study (real vs generated) for the R tools MRMCaov, RJafroc and iMRMC into OUTDIR."""
+    from .rtools import TOOLS, export_r as write
+    from .study import rater_group_map, study_key
+
+    app = _open_app(config_path, data_dir, database_url, read_only=True)
+    if name == "live":
+        df = app.storage.ratings_frame("live")
+    else:
+        st = _study(app, name)
+        df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
+    chosen = TOOLS if "all" in tools else tuple(dict.fromkeys(tools))
+    for path in write(df, outdir, chosen, question):
+        click.echo(f"Wrote {path}")
+
+
 @main.command()
 def settings() -> None:
     """List every config setting with its default and meaning."""
