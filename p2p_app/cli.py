@@ -332,9 +332,12 @@ def raters_list(study_name, config_path, data_dir, database_url) -> None:
 @click.argument("name")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples for confidence intervals.")
+@click.option("--pool-live", type=float, default=None,
+              help="Also fit the study's rankings together with the live arena's, the arena's pairs weighted by this "
+                   "(the study's by 1): the ranking_pooled table.")
 @_common
 @_domain_errors
-def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
+def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url) -> None:
     """One self-contained HTML report (figures + tables) for study NAME ('live' for the arena)."""
     from .reader import progress_frame
     from .study import rater_group_map, study_key
@@ -350,8 +353,15 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
         title, progress = st.title, progress_frame(app, st)
         models = tuple(st.models)  # every model of the study is listed, rated or not
     marks = app.storage.marks_frame("live" if name == "live" else study_key(st))
+    pool = None
+    if pool_live is not None:
+        if name == "live":
+            raise click.ClickException("--pool-live pools a study with the live arena; NAME is already 'live'")
+        if not pool_live > 0:
+            raise click.ClickException(f"--pool-live must be a positive weight, got {pool_live}")
+        pool = {"study": (df, 1.0), "arena": (app.storage.ratings_frame("live"), pool_live)}
     page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models,
-                        marks=marks if len(marks) else None)
+                        marks=marks if len(marks) else None, pool=pool)
     Path(out).write_text(page, encoding="utf-8")
     click.echo(f"Wrote {out} ({len(df)} answers)")
 

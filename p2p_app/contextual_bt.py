@@ -580,6 +580,16 @@ def report_tables(df: pd.DataFrame, ranking: pd.DataFrame | None, ci_level: floa
             "ranking_robustness": robustness_table(df, ranking)}
 
 
+def pooled_table(sources: Mapping[str, tuple[pd.DataFrame, float]], ci_level: float = 0.95) -> pd.DataFrame:
+    """``ranking_pooled``: the contextual fit of several sources' rankings together (e.g. a study and the live
+    arena), each source's pairs weighted (:func:`pooled_comparisons`); columns ``CONTEXTUAL_COLUMNS`` plus
+    ``sources`` (name × weight)."""
+    comps = pooled_comparisons(sources)
+    table, _ = contextual_tables(comps, None, ci_level)
+    label = ", ".join(f"{name} × {float(w):g}" for name, (_, w) in sources.items())
+    return table.assign(sources=label)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Simulation (benchmarks/bench_contextual_bt.py and the tests)
 # --------------------------------------------------------------------------------------------------------------------

@@ -106,9 +106,10 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
         "clustered by rater and Davidson ties where tied ranks exist; ranking_covariates: the adjustments "
         "themselves. ranking_robustness: the fewest answers (ranking screens, listed as rater/trial for audit) whose "
         "removal changes the top model, found by influence and confirmed by exact refits; label from the largest "
-        "CI half-width (log scale): <= 0.25 established, <= 0.5 usable, else preliminary.",
+        "CI half-width (log scale): <= 0.25 established, <= 0.5 usable, else preliminary. ranking_pooled: this "
+        "study's and the live arena's rankings fitted together, each source's pairs weighted as named.",
         ("ranking", "ranking_wins"),
-        ("ranking", "ranking_contextual", "ranking_covariates", "ranking_robustness", "ranking_wins"),
+        ("ranking", "ranking_contextual", "ranking_covariates", "ranking_robustness", "ranking_pooled", "ranking_wins"),
     ),
     (
         "Catch trials",
@@ -550,13 +551,16 @@ def build_report(
     models: tuple[str, ...] | list[str] = (),
     exclude_flagged_raters: bool = False,
     marks: pd.DataFrame | None = None,
+    pool: Mapping[str, tuple[pd.DataFrame, float]] | None = None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
     answered / assigned), shown as a table and a bar chart. ``models``: the study's models, so that a model without
     ratings is listed as not computable rather than left out. ``exclude_flagged_raters``: see
     :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given). ``marks``: the study's marked points
-    (``Storage.marks_frame``), drawn as per-model heat maps. Practice answers are left out of everything."""
+    (``Storage.marks_frame``), drawn as per-model heat maps. ``pool``: source name → (tidy frame, weight) whose
+    rankings are fitted together (``ranking_pooled``, :func:`p2p_app.contextual_bt.pooled_table`), e.g.
+    ``{"study": (df, 1.0), "arena": (live, 0.5)}``. Practice answers are left out of everything."""
     df = without_practice(df)
     analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
                                                              exclude_flagged_raters=exclude_flagged_raters,
@@ -565,6 +569,8 @@ def build_report(
     if analysis.ranking is not None:  # the contextual fit and the robustness line next to the plain ranking
         kept = df[~df["rater_id"].astype(str).isin(analysis.excluded_raters).to_numpy()]
         extra.update(contextual_bt.report_tables(kept, analysis.ranking, analysis.ci_level))
+    if pool:  # other sources' rankings (the live arena) fitted together with this one, each with its weight
+        extra["ranking_pooled"] = contextual_bt.pooled_table(pool, analysis.ci_level)
     if progress is not None:
         extra["progress"] = progress
     return render_html(analysis, figures(analysis, df, progress), title, extra)

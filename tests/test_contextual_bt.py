@@ -245,5 +245,9 @@ def test_report_shows_the_contextual_fit_next_to_the_plain_one():
     page = R.build_report(df, n_boot=20)
     for name in ("ranking_contextual", "ranking_covariates", "ranking_robustness", "plain_strength"):
         assert name in page
+    live = C.simulate_rankings(np.random.default_rng(0), [0.3, 0.0, -0.3], 5, 4, panels=2)
+    live["model"] = live["model"].map(dict(zip(["m0", "m1", "m2"], sorted(df["model"].unique())[:3], strict=True)))
+    pooled = R.build_report(df, n_boot=0, pool={"study": (df, 1.0), "arena": (live, 0.5)})
+    assert "ranking_pooled" in pooled and "arena × 0.5" in pooled
     scores_only = S.simulate_ratings(n_raters=3, n_prompts=3, seed=1)
     assert "ranking_contextual" not in R.build_report(scores_only, n_boot=10)

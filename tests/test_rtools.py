@@ -154,11 +154,15 @@ def test_bad_exports_are_refused_and_write_nothing(study, tmp_path):
     assert read_mrmcaov(tmp_path / "d")["reader"].eq("smith, j").any()
 
 
-def test_export_r_command_is_a_clean_error_without_a_reader_study(cli, tmp_path):
+def test_export_r_command_is_a_clean_error_without_a_reader_study(cli, tmp_path, demo_registry):
+    from conftest import make_app
     from test_reader_study import small_study
 
-    study_dir = small_study(tmp_path / "mini")  # not even prepared: no answers
+    make_app(cli.data, demo_registry).storage.close()  # a database with no answers yet
+    study_dir = small_study(tmp_path / "mini")
     out = tmp_path / "r"
     r = cli("export-r", str(study_dir), str(out), "--tool", "imrmc", ok=False)
     assert r.exit_code != 0 and "no realism scores to export" in r.output and "Traceback" not in r.output
     assert not out.exists()
+    r = cli("report", "live", "--out", str(tmp_path / "x.html"), "--pool-live", "1", ok=False)
+    assert r.exit_code != 0 and "already 'live'" in r.output
