@@ -65,6 +65,8 @@ USABLE_HALF_WIDTH = 0.5
 ROBUST_SEARCH = 12
 """Most influential screens among which every subset (up to the size the prefix search found) is refitted."""
 ROBUST_MAX_SUBSET = 4
+ROBUST_MAX_PREFIX = 500
+"""Prefixes of the influence order refitted exactly (at least; twice the approximate count when that is larger)."""
 COMPARISON_COLUMNS = (
     "source", "question", "modality", "rater_id", "rater_group", "trial_id", "model_a", "model_b", "pos_a", "pos_b",
     "outcome", "weight",
@@ -214,13 +216,12 @@ def design(comps: pd.DataFrame, covariates: Sequence[str] = COVARIATES) -> _Desi
     if comps.empty:
         raise ValueError("no pairs to fit")
     mod = comps["modality"].astype(str).to_numpy(dtype=object)
-    ent_a = list(zip(mod, comps["model_a"].astype(str)))
-    ent_b = list(zip(mod, comps["model_b"].astype(str)))
-    entities = tuple(sorted(set(ent_a) | set(ent_b), key=lambda e: (e[0], e[1] != "real", e[1])))
-    index = {e: i for i, e in enumerate(entities)}
-    ia = np.array([index[e] for e in ent_a])
-    ib = np.array([index[e] for e in ent_b])
-    strata = sorted(set(mod))
+    ent_a = pd.MultiIndex.from_arrays([mod, comps["model_a"].astype(str).to_numpy(dtype=object)])
+    ent_b = pd.MultiIndex.from_arrays([mod, comps["model_b"].astype(str).to_numpy(dtype=object)])
+    entities = tuple(sorted(set(ent_a.unique()) | set(ent_b.unique()), key=lambda e: (e[0], e[1] != "real", e[1])))
+    index = pd.MultiIndex.from_tuples(entities)
+    ia, ib = index.get_indexer(ent_a), index.get_indexer(ent_b)
+    strata = sorted(set(pd.unique(mod)))
     blocks, terms = [], []
     cm = np.zeros((len(entities), 0))
     for m in strata:
@@ -247,7 +248,7 @@ def design(comps: pd.DataFrame, covariates: Sequence[str] = COVARIATES) -> _Desi
     if "rater_group" in covariates and len(groups) >= 2:
         grp = comps["rater_group"].astype(str).to_numpy(dtype=object)
         cg = _sum_contrasts(len(groups))
-        gi = np.array([groups.index(g) if g in groups else -1 for g in grp])
+        gi = pd.Index(groups).get_indexer(grp)
         code = np.where(gi[:, None] >= 0, cg[np.clip(gi, 0, None)], 0.0)  # a rater without a group: the average
         diff = cm[ia] - cm[ib]
         for j in range(n_strength):
@@ -480,7 +481,8 @@ def flip_count(wins: np.ndarray, alpha: float | None = None, search: int = ROBUS
     """The fewest screens (rows of ``wins``, screens × models × models) whose removal changes the top model of the
     plain Bradley–Terry fit (module docstring). Returns ``top``, ``n_to_flip`` (None when removing every candidate
     in influence order never changes it), ``removed`` (indices of the screens), ``new_top``, ``challenger`` (the
-    model the approximation aimed at) and ``approx_n`` (the count the influence approximation predicted)."""
+    model the approximation aimed at) and ``approx_n`` (the count the influence approximation predicted). Prefixes
+    are refitted up to ``ROBUST_MAX_PREFIX`` screens (or twice ``approx_n``); beyond that ``n_to_flip`` is None."""
     from .designs import PL_ALPHA
 
     alpha = PL_ALPHA if alpha is None else alpha
@@ -503,8 +505,9 @@ def flip_count(wins: np.ndarray, alpha: float | None = None, search: int = ROBUS
         cum = np.cumsum(drop[order])
         reach = np.flatnonzero(cum >= gap)
         approx = int(reach[0]) + 1 if len(reach) else None
-        prefix = np.cumsum(wins[order], axis=0)
-        refits = bt_fit(comp[None] - prefix[:-1]) if n_units > 1 else np.zeros((0, k))
+        cap = min(n_units - 1, max(ROBUST_MAX_PREFIX, 2 * (approx or 0)))  # bounded work on a large arena
+        prefix = np.cumsum(wins[order[:cap]], axis=0)
+        refits = bt_fit(comp[None] - prefix) if cap > 0 else np.zeros((0, k))
         flipped = np.flatnonzero(_top_changed(refits, top))
         if len(flipped):
             size = int(flipped[0]) + 1
@@ -557,7 +560,7 @@ def robustness_table(df: pd.DataFrame, ranking: pd.DataFrame | None = None) -> p
         rater = sq.groupby("trial_id")["rater_id"].first()
         removed = [f"{rater.loc[trials[i]]}/{trials[i]}" for i in res["removed"]]
         n = res["n_to_flip"]
-        note = "" if n is not None else "no removal in influence order changes the top model"
+        note = "" if n is not None else "no removal in influence order (up to the prefixes refitted) changes the top model"
         rows.append({"question": question, "top_model": models[res["top"]], "challenger": models[res["challenger"]],
                      "n_answers": len(trials), "n_to_flip": n, "share": n / len(trials) if n else np.nan,
                      "new_top": models[res["new_top"]] if res["new_top"] is not None else "",
