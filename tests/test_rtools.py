@@ -166,3 +166,19 @@ def test_export_r_command_is_a_clean_error_without_a_reader_study(cli, tmp_path,
     assert not out.exists()
     r = cli("report", "live", "--out", str(tmp_path / "x.html"), "--pool-live", "1", ok=False)
     assert r.exit_code != 0 and "already 'live'" in r.output
+
+
+def test_export_r_command_writes_what_the_functions_write(cli, tmp_path, demo_registry, study, monkeypatch):
+    from conftest import make_app
+    from test_reader_study import small_study
+
+    from p2p_app.storage import Storage
+
+    make_app(cli.data, demo_registry).storage.close()
+    monkeypatch.setattr(Storage, "ratings_frame", lambda self, study_key=None, rater_groups=None: study)  # the study's answers
+    study_dir = small_study(tmp_path / "mini")
+    out = tmp_path / "r"
+    r = cli("export-r", str(study_dir), str(out), "--tool", "mrmcaov", "--tool", "imrmc")
+    assert sorted(p.name for p in out.iterdir()) == ["imrmc.imrmc", "mrmcaov.R", "mrmcaov.csv"]
+    assert r.output.count("Wrote ") == 3
+    same_results(mrmc.or_analysis(T.mrmc_frame(study)), mrmc.or_analysis(read_imrmc(out)))
