@@ -399,6 +399,8 @@ def contextual_tables(comps: pd.DataFrame, plain: pd.DataFrame | None = None, ci
         note = "" if f.n_clusters >= 2 else "CI needs two or more raters"
         if not f.converged:
             note = "fit did not converge: strengths unreliable"
+        elif f.ties and f.params[-1] > 10:
+            note = "almost every pair tied: strengths not identifiable"
         if f.n_clusters < 2:
             lo = hi = np.full(len(se), np.nan)
         for i, (m, model) in enumerate(f.models):
@@ -481,7 +483,8 @@ def flip_count(wins: np.ndarray, alpha: float | None = None, search: int = ROBUS
     """The fewest screens (rows of ``wins``, screens × models × models) whose removal changes the top model of the
     plain Bradley–Terry fit (module docstring). Returns ``top``, ``n_to_flip`` (None when removing every candidate
     in influence order never changes it), ``removed`` (indices of the screens), ``new_top``, ``challenger`` (the
-    model the approximation aimed at) and ``approx_n`` (the count the influence approximation predicted). Prefixes
+    model the approximation aimed at), ``approx_n`` (the count the influence approximation predicted) and ``tied``
+    (True, with ``n_to_flip`` 0, when the best strengths are already tied: no single top model). Prefixes
     are refitted up to ``ROBUST_MAX_PREFIX`` screens (or twice ``approx_n``); beyond that ``n_to_flip`` is None."""
     from .designs import PL_ALPHA
 
@@ -490,6 +493,9 @@ def flip_count(wins: np.ndarray, alpha: float | None = None, search: int = ROBUS
     comp = wins.sum(axis=0)
     theta = bt_fit(comp, alpha)
     top = int(np.argmax(theta))
+    if (theta >= theta[top] - 1e-9).sum() > 1:  # no single top model to change
+        return {"top": top, "n_to_flip": 0, "removed": [], "new_top": None, "challenger": None, "approx_n": 0,
+                "theta": theta, "tied": True}  # fmt: skip
     h = _bt_hessian(theta, comp, alpha) - np.ones((k, k)) / k  # the centring direction made definite
     prob = 1.0 / (1.0 + np.exp(theta[None, :] - theta[:, None]))
     n = wins + np.swapaxes(wins, 1, 2)
@@ -532,7 +538,7 @@ def flip_count(wins: np.ndarray, alpha: float | None = None, search: int = ROBUS
             size, removed, new_top = r, subsets[hit[0]].tolist(), int(np.argmax(refits[hit[0]]))
             break
     return {"top": top, "n_to_flip": size, "removed": [int(i) for i in removed], "new_top": new_top,
-            "challenger": challenger, "approx_n": approx, "theta": theta}  # fmt: skip
+            "challenger": challenger, "approx_n": approx, "theta": theta, "tied": False}  # fmt: skip
 
 
 def robustness_table(df: pd.DataFrame, ranking: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -561,6 +567,11 @@ def robustness_table(df: pd.DataFrame, ranking: pd.DataFrame | None = None) -> p
         removed = [f"{rater.loc[trials[i]]}/{trials[i]}" for i in res["removed"]]
         n = res["n_to_flip"]
         note = "" if n is not None else "no removal in influence order (up to the prefixes refitted) changes the top model"
+        if res["tied"]:
+            rows.append({"question": question, "n_answers": len(trials), "n_to_flip": 0, "share": 0.0,
+                         "max_half_width": half, "label": "preliminary",
+                         "note": "no single top model: the best strengths are tied"})  # fmt: skip
+            continue
         rows.append({"question": question, "top_model": models[res["top"]], "challenger": models[res["challenger"]],
                      "n_answers": len(trials), "n_to_flip": n, "share": n / len(trials) if n else np.nan,
                      "new_top": models[res["new_top"]] if res["new_top"] is not None else "",

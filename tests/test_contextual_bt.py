@@ -251,3 +251,16 @@ def test_report_shows_the_contextual_fit_next_to_the_plain_one():
     assert "ranking_pooled" in pooled and "arena × 0.5" in pooled
     scores_only = S.simulate_ratings(n_raters=3, n_prompts=3, seed=1)
     assert "ranking_contextual" not in R.build_report(scores_only, n_boot=10)
+
+
+def test_degenerate_rankings_say_why():
+    rng = np.random.default_rng(0)
+    df = C.simulate_rankings(rng, [0.3, 0.0, -0.3], 1, 5, panels=3)
+    tables = C.report_tables(df, None)
+    assert (tables["ranking_contextual"]["note"] == "CI needs two or more raters").all()
+    tied = df.assign(value=1.0)  # every panel given the same rank
+    tables = C.report_tables(tied, None)
+    assert tables["ranking_contextual"]["note"].str.contains("almost every pair tied").all()
+    rob = tables["ranking_robustness"].iloc[0]
+    assert rob["n_to_flip"] == 0 and "no single top model" in rob["note"] and rob["top_model"] != rob["top_model"]
+
