@@ -56,12 +56,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sims", type=int, default=400)
     args = ap.parse_args()
-    print(f"{'raters':>6} {'screens':>7} {'rater_sd':>8} {'sandwich':>9} {'model-based':>11} {'position':>9} {'fit ms':>7}")
+    head = ("raters", "screens", "rater_sd", "sandwich", "model-based", "position", "fit ms")
+    print(" ".join(f"{h:>11}" for h in head))
     for i, (n_raters, screens, sd) in enumerate([(10, 10, 0.0), (10, 10, 0.6), (20, 10, 0.6), (40, 10, 0.6),
                                                   (40, 20, 1.0), (80, 10, 0.6)]):  # fmt: skip
         r = scenario(n_raters, screens, sd, args.sims, seed=i)
-        print(f"{r['raters']:>6} {r['screens']:>7} {r['rater_sd']:>8.1f} {r['sandwich']:>9.3f} {r['model_based']:>11.3f}"
-              f" {r['position']:>9.3f} {r['fit_ms']:>7.1f}", flush=True)
+        cells = (f"{r['raters']}", f"{r['screens']}", f"{r['rater_sd']:.1f}", f"{r['sandwich']:.3f}",
+                 f"{r['model_based']:.3f}", f"{r['position']:.3f}", f"{r['fit_ms']:.1f}")
+        print(" ".join(f"{c:>11}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,15 +25,15 @@ with ``u = η/2`` and ``ν = e^λ``::
     P(a above b) = e^u / D,   P(b above a) = e^−u / D,   P(tie) = ν / D,   D = e^u + e^−u + ν
 
 (which is Bradley–Terry at ``ν = 0``). The fit maximises the weighted log-likelihood ``Σ w_i ℓ_i`` (weights per
-source: pooling arena and study rankings) minus ``ridge/2 · ‖β‖²`` (default ``ridge = 1e-3``, like the plain fit's
-regularisation, so that a model that never lost still gets a finite strength; ``ridge = 0`` is plain maximum
+source: pooling arena and study rankings) minus ``ridge/2 · ‖β‖²`` (default ``ridge = 1e-3``, like the plain
+fit's regularisation, so that a model that never lost still gets a finite strength; ``ridge = 0`` is plain maximum
 likelihood) by Newton's method with step halving.
 
 **Intervals.** Sandwich (robust) covariance clustered by rater (``source``/``rater_id``): ``V = A⁻¹ B A⁻¹`` with
-``A`` the negative Hessian and ``B = G/(G−1) Σ_c s_c s_cᵀ``, ``s_c`` the summed weighted score of cluster ``c`` (all
-the pairs of a rater's rankings stay together: they are not independent) and ``G`` clusters; intervals
-``± t(G−1) · SE``. The model-based covariance ``A⁻¹`` is kept for comparison (``cov_model``): it treats every pair
-as independent and is too narrow when raters differ (``benchmarks/bench_contextual_bt.py`` measures both).
+``A`` the negative Hessian and ``B = G/(G−1) Σ_c s_c s_cᵀ``, ``s_c`` the summed weighted score of cluster ``c``
+(all the pairs of a rater's rankings stay together: they are not independent) and ``G`` clusters; intervals
+``± t(G−1) · SE``. The model-based covariance ``A⁻¹`` is kept for comparison (``cov_model``): it treats every
+pair as independent and is too narrow when raters differ (``benchmarks/bench_contextual_bt.py`` measures both).
 
 **Robustness line** (:func:`robustness`, on the plain Bradley–Terry fit of the ranking table,
 :func:`p2p_app.designs.bt_fit`): the fewest answers (ranking screens) whose removal changes the top model.
@@ -108,7 +108,8 @@ def comparisons(df: pd.DataFrame, source: str = "study", weight: float = 1.0) ->
     if mask is not None:
         sel &= ~mask
     value = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)
-    cant = df["cant_judge"].fillna(False).to_numpy(dtype=bool) if "cant_judge" in df.columns else np.zeros(len(df), bool)
+    cant = (df["cant_judge"].fillna(False).to_numpy(dtype=bool) if "cant_judge" in df.columns
+            else np.zeros(len(df), bool))  # fmt: skip
     sel &= np.isfinite(value) & ~cant
     s = pd.DataFrame({
         "question": df["question"].astype(str).to_numpy()[sel], "rater_id": _text(df, "rater_id")[sel],
@@ -380,7 +381,8 @@ def contextual_tables(comps: pd.DataFrame, plain: pd.DataFrame | None = None, ci
                 result_table([{"question": "", "term": "", "note": nc}], COVARIATE_COLUMNS))  # fmt: skip
     plain_map = {}
     if plain is not None and not plain.empty:
-        plain_map = {(str(q), str(m)): s for q, m, s in plain[["question", "model", "strength"]].itertuples(index=False)}
+        cols = plain[["question", "model", "strength"]].itertuples(index=False)
+        plain_map = {(str(q), str(m)): s for q, m, s in cols}
     rows, cov_rows = [], []
     for question, cq in comps.groupby("question", sort=True):
         several = cq["modality"].nunique() > 1
@@ -566,7 +568,8 @@ def robustness_table(df: pd.DataFrame, ranking: pd.DataFrame | None = None) -> p
         rater = sq.groupby("trial_id")["rater_id"].first()
         removed = [f"{rater.loc[trials[i]]}/{trials[i]}" for i in res["removed"]]
         n = res["n_to_flip"]
-        note = "" if n is not None else "no removal in influence order (up to the prefixes refitted) changes the top model"
+        note = "" if n is not None else ("no removal in influence order (up to the prefixes refitted) changes the "
+                                         "top model")  # fmt: skip
         if res["tied"]:
             rows.append({"question": question, "n_answers": len(trials), "n_to_flip": 0, "share": 0.0,
                          "max_half_width": half, "label": "preliminary",

@@ -207,7 +207,8 @@ def brute_force_flip(wins: np.ndarray, max_size: int) -> int | None:
     return None
 
 
-@pytest.mark.parametrize(("seed", "raters", "screens"), [(0, 4, 4), (1, 4, 4), (2, 5, 3), (3, 6, 5), (4, 8, 5), (5, 8, 5), (6, 10, 4)])
+@pytest.mark.parametrize(("seed", "raters", "screens"),
+                         [(0, 4, 4), (1, 4, 4), (2, 5, 3), (3, 6, 5), (4, 8, 5), (5, 8, 5), (6, 10, 4)])
 def test_robustness_count_equals_brute_force(seed, raters, screens):
     rng = np.random.default_rng(seed)
     df = C.simulate_rankings(rng, [0.4, 0.2, 0.0], raters, screens, panels=2)

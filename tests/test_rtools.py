@@ -175,7 +175,8 @@ def test_export_r_command_writes_what_the_functions_write(cli, tmp_path, demo_re
     from p2p_app.storage import Storage
 
     make_app(cli.data, demo_registry).storage.close()
-    monkeypatch.setattr(Storage, "ratings_frame", lambda self, study_key=None, rater_groups=None: study)  # the study's answers
+    # the study's answers come from the simulated frame
+    monkeypatch.setattr(Storage, "ratings_frame", lambda self, study_key=None, rater_groups=None: study)
     study_dir = small_study(tmp_path / "mini")
     out = tmp_path / "r"
     r = cli("export-r", str(study_dir), str(out), "--tool", "mrmcaov", "--tool", "imrmc")
