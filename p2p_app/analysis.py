@@ -36,7 +36,8 @@ Conventions, applied everywhere:
     model fit (REML, statsmodels MixedLM) would estimate the same components but costs minutes at 1,000,000 rows;
     the moment estimates are a few ``bincount`` calls. ``benchmarks/bench_coverage.py`` measures the coverage.
   - Real vs generated AUC: the Obuchowski–Rockette reader-study analysis (readers and cases random; Hillis ddf),
-    see :mod:`p2p_app.mrmc`.
+    see :mod:`p2p_app.mrmc`; the jackknife deletes a prompt's images together, and the interval is formed on the
+    logit scale so it stays in [0, 1] (:func:`auc_interval`).
   - Krippendorff's α: raters and images as crossed random samples — a two-way jackknife (delete one rater, one
     image, one answer; variances combined as V_r + V_i − V_answer, Owen 2007) around the jackknife bias-corrected
     α, deterministic (see ``_alpha_jackknife``). Needs three or more raters.
@@ -173,12 +174,12 @@ SCORE_COLUMNS = (
 """Score table columns when every answer is on a 1–5 scale; other levels add ``n_<level>`` columns in order
 (see :func:`score_level_columns`)."""
 REAL_VS_GENERATED_COLUMNS = (
-    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_ci_low", "auc_ci_high",
+    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_readers_ci_low", "auc_readers_ci_high",
     "pass_rate", "pass_ci_low", "pass_ci_high", "real_pass_rate", "note",
 )  # fmt: skip
 READER_STUDY_COLUMNS = (
     "comparison", "estimate", "se", "df", "ci_low", "ci_high", "statistic", "ndf", "ddf", "p_value",
-    "n_readers", "n_cases", "note",
+    "n_readers", "n_cases", "n_prompts", "note",
 )  # fmt: skip
 ROC_COLUMNS = ("model", "fpr", "tpr", "threshold")
 AGREEMENT_COLUMNS = (
@@ -549,8 +550,10 @@ def real_vs_generated(
     ``auc``: ROC AUC with real as the positive class and the realism score as the score, pooling every rater's first
     answers (sklearn ``roc_auc_score``) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
     indistinguishable from real ones; 1.0: every real image scored higher. ``auc_readers``: the mean over raters of
-    each rater's own AUC — the reader-study AUC — with ``auc_ci_low``/``auc_ci_high`` from the Obuchowski–Rockette
-    analysis (readers and images random; :func:`reader_study`). ``pass_rate``: share of the model's answers scoring
+    each rater's own AUC — the reader-study AUC — with ``auc_readers_ci_low``/``auc_readers_ci_high`` from the
+    Obuchowski–Rockette analysis (readers and images random, images of one prompt deleted together;
+    :func:`reader_study`; on the logit scale, :func:`auc_interval`). The pooled ``auc`` has no interval (it treats
+    answers as independent). ``pass_rate``: share of the model's answers scoring
     ≥ ``PASS_THRESHOLD`` ("passes as real"), CI with raters and images as crossed random effects
     (:func:`crossed_mean_ci`); ``real_pass_rate``: the same share for the real images. ``n_boot``/``seed``: accepted
     for compatibility. Columns: ``REAL_VS_GENERATED_COLUMNS``.
@@ -567,8 +570,11 @@ def reader_study(
     ``question`` score of each rater's first answer per image. Obuchowski–Rockette with jackknife covariances and
     Hillis ddf (:func:`p2p_app.mrmc.or_analysis`; tests reproduce the published Van Dyke 1993 results).
 
-    Rows: one per model (``comparison`` = model: reader-averaged AUC, SE, df, CI), one per pair of models
-    (``"a − b"``: difference of AUCs, SE, ddf, CI, t statistic, p), and, with two or more models, the global F test
+    Cases that share a prompt (a prompt's real image and every seed's generated images) share its difficulty: the
+    jackknife deletes whole prompts (``n_prompts``; :func:`p2p_app.mrmc._cov_cluster_jackknife`) — deleting single
+    images covered 90.8 % with 3 seeds per prompt. Rows: one per model (``comparison`` = model: reader-averaged
+    AUC, SE, df, CI on the logit scale, :func:`auc_interval`), one per pair of models
+    (``"a − b"``: difference of AUCs, SE, ddf, CI clipped to [−1, 1], t statistic, p), and, with two or more models, the global F test
     that all models' AUCs are equal (``comparison == "all models equal"``: ``statistic`` F, ``ndf``, ``ddf``, p).
     Raters must have rated at least two real images and two images of every model (others are left out:
     ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""
@@ -599,7 +605,7 @@ def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
         return None, "no real control images", [], 0
     s = prep.first
     sel = s["question"].to_numpy() == qi  # numpy columns, not frame copies: this is 1,000,000 rows at scale
-    rater, image, model, value = (s[c].to_numpy()[sel] for c in ("rater", "image", "model", "value"))
+    rater, image, model, value, pkey = (s[c].to_numpy()[sel] for c in ("rater", "image", "model", "value", "pkey"))
     is_real = prep.is_real[model]
     gen_models = [mi for mi in prep.generated if np.any(model == mi)]
     if not gen_models:
@@ -624,8 +630,14 @@ def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
         "case": np.concatenate([image[idx] for _, idx, _ in parts]),
         "truth": np.concatenate([np.full(len(idx), t) for _, idx, t in parts]),
         "rating": np.concatenate([value[idx] for _, idx, _ in parts]),
+        # images of one prompt (its real image, every seed of every model) share the prompt's difficulty: the
+        # jackknife deletes them together (p2p_app.mrmc._cov_cluster_jackknife)
+        "cluster": np.concatenate([pkey[idx] for _, idx, _ in parts]),
     })  # fmt: skip
-    res = or_analysis(frame, "jackknife", ci_level)
+    try:
+        res = or_analysis(frame, "jackknife", ci_level)
+    except ValueError:  # a prompt holds all of a reader's real (or generated) images: delete single images instead
+        res = or_analysis(frame.drop(columns="cluster"), "jackknife", ci_level)
     return res, "", gen_models, int(frame["case"].nunique())
 
 
@@ -633,22 +645,46 @@ def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
     res, reason, used, n_cases = result
     if res is None:
         return result_table([{"comparison": "", "note": not_computable(reason)}], READER_STUDY_COLUMNS)
-    base = {"n_readers": len(res.readers), "n_cases": n_cases}
+    base = {"n_readers": len(res.readers), "n_cases": n_cases, "n_prompts": res.n_clusters}
+    few = "; ".join(x for x in (
+        "2 readers: interval not informative (t on few df)" if len(res.readers) == 2 else "",
+        "" if res.n_clusters else "jackknife over single images (too few prompts to delete whole prompts)",
+    ) if x)  # fmt: skip
     rows = []
     for _, t in res.treatment_table.iterrows():
+        lo, hi, note = auc_interval(t["auc"], t["se"], t["df"], res.ci_level)
         rows.append({"comparison": prep.models[int(t["treatment"])], "estimate": t["auc"], "se": t["se"],
-                     "df": t["df"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], **base})  # fmt: skip
+                     "df": t["df"], "ci_low": lo, "ci_high": hi, **base,
+                     "note": "; ".join(x for x in (few, note) if x)})  # fmt: skip
     for _, d in res.difference_table.iterrows():
         name = f"{prep.models[int(d['treatment_a'])]} − {prep.models[int(d['treatment_b'])]}"
         rows.append({"comparison": name, "estimate": d["estimate"], "se": d["se"], "df": d["df"],
-                     "ci_low": d["ci_low"], "ci_high": d["ci_high"], "statistic": d["t"], "ddf": d["df"],
-                     "p_value": d["p_value"], **base})  # fmt: skip
+                     "ci_low": max(d["ci_low"], -1.0), "ci_high": min(d["ci_high"], 1.0), "statistic": d["t"],
+                     "ddf": d["df"], "p_value": d["p_value"], **base, "note": few})  # fmt: skip
     if len(used) >= 2:
         rows.append({"comparison": "all models equal", "statistic": res.f, "ndf": res.ndf, "ddf": res.ddf,
                      "p_value": res.p_value, **base})  # fmt: skip
     out = result_table(rows, READER_STUDY_COLUMNS)
     out["ndf"] = out["ndf"].astype("Int64")
+    out["n_prompts"] = out["n_prompts"].astype("Int64")
     return out
+
+
+def auc_interval(auc: float, se: float, df: float, ci_level: float) -> tuple[float, float, str]:
+    """A reader-averaged AUC's interval inside [0, 1]: the Obuchowski–Rockette t interval on the logit scale
+    (delta method: ``logit(θ) ± t·SE/(θ(1 − θ))``, back-transformed), so it never leaves [0, 1] and always contains
+    θ; near 0.5 it equals the plain interval to first order. At θ = 0 or 1 (every reader separated the images
+    perfectly, or inverted them) or SE = 0 the interval is the point and a note says it is not informative.
+    Returns ``(low, high, note)``."""
+    if not np.isfinite(se) or not np.isfinite(auc):
+        return np.nan, np.nan, "no interval (standard error not computable)"
+    if se == 0 or auc <= 0 or auc >= 1:
+        why = "AUC 1: every reader ranked every real image above every generated one" if auc >= 1 else (
+            "AUC 0: every reader ranked every generated image above every real one" if auc <= 0 else "SE 0")
+        return float(auc), float(auc), f"{why}; interval not informative"
+    q = float(stats.t.ppf(1 - (1 - ci_level) / 2, df))
+    centre, half = np.log(auc / (1 - auc)), q * se / (auc * (1 - auc))
+    return float(1 / (1 + np.exp(-(centre - half)))), float(1 / (1 + np.exp(-(centre + half)))), ""
 
 
 def roc_points(df: pd.DataFrame, question: str = REALISM, models: Sequence[str] = ()) -> pd.DataFrame:
@@ -706,7 +742,10 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
         row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
         if mi in by_model:
             t = by_model[mi]
-            row.update(auc_readers=t["auc"], auc_ci_low=t["ci_low"], auc_ci_high=t["ci_high"])
+            lo, hi, note = auc_interval(t["auc"], t["se"], t["df"], ci_level)
+            row.update(auc_readers=t["auc"], auc_readers_ci_low=lo, auc_readers_ci_high=hi)
+            if note:
+                row["note"] = f"auc_readers: {note}"
         else:
             row["note"] = f"reader-study AUC not computable: {reason}"
         rows.append(row)
