@@ -467,6 +467,23 @@ def score_summary(
     return _score_table(_prepare(df, models), ci_level)
 
 
+def mean_ci_note(n: int, n_raters: int, n_images: int) -> str:
+    """The plain note on a crossed-random-effects interval (:func:`crossed_mean_ci`) that is blank or not
+    informative; ``""`` when it is neither."""
+    if n < 2:
+        return "a single answer: no interval"
+    if n_raters < 2:
+        return "one rater: no interval (the spread between raters needs two or more)"
+    if n < 3:
+        return "two answers: no interval"
+    notes = []
+    if n_raters == 2:
+        notes.append("2 raters: interval not informative (t on about 1 df)")
+    if n_images < 2:
+        notes.append("one image: interval says nothing about other images (image-to-image spread unknown)")
+    return "; ".join(notes)
+
+
 def score_level_columns(table: pd.DataFrame) -> list[str]:
     """The ``n_<level>`` count columns of a score table, in level order."""
     return [c for c in table.columns if re.fullmatch(r"n_-?\d+", c)]
@@ -524,7 +541,14 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
                        sd=float(x.std(ddof=1)) if len(x) > 1 else np.nan)  # fmt: skip
             row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(levels)})
             cm = crossed_mean_ci(x, rat[g], img[g], ci_level)
-            row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
+            row.update(se=cm.se, df=cm.df, note=mean_ci_note(row["n"], row["n_raters"], row["n_images"]))
+            if np.isfinite(cm.ci_low):
+                # the scale's range: 1–5, or wider where the question's answers go beyond it (a 0–10 scale)
+                lo, hi = min(SCALE_LEVELS[0], float(np.min(x))), max(SCALE_LEVELS[-1], float(np.max(x)))
+                lo, hi = (int(v) if v == int(v) else v for v in (lo, hi))
+                row.update(bounded_interval(row["mean"], cm.ci_low, cm.ci_high, lo, hi))
+                if cm.ci_low < lo or cm.ci_high > hi:
+                    row["note"] = "; ".join(n for n in (row["note"], f"interval clipped to the scale {lo}–{hi}") if n)
             rows.append(row)
     out = result_table(rows, columns)
     for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
@@ -735,7 +759,12 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
         g = s_model == mi
         cm = crossed_mean_ci((s_value[g] >= PASS_THRESHOLD).astype(float), s_rater[g], s_image[g], ci_level)
-        row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
+        if np.isfinite(cm.ci_low):  # a proportion: inside [0, 1]
+            b = bounded_interval(row["pass_rate"], cm.ci_low, cm.ci_high, 0.0, 1.0)
+            row["pass_ci_low"], row["pass_ci_high"] = b["ci_low"], b["ci_high"]
+        pass_note = mean_ci_note(int(g.sum()), len(pd.unique(s_rater[g])), len(pd.unique(s_image[g])))
+        if pass_note:
+            row["note"] = f"pass rate: {pass_note}"
         if len(real) == 0:
             rows.append({**row, "note": not_computable("no real control images")})
             continue
@@ -744,10 +773,12 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
             t = by_model[mi]
             lo, hi, note = auc_interval(t["auc"], t["se"], t["df"], ci_level)
             row.update(auc_readers=t["auc"], auc_readers_ci_low=lo, auc_readers_ci_high=hi)
+            if len(res.readers) == 2:
+                note = "; ".join(n for n in ("2 readers: interval not informative", note) if n)
             if note:
-                row["note"] = f"auc_readers: {note}"
+                row["note"] = "; ".join(n for n in (row.get("note", ""), f"auc_readers: {note}") if n)
         else:
-            row["note"] = f"reader-study AUC not computable: {reason}"
+            row["note"] = "; ".join(n for n in (row.get("note", ""), f"auc_readers not computable: {reason}") if n)
         rows.append(row)
     out = result_table(rows, REAL_VS_GENERATED_COLUMNS)
     out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
@@ -889,7 +920,9 @@ def _alpha_jackknife(
     with 8, population 0.247). The interval is centred on the two-way jackknife bias-corrected estimate
     ``α̂ − (R − 1)(ᾱ_(rater) − α̂) − (I − 1)(ᾱ_(unit) − α̂)`` (Quenouille's correction per factor) and is
     ``centre ± z·√V``, the normal jackknife interval (Efron & Tibshirani 1993, "An Introduction to the Bootstrap",
-    §11.5); the reported ``value`` stays the library's α̂, so with few raters the interval can sit above it. A t
+    §11.5); the reported ``value`` stays the library's α̂. The interval is then kept inside α's range [−1, 1] and
+    widened to contain α̂ where the centre left it outside (:func:`bounded_interval`; with few raters a printed
+    α of −0.537 sat outside its own interval, and intervals ran from −2.4 to +1.8). A t
     quantile with Satterthwaite df was tried and over-covered (98–99 %): the jackknife variance is already
     conservative for α (Efron–Stein), most with few raters. Coverage per design: ``benchmarks/bench_coverage.py``
     (README). The earlier interval (bootstrap of units only) treated raters as fixed and covered 84–91 %.
@@ -922,7 +955,15 @@ def _alpha_jackknife(
     # two-way jackknife bias correction (Quenouille): each factor's O(1/n) bias removed in turn
     centre = alpha - (k_r - 1) * (mean_r - alpha) - (k_u - 1) * (mean_u - alpha)
     q = float(stats.norm.ppf(1 - (1 - ci_level) / 2)) * float(np.sqrt(var))
-    return {"ci_low": centre - q, "ci_high": centre + q}
+    return bounded_interval(alpha, centre - q, centre + q, -1.0, 1.0)
+
+
+def bounded_interval(estimate: float, lo: float, hi: float, low: float, high: float) -> dict:
+    """``{"ci_low", "ci_high"}`` of an interval made to respect the parameter's range [``low``, ``high``] and to
+    contain its reported estimate: clipped to the range (an estimate outside it, as a small-sample α below −1, keeps
+    its place), then widened to the estimate where a bias-corrected centre left it outside."""
+    lo, hi = max(lo, min(low, estimate)), min(hi, max(high, estimate))
+    return {"ci_low": min(lo, estimate), "ci_high": max(hi, estimate)}
 
 
 def _alpha_delete_one(
@@ -984,6 +1025,7 @@ def _agreement_scope(
     unit, lev = rows["unit"], rows["lev"]
     n_raters = int(np.unique(rows["rater"]).size)
     base = {"question": question, "model": model, "n_raters": n_raters, "n_answers": len(unit)}
+    n_raters = base["n_raters"]
 
     def nc(reason: str, **extra) -> list[dict]:
         return [{**base, **extra, "metric": m, "note": not_computable(reason)} for m in (alpha_name, "fleiss_kappa")]
@@ -1002,7 +1044,7 @@ def _agreement_scope(
     if np.unique(lev).size < 2:
         return nc("every answer has the same score (no variation)", n_units=int(pairable.sum()))
     out = []
-    # Krippendorff's α: library point estimate on the unit × level counts; CI by resampling units.
+    # Krippendorff's α: library point estimate on the unit × level counts; CI from the rater × image jackknife.
     a_row = {**base, "metric": alpha_name, "n_units": int(pairable.sum()), "n_units_dropped": int((~pairable).sum())}
     vc_p = vc[pairable]
     used = vc_p.sum(0) > 0
@@ -1018,6 +1060,13 @@ def _agreement_scope(
         jk = _alpha_jackknife(vc_p[:, used], _dense(unit_d[on_pairable]), col, _dense(rows["rater"][on_pairable]),
                               levels[used], level, ci_level)  # fmt: skip
         a_row.update(jk)
+        if not np.isfinite(jk["ci_low"]):
+            if n_raters < 3:
+                a_row["note"] = f"{n_raters} raters: no interval (the rater × image jackknife needs three or more)"
+            elif a_row["n_units"] < 2:
+                a_row["note"] = "a single image: no interval (the rater × image jackknife needs two or more)"
+            else:
+                a_row["note"] = "no interval (no variation left when one rater or image is deleted)"
         out.append(a_row)
     # Fleiss' κ needs the same number m of raters per unit: m = the most common count among pairable units (ties:
     # the larger); a unit with more answers keeps its first m by answer time, a unit with fewer is dropped.
@@ -1033,9 +1082,13 @@ def _agreement_scope(
         out.append({**f_row, "note": not_computable("every kept answer has the same score (no variation)")})
         return out
     f_row["value"] = float(fleiss_kappa(table, method="fleiss"))
-    if n_boot > 0:
+    if n_boot > 0 and len(table) >= 2:
         pats, w = _resample_patterns(rng, table, n_boot)
-        f_row["ci_low"], f_row["ci_high"] = _ci(_fleiss_from_patterns(pats, w), ci_level)
+        lo, hi = _ci(_fleiss_from_patterns(pats, w), ci_level)
+        f_row.update(bounded_interval(f_row["value"], lo, hi, -1.0, 1.0) if np.isfinite(lo) else {})
+    if not np.isfinite(f_row.get("ci_low", np.nan)):
+        f_row["note"] = ("a single image: no interval (resampling images needs two or more)" if len(table) < 2 else
+                         "no interval (no bootstrap replicates)" if n_boot == 0 else "no interval")  # fmt: skip
     out.append(f_row)
     return out
 

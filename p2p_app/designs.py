@@ -466,18 +466,33 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
         if n_m < 2 or not rankings:
             rows += [{**r, "note": not_computable("fewer than two models ranked")} for r in base]
             continue
+        if comp.sum() == 0:  # every ranking tied: no pair was ever ordered
+            rows += [{**r, "rank": 1, "rank_low": 1, "rank_high": n_m, "rank_band": f"1–{n_m}",
+                      "note": "every ranking tied: no comparison, so no strength and no interval"} for r in base]
+            continue
         strength = bt_fit(comp)
         pl = choix.ilsr_rankings(n_m, [tuple(r) for r in rankings], alpha=PL_ALPHA, max_iter=500)
         pl = pl - pl.mean()
         lo = hi = np.full(n_m, np.nan)
         note = ""
         if n_r < 2:
-            note = "CI needs two or more raters"
+            note = "one rater: no CI (the spread between raters needs two or more)"
         elif n_boot == 0:
             note = "no CI (no bootstrap replicates)"
         else:
             reps = bt_bootstrap(per_rater, n_boot, rng)
             lo, hi = rater_interval(strength, reps, n_r, ci_level)
+            if n_r == 2:
+                note = "2 raters: interval not informative (t with 1 df)"
+        won, lost = comp.sum(axis=1), comp.sum(axis=0)
+        model_notes = [
+            "won every comparison: its strength (and interval) is set by the regulariser, not the data"
+            if won[i] > 0 and lost[i] == 0 else
+            "lost every comparison: its strength (and interval) is set by the regulariser, not the data"
+            if lost[i] > 0 and won[i] == 0 else
+            "never compared: strength set by the regulariser" if won[i] + lost[i] == 0 else ""
+            for i in range(n_m)
+        ]  # fmt: skip
         if np.isfinite(lo).all():
             r_lo, r_hi = rank_bands(lo, hi)
         else:  # without intervals: ranks by the point estimate
@@ -486,7 +501,8 @@ def ranking_tables(df: pd.DataFrame, n_boot: int, rng: np.random.Generator, ci_l
             band = f"{r_lo[i]}" if r_lo[i] == r_hi[i] else f"{r_lo[i]}–{r_hi[i]}"
             rows.append({**r, "strength": float(strength[i]), "ci_low": float(lo[i]), "ci_high": float(hi[i]),
                          "pl_strength": float(pl[i]), "rank": int(r_lo[i]), "rank_low": int(r_lo[i]),
-                         "rank_high": int(r_hi[i]), "rank_band": band, "note": note})  # fmt: skip
+                         "rank_high": int(r_hi[i]), "rank_band": band,
+                         "note": "; ".join(x for x in (note, model_notes[i]) if x)})  # fmt: skip
     out = result_table(rows, RANKING_COLUMNS).sort_values(["question", "rank", "strength"], ascending=[True, True, False],
                                                     ignore_index=True)  # fmt: skip
     return out, pd.DataFrame(wins_rows, columns=list(WIN_COLUMNS))

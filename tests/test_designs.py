@@ -96,9 +96,27 @@ def test_long_csv_reads_back_with_contract_dtypes(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
+def _clustered_by_hand(k, n, chance, level=0.95):
+    """Rater-clustered proportion written out independently: the cluster-robust SE from statsmodels OLS (an
+    intercept, ``cov_type="cluster"``), the Korn–Graubard beta interval at the effective n, and the dual test."""
+    import statsmodels.api as sm
+
+    y = np.concatenate([np.r_[np.ones(int(a)), np.zeros(int(b - a))] for a, b in zip(k, n, strict=True)])
+    g = np.repeat(np.arange(len(k)), np.asarray(n, dtype=int))
+    fit = sm.OLS(y, np.ones(len(y))).fit(cov_type="cluster", cov_kwds={"groups": g})
+    p, se = float(fit.params[0]), float(fit.bse[0])
+    r = len(k)
+    n_eff = p * (1 - p) / se**2 * (stats.norm.ppf(0.5 + level / 2) / stats.t.ppf(0.5 + level / 2, r - 1)) ** 2
+    x = p * n_eff
+    lo = stats.beta.ppf((1 - level) / 2, x, n_eff - x + 1)
+    hi = stats.beta.ppf(0.5 + level / 2, x + 1, n_eff - x)
+    pv = min(1.0, 2 * min(stats.beta.cdf(chance, x, n_eff - x + 1), stats.beta.sf(chance, x + 1, n_eff - x)))
+    return p, se, lo, hi, pv
+
+
+def test_forced_choice_accuracy_rater_clustered_ci_and_test_by_hand():
     rows = []
-    picks = ["real"] * 6 + ["model-a"] * 3 + ["model-b"]  # 6 of 10 correct, chance 1/3
+    picks = ["real"] * 5 + ["model-a", "real", "model-a", "model-a", "model-b"]  # 6 of 10 correct, chance 1/3
     for t, p in enumerate(picks):
         rows += fc_screen(f"r{t % 2}", t + 1, p, group="senior" if t % 2 else "resident")
     rows += [{**r, "value": 1.0} for r in fc_screen("r0", 99, "real")]  # three picks: not a valid screen
@@ -106,10 +124,11 @@ def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
     acc = a.forced_choice.set_index("rater_group").loc["all"]
     assert acc["n_screens"] == 10 and acc["n_correct"] == 6 and acc["accuracy"] == pytest.approx(0.6)
     assert acc["chance"] == pytest.approx(1 / 3)
-    exact = stats.binomtest(6, 10, 1 / 3)
-    ci = exact.proportion_ci(0.95, method="exact")
-    assert (acc["ci_low"], acc["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert acc["p_value"] == pytest.approx(exact.pvalue)
+    # r0 answered trials 1,3,5,7,9 (real ×4, a): 4/5; r1 trials 2,4,6,8,10 (real ×2, a, a, b): 2/5
+    _, _, lo, hi, pv = _clustered_by_hand([4, 2], [5, 5], 1 / 3)
+    assert (acc["ci_low"], acc["ci_high"]) == pytest.approx((lo, hi))
+    assert acc["p_value"] == pytest.approx(pv)
+    assert acc["note"] == "2 raters: interval or test not informative (t with 1 df)"
     models = a.forced_choice_models.set_index("model")
     assert models.loc["real", "chosen_rate"] == pytest.approx(0.6) and models.loc["real", "source"] == "real"
     assert models.loc["model-a", "n_chosen"] == 3 and models.loc["model-b", "n_chosen"] == 1
@@ -118,7 +137,7 @@ def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
     assert "chosen_real" not in set(a.scores["question"].dropna())
     g = a.forced_choice_groups.iloc[0]
     assert (g["group_a"], g["group_b"]) == ("resident", "senior")
-    ca, cb = 3, 3  # resident: trials 1,3,5,7,9 → picks real,real,real,a,a ; senior: real,real,real,a,b
+    ca, cb = 4, 2  # resident: trials 1,3,5,7,9 → picks real ×4, a ; senior: real, real, a, a, b
     assert g["n_a"] == 5 and g["n_b"] == 5 and g["accuracy_a"] == pytest.approx(ca / 5)
     assert g["p_fisher"] == pytest.approx(stats.fisher_exact([[ca, 5 - ca], [cb, 5 - cb]]).pvalue)
 
