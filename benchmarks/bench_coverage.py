@@ -146,9 +146,10 @@ def run_design(name, design, studies, seed, truth):
                               "rating": value})  # fmt: skip
         try:
             tt = or_analysis(frame).treatment_table.iloc[0]
+            lo, hi, _ = A.auc_interval(tt["auc"], tt["se"], tt["df"], 0.95)  # the analysis' interval (logit scale)
             valid["AUC (OR)"] += 1
-            hits["AUC (OR)"] += tt["ci_low"] <= truth["auc"] <= tt["ci_high"]
-            widths["AUC (OR)"].append(tt["ci_high"] - tt["ci_low"])
+            hits["AUC (OR)"] += lo <= truth["auc"] <= hi
+            widths["AUC (OR)"].append(hi - lo)
         except ValueError:
             pass
         levels, lev = np.unique(value[g], return_inverse=True)

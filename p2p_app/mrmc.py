@@ -199,14 +199,16 @@ def _cov_cluster_jackknife(df: pd.DataFrame, treatments: tuple, readers: tuple, 
         rem = np.bincount(g_code[p], weights=n0 * v10, minlength=n_g) + np.bincount(g_code[q], weights=n1 * v01,
                                                                                      minlength=n_g)  # fmt: skip
         pg, qg = np.bincount(g_code[p], minlength=n_g), np.bincount(g_code[q], minlength=n_g)
-        both = np.flatnonzero((pg > 0) & (qg > 0))
-        cross = np.zeros(n_g)
-        if len(both):  # pairs inside a cluster: positives × negatives of the same cluster
-            pos = pd.DataFrame({"g": g_code[p], "x": rating[p]})
-            neg = pd.DataFrame({"g": g_code[q], "y": rating[q]})
-            m = pos[pos["g"].isin(both)].merge(neg[neg["g"].isin(both)], on="g")
-            psi = np.where(m["x"] > m["y"], 1.0, np.where(m["x"] == m["y"], 0.5, 0.0))
-            cross = np.bincount(m["g"].to_numpy(), weights=psi, minlength=n_g)
+        # pairs inside a cluster: each positive against the negatives of its own cluster (sorted by cluster)
+        qs = np.argsort(g_code[q], kind="stable")
+        gq, yq = g_code[q][qs], rating[q][qs]
+        gp = g_code[p]
+        start = np.searchsorted(gq, gp, side="left")
+        cnt = np.searchsorted(gq, gp, side="right") - start
+        pi = np.repeat(np.arange(n1), cnt)
+        j = np.repeat(start - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
+        xi, yj = rating[p][pi], yq[j]
+        cross = np.bincount(gp[pi], weights=(xi > yj) + 0.5 * (xi == yj), minlength=n_g)
         touched = (pg + qg) > 0
         den = (n1 - pg) * (n0 - qg)
         if (den[touched] <= 0).any():
