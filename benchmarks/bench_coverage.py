@@ -182,7 +182,8 @@ def run_forced_choice(studies: int, seed: int) -> None:
     from p2p_app.plan import logit_centre
 
     print(f"\nForced choice: population accuracy {FC_ACCURACY}, rater logit SD {FC_RATER_SD}, {studies} studies per "
-          f"design; coverage old (exact binomial) / new (rater-clustered); rejection at chance {FC_CHANCE}, old (exact CI excludes chance) / new (test)")  # fmt: skip
+          f"design; coverage old (exact binomial) / new (rater-clustered); rejection at chance {FC_CHANCE}, old "
+          f"(exact CI excludes chance) / new (test)")  # fmt: skip
     print(f"  {'design':24s} {'old':>7s} {'new':>7s} {'width old':>9s} {'width new':>9s} {'rej0 old':>9s} "
           f"{'rej0 new':>9s}")
     for name, (n_r, m) in FC_DESIGNS.items():
@@ -196,7 +197,8 @@ def run_forced_choice(studies: int, seed: int) -> None:
             n = np.full(k.shape, m)
             new = rater_clustered_proportion(k, n, FC_CHANCE, 0.95)
             lo, hi = clopper_pearson(k.sum(1), n.sum(1), 0.95)
-            out[truth] = (np.mean((lo <= truth) & (truth <= hi)), np.mean((new["ci_low"] <= truth) & (truth <= new["ci_high"])),
+            out[truth] = (np.mean((lo <= truth) & (truth <= hi)),
+                          np.mean((new["ci_low"] <= truth) & (truth <= new["ci_high"])),
                           np.mean(hi - lo), np.mean(new["ci_high"] - new["ci_low"]), np.mean(new["p_value"] < 0.05),
                           np.mean((lo > FC_CHANCE) | (hi < FC_CHANCE)))  # fmt: skip
         c_old, c_new, w_old, w_new, _, _ = out[FC_ACCURACY]

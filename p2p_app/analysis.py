@@ -598,7 +598,8 @@ def reader_study(
     jackknife deletes whole prompts (``n_prompts``; :func:`p2p_app.mrmc._cov_cluster_jackknife`) — deleting single
     images covered 90.8 % with 3 seeds per prompt. Rows: one per model (``comparison`` = model: reader-averaged
     AUC, SE, df, CI on the logit scale, :func:`auc_interval`), one per pair of models
-    (``"a − b"``: difference of AUCs, SE, ddf, CI clipped to [−1, 1], t statistic, p), and, with two or more models, the global F test
+    (``"a − b"``: difference of AUCs, SE, ddf, CI clipped to [−1, 1], t statistic, p), and, with two or more models,
+    the global F test
     that all models' AUCs are equal (``comparison == "all models equal"``: ``statistic`` F, ``ndf``, ``ddf``, p).
     Raters must have rated at least two real images and two images of every model (others are left out:
     ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""

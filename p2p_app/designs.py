@@ -131,11 +131,6 @@ def clopper_pearson(k, n, ci_level: float) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def binom_p(k: int, n: int, p: float) -> float:
-    """Exact two-sided binomial test of ``k`` of ``n`` against ``p`` (``scipy.stats.binomtest``)."""
-    return float(stats.binomtest(int(k), int(n), float(p)).pvalue) if n > 0 else float("nan")
-
-
 def rater_clustered_proportion(k, n, chance, ci_level: float) -> dict[str, np.ndarray]:
     """A proportion over screens whose raters answer many screens each, with raters random (rater-clustered).
 
@@ -148,7 +143,8 @@ def rater_clustered_proportion(k, n, chance, ci_level: float) -> dict[str, np.nd
     ``R/(R − 1) · Σ_r (k_r − p̂ n_r)² / N²`` — with equal screens per rater exactly the variance of the mean of the
     per-rater accuracies, the t interval over raters (no floor at the binomial variance: with t on raters − 1 df
     the unfloored interval covers 95–97 % also when raters do not differ, the floored one over-covered, 98–100 %
-    with 3–5 raters). Where it is 0 (every rater equally accurate) the binomial variance stands in. Interval: Korn & Graubard (1998, "Confidence
+    with 3–5 raters). Where it is 0 (every rater equally accurate) the binomial variance stands in. Interval: Korn &
+    Graubard (1998, "Confidence
     intervals for proportions with small expected number of positive counts estimated from survey data", Survey
     Methodology 24:193) — the Clopper–Pearson interval at the effective sample size
     ``n_eff = p̂(1 − p̂)/V · (z/t_{R−1})²``, so the interval stays in [0, 1], contains p̂, and widens with few raters
@@ -258,7 +254,8 @@ def forced_choice_accuracy(screens: pd.DataFrame, ci_level: float) -> pd.DataFra
             rows.append({"rater_group": group, "n_panels": int(k), "chance": chance, "n_screens": n,
                          "n_raters": n_raters, "n_correct": c, "accuracy": c / n,
                          "ci_low": float(r["ci_low"]), "ci_high": float(r["ci_high"]),
-                         "p_value": float(r["p_value"]), "note": few_raters_note(n_raters, "interval or test")})  # fmt: skip
+                         "p_value": float(r["p_value"]),
+                         "note": few_raters_note(n_raters, "interval or test")})  # fmt: skip
     return result_table(rows, FORCED_CHOICE_COLUMNS)
 
 
@@ -314,7 +311,8 @@ def forced_choice_groups(screens: pd.DataFrame, ci_level: float) -> pd.DataFrame
     """Every two rater groups compared: accuracy difference (a − b) with a rater-clustered interval
     (:func:`clustered_difference`: raters random in each group), Fisher's exact test on the 2×2 table of screens
     (``p_fisher``: treats screens as independent, too small when raters differ) and a Mann–Whitney test on per-rater
-    accuracies (``p_raters``: respects that a rater's screens are not independent). Columns: ``FC_GROUP_COLUMNS``; one not-computable row with fewer than two groups."""
+    accuracies (``p_raters``: respects that a rater's screens are not independent). Columns: ``FC_GROUP_COLUMNS``;
+    one not-computable row with fewer than two groups."""
     groups = sorted(g for g in screens["rater_group"].unique() if g != "") if not screens.empty else []
     if len(groups) < 2:
         return result_table([{"note": not_computable("fewer than two rater groups")}], FC_GROUP_COLUMNS)

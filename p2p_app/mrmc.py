@@ -171,7 +171,9 @@ def _cov_jackknife(dev: sp.csr_matrix) -> np.ndarray:
     return (n - 1) / n * np.asarray((dev @ dev.T).todense())
 
 
-def _cov_cluster_jackknife(df: pd.DataFrame, treatments: tuple, readers: tuple, auc: np.ndarray) -> tuple[np.ndarray, int]:
+def _cov_cluster_jackknife(
+    df: pd.DataFrame, treatments: tuple, readers: tuple, auc: np.ndarray
+) -> tuple[np.ndarray, int]:
     """(t·r) × (t·r) jackknife covariance deleting one *cluster* of cases at a time (column ``cluster``: e.g. the
     prompt, when several images share it — a real image and every seed's generated images of one prompt share its
     difficulty, so deleting single images misses that correlation). For each (treatment, reader) the AUC without
@@ -252,7 +254,8 @@ def or_analysis(df: pd.DataFrame, cov_method: str = "jackknife", ci_level: float
 
     ``df``: one row per rating with columns ``reader, treatment, case, truth`` (1 = positive) and ``rating`` (higher
     = more likely positive); optional column ``cluster`` (jackknife only): cases that share it — images of one prompt
-    — are deleted together (:func:`_cov_cluster_jackknife`). Needs at least two readers; every reader must have rated, under every treatment, at
+    — are deleted together (:func:`_cov_cluster_jackknife`). Needs at least two readers; every reader must have
+    rated, under every treatment, at
     least two positive and two negative cases. ``cov_method``: ``"jackknife"`` (any design) or ``"delong"`` (fully
     crossed). Returns :class:`MRMCResult` with the global F test (``f``, ``ndf``, ``ddf``, ``p_value``), per-treatment
     AUCs with CIs and every pairwise difference with its CI and test."""
