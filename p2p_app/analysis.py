@@ -36,7 +36,8 @@ Conventions, applied everywhere:
     model fit (REML, statsmodels MixedLM) would estimate the same components but costs minutes at 1,000,000 rows;
     the moment estimates are a few ``bincount`` calls. ``benchmarks/bench_coverage.py`` measures the coverage.
   - Real vs generated AUC: the Obuchowski–Rockette reader-study analysis (readers and cases random; Hillis ddf),
-    see :mod:`p2p_app.mrmc`.
+    see :mod:`p2p_app.mrmc`; the jackknife deletes a prompt's images together, and the interval is formed on the
+    logit scale so it stays in [0, 1] (:func:`auc_interval`).
   - Krippendorff's α: raters and images as crossed random samples — a two-way jackknife (delete one rater, one
     image, one answer; variances combined as V_r + V_i − V_answer, Owen 2007) around the jackknife bias-corrected
     α, deterministic (see ``_alpha_jackknife``). Needs three or more raters.
@@ -173,12 +174,12 @@ SCORE_COLUMNS = (
 """Score table columns when every answer is on a 1–5 scale; other levels add ``n_<level>`` columns in order
 (see :func:`score_level_columns`)."""
 REAL_VS_GENERATED_COLUMNS = (
-    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_ci_low", "auc_ci_high",
+    "model", "n_real", "n_generated", "auc", "auc_readers", "auc_readers_ci_low", "auc_readers_ci_high",
     "pass_rate", "pass_ci_low", "pass_ci_high", "real_pass_rate", "note",
 )  # fmt: skip
 READER_STUDY_COLUMNS = (
     "comparison", "estimate", "se", "df", "ci_low", "ci_high", "statistic", "ndf", "ddf", "p_value",
-    "n_readers", "n_cases", "note",
+    "n_readers", "n_cases", "n_prompts", "note",
 )  # fmt: skip
 ROC_COLUMNS = ("model", "fpr", "tpr", "threshold")
 AGREEMENT_COLUMNS = (
@@ -466,6 +467,23 @@ def score_summary(
     return _score_table(_prepare(df, models), ci_level)
 
 
+def mean_ci_note(n: int, n_raters: int, n_images: int) -> str:
+    """The plain note on a crossed-random-effects interval (:func:`crossed_mean_ci`) that is blank or not
+    informative; ``""`` when it is neither."""
+    if n < 2:
+        return "a single answer: no interval"
+    if n_raters < 2:
+        return "one rater: no interval (the spread between raters needs two or more)"
+    if n < 3:
+        return "two answers: no interval"
+    notes = []
+    if n_raters == 2:
+        notes.append("2 raters: interval not informative (t on about 1 df)")
+    if n_images < 2:
+        notes.append("one image: interval says nothing about other images (image-to-image spread unknown)")
+    return "; ".join(notes)
+
+
 def score_level_columns(table: pd.DataFrame) -> list[str]:
     """The ``n_<level>`` count columns of a score table, in level order."""
     return [c for c in table.columns if re.fullmatch(r"n_-?\d+", c)]
@@ -523,7 +541,14 @@ def _score_table(prep: _Prepared, ci_level: float) -> pd.DataFrame:
                        sd=float(x.std(ddof=1)) if len(x) > 1 else np.nan)  # fmt: skip
             row.update({f"n_{k}": int(dist[mi, qi, j]) for j, k in enumerate(levels)})
             cm = crossed_mean_ci(x, rat[g], img[g], ci_level)
-            row.update(se=cm.se, df=cm.df, ci_low=cm.ci_low, ci_high=cm.ci_high)
+            row.update(se=cm.se, df=cm.df, note=mean_ci_note(row["n"], row["n_raters"], row["n_images"]))
+            if np.isfinite(cm.ci_low):
+                # the scale's range: 1–5, or wider where the question's answers go beyond it (a 0–10 scale)
+                lo, hi = min(SCALE_LEVELS[0], float(np.min(x))), max(SCALE_LEVELS[-1], float(np.max(x)))
+                lo, hi = (int(v) if v == int(v) else v for v in (lo, hi))
+                row.update(bounded_interval(row["mean"], cm.ci_low, cm.ci_high, lo, hi))
+                if cm.ci_low < lo or cm.ci_high > hi:
+                    row["note"] = "; ".join(n for n in (row["note"], f"interval clipped to the scale {lo}–{hi}") if n)
             rows.append(row)
     out = result_table(rows, columns)
     for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
@@ -549,8 +574,10 @@ def real_vs_generated(
     ``auc``: ROC AUC with real as the positive class and the realism score as the score, pooling every rater's first
     answers (sklearn ``roc_auc_score``) = P(real scores higher) + ½ P(tie). 0.5: the model's images are
     indistinguishable from real ones; 1.0: every real image scored higher. ``auc_readers``: the mean over raters of
-    each rater's own AUC — the reader-study AUC — with ``auc_ci_low``/``auc_ci_high`` from the Obuchowski–Rockette
-    analysis (readers and images random; :func:`reader_study`). ``pass_rate``: share of the model's answers scoring
+    each rater's own AUC — the reader-study AUC — with ``auc_readers_ci_low``/``auc_readers_ci_high`` from the
+    Obuchowski–Rockette analysis (readers and images random, images of one prompt deleted together;
+    :func:`reader_study`; on the logit scale, :func:`auc_interval`). The pooled ``auc`` has no interval (it treats
+    answers as independent). ``pass_rate``: share of the model's answers scoring
     ≥ ``PASS_THRESHOLD`` ("passes as real"), CI with raters and images as crossed random effects
     (:func:`crossed_mean_ci`); ``real_pass_rate``: the same share for the real images. ``n_boot``/``seed``: accepted
     for compatibility. Columns: ``REAL_VS_GENERATED_COLUMNS``.
@@ -567,8 +594,12 @@ def reader_study(
     ``question`` score of each rater's first answer per image. Obuchowski–Rockette with jackknife covariances and
     Hillis ddf (:func:`p2p_app.mrmc.or_analysis`; tests reproduce the published Van Dyke 1993 results).
 
-    Rows: one per model (``comparison`` = model: reader-averaged AUC, SE, df, CI), one per pair of models
-    (``"a − b"``: difference of AUCs, SE, ddf, CI, t statistic, p), and, with two or more models, the global F test
+    Cases that share a prompt (a prompt's real image and every seed's generated images) share its difficulty: the
+    jackknife deletes whole prompts (``n_prompts``; :func:`p2p_app.mrmc._cov_cluster_jackknife`) — deleting single
+    images covered 90.8 % with 3 seeds per prompt. Rows: one per model (``comparison`` = model: reader-averaged
+    AUC, SE, df, CI on the logit scale, :func:`auc_interval`), one per pair of models
+    (``"a − b"``: difference of AUCs, SE, ddf, CI clipped to [−1, 1], t statistic, p), and, with two or more models,
+    the global F test
     that all models' AUCs are equal (``comparison == "all models equal"``: ``statistic`` F, ``ndf``, ``ddf``, p).
     Raters must have rated at least two real images and two images of every model (others are left out:
     ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""
@@ -599,7 +630,7 @@ def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
         return None, "no real control images", [], 0
     s = prep.first
     sel = s["question"].to_numpy() == qi  # numpy columns, not frame copies: this is 1,000,000 rows at scale
-    rater, image, model, value = (s[c].to_numpy()[sel] for c in ("rater", "image", "model", "value"))
+    rater, image, model, value, pkey = (s[c].to_numpy()[sel] for c in ("rater", "image", "model", "value", "pkey"))
     is_real = prep.is_real[model]
     gen_models = [mi for mi in prep.generated if np.any(model == mi)]
     if not gen_models:
@@ -624,8 +655,14 @@ def _reader_study_result(prep: _Prepared, question: str, ci_level: float):
         "case": np.concatenate([image[idx] for _, idx, _ in parts]),
         "truth": np.concatenate([np.full(len(idx), t) for _, idx, t in parts]),
         "rating": np.concatenate([value[idx] for _, idx, _ in parts]),
+        # images of one prompt (its real image, every seed of every model) share the prompt's difficulty: the
+        # jackknife deletes them together (p2p_app.mrmc._cov_cluster_jackknife)
+        "cluster": np.concatenate([pkey[idx] for _, idx, _ in parts]),
     })  # fmt: skip
-    res = or_analysis(frame, "jackknife", ci_level)
+    try:
+        res = or_analysis(frame, "jackknife", ci_level)
+    except ValueError:  # a prompt holds all of a reader's real (or generated) images: delete single images instead
+        res = or_analysis(frame.drop(columns="cluster"), "jackknife", ci_level)
     return res, "", gen_models, int(frame["case"].nunique())
 
 
@@ -633,22 +670,46 @@ def _reader_study_table(prep: _Prepared, result) -> pd.DataFrame:
     res, reason, used, n_cases = result
     if res is None:
         return result_table([{"comparison": "", "note": not_computable(reason)}], READER_STUDY_COLUMNS)
-    base = {"n_readers": len(res.readers), "n_cases": n_cases}
+    base = {"n_readers": len(res.readers), "n_cases": n_cases, "n_prompts": res.n_clusters}
+    few = "; ".join(x for x in (
+        "2 readers: interval not informative (t on few df)" if len(res.readers) == 2 else "",
+        "" if res.n_clusters else "jackknife over single images (too few prompts to delete whole prompts)",
+    ) if x)  # fmt: skip
     rows = []
     for _, t in res.treatment_table.iterrows():
+        lo, hi, note = auc_interval(t["auc"], t["se"], t["df"], res.ci_level)
         rows.append({"comparison": prep.models[int(t["treatment"])], "estimate": t["auc"], "se": t["se"],
-                     "df": t["df"], "ci_low": t["ci_low"], "ci_high": t["ci_high"], **base})  # fmt: skip
+                     "df": t["df"], "ci_low": lo, "ci_high": hi, **base,
+                     "note": "; ".join(x for x in (few, note) if x)})  # fmt: skip
     for _, d in res.difference_table.iterrows():
         name = f"{prep.models[int(d['treatment_a'])]} − {prep.models[int(d['treatment_b'])]}"
         rows.append({"comparison": name, "estimate": d["estimate"], "se": d["se"], "df": d["df"],
-                     "ci_low": d["ci_low"], "ci_high": d["ci_high"], "statistic": d["t"], "ddf": d["df"],
-                     "p_value": d["p_value"], **base})  # fmt: skip
+                     "ci_low": max(d["ci_low"], -1.0), "ci_high": min(d["ci_high"], 1.0), "statistic": d["t"],
+                     "ddf": d["df"], "p_value": d["p_value"], **base, "note": few})  # fmt: skip
     if len(used) >= 2:
         rows.append({"comparison": "all models equal", "statistic": res.f, "ndf": res.ndf, "ddf": res.ddf,
                      "p_value": res.p_value, **base})  # fmt: skip
     out = result_table(rows, READER_STUDY_COLUMNS)
     out["ndf"] = out["ndf"].astype("Int64")
+    out["n_prompts"] = out["n_prompts"].astype("Int64")
     return out
+
+
+def auc_interval(auc: float, se: float, df: float, ci_level: float) -> tuple[float, float, str]:
+    """A reader-averaged AUC's interval inside [0, 1]: the Obuchowski–Rockette t interval on the logit scale
+    (delta method: ``logit(θ) ± t·SE/(θ(1 − θ))``, back-transformed), so it never leaves [0, 1] and always contains
+    θ; near 0.5 it equals the plain interval to first order. At θ = 0 or 1 (every reader separated the images
+    perfectly, or inverted them) or SE = 0 the interval is the point and a note says it is not informative.
+    Returns ``(low, high, note)``."""
+    if not np.isfinite(se) or not np.isfinite(auc):
+        return np.nan, np.nan, "no interval (standard error not computable)"
+    if se == 0 or auc <= 0 or auc >= 1:
+        why = "AUC 1: every reader ranked every real image above every generated one" if auc >= 1 else (
+            "AUC 0: every reader ranked every generated image above every real one" if auc <= 0 else "SE 0")
+        return float(auc), float(auc), f"{why}; interval not informative"
+    q = float(stats.t.ppf(1 - (1 - ci_level) / 2, df))
+    centre, half = np.log(auc / (1 - auc)), q * se / (auc * (1 - auc))
+    return float(1 / (1 + np.exp(-(centre - half)))), float(1 / (1 + np.exp(-(centre + half)))), ""
 
 
 def roc_points(df: pd.DataFrame, question: str = REALISM, models: Sequence[str] = ()) -> pd.DataFrame:
@@ -699,16 +760,26 @@ def _real_table(prep: _Prepared, result, ci_level: float, question: str) -> pd.D
         row["pass_rate"] = float(np.mean(x >= PASS_THRESHOLD))
         g = s_model == mi
         cm = crossed_mean_ci((s_value[g] >= PASS_THRESHOLD).astype(float), s_rater[g], s_image[g], ci_level)
-        row["pass_ci_low"], row["pass_ci_high"] = np.clip([cm.ci_low, cm.ci_high], 0.0, 1.0)  # a proportion
+        if np.isfinite(cm.ci_low):  # a proportion: inside [0, 1]
+            b = bounded_interval(row["pass_rate"], cm.ci_low, cm.ci_high, 0.0, 1.0)
+            row["pass_ci_low"], row["pass_ci_high"] = b["ci_low"], b["ci_high"]
+        pass_note = mean_ci_note(int(g.sum()), len(pd.unique(s_rater[g])), len(pd.unique(s_image[g])))
+        if pass_note:
+            row["note"] = f"pass rate: {pass_note}"
         if len(real) == 0:
             rows.append({**row, "note": not_computable("no real control images")})
             continue
         row["auc"] = float(roc_auc_score(np.r_[np.ones(len(real)), np.zeros(len(x))], np.r_[real, x]))
         if mi in by_model:
             t = by_model[mi]
-            row.update(auc_readers=t["auc"], auc_ci_low=t["ci_low"], auc_ci_high=t["ci_high"])
+            lo, hi, note = auc_interval(t["auc"], t["se"], t["df"], ci_level)
+            row.update(auc_readers=t["auc"], auc_readers_ci_low=lo, auc_readers_ci_high=hi)
+            if len(res.readers) == 2:
+                note = "; ".join(n for n in ("2 readers: interval not informative", note) if n)
+            if note:
+                row["note"] = "; ".join(n for n in (row.get("note", ""), f"auc_readers: {note}") if n)
         else:
-            row["note"] = f"reader-study AUC not computable: {reason}"
+            row["note"] = "; ".join(n for n in (row.get("note", ""), f"auc_readers not computable: {reason}") if n)
         rows.append(row)
     out = result_table(rows, REAL_VS_GENERATED_COLUMNS)
     out[["n_real", "n_generated"]] = out[["n_real", "n_generated"]].fillna(0).astype("int64")
@@ -850,7 +921,9 @@ def _alpha_jackknife(
     with 8, population 0.247). The interval is centred on the two-way jackknife bias-corrected estimate
     ``α̂ − (R − 1)(ᾱ_(rater) − α̂) − (I − 1)(ᾱ_(unit) − α̂)`` (Quenouille's correction per factor) and is
     ``centre ± z·√V``, the normal jackknife interval (Efron & Tibshirani 1993, "An Introduction to the Bootstrap",
-    §11.5); the reported ``value`` stays the library's α̂, so with few raters the interval can sit above it. A t
+    §11.5); the reported ``value`` stays the library's α̂. The interval is then kept inside α's range [−1, 1] and
+    widened to contain α̂ where the centre left it outside (:func:`bounded_interval`; with few raters a printed
+    α of −0.537 sat outside its own interval, and intervals ran from −2.4 to +1.8). A t
     quantile with Satterthwaite df was tried and over-covered (98–99 %): the jackknife variance is already
     conservative for α (Efron–Stein), most with few raters. Coverage per design: ``benchmarks/bench_coverage.py``
     (README). The earlier interval (bootstrap of units only) treated raters as fixed and covered 84–91 %.
@@ -883,7 +956,15 @@ def _alpha_jackknife(
     # two-way jackknife bias correction (Quenouille): each factor's O(1/n) bias removed in turn
     centre = alpha - (k_r - 1) * (mean_r - alpha) - (k_u - 1) * (mean_u - alpha)
     q = float(stats.norm.ppf(1 - (1 - ci_level) / 2)) * float(np.sqrt(var))
-    return {"ci_low": centre - q, "ci_high": centre + q}
+    return bounded_interval(alpha, centre - q, centre + q, -1.0, 1.0)
+
+
+def bounded_interval(estimate: float, lo: float, hi: float, low: float, high: float) -> dict:
+    """``{"ci_low", "ci_high"}`` of an interval made to respect the parameter's range [``low``, ``high``] and to
+    contain its reported estimate: clipped to the range (an estimate outside it, as a small-sample α below −1, keeps
+    its place), then widened to the estimate where a bias-corrected centre left it outside."""
+    lo, hi = max(lo, min(low, estimate)), min(hi, max(high, estimate))
+    return {"ci_low": min(lo, estimate), "ci_high": max(hi, estimate)}
 
 
 def _alpha_delete_one(
@@ -945,6 +1026,7 @@ def _agreement_scope(
     unit, lev = rows["unit"], rows["lev"]
     n_raters = int(np.unique(rows["rater"]).size)
     base = {"question": question, "model": model, "n_raters": n_raters, "n_answers": len(unit)}
+    n_raters = base["n_raters"]
 
     def nc(reason: str, **extra) -> list[dict]:
         return [{**base, **extra, "metric": m, "note": not_computable(reason)} for m in (alpha_name, "fleiss_kappa")]
@@ -963,7 +1045,7 @@ def _agreement_scope(
     if np.unique(lev).size < 2:
         return nc("every answer has the same score (no variation)", n_units=int(pairable.sum()))
     out = []
-    # Krippendorff's α: library point estimate on the unit × level counts; CI by resampling units.
+    # Krippendorff's α: library point estimate on the unit × level counts; CI from the rater × image jackknife.
     a_row = {**base, "metric": alpha_name, "n_units": int(pairable.sum()), "n_units_dropped": int((~pairable).sum())}
     vc_p = vc[pairable]
     used = vc_p.sum(0) > 0
@@ -979,6 +1061,13 @@ def _agreement_scope(
         jk = _alpha_jackknife(vc_p[:, used], _dense(unit_d[on_pairable]), col, _dense(rows["rater"][on_pairable]),
                               levels[used], level, ci_level)  # fmt: skip
         a_row.update(jk)
+        if not np.isfinite(jk["ci_low"]):
+            if n_raters < 3:
+                a_row["note"] = f"{n_raters} raters: no interval (the rater × image jackknife needs three or more)"
+            elif a_row["n_units"] < 2:
+                a_row["note"] = "a single image: no interval (the rater × image jackknife needs two or more)"
+            else:
+                a_row["note"] = "no interval (no variation left when one rater or image is deleted)"
         out.append(a_row)
     # Fleiss' κ needs the same number m of raters per unit: m = the most common count among pairable units (ties:
     # the larger); a unit with more answers keeps its first m by answer time, a unit with fewer is dropped.
@@ -994,9 +1083,13 @@ def _agreement_scope(
         out.append({**f_row, "note": not_computable("every kept answer has the same score (no variation)")})
         return out
     f_row["value"] = float(fleiss_kappa(table, method="fleiss"))
-    if n_boot > 0:
+    if n_boot > 0 and len(table) >= 2:
         pats, w = _resample_patterns(rng, table, n_boot)
-        f_row["ci_low"], f_row["ci_high"] = _ci(_fleiss_from_patterns(pats, w), ci_level)
+        lo, hi = _ci(_fleiss_from_patterns(pats, w), ci_level)
+        f_row.update(bounded_interval(f_row["value"], lo, hi, -1.0, 1.0) if np.isfinite(lo) else {})
+    if not np.isfinite(f_row.get("ci_low", np.nan)):
+        f_row["note"] = ("a single image: no interval (resampling images needs two or more)" if len(table) < 2 else
+                         "no interval (no bootstrap replicates)" if n_boot == 0 else "no interval")  # fmt: skip
     out.append(f_row)
     return out
 

@@ -16,8 +16,9 @@ the R packages MRMCaov and RJafroc and the FDA's iMRMC report it:
 
 Model: ``AUC[t, r] = μ + τ_t + R_r + (τR)_tr + ε_tr``; the error covariances are summarised by ``var_error``
 (same treatment, same reader), ``cov1`` (different treatment, same reader), ``cov2`` (same treatment, different
-reader) and ``cov3`` (both different), estimated by the jackknife over cases (default; any design) or DeLong's
-structural components (fully crossed designs only). Then, with ``t`` treatments and ``r`` readers::
+reader) and ``cov3`` (both different), estimated by the jackknife over cases (default; any design), over clusters
+of cases when the frame has a ``cluster`` column (cases that share a prompt), or DeLong's structural components
+(fully crossed designs only). Then, with ``t`` treatments and ``r`` readers::
 
     MS(T)   = r/(t-1) Σ_t (θ_t. - θ..)²            MS(T:R) = 1/((t-1)(r-1)) Σ (θ_tr - θ_t. - θ_.r + θ..)²
     den     = MS(T:R) + r · max(cov2 - cov3, 0)     F = MS(T) / den,  ddf = den² / (MS(T:R)² / ((t-1)(r-1)))
@@ -73,6 +74,8 @@ class MRMCResult:
     """Per pair of treatments: ``treatment_a, treatment_b, estimate, se, df, ci_low, ci_high, t, p_value``."""
     cov_method: str
     ci_level: float
+    n_clusters: int = 0
+    """Clusters the jackknife deleted whole (column ``cluster``); 0 = one case at a time."""
 
 
 def check_mrmc_frame(df: pd.DataFrame) -> None:
@@ -93,6 +96,11 @@ def check_mrmc_frame(df: pd.DataFrame) -> None:
         raise ValueError("more than one rating for a (reader, treatment, case)")
     if (df.groupby("case")["truth"].nunique() > 1).any():
         raise ValueError("a case has different truth values")
+    if "cluster" in df.columns:
+        if df["cluster"].isna().any():
+            raise ValueError("every case needs a cluster (column 'cluster' has missing values)")
+        if (df.groupby("case")["cluster"].nunique() > 1).any():
+            raise ValueError("a case is in more than one cluster")
 
 
 def _auc_and_jackknife(pos: np.ndarray, neg: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
@@ -163,6 +171,56 @@ def _cov_jackknife(dev: sp.csr_matrix) -> np.ndarray:
     return (n - 1) / n * np.asarray((dev @ dev.T).todense())
 
 
+def _cov_cluster_jackknife(
+    df: pd.DataFrame, treatments: tuple, readers: tuple, auc: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """(t·r) × (t·r) jackknife covariance deleting one *cluster* of cases at a time (column ``cluster``: e.g. the
+    prompt, when several images share it — a real image and every seed's generated images of one prompt share its
+    difficulty, so deleting single images misses that correlation). For each (treatment, reader) the AUC without
+    cluster g is exact: ``(S − A_g − B_g + C_g) / ((n1 − p_g)(n0 − q_g))`` with ``S`` the sum of ψ over all
+    positive × negative pairs, ``A_g``/``B_g`` the pairs of g's positives/negatives, ``C_g`` the pairs inside g
+    (counted in both). Covariance ``(G − 1)/G Σ_g (θ_(g) − θ̄)(θ_(g) − θ̄)ᵀ`` over the G clusters. With one case per
+    cluster this equals the case jackknife. Returns the covariance and G."""
+    t_i = pd.Index(treatments).get_indexer(df["treatment"])
+    r_i = pd.Index(readers).get_indexer(df["reader"])
+    g_code, g_uni = pd.factorize(df["cluster"])
+    n_g = len(g_uni)
+    truth = df["truth"].to_numpy().astype(int)
+    rating = pd.to_numeric(df["rating"]).to_numpy(dtype=float)
+    loo = np.repeat(auc.reshape(-1, 1), n_g, axis=1)  # θ_(g) per (t, r) × cluster
+    order = np.lexsort((r_i, t_i))
+    keys = t_i[order] * len(readers) + r_i[order]
+    bounds = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1], True])
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        idx = order[lo:hi]
+        k = keys[lo]
+        p, q = idx[truth[idx] == 1], idx[truth[idx] == 0]
+        n1, n0 = len(p), len(q)
+        a, v10, v01 = _auc_and_jackknife(rating[p], rating[q])
+        total = a * n1 * n0
+        rem = np.bincount(g_code[p], weights=n0 * v10, minlength=n_g) + np.bincount(g_code[q], weights=n1 * v01,
+                                                                                     minlength=n_g)  # fmt: skip
+        pg, qg = np.bincount(g_code[p], minlength=n_g), np.bincount(g_code[q], minlength=n_g)
+        # pairs inside a cluster: each positive against the negatives of its own cluster (sorted by cluster)
+        qs = np.argsort(g_code[q], kind="stable")
+        gq, yq = g_code[q][qs], rating[q][qs]
+        gp = g_code[p]
+        start = np.searchsorted(gq, gp, side="left")
+        cnt = np.searchsorted(gq, gp, side="right") - start
+        pi = np.repeat(np.arange(n1), cnt)
+        j = np.repeat(start - (np.cumsum(cnt) - cnt), cnt) + np.arange(int(cnt.sum()))
+        xi, yj = rating[p][pi], yq[j]
+        cross = np.bincount(gp[pi], weights=(xi > yj) + 0.5 * (xi == yj), minlength=n_g)
+        touched = (pg + qg) > 0
+        den = (n1 - pg) * (n0 - qg)
+        if (den[touched] <= 0).any():
+            raise ValueError(f"treatment {treatments[k // len(readers)]}, reader {readers[k % len(readers)]}: one "
+                             "cluster holds all its positive or all its negative cases (cluster jackknife needs more)")
+        loo[k, touched] = (total - rem[touched] + cross[touched]) / den[touched]
+    dev = loo - loo.mean(axis=1, keepdims=True)
+    return (n_g - 1) / n_g * (dev @ dev.T), n_g
+
+
 def _cov_delong(comps: dict, shape: tuple[int, int], n_cases: int) -> np.ndarray:
     """DeLong et al. (1988) covariance from structural components; needs every (treatment, reader) to have read
     the same positive and negative cases."""
@@ -195,7 +253,9 @@ def or_analysis(df: pd.DataFrame, cov_method: str = "jackknife", ci_level: float
     """Obuchowski–Rockette analysis, random readers and random cases, of trapezoidal AUCs.
 
     ``df``: one row per rating with columns ``reader, treatment, case, truth`` (1 = positive) and ``rating`` (higher
-    = more likely positive). Needs at least two readers; every reader must have rated, under every treatment, at
+    = more likely positive); optional column ``cluster`` (jackknife only): cases that share it — images of one prompt
+    — are deleted together (:func:`_cov_cluster_jackknife`). Needs at least two readers; every reader must have
+    rated, under every treatment, at
     least two positive and two negative cases. ``cov_method``: ``"jackknife"`` (any design) or ``"delong"`` (fully
     crossed). Returns :class:`MRMCResult` with the global F test (``f``, ``ndf``, ``ddf``, ``p_value``), per-treatment
     AUCs with CIs and every pairwise difference with its CI and test."""
@@ -208,7 +268,13 @@ def or_analysis(df: pd.DataFrame, cov_method: str = "jackknife", ci_level: float
     t, r = auc.shape
     if r < 2:
         raise ValueError(f"OR analysis needs at least two readers, got {r}")
-    cov = _cov_jackknife(dev) if cov_method == "jackknife" else _cov_delong(comps, (t, r), len(cases))
+    n_clusters = 0
+    if cov_method == "delong":
+        cov = _cov_delong(comps, (t, r), len(cases))
+    elif "cluster" in df.columns:
+        cov, n_clusters = _cov_cluster_jackknife(df, treatments, readers, auc)
+    else:
+        cov = _cov_jackknife(dev)
     var_error, cov1, cov2, cov3, cov2_t = _summarise_cov(cov, t, r)
     theta_t = auc.mean(axis=1)
     theta_r = auc.mean(axis=0)
@@ -251,7 +317,7 @@ def or_analysis(df: pd.DataFrame, cov_method: str = "jackknife", ci_level: float
         treatments=treatments, readers=readers, auc=auc, var_error=var_error, cov1=cov1, cov2=cov2, cov3=cov3,
         ms_t=ms_t, ms_tr=ms_tr, ms_r=ms_r, cov2_t=cov2_t, f=f, ndf=t - 1, ddf=ddf, p_value=p,
         treatment_table=treatment_table, difference_table=difference_table, cov_method=cov_method,
-        ci_level=ci_level,
+        ci_level=ci_level, n_clusters=n_clusters,
     )  # fmt: skip
 
 

@@ -38,23 +38,27 @@ SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "Scores per model",
         "Mean score with a 95% CI treating raters and images as crossed random effects (variance components, "
-        "t interval), and the distribution of scores. Real control images are their own row.",
+        "t interval, kept inside the scale), and the distribution of scores. Real control images are their own row. "
+        "A note says when an interval is blank or not informative (one rater, 2 raters, a single answer or image).",
         ("means", "score_distributions"),
         ("scores",),
     ),
     (
         "Real vs generated",
         "AUC of telling real from generated images by the realism score (real = positive class; 0.5 = "
-        "indistinguishable): pooled over raters (auc) and as a reader study (auc_readers: mean of each rater's AUC, "
-        "CI and model comparisons by the Obuchowski-Rockette method with readers and images random, Hillis df). "
+        "indistinguishable): pooled over raters (auc, no interval) and as a reader study (auc_readers: mean of each "
+        "rater's AUC, with its CI auc_readers_ci_low/high and model comparisons by the Obuchowski-Rockette method "
+        "with readers and images random, Hillis df; the jackknife deletes a prompt's images together, and the CI is "
+        "formed on the logit scale so it stays in [0, 1]). "
         "Pass rate: share of answers scoring 4 or 5 ('passes as real').",
         ("roc",),
         ("real_vs_generated", "reader_study", "roc"),
     ),
     (
         "Inter-rater agreement",
-        f"Inter-rater agreement on scores (not image similarity): Krippendorff's alpha (ordinal, CI by resampling "
-        f"images) and Fleiss' kappa, on each rater's first answer per image. Common reading: alpha >= "
+        f"Inter-rater agreement on scores (not image similarity): Krippendorff's alpha (ordinal; CI from a rater x "
+        f"image jackknife, raters and images both random, three or more raters, kept inside [-1, 1] and around the "
+        f"estimate) and Fleiss' kappa (CI by resampling images), on each rater's first answer per image. Common reading: alpha >= "
         f"{ALPHA_RELIABLE} reliable, >= {ALPHA_TENTATIVE} tentative. Intra-rater: the same rater on repeated images.",
         ("agreement",),
         ("agreement", "intra_rater"),
@@ -88,10 +92,12 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
     # shown only when the analysis has the tables (the frame holds such answers)
     (
         "Which one is real? (forced choice)",
-        "Share of screens on which the rater picked the real image, against chance 1/(panels); exact "
-        "(Clopper-Pearson) 95% CI and exact binomial test, treating screens as independent. Per model: share of the "
-        "screens showing it on which it was picked as real. Rater groups compared by the difference of proportions "
-        "(Newcombe CI), Fisher's exact test on screens and a Mann-Whitney test on per-rater accuracies. Agreement: "
+        "Share of screens on which the rater picked the real image, against chance 1/(panels); 95% CI and test with "
+        "raters random (each rater answers many screens: cluster-robust variance over raters, Korn-Graubard beta "
+        "interval with t on raters - 1 df, and the test dual to it). Per model: share of the screens showing it on "
+        "which it was picked as real, same interval. Rater groups compared by the difference of proportions "
+        "(rater-clustered CI), Fisher's exact test on screens and a Mann-Whitney test on per-rater accuracies. "
+        "Agreement: "
         "Fleiss' kappa on which model each rater picked per item.",
         ("forced_choice", "forced_choice_models"),
         ("forced_choice", "forced_choice_models", "forced_choice_groups", "forced_choice_agreement"),
@@ -100,6 +106,7 @@ DESIGN_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] =
         "Rankings",
         "Bradley-Terry strengths (log scale, mean 0) from every pair implied by the full rankings (choix), 95% CI by "
         "resampling raters; pl_strength: the Plackett-Luce fit. Models whose intervals overlap share a rank band. "
+        "A model that wins (or loses) every comparison has a strength set by the regulariser, and a note says so. "
         "Win rate: share of the screens showing both on which the row model was ranked above the column model. "
         "ranking_contextual: the contextual Bradley-Terry fit next to the plain one (plain_strength; shift = "
         "contextual - plain), adjusting for the screen slot, the modality and the rater group, with sandwich 95% CIs "

@@ -575,3 +575,108 @@ def test_scores_of_any_scale_size_are_counted():
     s = A.score_summary(df).iloc[0]
     assert (s["n_0"], s["n_1"], s["n_6"], s["n_7"], s["n_9"], s["n_10"]) == (1, 1, 2, 2, 1, 1)
     assert s["n"] == sum(s[c] for c in A.score_level_columns(A.score_summary(df)))
+
+
+# --- issue 18: intervals that respect their range, contain their estimate, and say when they are not informative ---
+
+
+def _prompt_study(seed: int = 0, n_r: int = 4, n_p: int = 12, seeds: int = 3) -> pd.DataFrame:
+    """Readers score one real image and ``seeds`` generated images per prompt; the generated images of a prompt share
+    its difficulty (a strong prompt effect), so single images are not independent cases."""
+    rng = np.random.default_rng(seed)
+    prompt_effect = rng.normal(0, 1.0, n_p)
+    models, prompts, latent = [], [], []
+    for p in range(n_p):
+        models.append("real"), prompts.append(p), latent.append(3.8 + rng.normal(0, 0.4))
+        for _ in range(seeds):
+            models.append("model-a"), prompts.append(p), latent.append(3.0 + prompt_effect[p] + rng.normal(0, 0.1))
+    latent = np.array(latent)[None, :] + rng.normal(0, 0.3, (n_r, 1)) + rng.normal(0, 0.5, (n_r, len(latent)))
+    df = frame_from_matrix(np.clip(np.rint(latent), 1, 5), unit_models=models)
+    unit_prompt = dict(zip([f"u{j + 1:03d}" for j in range(len(models))], prompts, strict=True))
+    df["prompt_id"] = df["item_id"].map(lambda u: f"p{unit_prompt[u]}").astype(df["prompt_id"].dtype)
+    return df
+
+
+def test_reader_study_jackknife_deletes_a_prompts_images_together():
+    df = _prompt_study()
+    rs = A.reader_study(df).set_index("comparison").loc["model-a"]
+    assert rs["n_prompts"] == 12 and rs["n_cases"] == 48
+    prep = A._prepare(df)
+    res = A._reader_study_result(prep, "realism", 0.95)[0]
+    assert res.n_clusters == 12
+    # the same data, each image its own case (the old analysis): a smaller SE, as the seeds' shared difficulty is lost
+    one = df.assign(prompt_id=df["image_id"].astype(str).astype(df["prompt_id"].dtype))
+    res_img = A._reader_study_result(A._prepare(one), "realism", 0.95)[0]
+    assert res_img.n_clusters == 48
+    assert res.treatment_table["se"].iloc[0] > 1.2 * res_img.treatment_table["se"].iloc[0]
+    assert rs["se"] == pytest.approx(res.treatment_table["se"].iloc[0])
+
+
+def test_auc_interval_stays_in_0_1_and_contains_the_estimate():
+    lo, hi, note = A.auc_interval(0.97, 0.03, 4.0, 0.95)
+    # Wald: 0.887..1.053, past 1; on the logit scale the interval stretches away from the bound instead
+    assert 0 < lo < 0.97 - stats.t.ppf(0.975, 4) * 0.03 and 0.97 < hi < 1.0 and note == ""
+    lo, hi, note = A.auc_interval(0.5, 0.05, 30.0, 0.95)
+    assert (lo, hi) == pytest.approx((0.5 - stats.t.ppf(0.975, 30) * 0.05, 0.5 + stats.t.ppf(0.975, 30) * 0.05),
+                                     abs=2e-3)  # fmt: skip
+    lo, hi, note = A.auc_interval(1.0, 0.0, np.inf, 0.95)
+    assert lo == hi == 1.0 and "AUC 1" in note and "not informative" in note
+    df = _prompt_study(seed=2, n_r=3, n_p=6, seeds=1)
+    rvg = A.real_vs_generated(df).iloc[0]
+    assert "auc_readers_ci_low" in rvg.index and "auc_ci_low" not in rvg.index
+    assert 0 <= rvg["auc_readers_ci_low"] <= rvg["auc_readers"] <= rvg["auc_readers_ci_high"] <= 1
+
+
+def _bounded_everywhere(a) -> None:
+    s = a.scores[a.scores["ci_low"].notna()]
+    assert ((s["ci_low"] >= 1) & (s["ci_high"] <= 5) & (s["ci_low"] <= s["mean"]) & (s["mean"] <= s["ci_high"])).all()
+    g = a.agreement[a.agreement["ci_low"].notna()]
+    assert ((g["ci_low"] >= -1) & (g["ci_high"] <= 1)).all()
+    assert ((g["ci_low"] <= g["value"]) & (g["value"] <= g["ci_high"])).all()
+    r = a.real_vs_generated
+    for lo, est, hi in (("pass_ci_low", "pass_rate", "pass_ci_high"),
+                        ("auc_readers_ci_low", "auc_readers", "auc_readers_ci_high")):  # fmt: skip
+        ok = r[lo].notna()
+        assert ((r.loc[ok, lo] >= 0) & (r.loc[ok, hi] <= 1) & (r.loc[ok, lo] <= r.loc[ok, est])
+                & (r.loc[ok, est] <= r.loc[ok, hi])).all()  # fmt: skip
+
+
+def test_small_studies_print_only_possible_intervals_and_say_why_one_is_blank():
+    # 3 raters × 3 prompts: the old intervals ran to a mean of -0.4..6.2 on 1-5 and alpha from -1.6 to +1.9
+    for seed in range(4):
+        a = A.analyze(simulate_ratings(n_raters=3, n_prompts=3, seeds_per_prompt=1, overlap_k=3, repeat_fraction=0,
+                                       seed=seed), n_boot=50)  # fmt: skip
+        _bounded_everywhere(a)
+        assert a.scores["note"].str.contains("interval clipped to the scale 1–5").any() or seed != 0
+    two = A.analyze(simulate_ratings(n_raters=2, n_prompts=3, seeds_per_prompt=1, overlap_k=2, repeat_fraction=0,
+                                     seed=3), n_boot=50)  # fmt: skip
+    _bounded_everywhere(two)
+    alpha = two.agreement[two.agreement["metric"].str.startswith("krippendorff")]
+    assert alpha["ci_low"].isna().all()
+    assert alpha["note"].str.startswith("2 raters: no interval (the rater × image jackknife needs three").all()
+    assert two.scores["note"].str.contains("2 raters: interval not informative").all()
+    one = A.analyze(simulate_ratings(n_raters=1, n_prompts=4, seeds_per_prompt=1, overlap_k=1, repeat_fraction=0,
+                                     seed=1), n_boot=50)  # fmt: skip
+    assert one.scores["ci_low"].isna().all()
+    assert one.scores["note"].str.startswith("one rater: no interval").all()
+    single = simulate_ratings(n_raters=3, n_prompts=2, seeds_per_prompt=1, overlap_k=3, repeat_fraction=0, seed=2)
+    s1 = A.analyze(single.groupby("model").head(1), n_boot=50).scores
+    assert s1.loc[s1["n"] == 1, "note"].eq("a single answer: no interval").all() and (s1["n"] == 1).any()
+    for a in (two, one):  # every blank interval on a row with an estimate says why
+        for name, est in (("scores", "mean"), ("agreement", "value"), ("real_vs_generated", "pass_rate")):
+            t = getattr(a, name)
+            lo = "pass_ci_low" if name == "real_vs_generated" else "ci_low"
+            blank = t[lo].isna() & t[est].notna()
+            assert (t.loc[blank, "note"].fillna("") != "").all(), (name, t.loc[blank])
+
+
+def test_alpha_interval_is_bounded_and_contains_alpha():
+    b = A.bounded_interval(-0.537, -0.45, 0.30, -1.0, 1.0)  # a bias-corrected centre left α outside
+    assert b == {"ci_low": -0.537, "ci_high": 0.30}
+    assert A.bounded_interval(0.4, -2.4, 1.8, -1.0, 1.0) == {"ci_low": -1.0, "ci_high": 1.0}
+    assert A.bounded_interval(-1.2, -2.0, 0.1, -1.0, 1.0) == {"ci_low": -1.2, "ci_high": 0.1}  # α̂ < −1 stays inside
+    data = np.array([[1, 2, 3, 4, 2.0, 5], [1, 3, 4, 4, 3, 5], [2, 2, 3, 5, 1, 4]])
+    table, unit, col, rater, levels = _alpha_arrays(data)
+    ci = A._alpha_jackknife(table, unit, col, rater, levels, "ordinal", 0.95)
+    alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal")
+    assert -1 <= ci["ci_low"] <= alpha <= ci["ci_high"] <= 1

@@ -96,9 +96,27 @@ def test_long_csv_reads_back_with_contract_dtypes(tmp_path):
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
+def _clustered_by_hand(k, n, chance, level=0.95):
+    """Rater-clustered proportion written out independently: the cluster-robust SE from statsmodels OLS (an
+    intercept, ``cov_type="cluster"``), the Korn–Graubard beta interval at the effective n, and the dual test."""
+    import statsmodels.api as sm
+
+    y = np.concatenate([np.r_[np.ones(int(a)), np.zeros(int(b - a))] for a, b in zip(k, n, strict=True)])
+    g = np.repeat(np.arange(len(k)), np.asarray(n, dtype=int))
+    fit = sm.OLS(y, np.ones(len(y))).fit(cov_type="cluster", cov_kwds={"groups": g})
+    p, se = float(fit.params[0]), float(fit.bse[0])
+    r = len(k)
+    n_eff = p * (1 - p) / se**2 * (stats.norm.ppf(0.5 + level / 2) / stats.t.ppf(0.5 + level / 2, r - 1)) ** 2
+    x = p * n_eff
+    lo = stats.beta.ppf((1 - level) / 2, x, n_eff - x + 1)
+    hi = stats.beta.ppf(0.5 + level / 2, x + 1, n_eff - x)
+    pv = min(1.0, 2 * min(stats.beta.cdf(chance, x, n_eff - x + 1), stats.beta.sf(chance, x + 1, n_eff - x)))
+    return p, se, lo, hi, pv
+
+
+def test_forced_choice_accuracy_rater_clustered_ci_and_test_by_hand():
     rows = []
-    picks = ["real"] * 6 + ["model-a"] * 3 + ["model-b"]  # 6 of 10 correct, chance 1/3
+    picks = ["real"] * 5 + ["model-a", "real", "model-a", "model-a", "model-b"]  # 6 of 10 correct, chance 1/3
     for t, p in enumerate(picks):
         rows += fc_screen(f"r{t % 2}", t + 1, p, group="senior" if t % 2 else "resident")
     rows += [{**r, "value": 1.0} for r in fc_screen("r0", 99, "real")]  # three picks: not a valid screen
@@ -106,10 +124,11 @@ def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
     acc = a.forced_choice.set_index("rater_group").loc["all"]
     assert acc["n_screens"] == 10 and acc["n_correct"] == 6 and acc["accuracy"] == pytest.approx(0.6)
     assert acc["chance"] == pytest.approx(1 / 3)
-    exact = stats.binomtest(6, 10, 1 / 3)
-    ci = exact.proportion_ci(0.95, method="exact")
-    assert (acc["ci_low"], acc["ci_high"]) == pytest.approx((ci.low, ci.high))
-    assert acc["p_value"] == pytest.approx(exact.pvalue)
+    # r0 answered trials 1,3,5,7,9 (real ×4, a): 4/5; r1 trials 2,4,6,8,10 (real ×2, a, a, b): 2/5
+    _, _, lo, hi, pv = _clustered_by_hand([4, 2], [5, 5], 1 / 3)
+    assert (acc["ci_low"], acc["ci_high"]) == pytest.approx((lo, hi))
+    assert acc["p_value"] == pytest.approx(pv)
+    assert acc["note"] == "2 raters: interval or test not informative (t with 1 df)"
     models = a.forced_choice_models.set_index("model")
     assert models.loc["real", "chosen_rate"] == pytest.approx(0.6) and models.loc["real", "source"] == "real"
     assert models.loc["model-a", "n_chosen"] == 3 and models.loc["model-b", "n_chosen"] == 1
@@ -118,7 +137,7 @@ def test_forced_choice_accuracy_exact_ci_and_test_by_hand():
     assert "chosen_real" not in set(a.scores["question"].dropna())
     g = a.forced_choice_groups.iloc[0]
     assert (g["group_a"], g["group_b"]) == ("resident", "senior")
-    ca, cb = 3, 3  # resident: trials 1,3,5,7,9 → picks real,real,real,a,a ; senior: real,real,real,a,b
+    ca, cb = 4, 2  # resident: trials 1,3,5,7,9 → picks real ×4, a ; senior: real, real, a, a, b
     assert g["n_a"] == 5 and g["n_b"] == 5 and g["accuracy_a"] == pytest.approx(ca / 5)
     assert g["p_fisher"] == pytest.approx(stats.fisher_exact([[ca, 5 - ca], [cb, 5 - cb]]).pvalue)
 
@@ -163,6 +182,70 @@ def test_simulated_forced_choice_recovers_accuracy_per_group_and_model_order():
     assert rates["model-a"] > rates["model-b"] > rates["model-c"]  # the true realism order
 
 
+def _fc_raters(correct_per_rater: list[int], screens: int) -> pd.DataFrame:
+    """Forced-choice screens (real vs one model) where rater r picks the real image on its first k_r screens."""
+    rows = []
+    for r, k in enumerate(correct_per_rater):
+        for j in range(screens):
+            rows += fc_screen(f"r{r}", r * 1000 + j, "real" if j < k else "model-a", models=("real", "model-a"),
+                              item=f"it{j}")  # fmt: skip
+    return frame(rows)
+
+
+def test_forced_choice_interval_and_test_are_rater_clustered_when_raters_differ():
+    # six raters, 40 screens each: three nearly always right, three at chance. Pooled 0.65 over 240 screens.
+    k = [38, 37, 36, 20, 15, 10]
+    acc = D.forced_choice_accuracy(D.forced_choice_screens(_fc_raters(k, 40)), 0.95).iloc[0]
+    assert acc["n_screens"] == 240 and acc["n_raters"] == 6 and acc["accuracy"] == pytest.approx(156 / 240)
+    p, se, lo, hi, pv = _clustered_by_hand(k, [40] * 6, 0.5)
+    assert (acc["ci_low"], acc["ci_high"], acc["p_value"]) == pytest.approx((lo, hi, pv))
+    # equal screens per rater: the cluster-robust SE is the SE of the mean of the per-rater accuracies (t interval)
+    assert se == pytest.approx(np.std(np.array(k) / 40, ddof=1) / np.sqrt(6))
+    # treating the 240 screens as independent is far too narrow here, and calls 0.65 "significant"
+    cp_lo, cp_hi = D.clopper_pearson(156, 240, 0.95)
+    assert acc["ci_high"] - acc["ci_low"] > 2.5 * float(cp_hi - cp_lo)
+    assert stats.binomtest(156, 240, 0.5).pvalue < 1e-5 and acc["p_value"] > 0.05
+    assert acc["ci_low"] < 0.5 < acc["ci_high"]  # the interval and test agree (the test is the interval's dual)
+    assert 0 <= acc["ci_low"] <= acc["accuracy"] <= acc["ci_high"] <= 1 and acc["note"] == ""
+    models = D.forced_choice_models(D.forced_choice_screens(_fc_raters(k, 40)), 0.95).set_index("model")
+    assert (models.loc["real", "ci_low"], models.loc["real", "ci_high"]) == pytest.approx((lo, hi))
+
+
+def test_rater_clustered_proportion_range_and_notes():
+    # every rater always right: the interval stays in [0, 1], contains 1 and is not the point 1
+    r = D.rater_clustered_proportion(np.full(5, 20), np.full(5, 20), 0.5, 0.95)
+    assert float(r["ci_high"]) == 1.0 and 0.5 < float(r["ci_low"]) < 1.0
+    r = D.rater_clustered_proportion(np.zeros(4), np.full(4, 30), 0.5, 0.95)
+    assert float(r["ci_low"]) == 0.0 and 0.0 < float(r["ci_high"]) < 0.5
+    one = D.rater_clustered_proportion(np.array([7]), np.array([10]), 0.5, 0.95)
+    assert np.isnan(one["ci_low"]) and np.isnan(one["p_value"])
+    acc = D.forced_choice_accuracy(D.forced_choice_screens(_fc_raters([7], 10)), 0.95).iloc[0]
+    assert np.isnan(acc["ci_low"])
+    assert acc["note"] == "one rater: no interval or test (the spread between raters needs two or more)"
+    two = D.forced_choice_accuracy(D.forced_choice_screens(_fc_raters([9, 4], 10)), 0.95).iloc[0]
+    assert two["note"].startswith("2 raters: interval or test not informative")
+    # many studies at once (p2p plan): the same numbers as one at a time
+    rng = np.random.default_rng(1)
+    kk = rng.binomial(30, 0.6, (5, 4))
+    many = D.rater_clustered_proportion(kk, np.full((5, 4), 30), 0.5, 0.95)
+    for i in range(5):
+        one = D.rater_clustered_proportion(kk[i], np.full(4, 30), 0.5, 0.95)
+        got = (float(many["ci_low"][i]), float(many["p_value"][i]))
+        assert got == pytest.approx((float(one["ci_low"]), float(one["p_value"])))
+
+
+def test_forced_choice_group_difference_is_rater_clustered():
+    rows = _fc_raters([38, 37, 20, 15], 40)
+    rows["rater_group"] = np.where(rows["rater_id"].isin(["r0", "r2"]), "a", "b")
+    g = D.forced_choice_groups(D.forced_choice_screens(rows), 0.95).iloc[0]
+    # a = r0, r2 (58/80), b = r1, r3 (52/80): two raters per side, spread 18 and 22 screens: nothing can be said
+    va = np.var([38 / 40, 20 / 40], ddof=1) / 2
+    vb = np.var([37 / 40, 15 / 40], ddof=1) / 2
+    half = stats.t.ppf(0.975, (va + vb) ** 2 / (va**2 + vb**2)) * np.sqrt(va + vb)
+    expected = (max(58 / 80 - 52 / 80 - half, -1), min(6 / 80 + half, 1))
+    assert (g["diff_ci_low"], g["diff_ci_high"]) == pytest.approx(expected)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Ranking
 # --------------------------------------------------------------------------------------------------------------------
@@ -188,6 +271,24 @@ def test_win_rates_count_the_implied_pairs_by_hand():
     r = a.ranking.set_index("model")
     assert r.loc["model-a", "mean_rank"] == pytest.approx(4 / 3) and r.loc["model-a", "n_rankings"] == 3
     assert r["strength"].idxmax() == "model-a" and r["strength"].sum() == pytest.approx(0, abs=1e-9)
+
+
+def test_all_tied_rankings_and_a_model_that_wins_everything_get_notes():
+    rows = []
+    for t in range(4):  # every ranking a tie: no comparison at all
+        rows += [{"rater": f"r{t % 2}", "trial": t + 1, "model": m, "value": 1.0, "question": "rank_realism",
+                  "n_panels": 2} for m in ("model-a", "model-b")]  # fmt: skip
+    r = A.analyze(frame(rows), n_boot=30).ranking
+    assert r["strength"].isna().all() and r["ci_low"].isna().all()
+    assert r["note"].str.startswith("every ranking tied").all()
+    rows = []
+    for t in range(6):  # model-a always first
+        order = ("model-a", "model-b", "model-c") if t % 2 else ("model-a", "model-c", "model-b")
+        rows += [{"rater": f"r{t % 3}", "trial": t + 1, "model": m, "value": float(k + 1), "question": "rank_realism",
+                  "n_panels": 3} for k, m in enumerate(order)]  # fmt: skip
+    r = A.analyze(frame(rows), n_boot=30).ranking.set_index("model")
+    assert "won every comparison" in r.loc["model-a", "note"] and "regulariser" in r.loc["model-a", "note"]
+    assert "won every" not in r.loc["model-b", "note"]
 
 
 def test_simulated_rankings_recover_the_true_order_and_strengths():

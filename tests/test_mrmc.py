@@ -108,6 +108,38 @@ def test_nested_cases_jackknife_runs_and_delong_refuses(vandyke):
         mrmc.or_analysis(nested, "delong")
 
 
+def test_cluster_jackknife_with_one_case_per_cluster_is_the_case_jackknife(vandyke):
+    a = mrmc.or_analysis(vandyke)
+    b = mrmc.or_analysis(vandyke.assign(cluster=vandyke["case"]))
+    assert b.n_clusters == vandyke["case"].nunique() and a.n_clusters == 0
+    for k in ("var_error", "cov1", "cov2", "cov3", "f", "ddf"):
+        assert getattr(b, k) == pytest.approx(getattr(a, k), rel=1e-10)
+
+
+def test_cluster_jackknife_deletes_whole_clusters_exactly(vandyke):
+    # clusters of three cases, mixing positives and negatives; each leave-cluster-out AUC recomputed from scratch
+    d = vandyke.assign(cluster=vandyke["case"] // 3)
+    res = mrmc.or_analysis(d)
+    clusters = np.sort(d["cluster"].unique())
+    keys = [(t, r) for t in res.treatments for r in res.readers]
+    loo = np.empty((len(keys), len(clusters)))
+    for j, g in enumerate(clusters):
+        kept = d[d["cluster"] != g]
+        for i, (t, r) in enumerate(keys):
+            x = kept[(kept["treatment"] == t) & (kept["reader"] == r)]
+            loo[i, j] = roc_auc_score(x["truth"], x["rating"])
+    dev = loo - loo.mean(axis=1, keepdims=True)
+    cov = (len(clusters) - 1) / len(clusters) * dev @ dev.T
+    t_of = np.array([k[0] for k in keys])
+    r_of = np.array([k[1] for k in keys])
+    same_t, same_r = t_of[:, None] == t_of[None, :], r_of[:, None] == r_of[None, :]
+    assert res.var_error == pytest.approx(cov[same_t & same_r].mean(), rel=1e-10)
+    assert res.cov2 == pytest.approx(cov[same_t & ~same_r].mean(), rel=1e-10)
+    assert res.cov3 == pytest.approx(cov[~same_t & ~same_r].mean(), rel=1e-10)
+    with pytest.raises(ValueError, match="more than one cluster"):
+        mrmc.or_analysis(d.assign(cluster=np.arange(len(d))))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -99,7 +99,7 @@ def build_admin(app: P2PApp) -> None:
             per_hour = gr.Dataframe(label="Answers per hour", interactive=False)
             short_table = gr.Dataframe(label="Items still short of k raters", interactive=False)
         with gr.Tab("Statistics"):
-            stats_table = gr.Dataframe(label="Per model × question (95% clustered bootstrap CI)", interactive=False)
+            stats_table = gr.Dataframe(label="Per model × question (95% CI, raters and images as crossed random effects)", interactive=False)
             plots = [gr.Plot(visible=False) for _ in range(FIGURE_SLOTS)]
         with gr.Tab("Downloads"):
             with gr.Row():
