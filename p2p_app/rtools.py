@@ -120,6 +120,9 @@ def write_mrmcaov(frame: pd.DataFrame, outdir: Path) -> list[Path]:
         "# Prompt to Polyp reader study for MRMCaov (https://github.com/brian-j-smith/MRMCaov)\n"
         f"# design: {design}\n"
         "# truth: 1 = real image (positive), 0 = generated; response: the rater's score (higher = more real)\n"
+        "# cases are single images: the R tools' jackknife deletes one image at a time. When a prompt has several\n"
+        "# seeds, its images share the prompt's difficulty and the app's report deletes whole prompts instead\n"
+        "# (wider, correct intervals); the AUCs are the same, the standard errors here may be smaller.\n"
         "library(MRMCaov)\n"
         'd <- read.csv("mrmcaov.csv", colClasses = c(reader = "character", test = "character", case = "character"))\n'
         "fit <- mrmc(empirical_auc(truth, response), test, reader, case, data = d, cov = jackknife)\n"

