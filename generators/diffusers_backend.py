@@ -693,6 +693,32 @@ class DiffusersGenerator(Generator):
         seeds = [check_seed(s) for s in seeds]
         return self._run(prompts, seeds, self.effective_params(**params))
 
+    def batch_invariant(self, prompts: Sequence[str], seeds: Sequence[int], **params: Any) -> bool:
+        """Whether one batched pipeline call gives bit-identical float outputs to one call per prompt (the
+        model's default settings). Compared before the conversion to 8-bit pixels, so a rounding difference too
+        small to flip a pixel for these prompts still counts: batching is sound only where the kernels ignore
+        the batch size."""
+        effective = self.effective_params(**params)
+        self.load()
+        call_kwargs = {k: v for k, v in effective.items() if k not in ("lora_scale", GREYSCALE)}
+        with self.pool.lock(self._placement.device):
+            if self.lora is not None:
+                self._apply_lora_scale(effective["lora_scale"])
+            singles = [
+                self._pipe(prompt=p, generator=torch.Generator("cpu").manual_seed(s), output_type="np",
+                           **call_kwargs).images[0]
+                for p, s in zip(prompts, seeds)
+            ]
+            if call_kwargs.get("negative_prompt") is not None:
+                call_kwargs["negative_prompt"] = [call_kwargs["negative_prompt"]] * len(prompts)
+            batched = self._pipe(prompt=list(prompts), generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+                                 output_type="np", **call_kwargs).images
+        import numpy as np
+
+        return len(batched) == len(singles) and all(
+            np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(singles, batched)
+        )
+
     def _run(self, prompts: list[str], seeds: list[int], effective: dict[str, Any]) -> list[GenerationResult]:
         self.load()
         call_kwargs = {k: v for k, v in effective.items() if k not in ("lora_scale", GREYSCALE)}
