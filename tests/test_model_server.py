@@ -429,20 +429,67 @@ def test_bad_service_entries_are_refused_when_the_config_is_read(extra, words):
     assert ModelSpec.from_dict(good).is_remote and not ModelSpec.from_dict(good).is_tiny
 
 
-def test_a_web_tier_of_service_models_imports_no_torch(tmp_path, demo_registry, service_url):
-    """Presenter machines and Spaces without the model stack: a config of service models never imports torch."""
-    import subprocess
-    import sys
+def test_a_web_tier_of_service_models_runs_without_the_generation_stack(tmp_path, demo_registry, service_url):
+    """A config of service models works where torch, diffusers and transformers cannot even be imported."""
+    from test_startup import no_torch_env, run_py
 
     config = remote_config(tmp_path, demo_registry, service_url)
-    code = (
-        "import sys; from p2p_app.startup import create\n"
-        f"app = create({config!r}, data_dir={str(tmp_path / 'nt')!r})\n"
-        "app.registry.load_all()\n"
-        "gen = app.registry.get(app.registry.names()[0])\n"
-        "gen.generate('sessile polyp', 1)\n"
-        "print(app.generation_slots, 'torch' in sys.modules, 'diffusers' in sys.modules)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["8", "False", "False"]
+    r = run_py(f"""
+        from p2p_app.startup import create
+        app = create({config!r}, data_dir={str(tmp_path / 'nt')!r})
+        app.registry.load_all()
+        rater = app.sign_in("Dr Light")
+        trial = app.live_generate(rater, "radiology", "frontal chest radiograph, small left pleural effusion")
+        print(app.generation_slots, len(trial.panels), app.prompt_budget("radiology", "chest").used)
+        """, no_torch_env(tmp_path), tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["8", "3", "1"]
+
+
+def test_presenter_mode_generates_live_while_a_service_answers(tmp_path, demo_registry, service_url):
+    """A pack whose config names a generation service: the pack's prompts show their stored images, other prompts
+    are generated live while the service answers; without it only the pack's prompts are offered. No torch."""
+    from test_startup import _pack, no_torch_env, run_py
+
+    pack, _st = _pack(tmp_path, demo_registry)
+    config = pack / "config.toml"
+    lines = [ln for ln in config.read_text().splitlines() if not ln.startswith(("weight_seed", "source"))]
+    out = []
+    for ln in lines:
+        out.append(ln)
+        if ln == "[[models]]":
+            out.append(f'source = "{service_url}"')
+    config.write_text("\n".join(out) + "\n")
+    dead = f"http://127.0.0.1:{free_port()}"
+    r = run_py(f"""
+        from p2p_app.pack import install_pack
+        from p2p_app.service import PRESENTER_PROMPTS, UserError
+        from p2p_app.startup import create
+        app = create({str(config)!r}, data_dir={str(tmp_path / 'site')!r})
+        install_pack(app, app.config.pack)
+        me = app.sign_in("visitor")
+        packed = app.arena_examples("colonoscopy")[0]
+        stored = {{i.id for i in app.storage.generated_images(packed, "colonoscopy")}}
+        from_pack = app.live_generate(me, "colonoscopy", packed)
+        assert {{p.image_id for p in from_pack.panels}} <= stored
+        assert app.live_models("colonoscopy")
+        live = app.live_generate(me, "colonoscopy", "a prompt nobody pre-generated, made live")
+        assert not {{p.image_id for p in live.panels}} & stored and len(live.panels) == len(from_pack.panels)
+        assert app.prompt_budget("colonoscopy", "sessile polyp").used is not None
+        app.close()
+        text = open({str(config)!r}).read().replace({service_url!r}, {dead!r})
+        open({str(config)!r}, "w").write(text)
+        app = create({str(config)!r}, data_dir={str(tmp_path / 'site')!r})
+        me = app.sign_in("visitor 2")
+        assert not app.live_models("colonoscopy")
+        assert app.prompt_budget("colonoscopy", "sessile polyp").describe() == PRESENTER_PROMPTS
+        try:
+            app.live_generate(me, "colonoscopy", "another new prompt")
+        except UserError as exc:
+            assert str(exc) == PRESENTER_PROMPTS
+        else:
+            raise AssertionError("a new prompt was accepted with the service down")
+        assert len(app.live_generate(me, "colonoscopy", packed).panels) == len(from_pack.panels)
+        print("ok")
+        """, no_torch_env(tmp_path), tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
