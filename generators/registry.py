@@ -180,10 +180,14 @@ class ModelSpec:
 def quiet_library_progress() -> None:
     """Turn off diffusers' and transformers' per-component and per-shard progress bars, which bury what a
     command prints (our own progress, images done / total, stays). Their warnings stay: they can matter for
-    real weights. Imports diffusers, so call it where models are about to load."""
+    real weights. Imports diffusers, so call it where models are about to load; without the model stack (a web
+    tier whose models are a generation service) there is nothing to quiet."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()

@@ -435,15 +435,18 @@ def test_a_web_tier_of_service_models_runs_without_the_generation_stack(tmp_path
 
     config = remote_config(tmp_path, demo_registry, service_url)
     r = run_py(f"""
-        from p2p_app.startup import create
+        from p2p_app.batch import my_share
+        from p2p_app.startup import create, prepare_in_background
         app = create({config!r}, data_dir={str(tmp_path / 'nt')!r})
-        app.registry.load_all()
+        prepare_in_background(app, [], echo=print)  # what `p2p serve` runs once it listens
+        assert not app.readiness.models_error, app.readiness.models_error
+        assert my_share([1, 2]) == [1, 2]  # `p2p generate` / `p2p study generate` run here too
         rater = app.sign_in("Dr Light")
         trial = app.live_generate(rater, "radiology", "frontal chest radiograph, small left pleural effusion")
         print(app.generation_slots, len(trial.panels), app.prompt_budget("radiology", "chest").used)
         """, no_torch_env(tmp_path), tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split() == ["8", "3", "1"]
+    assert r.stdout.split()[-3:] == ["8", "3", "1"]
 
 
 def test_presenter_mode_generates_live_while_a_service_answers(tmp_path, demo_registry, service_url):
@@ -493,3 +496,24 @@ def test_presenter_mode_generates_live_while_a_service_answers(tmp_path, demo_re
         print("ok")
         """, no_torch_env(tmp_path), tmp_path)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-3000:]
+
+
+def test_serve_models_refuses_service_entries_and_a_taken_port(tmp_path, demo_registry):
+    import socket
+
+    from click.testing import CliRunner
+
+    from p2p_app.cli import main
+
+    config = remote_config(tmp_path, demo_registry, "http://gpu-host:8000")
+    r = CliRunner().invoke(main, ["serve-models", "--config", config])
+    assert r.exit_code == 1 and "themselves served by a generation service" in r.output, r.output
+    local = tmp_path / "local.toml"
+    local.write_text('studies = []\n\n[[models]]\nname = "m"\nfamily = "msdm"\nmodality = "colonoscopy"\n'
+                     'source = "tiny:msdm"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(main, ["serve-models", "--config", str(local), "--port", str(port)])
+    assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.output, r.output
