@@ -97,7 +97,9 @@ class ModelSpec:
         fam = get_family(self.family)
         checked = {}
         for key, value in self.params.items():
-            rule = LORA_SCALE if key == "lora_scale" and self.lora is not None else fam.param(key)
+            # a service's model may carry a LoRA (its own config's); the service refuses the scale if it has none
+            lora = self.lora is not None or self.is_remote
+            rule = LORA_SCALE if key == "lora_scale" and lora else fam.param(key)
             if rule is None:
                 raise ValueError(
                     f"{where}: unknown parameter {key!r} in params; known: {', '.join(fam.param_names())}"
