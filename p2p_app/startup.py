@@ -93,7 +93,8 @@ def serve_models(
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
-            echo(f"Generation service on http://{host}:{port}/v1  ({len(service.registry)} models"
+            n = len(service.registry)
+            echo(f"Generation service on http://{host}:{port}/v1  ({n} model{'s' if n != 1 else ''}"
                  f"{', token required' if service.token else ''}); loading models…")
             from generators.registry import quiet_library_progress
 
