@@ -11,6 +11,7 @@ from typing import Any
 
 from .base import (
     MODALITIES,
+    BackendUnavailable,
     GenerationError,
     GenerationResult,
     Generator,
@@ -25,6 +26,7 @@ from .registry import ModelSpec, Registry, build_generator
 
 _LAZY = {
     "DiffusersGenerator": "diffusers_backend",
+    "RemoteGenerator": "remote",
     "DevicePool": "diffusers_backend",
     "Placement": "diffusers_backend",
     "build_tiny": "tiny",
@@ -40,6 +42,7 @@ __all__ = [
     "MODALITIES",
     "TINY_PREFIX",
     "TokenCount",
+    "BackendUnavailable",
     "GenerationError",
     "GenerationResult",
     "Generator",

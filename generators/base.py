@@ -19,10 +19,21 @@ from PIL import Image
 
 MODALITIES = ("colonoscopy", "radiology")
 MAX_SEED = 2**63 - 1  # seeds fit a signed 64-bit database column
+DEFAULT_TIMEOUT = 300.0  # seconds a generation service may take for one image (a real model, queued behind a batch)
+
+
+def is_url(source: object) -> bool:
+    """True for a generation service's address (``http://…`` or ``https://…``) as a model's source."""
+    return isinstance(source, str) and source.startswith(("http://", "https://"))
 
 
 class GenerationError(RuntimeError):
     """A generation failed for a reason the user should read (names the model and settings)."""
+
+
+class BackendUnavailable(GenerationError):
+    """A generation service (``source = "http://…"``) cannot be reached, timed out or answered with something that
+    is not the image asked for; the message names the model, the address and what went wrong."""
 
 
 class ModelLoadError(ValueError):

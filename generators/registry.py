@@ -4,8 +4,10 @@ A config entry (TOML/YAML/JSON, parsed by the caller) becomes a :class:`ModelSpe
 :meth:`ModelSpec.from_dict`; :func:`build_generator` turns a spec into a :class:`~generators.base.Generator`
 and :class:`Registry` holds one generator per spec, sharing one device pool.
 
-``source`` is a hub id (``"owner/name"``), a local pipeline folder, or ``"tiny:<family>"`` for the built-in
-tiny random-weight variant (built on first use under ``<cache_dir>/tiny/<family>-<weight_seed>``).
+``source`` is a hub id (``"owner/name"``), a local pipeline folder, ``"tiny:<family>"`` for the built-in
+tiny random-weight variant (built on first use under ``<cache_dir>/tiny/<family>-<weight_seed>``), or the URL of
+a generation service (``"http://gpu-host:8000"``, ``p2p serve-models``) that serves the model of the same name
+(:class:`~generators.remote.RemoteGenerator`: no weights and no torch in this process).
 
 Importing this module does not import torch; building a generator does.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-from .base import Generator, ModelLoadError, check_modality
+from .base import DEFAULT_TIMEOUT, Generator, ModelLoadError, check_modality, is_url
 from .families import DTYPES, FAMILIES, LORA_SCALE, TINY_PREFIX, check_family, family_defaults, get_family
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +69,12 @@ class ModelSpec:
         if isinstance(self.source, os.PathLike):
             object.__setattr__(self, "source", os.fspath(self.source))
         if not isinstance(self.source, str) or not self.source.strip():
-            raise ValueError(f"{where}: source must be a hub id, a folder or 'tiny:<family>', got {self.source!r}")
+            raise ValueError(
+                f"{where}: source must be a hub id, a folder, 'tiny:<family>' or a generation service's "
+                f"http(s):// address, got {self.source!r}"
+            )
+        if self.is_remote:
+            self._check_remote(where)
         tiny = self.tiny_family
         if tiny is not None and tiny != self.family:
             raise ValueError(
@@ -90,7 +97,9 @@ class ModelSpec:
         fam = get_family(self.family)
         checked = {}
         for key, value in self.params.items():
-            rule = LORA_SCALE if key == "lora_scale" and self.lora is not None else fam.param(key)
+            # a service's model may carry a LoRA (its own config's); the service refuses the scale if it has none
+            lora = self.lora is not None or self.is_remote
+            rule = LORA_SCALE if key == "lora_scale" and lora else fam.param(key)
             if rule is None:
                 raise ValueError(
                     f"{where}: unknown parameter {key!r} in params; known: {', '.join(fam.param_names())}"
@@ -105,6 +114,26 @@ class ModelSpec:
             raise ValueError(f"{where}: {exc}") from None
         if self.greyscale is not None and not isinstance(self.greyscale, bool):
             raise ValueError(f"{where}: greyscale must be true or false, got {self.greyscale!r}")
+
+    def _check_remote(self, where: str) -> None:
+        """A URL source: a plain http(s)://host[:port][/path] address; what makes the model belongs to the service."""
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(self.source)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"{where}: source {self.source!r} is not a valid address ({exc})") from None
+        if not parts.hostname or parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(
+                f"{where}: source {self.source!r} must be a plain http(s)://host:port address of a generation "
+                "service (no query, fragment or password; the token is the model_token setting)"
+            )
+        for key, value, unset in (("weight_seed", self.weight_seed, 0), ("lora", self.lora, None),
+                                  ("dtype", self.dtype, None), ("device", self.device, None)):
+            if value != unset:
+                raise ValueError(f"{where}: {key} is set in the generation service's config, not in an entry whose "
+                                 f"source is a service address ({self.source})")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
@@ -136,6 +165,11 @@ class ModelSpec:
         return self.tiny_family is not None
 
     @property
+    def is_remote(self) -> bool:
+        """True when ``source`` is the address of a generation service (``p2p serve-models``)."""
+        return is_url(self.source)
+
+    @property
     def is_greyscale(self) -> bool:
         """Whether images are made grey (R = G = B): ``greyscale`` when set, else on for radiology."""
         return self.greyscale if self.greyscale is not None else self.modality == "radiology"
@@ -148,10 +182,14 @@ class ModelSpec:
 def quiet_library_progress() -> None:
     """Turn off diffusers' and transformers' per-component and per-shard progress bars, which bury what a
     command prints (our own progress, images done / total, stays). Their warnings stay: they can matter for
-    real weights. Imports diffusers, so call it where models are about to load."""
+    real weights. Imports diffusers, so call it where models are about to load; without the model stack (a web
+    tier whose models are a generation service) there is nothing to quiet."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
@@ -184,14 +222,24 @@ def build_generator(
     spec: ModelSpec,
     cache_dir: str | os.PathLike,
     devices: "DevicePool | Iterable[str] | None" = None,
+    *,
+    token: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Generator:
     """Make the (lazily loading) generator for ``spec``.
 
     ``devices`` is a shared :class:`~generators.diffusers_backend.DevicePool`, a list of device names, or
     None for all CUDA devices (else the CPU). Tiny sources are built under ``cache_dir`` on first use.
+    A URL source gives a :class:`~generators.remote.RemoteGenerator` (``token``: the service's bearer token,
+    ``timeout``: seconds per image) and imports no torch.
     Configuration errors (unknown parameter, CUDA requested but absent, ...) raise ValueError here;
     loading errors surface on ``load()``/``generate()`` as :class:`~generators.base.ModelLoadError`.
     """
+    if spec.is_remote:
+        from .remote import RemoteGenerator
+
+        return RemoteGenerator(spec.name, spec.family, spec.modality, spec.source, params=spec.params,
+                               greyscale=spec.greyscale, token=token, timeout=timeout)
     DiffusersGenerator = _backend().DiffusersGenerator
 
     source: str = spec.source
@@ -232,8 +280,12 @@ class Registry:
         specs: Iterable[ModelSpec],
         cache_dir: str | os.PathLike,
         devices: "DevicePool | Iterable[str] | None" = None,
+        *,
+        token: str = "",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self._remote = {"token": token, "timeout": timeout}  # for entries whose source is a service address
         self._specs: dict[str, ModelSpec] = {}
         for spec in specs:
             if not isinstance(spec, ModelSpec):
@@ -278,6 +330,11 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._specs
 
+    @property
+    def all_remote(self) -> bool:
+        """True when every model is served by a generation service: this process holds no weights."""
+        return bool(self._specs) and all(spec.is_remote for spec in self._specs.values())
+
     def names(self) -> list[str]:
         """Model names in config order."""
         return list(self._specs)
@@ -294,7 +351,9 @@ class Registry:
             with self._lock:
                 generator = self._generators.get(name)
                 if generator is None:
-                    generator = build_generator(self._specs[name], self.cache_dir, self.pool)
+                    spec = self._specs[name]
+                    pool = None if spec.is_remote else self.pool  # a remote model needs no device (nor torch)
+                    generator = build_generator(spec, self.cache_dir, pool, **self._remote)
                     self._generators[name] = generator
         return generator
 

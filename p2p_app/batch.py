@@ -91,9 +91,13 @@ def plan_jobs(app: P2PApp, prompts: Sequence[PromptRow], seeds: Sequence[int], m
 
 
 def my_share(jobs: list[Job]) -> list[Job]:
-    """This process's share of the jobs under ``accelerate launch`` (all of them in a plain run)."""
-    import torch
-    from accelerate import PartialState
+    """This process's share of the jobs under ``accelerate launch`` (all of them in a plain run, and where the
+    model stack is not installed: a web tier whose models are a generation service)."""
+    try:
+        import torch
+        from accelerate import PartialState
+    except ImportError:
+        return jobs
 
     # On a machine without CUDA (tests, CPU clusters) accelerate only forms a multi-process group when
     # told to use the CPU; under `accelerate launch --multi_gpu` each process gets its own GPU.

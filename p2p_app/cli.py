@@ -119,6 +119,29 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
         raise click.ClickException(str(exc)) from None
 
 
+@main.command("serve-models")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--batching", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: run concurrent requests for one model as one pipeline call where that gives the same "
+                   "pixels as one call per image (checked per model at start-up); off: one call per image.")
+@_domain_errors
+def serve_models(config_path, host, port, batching) -> None:
+    """Serve the config's models over HTTP (generation as a service): POST /v1/images/generations, GET /v1/models.
+    App configs then name it as a model's source (source = "http://HOST:PORT"). Token: P2P_MODEL_TOKEN."""
+    from .startup import create_model_service, serve_models as run_service
+
+    service = create_model_service(config_path, batching=batching)
+    if not service.token and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo("WARNING: no model_token set (P2P_MODEL_TOKEN): anyone who reaches this address can generate.",
+                   err=True)
+    try:
+        run_service(service, host=host, port=port, echo=click.echo)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 @click.argument("out", type=click.Path(dir_okay=False))
 @_common

@@ -94,6 +94,20 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLAlchemy URL of the database. Empty: SQLite at <data_dir>/p2p.sqlite.",
         env="P2P_DATABASE_URL",
     ),
+    Setting(
+        "model_token",
+        "",
+        "Bearer token of the generation service. `p2p serve-models` requires it on every request when set; the app "
+        "sends it to model entries whose source is a service address. Set it through the environment.",
+        env="P2P_MODEL_TOKEN",
+    ),
+    Setting(
+        "model_timeout",
+        300,
+        "Seconds the app waits for one image from a generation service (a model entry whose source is an "
+        "http(s):// address) before telling the rater the service is not answering.",
+        env="P2P_MODEL_TIMEOUT",
+    ),
     Setting("studies", [], "Study definition files (TOML) served to raters, relative to this config file."),
     Setting(
         "pack",
@@ -127,6 +141,8 @@ class AppConfig:
     examples: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: Path | None = None
     arena_judgement: str = "scores"
+    model_token: str = field(default="", repr=False)
+    model_timeout: int = 300
 
     @property
     def arena_judgements(self) -> tuple[str, ...]:
@@ -196,6 +212,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: setting {s.name!r} must be {expected.__name__}, got {value!r}")
         values[s.name] = value
+    if values["model_timeout"] <= 0:
+        raise ConfigError(f"{path}: setting 'model_timeout' must be a positive number of seconds, "
+                          f"got {values['model_timeout']!r}")
     if values["arena_judgement"] not in ARENA_JUDGEMENTS:
         raise ConfigError(f"{path}: setting 'arena_judgement' must be one of {', '.join(ARENA_JUDGEMENTS)}, "
                           f"got {values['arena_judgement']!r}")  # fmt: skip
@@ -240,4 +259,6 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         examples=examples,
         source=path.resolve(),
         arena_judgement=values["arena_judgement"],
+        model_token=values["model_token"],
+        model_timeout=values["model_timeout"],
     )

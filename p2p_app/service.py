@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from generators import GenerationError, Generator, Registry, cache_key
+from generators import BackendUnavailable, GenerationError, Generator, Registry, cache_key
 from generators.base import check_modality, strictest, too_many_tokens
 
 from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
@@ -67,6 +67,11 @@ BAD_INVITE = (
     "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
     "the study coordinator for a new one; anyone can try the models in the Live arena tab."
 )
+SERVICE_DOWN = (
+    "The image generator cannot be reached right now, so nothing is shown for this prompt. "
+    "Press Generate to try again in a minute; if it keeps happening, tell the study team."
+)
+REMOTE_GENERATION_SLOTS = 8  # live trials at once when a generation service makes the images (it batches them)
 TOKENS_NOT_COUNTED = "The prompt's length in tokens cannot be checked here; it is checked when you press Generate."
 PRESENTER_PROMPTS = "This is a presentation from pre-generated images: pick one of the listed prompts."
 
@@ -309,7 +314,7 @@ class P2PApp:
             raise UserError(str(exc)) from None
         text = " ".join(clean_line(prompt if isinstance(prompt, str) else "").split())
         chars, max_chars, words = len(text), self.config.max_prompt_chars, len(text.split())
-        if self.presenter:
+        if self.presenter and (text in self.arena_examples(modality) or not self.live_models(modality)):
             return PromptBudget(None, None, "", chars, max_chars, words, PRESENTER_PROMPTS)
         if chars > max_chars:  # not worth tokenizing: the character limit already refuses it
             return PromptBudget(None, None, "", chars, max_chars, words, "")
@@ -334,10 +339,10 @@ class P2PApp:
                 f"The prompt is {len(prompt)} characters long; at most {self.config.max_prompt_chars} are allowed."
             )
         clean = " ".join(prompt.split())
-        if self.presenter:  # no model to ask; only the pack's prompts have images
-            if clean not in self.arena_examples(modality):
-                raise UserError(PRESENTER_PROMPTS)
+        if self.presenter and clean in self.arena_examples(modality):  # a pack prompt: its images are stored
             return clean
+        if not self.live_models(modality):  # presenter mode with no generation service: only the pack's prompts
+            raise UserError(PRESENTER_PROMPTS)
         problem = self.prompt_budget(modality, clean).problem()  # the strictest encoder, with how much to cut
         if problem:
             raise UserError(problem)
@@ -347,16 +352,33 @@ class P2PApp:
                 clean = gen.check_prompt(clean)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
+            except GenerationError as exc:  # a generation service that is down cannot count tokens either
+                log.error("cannot check the prompt with model %s: %s", gen.name, exc)
+                raise UserError(SERVICE_DOWN) from None
         return clean
 
     @property
     def presenter(self) -> bool:
-        """Presenter mode (the ``pack`` setting): images come from a study pack; no model is ever loaded."""
+        """Presenter mode (the ``pack`` setting): images come from a study pack; no model is ever loaded here
+        (a generation service may still make live images: :meth:`live_models`)."""
         return self.config.pack is not None
+
+    def live_models(self, modality: str) -> bool:
+        """Whether the arena makes new images for ``modality``: always outside presenter mode; in presenter mode
+        when every model of the modality is served by a generation service that answers now."""
+        if not self.presenter:
+            return True
+        specs = self.config.models_for(modality)
+        if not specs or not all(spec.is_remote for spec in specs):
+            return False
+        return all(self.registry.get(spec.name).reachable() for spec in specs)
 
     @property
     def generation_slots(self) -> int:
-        """How many live generations may run at once: one per device (1 in presenter mode, which has none)."""
+        """How many live generations may run at once: one per device; several when a generation service makes
+        every image (it batches them); 1 in presenter mode without one."""
+        if len(self.registry) and self.registry.all_remote:
+            return REMOTE_GENERATION_SLOTS
         return 1 if self.presenter else len(self.registry.pool.devices)
 
     def arena_examples(self, modality: str) -> tuple[str, ...]:
@@ -445,14 +467,18 @@ class P2PApp:
         """
         self._check_live_session(session)
         clean = self.check_prompt(modality, prompt)
-        images: list[ImageInfo] = self._pregenerated(modality, clean) if self.presenter else []
-        generators = [] if self.presenter else self.generators_for(modality)
+        stored = self.presenter and clean in self.arena_examples(modality)  # a pack prompt: its stored images
+        images: list[ImageInfo] = self._pregenerated(modality, clean) if stored else []
+        generators = [] if stored else self.generators_for(modality)
         seed = self._rng.randrange(2**31)
         for i, gen in enumerate(generators):
             if progress:
                 progress(i / len(generators), f"Generating image {i + 1} of {len(generators)}")
             try:
                 images.append(self.generate_image(gen, clean, seed).image)
+            except BackendUnavailable as exc:  # service down, timed out or answering garbage: no trial
+                log.error("generation service failed for model %s (seed %s): %s", gen.name, seed, exc)
+                raise UserError(SERVICE_DOWN) from None
             except (GenerationError, RuntimeError, ValueError) as exc:
                 log.exception("generation failed for model %s (seed %s): %s", gen.name, seed, exc)
                 raise UserError(

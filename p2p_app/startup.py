@@ -23,6 +23,7 @@ from generators import Registry
 
 from . import reader
 from .config import load_config
+from .model_server import ModelService
 from .service import P2PApp, StudyProgress
 from .storage import Storage
 from .study import StudyDefinition, load_studies
@@ -53,11 +54,61 @@ def create(
     studies = load_studies(config)
     storage = Storage(config.resolved_database_url, config.image_dir, must_exist=read_only)
     if registry is None:
-        registry = Registry(config.models, cache_dir=config.model_cache_dir)
+        registry = Registry(config.models, cache_dir=config.model_cache_dir, token=config.model_token,
+                            timeout=config.model_timeout)
     app = P2PApp(config=config, storage=storage, registry=registry, studies=studies)
     if load_models:
         registry.load_all()
     return app
+
+
+def create_model_service(
+    config_path: str | Path | None = None,
+    *,
+    batching: str = "auto",
+    registry: Registry | None = None,
+    **overrides: Any,
+) -> ModelService:
+    """The generation service of ``p2p serve-models``: the config's models (no database, no studies) behind
+    :class:`~p2p_app.model_server.ModelService`; nothing is loaded yet."""
+    config = load_config(config_path, **overrides)
+    if registry is None:
+        registry = Registry(config.models, cache_dir=config.model_cache_dir)
+    if not len(registry):
+        raise ValueError(f"{config.source}: the config has no [[models]] to serve")
+    return ModelService(registry, token=config.model_token, batching=batching)
+
+
+def serve_models(
+    service: ModelService, host: str = "127.0.0.1", port: int = 8000, echo: Callable[[str], None] = print
+) -> None:
+    """Listen on ``host:port`` with the generation API; the models load (and are checked for batching) in the
+    background once the port answers (a request before that waits for its model)."""
+    import uvicorn
+
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(service.asgi(), log_level="warning"))
+
+    def after_start() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            n = len(service.registry)
+            echo(f"Generation service on http://{host}:{port}/v1  ({n} model{'s' if n != 1 else ''}"
+                 f"{', token required' if service.token else ''}); loading models…")
+            from generators.registry import quiet_library_progress
+
+            quiet_library_progress()
+            service.load_all()
+            batched = [n for n, q in service.queues().items() if q.batches]
+            echo(f"Models ready{': ' + service.load_error if service.load_error else ''}. "
+                 f"Batched: {', '.join(batched) or 'none'} (batching={service.batching}).")
+
+    threading.Thread(target=after_start, name="p2p-models-startup", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        service.close()
 
 
 def should_prepare(app: P2PApp, study: StudyDefinition, prepare: bool | None) -> bool:
