@@ -353,9 +353,11 @@ def _rater_info(r: Rater) -> RaterInfo:
     return RaterInfo(r.id, r.public_id, r.name, r.study_key, r.slot, r.token)
 
 
-def _image_info(i: Image) -> ImageInfo:
+def _image_info(i: Image, root: Path) -> ImageInfo:
+    """The row as a record; its stored path (relative to the data folder since revision 0004) made absolute."""
     return ImageInfo(
-        i.id, i.model, i.source, i.prompt, i.prompt_id, i.modality, i.seed, i.file_path, i.sha256, i.width, i.height
+        i.id, i.model, i.source, i.prompt, i.prompt_id, i.modality, i.seed, str(root / i.file_path), i.sha256,
+        i.width, i.height,
     )
 
 
@@ -446,11 +448,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Storage:
     """Owns the engine and the image folder; exposes intent-named reads and writes."""
 
-    def __init__(self, url: str, image_dir: str | Path, *, must_exist: bool = False):
+    def __init__(self, url: str, image_dir: str | Path, *, must_exist: bool = False, data_dir: str | Path | None = None):
         """Open (or create) the database at ``url``; with ``must_exist`` a SQLite file that is not there is a
-        :class:`MissingDatabase` error and nothing is created (what read-only commands use)."""
+        :class:`MissingDatabase` error and nothing is created (what read-only commands use).
+
+        Image paths are stored relative to ``data_dir`` (default: the image folder's parent, which is the data
+        folder of the app), so a moved or restored data folder still finds its images."""
         self.url = url
         self.image_dir = Path(image_dir)
+        self.data_dir = (Path(data_dir) if data_dir is not None else self.image_dir.parent).resolve()
         db_path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
         if must_exist and db_path and db_path != ":memory:" and not Path(db_path).is_file():
             raise MissingDatabase(db_path)
@@ -469,7 +475,7 @@ class Storage:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin)
-        migrations.upgrade(self.engine)  # a new database gets every revision; an old one is upgraded
+        migrations.upgrade(self.engine, data_dir=self.data_dir)  # a new database gets every revision; an old one is upgraded
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(p2p_read=True), expire_on_commit=False)
         # SQLite has one writer at a time: writers of this process queue here, in order, instead of polling
@@ -579,14 +585,20 @@ class Storage:
     def image_by_cache_key(self, cache_key: str) -> ImageInfo | None:
         with self._read() as s:
             i = s.scalars(select(Image).where(Image.cache_key == cache_key)).first()
-            if i is None or not Path(i.file_path).is_file():
+            if i is None or not (self.data_dir / i.file_path).is_file():
                 return None
-            return _image_info(i)
+            return _image_info(i, self.data_dir)
 
     def image(self, image_id: str) -> ImageInfo | None:
         with self._read() as s:
             i = s.get(Image, image_id)
-            return _image_info(i) if i else None
+            return _image_info(i, self.data_dir) if i else None
+
+    def stored_path(self, path: Path) -> str:
+        """What the database keeps for an image file: its path relative to the data folder (absolute only for a
+        file outside it)."""
+        resolved = path.resolve()
+        return resolved.relative_to(self.data_dir).as_posix() if resolved.is_relative_to(self.data_dir) else str(resolved)
 
     @_retried
     def add_image(
@@ -637,7 +649,7 @@ class Storage:
                     params=params or {},
                     cache_key=cache_key,
                     sha256=sha256,
-                    file_path=str(path.resolve()),
+                    file_path=self.stored_path(path),
                     original_path=original_path,
                     width=size,
                     height=size,
@@ -645,7 +657,7 @@ class Storage:
                 )
                 s.add(row)
                 s.flush()
-                return _image_info(row)
+                return _image_info(row, self.data_dir)
         except IntegrityError:
             path.unlink(missing_ok=True)
             if cache_key is not None:
@@ -663,7 +675,7 @@ class Storage:
             rows = s.scalars(
                 select(Image).where(Image.prompt == prompt, Image.modality == modality, Image.source == "generated")
             )
-            return [_image_info(i) for i in rows]
+            return [_image_info(i, self.data_dir) for i in rows]
 
     def generated_prompts(self, modality: str) -> list[str]:
         """The distinct prompts that have generated images of ``modality``, in first-stored order."""
@@ -749,7 +761,7 @@ class Storage:
                     StudySlot.study_pk == study_pk
                 )
             ).all()
-            return {key: _image_info(img) for key, img in rows}
+            return {key: _image_info(img, self.data_dir) for key, img in rows}
 
     @_retried
     def freeze_study(self, study_pk: int, images_hash: str) -> StudyRecord:
