@@ -21,7 +21,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 Clock = Callable[[], float]
 
@@ -122,14 +122,13 @@ class Window:
                 events.pop()
 
 
-def client_address(client: tuple[str, int] | None, headers: Iterable[tuple[bytes, bytes]] | dict,
-                   behind_proxy: bool) -> str:  # fmt: skip
+def client_address(client: tuple[str, int] | None, headers: Any, behind_proxy: bool) -> str:
     """The asking client's address: the TCP peer, or behind a trusted proxy (``behind_proxy``) the address that
     proxy put last in ``X-Forwarded-For`` (earlier hops are the client's to forge). "" when unknown."""
     peer = client[0] if client else ""
     if not behind_proxy:
         return peer
-    items = headers.items() if isinstance(headers, dict) else headers
+    items = headers.items() if hasattr(headers, "items") else headers  # a mapping, or ASGI (name, value) pairs
     forwarded = ""
     for k, v in items:
         k = k.decode("latin-1") if isinstance(k, bytes) else k

@@ -692,6 +692,62 @@ class Storage:
         with self._read() as s:
             return s.scalar(select(func.count()).select_from(Image)) or 0
 
+    @staticmethod
+    def _arena_images():
+        """Live-arena images: generated for a typed prompt (no prompt id: batch and study images always have one)
+        and in no study's image slots."""
+        return select(Image).where(Image.source == "generated", Image.prompt_id == "",
+                                   Image.id.not_in(select(StudySlot.image_id)))  # fmt: skip
+
+    def count_arena_images(self) -> int:
+        """How many live-arena images are stored (what the arena's disk budget counts)."""
+        with self._read() as s:
+            return s.scalar(select(func.count()).select_from(self._arena_images().subquery())) or 0
+
+    @_retried
+    def delete_unrated_arena_images(self, older_than: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest live-arena images made before ``older_than`` that no stored answer,
+        mark, study slot or live trial still on screen uses, with the unsubmitted live trials from before
+        ``older_than`` that showed them (abandoned screens: they could never be submitted without their images).
+        A submitted trial's images and every study image stay. Rows go in one transaction; files after it.
+        Returns how many images were deleted."""
+        if limit <= 0:
+            return 0
+        with self._tx() as s:
+            candidates = list(s.scalars(
+                self._arena_images().with_only_columns(Image.id)
+                .where(Image.created_at < older_than, Image.id.not_in(select(Rating.image_id)),
+                       Image.id.not_in(select(Mark.image_id)))
+                .order_by(Image.created_at).limit(limit * 4)
+            ))  # fmt: skip
+            if not candidates:
+                return 0
+            wanted = set(candidates)
+            kept: set[str] = set()  # images a live trial still needs: a submitted one, or one still on screen
+            stale: list[Trial] = []
+            for t in s.scalars(select(Trial).where(Trial.study_pk.is_(None))):
+                ids = wanted.intersection(t.shown_order or ())
+                if not ids:
+                    continue
+                if t.submitted_at is None and _aware(t.shown_at) < older_than:
+                    stale.append(t)
+                else:
+                    kept |= ids
+            doomed = [i for i in candidates if i not in kept][:limit]
+            doomed_set = set(doomed)
+            for t in stale:  # a stale trial goes only if every image of it that is an arena image goes
+                if doomed_set.issuperset(wanted.intersection(t.shown_order)):
+                    s.delete(t)
+                else:
+                    doomed_set -= set(t.shown_order)
+            rows = list(s.scalars(select(Image).where(Image.id.in_(doomed_set))))
+            paths = [self.data_dir / r.file_path for r in rows]
+            for r in rows:
+                s.delete(r)
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
+
     # ------------------------------------------------------------------ studies
     def study(self, study_id: str, version: int) -> StudyRecord | None:
         with self._read() as s:

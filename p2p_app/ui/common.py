@@ -13,7 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 
-from ..service import ShownTrial, UserError
+from gradio.data_classes import ImageData
+
+from ..limits import client_address
+from ..service import P2PApp, ShownTrial, UserError
 from ..storage import AccessDenied, StorageError
 from ..blinding import panel_label
 from ..study import Question
@@ -77,6 +80,52 @@ def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
     return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
 
 
+# The page's image URLs: one opaque token per presentation (p2p_app/serving.py), answered by files.PresentationFiles
+# from the stored file; Gradio never copies these images into its cache.
+PRESENTATION_PREFIX = "/gradio_api/file=p2p/"
+
+
+def presentation_url(token: str) -> str:
+    return f"{PRESENTATION_PREFIX}{token}.png"
+
+
+class BlindImage(gr.Image):
+    """A ``gr.Image`` whose value is a presentation URL (:func:`presentation_url`): shown as is, never moved into
+    Gradio's file cache (where a folder named by the bytes' hash would tell a repeat, and every shown image would
+    be stored a second time)."""
+
+    is_template = True  # the page uses Gradio's own image widget ("image"), not a custom one
+
+    def postprocess(self, value: Any) -> ImageData | None:
+        if isinstance(value, str) and value.startswith(PRESENTATION_PREFIX):
+            return ImageData(path=value, url=value, orig_name="image.png", mime_type="image/png")
+        return super().postprocess(value)
+
+    def move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        if isinstance(url_or_file_path, str) and url_or_file_path.startswith(PRESENTATION_PREFIX):
+            return url_or_file_path
+        return super().move_resource_to_block_cache(url_or_file_path)
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
+        if isinstance(url_or_file_path, str) and url_or_file_path.startswith(PRESENTATION_PREFIX):
+            return url_or_file_path
+        return await super().async_move_resource_to_block_cache(url_or_file_path)
+
+
+def address_of(app: P2PApp, request: gr.Request | None) -> str:
+    """The client's address for the per-address limits ("" when unknown): the TCP peer, or behind a trusted proxy
+    the proxy's last X-Forwarded-For hop (setting ``behind_proxy``)."""
+    if request is None:
+        return ""
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None) or ""
+    try:
+        headers = dict(request.headers or {})
+    except (TypeError, ValueError):
+        headers = {}
+    return client_address((host, 0) if host else None, headers, app.config.trusts_forwarded_for)
+
+
 # The class of a button that puts the next item on screen (Submit, Previous item, Generate): once the screen shows
 # other images than when it was pressed, assets/reading.js brings the new item into view and focuses its first scale.
 NEXT_ITEM = "p2p-next"
@@ -131,7 +180,7 @@ class PanelWidgets:
         return out
 
     def show(self, label: str | None, path: str | None, answers: dict | None = None) -> dict:
-        """Updates that show ``path`` (or hide the panel) with the given stored answers, or none."""
+        """Updates that show ``path`` (a presentation URL; None hides the panel) with the given stored answers."""
         answers = answers or {}
         updates: dict = {
             self.column: gr.Column(visible=path is not None),
@@ -167,7 +216,7 @@ def _panel_row(
         for i in range(n):
             with gr.Column(visible=False, min_width=220, elem_classes=["p2p-panel"]) as col:
                 # shown at its own pixel size at most (never upscaled by default; assets/reading.css)
-                image = gr.Image(
+                image = BlindImage(
                     label=f"Image {chr(65 + i)}",
                     type="filepath",
                     format="png",
@@ -197,7 +246,7 @@ def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict
     shown = list(trial.panels) if trial else []
     for i, widgets in enumerate(panels):
         if i < len(shown):
-            updates |= widgets.show(shown[i].label, shown[i].path, trial.answers.get(i + 1))
+            updates |= widgets.show(shown[i].label, presentation_url(shown[i].token), trial.answers.get(i + 1))
         else:
             updates |= widgets.show(None, None)
     return updates
