@@ -116,7 +116,8 @@ def build_admin(app: P2PApp) -> None:
         result = analyze(df, n_boot=200, seed=0, marks=marks if len(marks) else None)
         figs = list(figures(result, df, progress=None if key == LIVE_STUDY else prog).values())[:FIGURE_SLOTS]
         updates = {
-            summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."),
+            summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."
+                                 + damaged_note(app)),
             raters_table: prog,
             per_hour: hours.astype({"hour": str}) if not hours.empty else hours,
             short_table: short,
@@ -170,3 +171,15 @@ def build_admin(app: P2PApp) -> None:
                (report_btn, "report"))
     for btn, kind in buttons:
         btn.click(download_handler(kind), which, [download, message], api_visibility="private")
+
+
+def damaged_note(app: P2PApp) -> str:
+    """Images refused to raters because their file is missing or fails its sha256 (p2p_app/serving.py), as
+    Markdown; "" when there are none."""
+    broken = app.broken_images()
+    if not broken:
+        return ""
+    lines = "\n".join(f"- `{b.image_id}` ({b.path}): {b.problem}" for b in broken[:50])
+    more = f"\n- … and {len(broken) - 50} more (see the serve log)" if len(broken) > 50 else ""
+    return (f"\n\n⚠️ **{len(broken)} image(s) are not shown to raters because their file is damaged or missing** "
+            f"(run `p2p study verify`):\n{lines}{more}")

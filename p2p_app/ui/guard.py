@@ -141,11 +141,9 @@ class RequestGuard:
             await self._join(scope, receive, send)
             return
         call = api_call(path) if scope.get("method") == "POST" else None
-        if call is not None and self.api_names is not None:
-            known = self.api_names(path, call[0] == "call/v2")
-            if known is not None and call[1] not in known:
-                await _reply(send, 400, f"Unknown or private endpoint {call[1][:100]!r}.")
-                return
+        if call is not None:
+            await self._join(scope, receive, send, call)
+            return
         if scope.get("method") == "POST" and admin and path.rstrip("/") == ADMIN_PREFIX + "/login":
             await self._login(scope, receive, send)
             return
@@ -154,8 +152,10 @@ class RequestGuard:
             return
         await self.app(scope, _limited(receive, self.max_body), send)
 
-    async def _join(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Read the (bounded) body, check it names a real event, then hand it on unchanged."""
+    async def _join(self, scope: Scope, receive: Receive, send: Send, call: tuple[str, str] | None = None) -> None:
+        """Read the (bounded) body, check it names a real event, then hand it on unchanged. ``call``: a named
+        endpoint's route and name (``/run/<name>``, ``/call/<name>``, ``/call/v2/<name>``): the body's
+        ``fn_index`` (what the page's unqueued events send to ``/run/predict``) or else the name must resolve."""
         chunks, more = [], True
         total = 0
         while more:
@@ -183,7 +183,13 @@ class RequestGuard:
             return
         fn_index = payload.get("fn_index")
         known = self.fn_indices(scope.get("path", "")) if self.fn_indices else None
-        if known is not None and (isinstance(fn_index, bool) or not isinstance(fn_index, int) or fn_index not in known):
+        named = call is not None and fn_index is None and call[0] != "call/v2"
+        if named or (call is not None and call[0] == "call/v2"):  # resolved by name
+            names = self.api_names(scope.get("path", ""), call[0] == "call/v2") if self.api_names else None
+            if names is not None and call[1] not in names:
+                await _reply(send, 400, f"Unknown or private endpoint {call[1][:100]!r}.")
+                return
+        elif known is not None and (isinstance(fn_index, bool) or not isinstance(fn_index, int) or fn_index not in known):
             await _reply(send, 400, f"Unknown event {fn_index!r}.")
             return
         sent = False
