@@ -445,6 +445,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+READ_ONLY_DATA = (
+    "The data folder {folder} cannot be written ({reason}): the server could not store a rating, a rater or an "
+    "image there. Make it writable, or point --data-dir / P2P_DATA_DIR (and --database-url) at a writable folder."
+)
+
+
+def check_writable(*folders: Path | None) -> None:
+    """Write and remove a probe file in each folder; a StorageError naming the folder when that fails (a
+    read-only mount, a full disk, wrong permissions), before any rater meets it."""
+    for folder in folders:
+        if folder is None:
+            continue
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".p2p-write-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StorageError(READ_ONLY_DATA.format(folder=folder, reason=exc.strerror or exc)) from None
+
+
 class Storage:
     """Owns the engine and the image folder; exposes intent-named reads and writes."""
 
@@ -460,16 +480,25 @@ class Storage:
         db_path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
         if must_exist and db_path and db_path != ":memory:" and not Path(db_path).is_file():
             raise MissingDatabase(db_path)
-        if not must_exist:
-            self.image_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if not must_exist:
+                self.image_dir.mkdir(parents=True, exist_ok=True)
+            if url.startswith("sqlite") and db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(READ_ONLY_DATA.format(folder=self.image_dir.parent, reason=exc.strerror or exc)) from None
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
             if "///" in url and db_path and db_path != ":memory:" and not db_path.startswith("file:"):
                 # one connection per concurrent request thread (Gradio runs up to 40 handlers at once)
                 kwargs.update(pool_size=10, max_overflow=50)
+        if not must_exist:  # a read-only data folder is refused here, not at every rater's sign-in
+            sqlite_dir = Path(db_path).parent if url.startswith("sqlite") and db_path and db_path != ":memory:" \
+                and not db_path.startswith("file:") else None
+            check_writable(self.image_dir, sqlite_dir)
+            if sqlite_dir is not None and Path(db_path).exists() and not os.access(db_path, os.W_OK):
+                raise StorageError(READ_ONLY_DATA.format(folder=sqlite_dir, reason=f"{Path(db_path).name} is read-only"))
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
@@ -797,18 +826,35 @@ class Storage:
             return self._study_record(st)
 
     @_retried
-    def set_study_slot(self, study_pk: int, slot_key: str, image_id: str) -> None:
+    def set_study_slot(self, study_pk: int, slot_key: str, image_id: str, *, first_wins: bool = False) -> str:
+        """Put ``image_id`` in a slot of a study that is not frozen; returns the image the slot holds.
+
+        ``first_wins`` (an image the caller has just made for this slot: a real or catch image): a slot that
+        already holds an image keeps it, also in a study frozen meanwhile (two servers preparing one folder), and
+        the new image, which nothing else uses, is deleted (row and file) instead of being left an orphan."""
         with self._tx() as s:
             st = s.get(Study, study_pk)
             if st is None:
                 raise StorageError(f"no study #{study_pk}")
-            if st.frozen_at is not None:
-                raise StorageError(f"study {st.key} is frozen: its images cannot change")
             existing = s.get(StudySlot, (study_pk, slot_key))
-            if existing is None:
-                s.add(StudySlot(study_pk=study_pk, slot_key=slot_key, image_id=image_id))
+            if first_wins and existing is not None and existing.image_id != image_id:
+                loser = s.get(Image, image_id)
+                used = s.scalar(select(func.count()).select_from(StudySlot).where(StudySlot.image_id == image_id))
+                path = self.data_dir / loser.file_path if loser is not None and not used else None
+                if path is not None:
+                    s.delete(loser)
+                winner = existing.image_id
             else:
-                existing.image_id = image_id
+                if st.frozen_at is not None:
+                    raise StorageError(f"study {st.key} is frozen: its images cannot change")
+                if existing is None:
+                    s.add(StudySlot(study_pk=study_pk, slot_key=slot_key, image_id=image_id))
+                else:
+                    existing.image_id = image_id
+                return image_id
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return winner
 
     def study_slots(self, study_pk: int) -> dict[str, ImageInfo]:
         with self._read() as s:

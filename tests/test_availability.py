@@ -295,3 +295,71 @@ def test_malformed_api_requests_get_400_not_500(tmp_path, demo_registry):
         shallow = {"data": [[[[1]]]], "fn_index": 10_000, "session_hash": "x"}
         assert http.post("/gradio_api/queue/join", json=shallow).status_code == 400
     app.storage.close()
+
+
+def test_the_rater_app_has_no_session_snapshots(tmp_path, demo_registry):
+    """The deep-link snapshot of a tab's session held its components' values, the resume code shown once included."""
+    app = make_app(tmp_path / "data", demo_registry)
+    with running_server(app) as url:
+        page = BrowserSession(url)
+        ids = arena(page)
+        page.set(ids["name"], "Dr Snapshot")
+        out = page.trigger(ids["signin"])
+        code = app.storage.raters(LIVE_STUDY)[0]
+        assert "resume code" in json.dumps(out)  # shown once on the page ...
+        for params in ({"session_hash": page.session_hash}, {"session_hash": "nope"}):
+            r = page.http.get(f"{url}/gradio_api/deep_link", params=params)  # ... never in a snapshot
+            assert r.status_code == 404 and "resume" not in r.text and code.name not in r.text
+    app.storage.close()
+
+
+def test_a_read_only_data_folder_stops_the_start_with_a_clear_message(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from p2p_app import storage as storage_module
+    from p2p_app.cli import main
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    monkeypatch.setattr(storage_module.tempfile, "mkstemp", read_only)
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(data), "--port", "1"])
+    assert result.exit_code != 0 and "cannot be written (Read-only file system)" in result.output, result.output
+    assert str(data) in result.output and "P2P_DATA_DIR" in result.output
+    assert tempfile.mkstemp is read_only and not (data / "p2p.sqlite").exists()  # nothing was created
+
+
+def test_a_slot_filled_by_another_server_keeps_its_image_and_leaves_no_orphan(tmp_path, demo_registry):
+    from test_reader_study import small_study
+
+    first = make_app(tmp_path / "data", demo_registry)
+    second = make_app(tmp_path / "data", demo_registry)  # a second server on the same folder
+    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in first.config.models])
+    row = first.storage.register_study(st.id, st.version, st.title, st.design_hash())
+    slot = next(s for s in st.image_slots() if s.is_real)
+    mine = first.add_real_image(slot.real_path, slot.prompt, st.modality, prompt_id=slot.prompt_id)
+    theirs = second.add_real_image(slot.real_path, slot.prompt, st.modality, prompt_id=slot.prompt_id)
+    assert first.storage.set_study_slot(row.pk, slot.key, mine.id, first_wins=True) == mine.id
+    assert second.storage.set_study_slot(row.pk, slot.key, theirs.id, first_wins=True) == mine.id
+    assert second.storage.image(theirs.id) is None and not Path(theirs.file_path).exists()
+    files = {p.name for p in first.config.image_dir.glob("*.png")}
+    assert files == {f"{mine.id}.png"}  # no orphan image
+    first.storage.close()
+    second.storage.close()
+
+
+def test_marks_of_one_image_sent_twice_are_refused_not_merged():
+    from p2p_app.service import UserError
+    from p2p_app.ui.common import page_measures
+
+    points = [[0.1 + i / 100, 0.5] for i in range(20)]
+    assert page_measures("", json.dumps({"1": points}))[1] == {1: points}
+    for key in ("01", "1"):  # 40 marks sent for image 1 under two keys: once 20 were silently dropped
+        text = '{"1": %s, "%s": %s}' % (json.dumps(points), key, json.dumps(points))
+        with pytest.raises(UserError, match="twice.*nothing was saved"):
+            page_measures("", text)

@@ -66,12 +66,18 @@ def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None,
     if not isinstance(marks_text, str) or not marks_text.strip():
         return active, None
     try:
-        data = json.loads(marks_text)
-        if not isinstance(data, dict):
+        pairs = json.loads(marks_text, object_pairs_hook=list)  # every key as sent, duplicates included
+        if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
             raise ValueError
-        marks = {int(position): points for position, points in data.items()}
-    except ValueError:
+        listed = [(int(position), points) for position, points in pairs]
+    except (ValueError, TypeError):
         raise UserError("The page sent unreadable marks; nothing was saved. Reload the page and mark again.") from None
+    marks: dict[int, Any] = {}
+    for position, points in listed:  # "1" and "01" (or "1" twice) name one image: never merge them silently
+        if position in marks:
+            raise UserError(f"The page sent the marks of image position {position} twice; nothing was saved. "
+                            "Reload the page and mark again.")
+        marks[position] = points
     return active, marks
 
 

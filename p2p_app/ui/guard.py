@@ -3,6 +3,8 @@
 * Request bodies: at most ``MAX_BODY_BYTES`` (1 MiB) — by Content-Length up front, and counted while streaming
   for bodies without one; a larger body gets 413 before anything parses it.
 * ``/gradio_api/upload`` (and its progress route) is closed: the app has no upload component.
+* The rater app's ``/gradio_api/deep_link`` is closed: a snapshot of a session would carry the resume code
+  shown once at sign-in, and each call writes a file.
 * ``queue/join`` with an event index (``fn_index``) the app does not have, or a body that is not a JSON object,
   gets 400 with a message instead of a bare 500.
 * The rater app's file routes serve only its presentation images (``/gradio_api/file=p2p/<token>.png``, answered
@@ -121,6 +123,11 @@ class RequestGuard:
         admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
         if path.endswith("/gradio_api/upload") or path.endswith("/gradio_api/upload_progress"):
             await _reply(send, 403, "Uploads are closed: this app takes no files.")
+            return
+        if not admin and path.rstrip("/").endswith("/gradio_api/deep_link"):
+            # the rater pages use no deep links; a snapshot would hold a session's values (a resume code shown
+            # once) and write a file per call
+            await _reply(send, 404, "Not found.")
             return
         file_path = _file_path(path)
         if file_path is not None and not admin and PRESENTATION_ROUTE not in path:
