@@ -215,21 +215,23 @@ class RequestGuard:
         Gradio's login answers, and a wrong password (400/401) counts against the address."""
         address = self.login.address(scope)
         verdict = self.login.check(address)
-        if not verdict.allowed:
-            log.warning("admin sign-in from %s refused for %.0f s after wrong passwords", address, verdict.retry_after)
+        if not verdict.allowed:  # not logged: a flood of refusals must not become a flood of log lines
             await _reply(send, 429, f"Too many wrong passwords from your address; try again in {verdict.wait_text()}.",
                          extra=[(b"retry-after", str(max(1, math.ceil(verdict.retry_after))).encode())])
             return
-        status = 0
+        # counted as a failure before it is checked, so parallel tries cannot slip in during one evaluation; a right
+        # password clears the count again
+        self.login.failed(address)
 
         async def watch(message: dict) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if status in (400, 401, 403):
-                    self.login.failed(address)
-                elif status < 300:
+                if status < 300:
                     self.login.succeeded(address)
+                else:
+                    wait = self.login.check(address).retry_after
+                    if wait > 0:  # one line per wrong password that was checked (the backoff bounds how many)
+                        log.warning("admin sign-in: wrong password from %s; its next try waits %.0f s", address, wait)
             await send(message)
 
         await self.app(scope, _limited(receive, self.max_body), watch)
