@@ -34,6 +34,7 @@ LIMIT_SESSION = ("You have run {limit} Generates in the last hour, the most one 
                  "Ratings of the images on screen are still taken.")
 LIMIT_ADDRESS = ("{limit} Generates came from your network in the last hour, the most the arena allows; try again in "
                  "{wait}.")
+SIGN_INS = "{limit} new sign-ins came from your network in the last hour, the most the arena allows; try again in {wait}."
 DISK_LOW = ("The server is short of disk space, so the live arena makes no new images for now (the studies go on). "
             "Try again later.")
 BUDGET_FULL = ("The live arena has used its disk space for images, so it makes no new images for now (the studies go "
@@ -56,6 +57,15 @@ class ArenaBudget:
     def __post_init__(self) -> None:
         self.per_session = Window(self.config.arena_per_session_per_hour)
         self.per_address = Window(self.config.arena_per_address_per_hour)
+        # new arena raters (rows in the database) per address: twice its Generates, so a session refused by its
+        # own limit can sign in again and use the rest of the address's Generates
+        self.sign_ins = Window(2 * self.config.arena_per_address_per_hour)
+
+    def admit_sign_in(self, address: str) -> None:
+        """Raise :class:`ArenaRefused` when ``address`` has made too many new arena raters in the last hour."""
+        if self.config.arena_limited and address:
+            key = network_of(address) if ":" in address else address
+            self._take(self.sign_ins, key, SIGN_INS, self.sign_ins.limit)
 
     def image_bytes(self) -> int:
         return presentation_png_size(self.config.presentation_size)

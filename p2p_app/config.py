@@ -74,7 +74,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Limits on live-arena generation per address and per signed-in session: \"auto\" (on when no "
         "access_code is set), \"on\" or \"off\". The disk budget and the free-space reserve apply always.",
     ),
-    Setting("arena_per_address_per_hour", 30, "Live-arena Generates one address may run in any hour (0: no limit)."),
+    Setting("arena_per_address_per_hour", 30, "Live-arena Generates one address may run in any hour (0: no limit); new arena "
+            "sign-ins per address are limited to twice this."),
     Setting("arena_per_session_per_hour", 20,
             "Live-arena Generates one signed-in arena session may run in any hour (0: no limit)."),
     Setting(

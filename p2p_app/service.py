@@ -329,6 +329,11 @@ class P2PApp:
                 raise UserError("That resume code is not right.")
             return RaterSession.of(rater)
         name = check_name(name)
+        if self.arena_budget is not None:  # a new rater is a row: new sign-ins per address are limited too
+            try:
+                self.arena_budget.admit_sign_in(address)
+            except ArenaRefused as exc:
+                raise UserError(str(exc)) from None
         rater = self.storage.sign_in_rater(name, LIVE_STUDY)
         return RaterSession.of(rater, rater.token or "")
 
@@ -878,10 +883,11 @@ class P2PApp:
         infos = []
         for image_id in trial.shown_order:
             info = self.storage.image(image_id)
-            if info is None or not Path(info.file_path).is_file():
-                raise UserError("An image of this trial is missing on the server; tell the study team.")
-            if self.integrity.check(info.id, info.file_path, info.sha256):
-                raise UserError(DAMAGED_IMAGE)
+            if info is None:
+                raise UserError(MISSING_IMAGE)
+            problem = self.integrity.check(info.id, info.file_path, info.sha256)  # logged and listed for the admin
+            if problem:
+                raise UserError(MISSING_IMAGE if not Path(info.file_path).is_file() else DAMAGED_IMAGE)
             infos.append(info)
         tokens = self.presentations.issue(trial.rater_pk, trial.id, [(i.id, i.file_path, i.sha256) for i in infos])
         panels = [Panel(pos, info.id, info.file_path, token)
@@ -905,6 +911,7 @@ class P2PApp:
 
 
 MAX_MARKS_PER_PANEL = 20
+MISSING_IMAGE = "An image of this trial is missing on the server; tell the study team."
 DAMAGED_IMAGE = (
     "An image of this item is damaged on the server (its file no longer matches the checksum recorded when it was "
     "made), so the item is not shown; tell the study team. Nothing you submitted is affected."

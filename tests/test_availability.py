@@ -80,6 +80,13 @@ def test_a_generate_flood_is_held_per_session_and_per_address_not_for_others(tmp
         assert not made and "from your network" in text
         other = client(url, "203.0.113.5")  # someone else is not held up by the flood
         assert generate(other, sign_in(other, "Dr Elsewhere"))[0]
+        texts = []
+        for i in range(5):  # new raters (database rows) from one address: twice its Generates an hour, 6 here
+            page = client(url, "198.51.100.66")
+            ids3 = arena(page)
+            page.set(ids3["name"], f"flooder {i}")
+            texts.append(message_of(page, page.trigger(ids3["signin"])))
+        assert ["new sign-ins" in t for t in texts] == [False] * 4 + [True]
     assert app.storage.count_arena_images() == 4 * 3  # refused Generates wrote nothing
     app.storage.close()
 
