@@ -13,14 +13,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 
-from gradio.data_classes import ImageData
-
 from ..limits import client_address
 from ..service import P2PApp, ShownTrial, UserError
 from ..storage import AccessDenied, StorageError
 from ..blinding import panel_label
 from ..study import Question
 from ..tidy import CHOSEN_REAL, RANK_PREFIX
+from .images import BlindImage, presentation_url
 
 log = logging.getLogger(__name__)
 
@@ -84,38 +83,6 @@ def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None,
 def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
     """Stored marks (position → points) as the page's ``p2p-marks`` field shows them."""
     return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
-
-
-# The page's image URLs: one opaque token per presentation (p2p_app/serving.py), answered by files.PresentationFiles
-# from the stored file; Gradio never copies these images into its cache.
-PRESENTATION_PREFIX = "/gradio_api/file=p2p/"
-
-
-def presentation_url(token: str) -> str:
-    return f"{PRESENTATION_PREFIX}{token}.png"
-
-
-class BlindImage(gr.Image):
-    """A ``gr.Image`` whose value is a presentation URL (:func:`presentation_url`): shown as is, never moved into
-    Gradio's file cache (where a folder named by the bytes' hash would tell a repeat, and every shown image would
-    be stored a second time)."""
-
-    is_template = True  # the page uses Gradio's own image widget ("image"), not a custom one
-
-    def postprocess(self, value: Any) -> ImageData | None:
-        if isinstance(value, str) and value.startswith(PRESENTATION_PREFIX):
-            return ImageData(path=value, url=value, orig_name="image.png", mime_type="image/png")
-        return super().postprocess(value)
-
-    def move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
-        if isinstance(url_or_file_path, str) and url_or_file_path.startswith(PRESENTATION_PREFIX):
-            return url_or_file_path
-        return super().move_resource_to_block_cache(url_or_file_path)
-
-    async def async_move_resource_to_block_cache(self, url_or_file_path: Any) -> str | None:
-        if isinstance(url_or_file_path, str) and url_or_file_path.startswith(PRESENTATION_PREFIX):
-            return url_or_file_path
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
 
 
 def address_of(app: P2PApp, request: gr.Request | None) -> str:
