@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from p2p_app.startup import create
 
     data = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
-    app = create(data_dir=data)
+    app = create(data_dir=data, arena_limits="off")  # one client generates many times on purpose
 
     # 1. wrapper ÷ raw on the same tiny model
     with Registry([ModelSpec.from_dict({"name": "msdm", "family": "msdm", "source": "tiny:msdm", "modality": "colonoscopy"})],

@@ -44,7 +44,8 @@ import sys
 sys.path[:0] = [{root!r}]
 from p2p_app.startup import create
 from p2p_app.ui import serve
-app = create({config!r}, data_dir={data!r}, database_url={db!r}, model_dir={models!r})
+app = create({config!r}, data_dir={data!r}, database_url={db!r}, model_dir={models!r},
+             arena_limits='off')  # a load test, not a flood: every rater is on 127.0.0.1
 serve(app, port={port})
 """
 

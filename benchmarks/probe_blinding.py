@@ -18,6 +18,7 @@ two attacks, printing how often each names the model (chance: 1 / number of pane
     farthest from the generated images' mean.
 
     python benchmarks/probe_blinding.py [--trials 12] [--model-dir DIR]
+    python benchmarks/probe_blinding.py --repeats [--model-dir DIR]   # (c) repeats and catch screens (issue 23)
 
 ``--model-dir`` reuses tiny models built before (the first build takes about a minute on 2 cores).
 """
@@ -171,7 +172,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--model-dir", default="")
     parser.add_argument("--seed", type=int, default=0, help="the attacker's coin for ties")
+    parser.add_argument("--repeats", action="store_true",
+                        help="only (c): find repeat and catch screens by comparing image URLs and byte hashes")
     args = parser.parse_args()
+    if args.repeats:
+        repeats_probe(args.model_dir)
+        return
 
     from p2p_app import reader
     from p2p_app.study import study_key
@@ -180,7 +186,7 @@ def main() -> None:
     coin = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        app = create(data_dir=tmp, **({"model_dir": args.model_dir} if args.model_dir else {}))
+        app = create(data_dir=tmp, arena_limits="off", **({"model_dir": args.model_dir} if args.model_dir else {}))
         st = next(s for s in app.studies.values() if s.id == "radiology_pilot")
         app.studies = {study_key(st): st}
         report = reader.prepare_study(app, st)
@@ -253,6 +259,18 @@ def main() -> None:
     print(f"  (a) header order: the newest panel is the real image on {newest_real}/{n}; "
           f"pairs in generation order {pair_hits}/{pairs} = {pair_hits / pairs:.0%}")
     print(f"  (b) byte size: the odd-sized panel is the real image on {size_real}/{n}")
+
+
+def repeats_probe(model_dir: str) -> None:
+    """(c) Planned repeats and catch screens, as a script sees them: a side-by-side study with repeats and catch
+    screens walked by three raters; a screen is flagged when one of its image URLs, or the sha256 of one of its
+    downloaded images, was on an earlier screen (the same rater's, or any rater's). Prints the rate on repeat/catch
+    screens and on the others: equal rates (here both 0) mean the script does no better than chance. The same
+    measurement is part 4 of benchmarks/bench_availability.py, which also runs it on another checkout (``--root``)."""
+    import subprocess
+
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_availability.py"), "--only", "study"]
+    subprocess.run(cmd + (["--model-dir", model_dir] if model_dir else []), check=True)
 
 
 if __name__ == "__main__":

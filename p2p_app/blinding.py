@@ -94,6 +94,7 @@ class Panel:
     position: int
     image_id: str
     path: str
+    token: str = ""  # the opaque per-presentation token of the page's image URL (p2p_app.serving)
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ checked against this list. Model entries (``[[models]]``) are passed to ``genera
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -73,6 +74,39 @@ SETTINGS: tuple[Setting, ...] = (
         "Set it through the environment in production rather than in a file.",
         env="P2P_ADMIN_PASSWORD",
     ),
+    Setting(
+        "arena_limits",
+        "auto",
+        "Limits on live-arena generation per address and per signed-in session: \"auto\" (on when no "
+        "access_code is set), \"on\" or \"off\". The disk budget and the free-space reserve apply always.",
+    ),
+    Setting("arena_per_address_per_hour", 30, "Live-arena Generates one address may run in any hour (0: no limit); new arena "
+            "sign-ins per address are limited to twice this."),
+    Setting("arena_per_session_per_hour", 20,
+            "Live-arena Generates one signed-in arena session may run in any hour (0: no limit)."),
+    Setting(
+        "arena_disk_budget_mb",
+        2000,
+        "Disk budget of live-arena images in MB: past it, unrated arena images older than 15 minutes are deleted; "
+        "when that is not enough the arena refuses new Generates. Study images never count and are never deleted.",
+    ),
+    Setting(
+        "disk_reserve_mb",
+        1024,
+        "Free disk space in MB kept for studies: below it the live arena refuses new Generates (study submits go on).",
+    ),
+    Setting(
+        "behind_proxy",
+        False,
+        "The server sits behind one reverse proxy: a client's address is the last X-Forwarded-For hop (always "
+        "so on a Hugging Face Space). Used by the per-address limits.",
+    ),
+    Setting(
+        "admin_trusted_networks",
+        [],
+        "Addresses or networks (CIDR, e.g. \"203.0.113.7\" or \"10.0.0.0/8\") whose admin sign-ins are never "
+        "slowed down by the sign-in throttle: the owner's known address.",
+    ),
     Setting("presentation_size", 512, "Every image is re-encoded to this square pixel size before a rater sees it."),
     Setting("max_prompt_chars", 1000, "Longest prompt a rater may type, in characters."),
     Setting(
@@ -119,6 +153,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 _SETTING_NAMES = {s.name for s in SETTINGS}
 ARENA_JUDGEMENTS = ("scores", "ranking", "choice")
+ARENA_LIMITS = ("auto", "on", "off")
 """Values of ``arena_judgement``; a trial is judged by "scores" or "ranking" (``AppConfig.arena_judgements``)."""
 _SECTIONS = {"models", "examples"}
 
@@ -143,6 +178,23 @@ class AppConfig:
     arena_judgement: str = "scores"
     model_token: str = field(default="", repr=False)
     model_timeout: int = 300
+    arena_limits: str = "auto"
+    arena_per_address_per_hour: int = 30
+    arena_per_session_per_hour: int = 20
+    arena_disk_budget_mb: int = 2000
+    disk_reserve_mb: int = 1024
+    behind_proxy: bool = False
+    admin_trusted_networks: tuple[str, ...] = ()
+
+    @property
+    def arena_limited(self) -> bool:
+        """Whether the per-address and per-session Generate limits apply (``arena_limits``)."""
+        return self.arena_limits == "on" or (self.arena_limits == "auto" and not self.access_code)
+
+    @property
+    def trusts_forwarded_for(self) -> bool:
+        """Take a client's address from the proxy's X-Forwarded-For (``behind_proxy``, or on a Space)."""
+        return self.behind_proxy or bool(os.environ.get("SPACE_ID"))
 
     @property
     def arena_judgements(self) -> tuple[str, ...]:
@@ -215,6 +267,19 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
     if values["model_timeout"] <= 0:
         raise ConfigError(f"{path}: setting 'model_timeout' must be a positive number of seconds, "
                           f"got {values['model_timeout']!r}")
+    if values["arena_limits"] not in ARENA_LIMITS:
+        raise ConfigError(f"{path}: setting 'arena_limits' must be one of {', '.join(ARENA_LIMITS)}, "
+                          f"got {values['arena_limits']!r}")  # fmt: skip
+    for name in ("arena_per_address_per_hour", "arena_per_session_per_hour", "arena_disk_budget_mb",
+                 "disk_reserve_mb"):
+        if values[name] < 0:
+            raise ConfigError(f"{path}: setting {name!r} must be 0 or more, got {values[name]!r}")
+    for net in values["admin_trusted_networks"]:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path}: setting 'admin_trusted_networks': {net!r} is not an address or network "
+                              "(e.g. \"203.0.113.7\" or \"10.0.0.0/8\")") from None
     if values["arena_judgement"] not in ARENA_JUDGEMENTS:
         raise ConfigError(f"{path}: setting 'arena_judgement' must be one of {', '.join(ARENA_JUDGEMENTS)}, "
                           f"got {values['arena_judgement']!r}")  # fmt: skip
@@ -261,4 +326,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         arena_judgement=values["arena_judgement"],
         model_token=values["model_token"],
         model_timeout=values["model_timeout"],
+        arena_limits=values["arena_limits"],
+        arena_per_address_per_hour=values["arena_per_address_per_hour"],
+        arena_per_session_per_hour=values["arena_per_session_per_hour"],
+        arena_disk_budget_mb=values["arena_disk_budget_mb"],
+        disk_reserve_mb=values["disk_reserve_mb"],
+        behind_proxy=values["behind_proxy"],
+        admin_trusted_networks=tuple(values["admin_trusted_networks"]),
     )

@@ -84,8 +84,8 @@ def prepare_study(
     for s in slots:
         if s.is_real and s.key not in stored:
             info = app.add_real_image(s.real_path, s.prompt, study.modality, prompt_id=s.prompt_id)
-            app.storage.set_study_slot(row.pk, s.key, info.id)
-            imported += 1
+            # another server preparing the same folder may have filled the slot first: its image stays, ours goes
+            imported += app.storage.set_study_slot(row.pk, s.key, info.id, first_wins=True) == info.id
     failures = tuple(f"{j.model} {j.prompt_id} seed {j.seed}: {msg}" for j, msg in batch.failures)
     catch_made = make_catch_images(app, study, row.pk) if not failures else 0
     frozen_row = row
@@ -174,8 +174,7 @@ def make_catch_images(app: P2PApp, study: StudyDefinition, study_pk: int) -> int
             model=s.model, source=s.source, prompt=s.prompt, prompt_id=s.prompt_id, modality=study.modality,
             seed=s.seed, params={"catch": s.catch, "catch_kind": s.catch_kind, "derived_from": s.derive_from},
         )
-        app.storage.set_study_slot(study_pk, s.key, info.id)
-        made += 1
+        made += app.storage.set_study_slot(study_pk, s.key, info.id, first_wins=True) == info.id
     return made
 
 

@@ -21,7 +21,10 @@ from generators import BackendUnavailable, GenerationError, Generator, Registry,
 from generators.base import check_modality, strictest, too_many_tokens
 
 from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
+from .budget import ArenaBudget, ArenaRefused
 from .config import AppConfig
+from .limits import Backoff, network_of
+from .serving import BrokenImage, Integrity, Presentations, png_variant
 from .storage import (
     LIVE_STUDY,
     AccessDenied,
@@ -275,6 +278,14 @@ class P2PApp:
     studies: Mapping[str, StudyDefinition] = field(default_factory=dict)  # "id@vN" → definition
     readiness: Readiness = field(default_factory=Readiness, repr=False)  # background start-up progress
     _rng: secrets.SystemRandom = field(default_factory=secrets.SystemRandom, repr=False)
+    presentations: Presentations = field(default_factory=Presentations, repr=False)  # serving.py: image tokens
+    integrity: Integrity = field(default_factory=Integrity, repr=False)  # sha256 of served images, checked once
+    code_guesses: Backoff = field(default_factory=lambda: Backoff(free=5, base=1.0, cap=300.0), repr=False)
+    arena_budget: ArenaBudget | None = field(default=None, repr=False)  # budget.py; made from config and storage
+
+    def __post_init__(self) -> None:
+        if self.arena_budget is None:
+            self.arena_budget = ArenaBudget(self.config, self.storage)
 
     def close(self) -> None:
         self.registry.close()
@@ -286,20 +297,48 @@ class P2PApp:
         expected = self.config.admin_password
         return bool(expected) and hmac.compare_digest(expected.encode(), (password or "").encode())
 
-    def sign_in(self, name: str, access_code: str = "", resume_code: str = "") -> RaterSession:
+    def _guess_keys(self, address: str) -> tuple[str, ...]:
+        return (f"addr:{address}", f"net:{network_of(address)}") if address else ()
+
+    def _check_guesses(self, address: str) -> None:
+        """Refuse a code or token attempt from an address (and its network) that guessed wrong too often lately:
+        exponential backoff after a few free tries (``limits.Backoff``); right codes never count."""
+        keys = self._guess_keys(address)
+        verdict = self.code_guesses.check(*keys) if keys else None
+        if verdict is not None and not verdict.allowed:
+            raise UserError(f"Too many wrong codes were tried from your network; try again in {verdict.wait_text()}.")
+
+    def _wrong_guess(self, address: str) -> None:
+        keys = self._guess_keys(address)
+        if keys:
+            self.code_guesses.failed(f"addr:{address}")
+            # the network key fills four times slower: neighbours behind one NAT are not locked out by one guesser
+            if self.code_guesses.failures(f"addr:{address}") % 4 == 0:
+                self.code_guesses.failed(f"net:{network_of(address)}")
+
+    def sign_in(self, name: str, access_code: str = "", resume_code: str = "", address: str = "") -> RaterSession:
         """Arena sign-in. A name alone makes a NEW rater (names are display only, never identity) and the
         returned session carries its personal resume code (``new_code``) to show once; the resume code
-        signs the same rater in again."""
+        signs the same rater in again. ``address``: the client's address; wrong codes from it are throttled."""
         expected = self.config.access_code
+        if expected or clean_line(resume_code):
+            self._check_guesses(address)
         if expected and not hmac.compare_digest(expected.encode(), clean_line(access_code).encode()):
+            self._wrong_guess(address)
             raise UserError("The access code is not right.")
         code = clean_line(resume_code)
         if code:
             rater = self.storage.rater_by_token(code)
             if rater is None or rater.study_key != LIVE_STUDY:
+                self._wrong_guess(address)
                 raise UserError("That resume code is not right.")
             return RaterSession.of(rater)
         name = check_name(name)
+        if self.arena_budget is not None:  # a new rater is a row: new sign-ins per address are limited too
+            try:
+                self.arena_budget.admit_sign_in(address)
+            except ArenaRefused as exc:
+                raise UserError(str(exc)) from None
         rater = self.storage.sign_in_rater(name, LIVE_STUDY)
         return RaterSession.of(rater, rater.token or "")
 
@@ -456,20 +495,47 @@ class P2PApp:
             original_path=str(path),
         )
 
+    # ------------------------------------------------------------------ serving images
+    def presentation(self, token: str) -> bytes | None:
+        """The bytes a page's image URL (its opaque token, ``serving.Presentations``) stands for, or None: an
+        unknown or expired token, or a file that fails its sha256 check (never served broken). The bytes are the
+        stored PNG with its data chunks re-split by the token (``serving.png_variant``): the same pixels and
+        length for every presentation, other bytes."""
+        shown = self.presentations.get(token) if isinstance(token, str) else None
+        if shown is None or self.integrity.check(shown.image_id, shown.path, shown.sha256):
+            return None
+        try:
+            data = Path(shown.path).read_bytes()
+        except OSError:
+            return None
+        return png_variant(data, token)
+
+    def broken_images(self) -> list[BrokenImage]:
+        """Images refused because their file is missing or does not match its sha256 (since this server started)."""
+        return self.integrity.broken()
+
     # ------------------------------------------------------------------ live arena
     def live_generate(
-        self, session: RaterSession, modality: str, prompt: str, progress: ProgressFn | None = None
+        self, session: RaterSession, modality: str, prompt: str, progress: ProgressFn | None = None,
+        address: str = "",
     ) -> ShownTrial:
         """Generate one image per model of ``modality``, store a shuffled trial, return its blinded panels.
 
         All images are made before anything is returned (arrival order would reveal the slow model).
-        If any model fails, no trial is stored and the rater gets a message to retry.
+        If any model fails, no trial is stored and the rater gets a message to retry. Before anything is made
+        the arena's limits, free-space reserve and disk budget are checked (``budget.ArenaBudget``; ``address``
+        is the client's address for the per-address limit).
         """
         self._check_live_session(session)
         clean = self.check_prompt(modality, prompt)
         stored = self.presenter and clean in self.arena_examples(modality)  # a pack prompt: its stored images
         images: list[ImageInfo] = self._pregenerated(modality, clean) if stored else []
         generators = [] if stored else self.generators_for(modality)
+        if generators and self.arena_budget is not None:  # stored pack images write nothing
+            try:
+                self.arena_budget.admit(session.public_id, address, len(generators))
+            except ArenaRefused as exc:
+                raise UserError(str(exc)) from None
         seed = self._rng.randrange(2**31)
         for i, gen in enumerate(generators):
             if progress:
@@ -564,14 +630,20 @@ class P2PApp:
             return str(exc)
         return ""
 
-    def linked_study(self, token: str = "", study: str = "") -> str | None:
+    def linked_study(self, token: str = "", study: str = "", address: str = "", count: bool = True) -> str | None:
         """The key of the study a page link names, or None: a personal ``?token=`` link names its rater's study;
-        ``?study=`` names one by key (``id@vN``) or by id (its latest version here)."""
+        ``?study=`` names one by key (``id@vN``) or by id (its latest version here). A wrong token counts as a
+        wrong guess of ``address`` (with ``count``: one call per page load does); a throttled address's token is
+        not looked up."""
         token = token.strip() if isinstance(token, str) else ""
         if token:
-            rater = self.storage.rater_by_token(token)
-            if rater is not None and rater.study_key in self.studies:
-                return rater.study_key
+            keys = self._guess_keys(address)
+            if not keys or self.code_guesses.check(*keys).allowed:
+                rater = self.storage.rater_by_token(token)
+                if rater is not None and rater.study_key in self.studies:
+                    return rater.study_key
+                if count:
+                    self._wrong_guess(address)
         wanted = study.strip() if isinstance(study, str) else ""
         if not wanted:
             return None
@@ -590,7 +662,7 @@ class P2PApp:
         except ValueError:
             raise UserError(f"{name!r} is not a rater of this study.") from None
 
-    def study_sign_in(self, study: StudyDefinition, *, token: str = "", name: str = "") -> RaterSession:
+    def study_sign_in(self, study: StudyDefinition, *, token: str = "", name: str = "", address: str = "") -> RaterSession:
         """Who may sign in, and as whom (README, "Rater identity"):
 
         * a personal token (invite link ``?token=…`` or the resume code shown at first sign-in) signs in its
@@ -602,8 +674,10 @@ class P2PApp:
         key = study_key(study)
         token = (token or "").strip() if isinstance(token, str) else ""
         if token:
+            self._check_guesses(address)
             rater = self.storage.rater_by_token(token)
             if rater is None or rater.study_key != key:
+                self._wrong_guess(address)
                 raise UserError(BAD_INVITE)
             return RaterSession.of(rater)
         if not study.open:  # a typed name is never an identity here: say what to do instead
@@ -832,12 +906,18 @@ class P2PApp:
         mark_artifacts: bool = False,
         marks: Mapping[int, Sequence[tuple[float, float]]] | None = None,
     ) -> ShownTrial:
-        panels = []
-        for pos, image_id in enumerate(trial.shown_order, start=1):
+        infos = []
+        for image_id in trial.shown_order:
             info = self.storage.image(image_id)
-            if info is None or not Path(info.file_path).is_file():
-                raise UserError("An image of this trial is missing on the server; tell the study team.")
-            panels.append(Panel(pos, image_id, info.file_path))
+            if info is None:
+                raise UserError(MISSING_IMAGE)
+            problem = self.integrity.check(info.id, info.file_path, info.sha256)  # logged and listed for the admin
+            if problem:
+                raise UserError(MISSING_IMAGE if not Path(info.file_path).is_file() else DAMAGED_IMAGE)
+            infos.append(info)
+        tokens = self.presentations.issue(trial.rater_pk, trial.id, [(i.id, i.file_path, i.sha256) for i in infos])
+        panels = [Panel(pos, info.id, info.file_path, token)
+                  for pos, (info, token) in enumerate(zip(infos, tokens), start=1)]  # fmt: skip
         return ShownTrial(
             trial_id=trial.id,
             prompt=trial.prompt,
@@ -857,6 +937,11 @@ class P2PApp:
 
 
 MAX_MARKS_PER_PANEL = 20
+MISSING_IMAGE = "An image of this trial is missing on the server; tell the study team."
+DAMAGED_IMAGE = (
+    "An image of this item is damaged on the server (its file no longer matches the checksum recorded when it was "
+    "made), so the item is not shown; tell the study team. Nothing you submitted is affected."
+)
 
 
 def check_active_seconds(value: object) -> float | None:

@@ -52,7 +52,7 @@ def create(
         config_path, data_dir=str(data_dir) if data_dir is not None else None, database_url=database_url, **overrides
     )
     studies = load_studies(config)
-    storage = Storage(config.resolved_database_url, config.image_dir, must_exist=read_only)
+    storage = Storage(config.resolved_database_url, config.image_dir, must_exist=read_only, data_dir=config.data_dir)
     if registry is None:
         registry = Registry(config.models, cache_dir=config.model_cache_dir, token=config.model_token,
                             timeout=config.model_timeout)

@@ -353,9 +353,11 @@ def _rater_info(r: Rater) -> RaterInfo:
     return RaterInfo(r.id, r.public_id, r.name, r.study_key, r.slot, r.token)
 
 
-def _image_info(i: Image) -> ImageInfo:
+def _image_info(i: Image, root: Path) -> ImageInfo:
+    """The row as a record; its stored path (relative to the data folder since revision 0004) made absolute."""
     return ImageInfo(
-        i.id, i.model, i.source, i.prompt, i.prompt_id, i.modality, i.seed, i.file_path, i.sha256, i.width, i.height
+        i.id, i.model, i.source, i.prompt, i.prompt_id, i.modality, i.seed, str(root / i.file_path), i.sha256,
+        i.width, i.height,
     )
 
 
@@ -443,33 +445,66 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+READ_ONLY_DATA = (
+    "The data folder {folder} cannot be written ({reason}): the server could not store a rating, a rater or an "
+    "image there. Make it writable, or point --data-dir / P2P_DATA_DIR (and --database-url) at a writable folder."
+)
+
+
+def check_writable(*folders: Path | None) -> None:
+    """Write and remove a probe file in each folder; a StorageError naming the folder when that fails (a
+    read-only mount, a full disk, wrong permissions), before any rater meets it."""
+    for folder in folders:
+        if folder is None:
+            continue
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".p2p-write-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StorageError(READ_ONLY_DATA.format(folder=folder, reason=exc.strerror or exc)) from None
+
+
 class Storage:
     """Owns the engine and the image folder; exposes intent-named reads and writes."""
 
-    def __init__(self, url: str, image_dir: str | Path, *, must_exist: bool = False):
+    def __init__(self, url: str, image_dir: str | Path, *, must_exist: bool = False, data_dir: str | Path | None = None):
         """Open (or create) the database at ``url``; with ``must_exist`` a SQLite file that is not there is a
-        :class:`MissingDatabase` error and nothing is created (what read-only commands use)."""
+        :class:`MissingDatabase` error and nothing is created (what read-only commands use).
+
+        Image paths are stored relative to ``data_dir`` (default: the image folder's parent, which is the data
+        folder of the app), so a moved or restored data folder still finds its images."""
         self.url = url
         self.image_dir = Path(image_dir)
+        self.data_dir = (Path(data_dir) if data_dir is not None else self.image_dir.parent).resolve()
         db_path = url.split("///", 1)[-1] if url.startswith("sqlite") else ""
         if must_exist and db_path and db_path != ":memory:" and not Path(db_path).is_file():
             raise MissingDatabase(db_path)
-        if not must_exist:
-            self.image_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if not must_exist:
+                self.image_dir.mkdir(parents=True, exist_ok=True)
+            if url.startswith("sqlite") and db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(READ_ONLY_DATA.format(folder=self.image_dir.parent, reason=exc.strerror or exc)) from None
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
             if "///" in url and db_path and db_path != ":memory:" and not db_path.startswith("file:"):
                 # one connection per concurrent request thread (Gradio runs up to 40 handlers at once)
                 kwargs.update(pool_size=10, max_overflow=50)
+        if not must_exist:  # a read-only data folder is refused here, not at every rater's sign-in
+            sqlite_dir = Path(db_path).parent if url.startswith("sqlite") and db_path and db_path != ":memory:" \
+                and not db_path.startswith("file:") else None
+            check_writable(self.image_dir, sqlite_dir)
+            if sqlite_dir is not None and Path(db_path).exists() and not os.access(db_path, os.W_OK):
+                raise StorageError(READ_ONLY_DATA.format(folder=sqlite_dir, reason=f"{Path(db_path).name} is read-only"))
         self.is_sqlite = url.startswith("sqlite")
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin)
-        migrations.upgrade(self.engine)  # a new database gets every revision; an old one is upgraded
+        migrations.upgrade(self.engine, data_dir=self.data_dir)  # a new database gets every revision; an old one is upgraded
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.engine.execution_options(p2p_read=True), expire_on_commit=False)
         # SQLite has one writer at a time: writers of this process queue here, in order, instead of polling
@@ -579,14 +614,20 @@ class Storage:
     def image_by_cache_key(self, cache_key: str) -> ImageInfo | None:
         with self._read() as s:
             i = s.scalars(select(Image).where(Image.cache_key == cache_key)).first()
-            if i is None or not Path(i.file_path).is_file():
+            if i is None or not (self.data_dir / i.file_path).is_file():
                 return None
-            return _image_info(i)
+            return _image_info(i, self.data_dir)
 
     def image(self, image_id: str) -> ImageInfo | None:
         with self._read() as s:
             i = s.get(Image, image_id)
-            return _image_info(i) if i else None
+            return _image_info(i, self.data_dir) if i else None
+
+    def stored_path(self, path: Path) -> str:
+        """What the database keeps for an image file: its path relative to the data folder (absolute only for a
+        file outside it)."""
+        resolved = path.resolve()
+        return resolved.relative_to(self.data_dir).as_posix() if resolved.is_relative_to(self.data_dir) else str(resolved)
 
     @_retried
     def add_image(
@@ -637,7 +678,7 @@ class Storage:
                     params=params or {},
                     cache_key=cache_key,
                     sha256=sha256,
-                    file_path=str(path.resolve()),
+                    file_path=self.stored_path(path),
                     original_path=original_path,
                     width=size,
                     height=size,
@@ -645,7 +686,7 @@ class Storage:
                 )
                 s.add(row)
                 s.flush()
-                return _image_info(row)
+                return _image_info(row, self.data_dir)
         except IntegrityError:
             path.unlink(missing_ok=True)
             if cache_key is not None:
@@ -663,7 +704,7 @@ class Storage:
             rows = s.scalars(
                 select(Image).where(Image.prompt == prompt, Image.modality == modality, Image.source == "generated")
             )
-            return [_image_info(i) for i in rows]
+            return [_image_info(i, self.data_dir) for i in rows]
 
     def generated_prompts(self, modality: str) -> list[str]:
         """The distinct prompts that have generated images of ``modality``, in first-stored order."""
@@ -679,6 +720,62 @@ class Storage:
     def count_images(self) -> int:
         with self._read() as s:
             return s.scalar(select(func.count()).select_from(Image)) or 0
+
+    @staticmethod
+    def _arena_images():
+        """Live-arena images: generated for a typed prompt (no prompt id: batch and study images always have one)
+        and in no study's image slots."""
+        return select(Image).where(Image.source == "generated", Image.prompt_id == "",
+                                   Image.id.not_in(select(StudySlot.image_id)))  # fmt: skip
+
+    def count_arena_images(self) -> int:
+        """How many live-arena images are stored (what the arena's disk budget counts)."""
+        with self._read() as s:
+            return s.scalar(select(func.count()).select_from(self._arena_images().subquery())) or 0
+
+    @_retried
+    def delete_unrated_arena_images(self, older_than: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of the oldest live-arena images made before ``older_than`` that no stored answer,
+        mark, study slot or live trial still on screen uses, with the unsubmitted live trials from before
+        ``older_than`` that showed them (abandoned screens: they could never be submitted without their images).
+        A submitted trial's images and every study image stay. Rows go in one transaction; files after it.
+        Returns how many images were deleted."""
+        if limit <= 0:
+            return 0
+        with self._tx() as s:
+            candidates = list(s.scalars(
+                self._arena_images().with_only_columns(Image.id)
+                .where(Image.created_at < older_than, Image.id.not_in(select(Rating.image_id)),
+                       Image.id.not_in(select(Mark.image_id)))
+                .order_by(Image.created_at).limit(limit * 4)
+            ))  # fmt: skip
+            if not candidates:
+                return 0
+            wanted = set(candidates)
+            kept: set[str] = set()  # images a live trial still needs: a submitted one, or one still on screen
+            stale: list[Trial] = []
+            for t in s.scalars(select(Trial).where(Trial.study_pk.is_(None))):
+                ids = wanted.intersection(t.shown_order or ())
+                if not ids:
+                    continue
+                if t.submitted_at is None and _aware(t.shown_at) < older_than:
+                    stale.append(t)
+                else:
+                    kept |= ids
+            doomed = [i for i in candidates if i not in kept][:limit]
+            doomed_set = set(doomed)
+            for t in stale:  # a stale trial goes only if every image of it that is an arena image goes
+                if doomed_set.issuperset(wanted.intersection(t.shown_order)):
+                    s.delete(t)
+                else:
+                    doomed_set -= set(t.shown_order)
+            rows = list(s.scalars(select(Image).where(Image.id.in_(doomed_set))))
+            paths = [self.data_dir / r.file_path for r in rows]
+            for r in rows:
+                s.delete(r)
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
 
     # ------------------------------------------------------------------ studies
     def study(self, study_id: str, version: int) -> StudyRecord | None:
@@ -729,18 +826,35 @@ class Storage:
             return self._study_record(st)
 
     @_retried
-    def set_study_slot(self, study_pk: int, slot_key: str, image_id: str) -> None:
+    def set_study_slot(self, study_pk: int, slot_key: str, image_id: str, *, first_wins: bool = False) -> str:
+        """Put ``image_id`` in a slot of a study that is not frozen; returns the image the slot holds.
+
+        ``first_wins`` (an image the caller has just made for this slot: a real or catch image): a slot that
+        already holds an image keeps it, also in a study frozen meanwhile (two servers preparing one folder), and
+        the new image, which nothing else uses, is deleted (row and file) instead of being left an orphan."""
         with self._tx() as s:
             st = s.get(Study, study_pk)
             if st is None:
                 raise StorageError(f"no study #{study_pk}")
-            if st.frozen_at is not None:
-                raise StorageError(f"study {st.key} is frozen: its images cannot change")
             existing = s.get(StudySlot, (study_pk, slot_key))
-            if existing is None:
-                s.add(StudySlot(study_pk=study_pk, slot_key=slot_key, image_id=image_id))
+            if first_wins and existing is not None and existing.image_id != image_id:
+                loser = s.get(Image, image_id)
+                used = s.scalar(select(func.count()).select_from(StudySlot).where(StudySlot.image_id == image_id))
+                path = self.data_dir / loser.file_path if loser is not None and not used else None
+                if path is not None:
+                    s.delete(loser)
+                winner = existing.image_id
             else:
-                existing.image_id = image_id
+                if st.frozen_at is not None:
+                    raise StorageError(f"study {st.key} is frozen: its images cannot change")
+                if existing is None:
+                    s.add(StudySlot(study_pk=study_pk, slot_key=slot_key, image_id=image_id))
+                else:
+                    existing.image_id = image_id
+                return image_id
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return winner
 
     def study_slots(self, study_pk: int) -> dict[str, ImageInfo]:
         with self._read() as s:
@@ -749,7 +863,7 @@ class Storage:
                     StudySlot.study_pk == study_pk
                 )
             ).all()
-            return {key: _image_info(img) for key, img in rows}
+            return {key: _image_info(img, self.data_dir) for key, img in rows}
 
     @_retried
     def freeze_study(self, study_pk: int, images_hash: str) -> StudyRecord:

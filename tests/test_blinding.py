@@ -59,6 +59,17 @@ def sign_in_and_generate(page: BrowserSession, name: str, prompt: str = PROMPT) 
     return ids, out, shown
 
 
+def pixels(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as im:
+        return im.convert("RGB").tobytes()
+
+
+def gradio_cache() -> Path:
+    from p2p_app.ui.guard import gradio_cache_dir
+
+    return gradio_cache_dir()
+
+
 def headers_of(r: httpx.Response) -> dict[str, str]:
     return {k.lower(): v for k, v in r.headers.items()}
 
@@ -100,18 +111,24 @@ def test_live_trial_images_are_indistinguishable_over_http(server):
     ids, out, shown = sign_in_and_generate(page, "Dr Probe")
     bodies = check_one_trial_is_indistinguishable(page.http, shown, app.config.presentation_size)
 
-    # the page shows the stored order: panel i is the image stored at position i (by content hash)
+    # the page shows the stored order: panel i is the image stored at position i (by its pixels: the served bytes
+    # are the stored PNG with its data chunks re-split per presentation, so they differ from the stored file's)
     rater = next(r for r in app.storage.raters(LIVE_STUDY) if r.name == "Dr Probe")
     (trial,) = app.storage.trials_for(rater.pk, None)
     stored = [app.storage.image(i) for i in trial.shown_order]
-    assert [hashlib.sha256(b).hexdigest() for b in bodies] == [im.sha256 for im in stored]
+    assert [pixels(b) for b in bodies] == [pixels(Path(im.file_path).read_bytes()) for im in stored]
+    assert all(hashlib.sha256(b).hexdigest() != im.sha256 for b, im in zip(bodies, stored))
     assert [page.components[c]["props"]["label"] for c in ids["images"]] == ["Image A", "Image B", "Image C"]
-    assert [Path(v["url"]).name for v in shown] == [f"{i}.png" for i in trial.shown_order]
+    # the URL names an opaque per-presentation token: not the image id, not a content hash, not Gradio's cache
+    for v, im in zip(shown, stored):
+        assert v["url"].startswith(f"{url}/gradio_api/file=p2p/") and im.id not in json.dumps(v)
+        assert im.sha256 not in json.dumps(v) and "/tmp/" not in json.dumps(v)
 
-    # no file, neither the stored one nor Gradio's cached copy, carries a time that orders the images
-    for im, v in zip(stored, shown):
+    # the stored file carries no time that orders the images, and Gradio's cache holds no copy of any image
+    for im in stored:
         assert os.stat(im.file_path).st_mtime == PRESENTATION_MTIME
-        assert os.stat(v["path"]).st_mtime == PRESENTATION_MTIME
+    assert not [p for p in gradio_cache().rglob("*.png") if p.stat().st_size == presentation_png_size(512)
+                and pixels(p.read_bytes()) in [pixels(b) for b in bodies]]  # fmt: skip
 
     # no model name in the event output, the file URLs and names, or any header of a file response
     text = json.dumps(out)
@@ -130,11 +147,13 @@ def test_forged_ids_other_trials_and_data_paths_reveal_nothing(server):
     # Another trial's file (a URL only Bob's page was given) is served like Alice's own: same length, same headers.
     check_one_trial_is_indistinguishable(alice.http, [mine[0], theirs[0]], app.config.presentation_size)
 
-    # A forged id, a real image's file in the data folder, and a path that exists nowhere: the same answer.
-    cache_dir = str(Path(mine[0]["path"]).parent)
+    # A forged token, a forged id, a real image's file in the data folder, and a path that exists nowhere: the same
+    # answer (the rater app serves no file path at all, only presentation tokens).
     real_file = next(Path(app.config.image_dir).glob("*.png"))
     probes = {
-        "forged id in the cache folder": f"{cache_dir}/{'0' * 32}.png",
+        "forged token": f"p2p/{'A' * 22}.png",
+        "a token with its letters changed": "p2p/" + Path(mine[0]["url"]).name.swapcase(),
+        "forged id in the cache folder": f"{gradio_cache()}/{'0' * 32}.png",
         "forged id in the data folder": f"{real_file.parent}/{'0' * 32}.png",
         "a real image's stored file": str(real_file),
         "nowhere": f"/nonexistent/{'1' * 32}.png",
@@ -250,7 +269,7 @@ def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_sid
         bodies = check_one_trial_is_indistinguishable(page.http, shown, app.config.presentation_size)
         (trial,) = [t for t in app.storage.trials_for(rater.pk, row.pk) if t.submitted_at is None]
         stored = [app.storage.image(i) for i in trial.shown_order]
-        assert [hashlib.sha256(b).hexdigest() for b in bodies] == [im.sha256 for im in stored]
+        assert [pixels(b) for b in bodies] == [pixels(Path(im.file_path).read_bytes()) for im in stored]
         with_real += any(im.source == "real" for im in stored)
         screens += 1
         for c in realism + alignment:

@@ -1,4 +1,4 @@
-"""Issue 10 guards that need no server: admin sign-in throttling, submits whose outcome is unknown, the cached
+"""Issue 10 guards that need no server: admin sign-in checks and throttling (issue 23: per address), submits whose outcome is unknown, the cached
 assignment plan, text hygiene, Markdown escaping."""
 
 from __future__ import annotations
@@ -24,30 +24,45 @@ class FakeClock:
         self.now += seconds
 
 
-def test_admin_sign_in_slows_down_then_locks(tmp_path, demo_registry):
-    from p2p_app.ui.admin import LOCKOUT_SECONDS, MAX_FAILURES, AdminGate
+def test_admin_gate_checks_user_and_password_at_once(tmp_path, demo_registry):
+    from p2p_app.ui.admin import AdminGate
 
     app = make_app(tmp_path / "d", demo_registry, admin_password="right-one")
-    clock = FakeClock()
-    gate = AdminGate(app, clock=clock, sleep=clock.sleep)
+    gate = AdminGate(app)
     run = asyncio.run
     assert run(gate.check("admin", "right-one"))
     assert not run(gate.check("root", "right-one"))  # the user name is checked too
-    for _ in range(MAX_FAILURES - 2):
+    for _ in range(50):  # wrong passwords lock nothing here: the throttle is per address (test_availability.py)
         assert not run(gate.check("admin", "guess"))
-    assert clock.slept == sorted(clock.slept) and clock.slept[0] == 0.5 and clock.slept[-1] == 8.0  # growing
-    assert not run(gate.check("admin", "guess"))  # the MAX_FAILURES-th: locked
-    assert not run(gate.check("admin", "right-one"))  # even the right password, while locked
-    clock.now += LOCKOUT_SECONDS + 1
-    assert run(gate.check("admin", "right-one")) and gate.failures == 0
+    assert run(gate.check("admin", "right-one"))
+
+
+def test_login_throttle_backs_off_per_address_never_globally():
+    from p2p_app.limits import Backoff
+    from p2p_app.ui.guard import LoginThrottle
+
+    clock = FakeClock()
+    throttle = LoginThrottle(Backoff(free=5, base=1.0, cap=900.0, clock=clock), trusted=("192.0.2.0/24",))
+    waits = []
+    for _ in range(12):
+        verdict = throttle.check("198.51.100.7")
+        if not verdict.allowed:
+            waits.append(verdict.retry_after)
+            clock.now += verdict.retry_after
+        throttle.failed("198.51.100.7")
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]  # five free tries, then doubling
+    assert throttle.check("203.0.113.9").allowed  # another address: no wait at all
+    assert throttle.check("198.51.100.8").allowed  # a neighbour keeps its free tries (the network key fills slowly)
+    for _ in range(100):
+        throttle.failed("192.0.2.10")  # the owner's trusted network is never slowed down
+    assert throttle.check("192.0.2.10").allowed
 
 
 def test_no_admin_password_opens_nothing(tmp_path, demo_registry):
     from p2p_app.ui.admin import AdminGate
 
     app = make_app(tmp_path / "d", demo_registry, admin_password="")
-    clock = FakeClock()
-    assert not asyncio.run(AdminGate(app, clock=clock, sleep=clock.sleep).check("admin", ""))
+    assert not asyncio.run(AdminGate(app).check("admin", ""))
 
 
 PROMPT = "colonoscopy image with a single sessile polyp of 5-10 mm, no instruments"

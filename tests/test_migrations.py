@@ -66,3 +66,44 @@ def test_a_database_of_release_53ee3b6_upgrades_on_open_without_losing_a_row(tmp
     again = Storage(f"sqlite:///{db}", tmp_path / "images")  # opening again is a no-op
     again.close()
     assert counts(db) == after
+
+
+def test_0004_stores_image_paths_relative_to_the_data_folder_so_a_moved_folder_still_works(tmp_path):
+    from p2p_app.blinding import new_image_id, presentation_png, sha256_hex
+    from PIL import Image
+
+    data = tmp_path / "data"
+    storage = Storage(f"sqlite:///{data / 'p2p.sqlite'}", data / "images")
+    png = presentation_png(Image.new("RGB", (64, 64), (200, 30, 30)), 64)
+    info = storage.add_image(image_id=new_image_id(), png=png, sha256=sha256_hex(png), size=64, model="m",
+                             source="generated", prompt="p", modality="colonoscopy")  # fmt: skip
+    storage.close()
+    with sqlite3.connect(data / "p2p.sqlite") as con:  # a new image is stored relative to the data folder
+        assert con.execute("SELECT file_path FROM images").fetchone()[0] == f"images/{info.id}.png"
+        # a database of revision 0003 held the absolute path: put it back that way
+        con.execute("UPDATE images SET file_path = ?", (str((data / "images" / f"{info.id}.png").resolve()),))
+        con.execute("UPDATE alembic_version SET version_num = '0003'")
+    Storage(f"sqlite:///{data / 'p2p.sqlite'}", data / "images").close()  # opening upgrades it
+    with sqlite3.connect(data / "p2p.sqlite") as con:
+        assert con.execute("SELECT file_path FROM images").fetchone()[0] == f"images/{info.id}.png"
+    moved = tmp_path / "restored" / "p2p_data"
+    moved.parent.mkdir()
+    data.rename(moved)  # a data folder moved or restored elsewhere: the old location is gone
+    again = Storage(f"sqlite:///{moved / 'p2p.sqlite'}", moved / "images")
+    found = again.image(info.id)
+    assert Path(found.file_path) == (moved / "images" / f"{info.id}.png").resolve()
+    assert Path(found.file_path).read_bytes() == png
+    again.close()
+
+
+def test_0004_converts_a_release_database_whose_folder_has_moved(tmp_path):
+    db = tmp_path / "old.sqlite"
+    shutil.copy(FIXTURE, db)
+    with sqlite3.connect(db) as con:
+        old = dict(con.execute("SELECT id, file_path FROM images").fetchall())
+    assert all(p.startswith("/") for p in old.values())  # absolute paths of a folder that no longer exists
+    storage = Storage(f"sqlite:///{db}", tmp_path / "images")
+    storage.close()
+    with sqlite3.connect(db) as con:
+        new = dict(con.execute("SELECT id, file_path FROM images").fetchall())
+    assert new == {i: f"images/{i}.png" for i in old}

@@ -21,11 +21,13 @@ HERE = Path(__file__).resolve().parent
 PRE_MIGRATION_RELEASE = "0001"  # the schema of release 53ee3b6, made before migrations existed
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, data_dir: Path | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     if connection is not None:
         cfg.attributes["connection"] = connection
+    if data_dir is not None:  # revision 0004 makes image paths under it relative
+        cfg.attributes["data_dir"] = str(data_dir)
     return cfg
 
 
@@ -33,9 +35,10 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def upgrade(engine: Engine) -> None:
+def upgrade(engine: Engine, data_dir: Path | None = None) -> None:
     """Bring the database behind ``engine`` to the newest schema, in one transaction (on SQLite it begins
-    IMMEDIATE, so two processes opening one new database do not both migrate it)."""
+    IMMEDIATE, so two processes opening one new database do not both migrate it). ``data_dir``: the data folder
+    the database's image paths are relative to (revision 0004)."""
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
         if sqlite:  # SQLite rebuilds a table to alter it; foreign keys must be off, and only outside a transaction
@@ -43,7 +46,7 @@ def upgrade(engine: Engine) -> None:
         try:
             with connection.begin():
                 tables = set(inspect(connection).get_table_names())
-                cfg = alembic_config(connection)
+                cfg = alembic_config(connection, data_dir)
                 if "alembic_version" not in tables and "raters" in tables:
                     command.stamp(cfg, PRE_MIGRATION_RELEASE)
                 command.upgrade(cfg, "head")

@@ -13,7 +13,7 @@ from ..service import P2PApp
 from . import guard
 from .admin import AdminGate, build_admin
 from .arena import build_arena
-from .common import page_css, page_js
+from .common import address_of, page_css, page_js
 from .files import install as install_blind_file_headers
 from .study import build_study
 
@@ -41,7 +41,8 @@ def build_rater_app(app: P2PApp) -> gr.Blocks:
 
             def on_landing(request: gr.Request) -> dict:
                 query = request.query_params if request else {}
-                named = app.linked_study(token=query.get("token") or "", study=query.get("study") or "")
+                named = app.linked_study(token=query.get("token") or "", study=query.get("study") or "",
+                                         address=address_of(app, request))
                 return {top_tabs: gr.Tabs(selected=STUDIES_TAB if named else ARENA_TAB)}
 
             demo.load(on_landing, None, top_tabs, api_visibility="private", queue=False)
@@ -66,7 +67,9 @@ def create_server(app: P2PApp):
     from fastapi.responses import RedirectResponse
 
     server = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    install_blind_file_headers(server)  # file responses: no Last-Modified/ETag/ranges (p2p_app/ui/files.py)
+    # the rater pages' images (opaque per-presentation URLs, served from the stored files) and file responses
+    # without Last-Modified/ETag/ranges (p2p_app/ui/files.py)
+    install_blind_file_headers(server, app.presentation)
 
     @server.get("/admin", include_in_schema=False)
     def admin_without_slash() -> RedirectResponse:  # the mounted app answers only below /admin/
@@ -75,7 +78,8 @@ def create_server(app: P2PApp):
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=page_css())
     gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check, **common)
     gr.mount_gradio_app(server, build_rater_app(app), path="", js=page_js(), **common)
-    guard.install(server)
+    cfg = app.config
+    guard.install(server, guard.LoginThrottle(trusted=cfg.admin_trusted_networks, behind_proxy=cfg.trusts_forwarded_for))
     return server
 
 

@@ -3,19 +3,17 @@
 Sign-in is Gradio's own login for the mounted app (``auth=`` in create_server, :class:`AdminGate`): a correct
 password sets a random HttpOnly access-token cookie that the server maps to the admin, and every route of the
 admin app (config, queue, files, deep links) requires it. The Gradio session id plays no part, and no password
-ever sits in a component. Every handler also checks ``request.username`` on the server. Failed attempts are
-answered ever more slowly and lock the login for a while after ``MAX_FAILURES``. Exports are written to a
+ever sits in a component. Every handler also checks ``request.username`` on the server. Wrong passwords are
+throttled per address and network (p2p_app/ui/guard.py), never for everyone. Exports are written to a
 private temp folder that is emptied as soon as Gradio has its copy; that copy is deleted once downloaded
 (p2p_app/ui/guard.py) and Gradio's cache of the admin app is cleared of anything older than 15 minutes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import tempfile
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -33,46 +31,23 @@ from .common import guarded
 
 FIGURE_SLOTS = 6
 ADMIN_USER = "admin"
-MAX_FAILURES = 10  # consecutive wrong passwords before the login locks
-LOCKOUT_SECONDS = 300.0
 log = logging.getLogger(__name__)
 
 
 class AdminGate:
-    """Gradio's ``auth`` callable for the admin app: user ``admin`` and the configured password.
+    """Gradio's ``auth`` callable for the admin app: user ``admin`` and the configured password, compared in
+    constant time and at once. Wrong passwords are throttled per address and per network before they get here
+    (``ui.guard.LoginThrottle``, exponential backoff); there is no global lock or shared delay, so no one can keep
+    the owner out from another address, and a signed-in admin (the cookie) never passes through here."""
 
-    Wrong attempts are answered after a growing delay (0.5 s, 1 s, 2 s … at most 8 s) and, after
-    ``MAX_FAILURES`` in a row, every attempt (right or wrong) is refused for ``LOCKOUT_SECONDS``. Attempts are
-    taken one at a time, so parallel guessing gains nothing. The counter is per server process."""
-
-    def __init__(self, app: P2PApp, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(self, app: P2PApp):
         self.app = app
-        self.clock = clock
-        self.sleep = sleep
-        self.failures = 0
-        self.locked_until = 0.0
-        self._lock = asyncio.Lock()
 
     async def check(self, username: str, password: str) -> bool:
         """Pass this bound coroutine function as ``auth=`` (Gradio awaits it only if it is one: an object with an
         async ``__call__`` would be called without awaiting, and the coroutine object is truthy)."""
-        async with self._lock:
-            if self.clock() < self.locked_until:
-                log.warning("admin login refused: locked after %d wrong passwords", self.failures)
-                return False
-            ok = hmac.compare_digest((username or "").encode(), ADMIN_USER.encode()) & self.app.check_admin(password)
-            if ok:
-                self.failures = 0
-                return True
-            self.failures += 1
-            if self.failures >= MAX_FAILURES:
-                self.locked_until = self.clock() + LOCKOUT_SECONDS
-                log.warning("admin login locked for %.0f s after %d wrong passwords", LOCKOUT_SECONDS, self.failures)
-            await self.sleep(self.delay())
-            return False
-
-    def delay(self) -> float:
-        return min(8.0, 0.5 * 2 ** max(0, self.failures - 1)) if self.failures else 0.0
+        return bool(hmac.compare_digest((username or "").encode(), ADMIN_USER.encode())
+                    & self.app.check_admin(password))
 
 
 def _choices(app: P2PApp) -> list[tuple[str, str]]:
@@ -141,7 +116,8 @@ def build_admin(app: P2PApp) -> None:
         result = analyze(df, n_boot=200, seed=0, marks=marks if len(marks) else None)
         figs = list(figures(result, df, progress=None if key == LIVE_STUDY else prog).values())[:FIGURE_SLOTS]
         updates = {
-            summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."),
+            summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."
+                                 + damaged_note(app)),
             raters_table: prog,
             per_hour: hours.astype({"hour": str}) if not hours.empty else hours,
             short_table: short,
@@ -195,3 +171,15 @@ def build_admin(app: P2PApp) -> None:
                (report_btn, "report"))
     for btn, kind in buttons:
         btn.click(download_handler(kind), which, [download, message], api_visibility="private")
+
+
+def damaged_note(app: P2PApp) -> str:
+    """Images refused to raters because their file is missing or fails its sha256 (p2p_app/serving.py), as
+    Markdown; "" when there are none."""
+    broken = app.broken_images()
+    if not broken:
+        return ""
+    lines = "\n".join(f"- `{b.image_id}` ({b.path}): {b.problem}" for b in broken[:50])
+    more = f"\n- … and {len(broken) - 50} more (see the serve log)" if len(broken) > 50 else ""
+    return (f"\n\n⚠️ **{len(broken)} image(s) are not shown to raters because their file is damaged or missing** "
+            f"(run `p2p study verify`):\n{lines}{more}")

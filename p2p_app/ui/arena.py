@@ -8,8 +8,8 @@ import gradio as gr
 
 from ..service import LIVE_QUESTIONS, PRESENTER_PROMPTS, P2PApp, UserError
 from .common import (
-    NEXT_ITEM, add_noop, build_panels, guarded, md_escape, page_field, page_measures, read_answers, resume_note,
-    show_trial,
+    NEXT_ITEM, add_noop, address_of, build_panels, guarded, md_escape, page_field, page_measures, read_answers,
+    resume_note, show_trial,
 )
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
@@ -79,8 +79,8 @@ def build_arena(app: P2PApp) -> None:
     guard = guarded(message)
 
     @guard
-    def on_sign_in(name_value: str, resume_value: str, code_value: str) -> dict:
-        rater = app.sign_in(name_value, code_value, resume_code=resume_value)
+    def on_sign_in(name_value: str, resume_value: str, code_value: str, request: gr.Request) -> dict:
+        rater = app.sign_in(name_value, code_value, resume_code=resume_value, address=address_of(app, request))
         note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         return {
             session: rater.without_code(),  # the clear code is shown once, never kept
@@ -108,9 +108,11 @@ def build_arena(app: P2PApp) -> None:
         return {prompt: gr.Textbox(value=sample[0] if sample else "")}
 
     @guard
-    def on_generate(rater, modality_value: str, prompt_value: str, mode=None, progress=gr.Progress()) -> dict:
+    def on_generate(rater, modality_value: str, prompt_value: str, mode=None, progress=gr.Progress(),
+                    request: gr.Request = None) -> dict:  # fmt: skip
         mode = app.check_judgement(judgements[0] if mode is None else mode)
-        shown = app.live_generate(rater, modality_value, prompt_value, progress=lambda f, d: progress(f, desc=d))
+        shown = app.live_generate(rater, modality_value, prompt_value, progress=lambda f, d: progress(f, desc=d),
+                                  address=address_of(app, request))  # fmt: skip
         shown_panels = {}
         for j, widgets in panel_sets.items():
             shown_panels |= show_trial(widgets, shown if j == mode else None)

@@ -13,11 +13,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import gradio as gr
 
-from ..service import ShownTrial, UserError
+from ..limits import client_address
+from ..service import P2PApp, ShownTrial, UserError
 from ..storage import AccessDenied, StorageError
 from ..blinding import panel_label
 from ..study import Question
 from ..tidy import CHOSEN_REAL, RANK_PREFIX
+from .images import BlindImage, presentation_url
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +65,38 @@ def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None,
     if not isinstance(marks_text, str) or not marks_text.strip():
         return active, None
     try:
-        data = json.loads(marks_text)
-        if not isinstance(data, dict):
+        pairs = json.loads(marks_text, object_pairs_hook=list)  # every key as sent, duplicates included
+        if not isinstance(pairs, list) or not all(isinstance(p, tuple) for p in pairs):
             raise ValueError
-        marks = {int(position): points for position, points in data.items()}
-    except ValueError:
+        listed = [(int(position), points) for position, points in pairs]
+    except (ValueError, TypeError):
         raise UserError("The page sent unreadable marks; nothing was saved. Reload the page and mark again.") from None
+    marks: dict[int, Any] = {}
+    for position, points in listed:  # "1" and "01" (or "1" twice) name one image: never merge them silently
+        if position in marks:
+            raise UserError(f"The page sent the marks of image position {position} twice; nothing was saved. "
+                            "Reload the page and mark again.")
+        marks[position] = points
     return active, marks
 
 
 def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
     """Stored marks (position → points) as the page's ``p2p-marks`` field shows them."""
     return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
+
+
+def address_of(app: P2PApp, request: gr.Request | None) -> str:
+    """The client's address for the per-address limits ("" when unknown): the TCP peer, or behind a trusted proxy
+    the proxy's last X-Forwarded-For hop (setting ``behind_proxy``)."""
+    if request is None:
+        return ""
+    client = getattr(request, "client", None)
+    host = getattr(client, "host", None) or ""
+    try:
+        headers = dict(request.headers or {})
+    except (TypeError, ValueError):
+        headers = {}
+    return client_address((host, 0) if host else None, headers, app.config.trusts_forwarded_for)
 
 
 # The class of a button that puts the next item on screen (Submit, Previous item, Generate): once the screen shows
@@ -131,7 +153,7 @@ class PanelWidgets:
         return out
 
     def show(self, label: str | None, path: str | None, answers: dict | None = None) -> dict:
-        """Updates that show ``path`` (or hide the panel) with the given stored answers, or none."""
+        """Updates that show ``path`` (a presentation URL; None hides the panel) with the given stored answers."""
         answers = answers or {}
         updates: dict = {
             self.column: gr.Column(visible=path is not None),
@@ -167,7 +189,7 @@ def _panel_row(
         for i in range(n):
             with gr.Column(visible=False, min_width=220, elem_classes=["p2p-panel"]) as col:
                 # shown at its own pixel size at most (never upscaled by default; assets/reading.css)
-                image = gr.Image(
+                image = BlindImage(
                     label=f"Image {chr(65 + i)}",
                     type="filepath",
                     format="png",
@@ -197,7 +219,7 @@ def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict
     shown = list(trial.panels) if trial else []
     for i, widgets in enumerate(panels):
         if i < len(shown):
-            updates |= widgets.show(shown[i].label, shown[i].path, trial.answers.get(i + 1))
+            updates |= widgets.show(shown[i].label, presentation_url(shown[i].token), trial.answers.get(i + 1))
         else:
             updates |= widgets.show(None, None)
     return updates

@@ -52,6 +52,47 @@ class BlindFileHeaders:
         await self.app(scope, receive, send_blind)
 
 
-def install(server: Any) -> None:
-    """Add :class:`BlindFileHeaders` to a Starlette/FastAPI app (outermost, so it sees every file route)."""
+PRESENTATION_ROUTE = "/gradio_api/file=p2p/"  # + "<token>.png": ui.common.presentation_url
+NOT_FOUND = b'{"error": "Not found."}'
+
+
+class PresentationFiles:
+    """ASGI middleware answering the rater pages' image URLs (``/gradio_api/file=p2p/<token>.png``) from the
+    stored files through ``P2PApp.presentation``: an opaque token per presentation, the file's sha256 checked,
+    bytes re-split per token, nothing copied to Gradio's cache. GET and HEAD only; anything else, an unknown
+    token or a refused image is the same 404."""
+
+    def __init__(self, app: ASGIApp, presentation: Callable[[str], bytes | None]) -> None:
+        self.app = app
+        self.presentation = presentation
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+        path = scope.get("path", "") if scope.get("type") == "http" else ""
+        if PRESENTATION_ROUTE not in path or path.startswith("/admin"):
+            await self.app(scope, receive, send)
+            return
+        name = path.split(PRESENTATION_ROUTE, 1)[1]
+        token = name[:-4] if name.endswith(".png") else ""
+        data = None
+        if scope.get("method") in ("GET", "HEAD") and token and "/" not in token:
+            import anyio
+
+            data = await anyio.to_thread.run_sync(self.presentation, token)
+        if data is None:
+            await _answer(send, 404, b"application/json", NOT_FOUND, True)
+            return
+        await _answer(send, 200, b"image/png", data, scope.get("method") == "GET")
+
+
+async def _answer(send: Callable[[Message], Awaitable[None]], status: int, kind: bytes, body: bytes, with_body: bool) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body if with_body else b""})
+
+
+def install(server: Any, presentation: Callable[[str], bytes | None] | None = None) -> None:
+    """Add :class:`PresentationFiles` (when ``presentation`` is given) and :class:`BlindFileHeaders` around it to a
+    Starlette/FastAPI app (so the blind headers apply to every file route, the presentation route included)."""
+    if presentation is not None:
+        server.add_middleware(PresentationFiles, presentation=presentation)
     server.add_middleware(BlindFileHeaders)

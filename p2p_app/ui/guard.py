@@ -3,25 +3,38 @@
 * Request bodies: at most ``MAX_BODY_BYTES`` (1 MiB) — by Content-Length up front, and counted while streaming
   for bodies without one; a larger body gets 413 before anything parses it.
 * ``/gradio_api/upload`` (and its progress route) is closed: the app has no upload component.
+* The rater app's ``/gradio_api/deep_link`` is closed: a snapshot of a session would carry the resume code
+  shown once at sign-in, and each call writes a file.
 * ``queue/join`` with an event index (``fn_index``) the app does not have, or a body that is not a JSON object,
   gets 400 with a message instead of a bare 500.
-* The rater app's file routes serve only image files; exports (CSV, Parquet, HTML) are never reachable there.
-* The admin app's exports are deleted from Gradio's file cache once downloaded.
+* The rater app's file routes serve only its presentation images (``/gradio_api/file=p2p/<token>.png``, answered
+  by ``files.PresentationFiles``); every other file path there gets the same 404, whether or not it exists.
+* The admin app's file routes go to Gradio, which asks for the admin cookie first: an outsider gets the same 401
+  for a path that exists and one that does not. Its exports are deleted from Gradio's cache once downloaded.
+* Admin sign-in (``POST /admin/login``) is throttled per address and per network (:class:`LoginThrottle`):
+  exponential backoff after a few free tries, a 429 with ``Retry-After`` while waiting, never a global lock.
+* A ``queue/join`` body nested deeper than ``MAX_JSON_DEPTH`` gets 400 (it used to be a bare 500).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
+from ..limits import Backoff, Verdict, client_address, in_networks, network_of
+
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
+MAX_JSON_DEPTH = 64
+PRESENTATION_ROUTE = "/gradio_api/file=p2p/"  # files.PRESENTATION_ROUTE
 IMAGE_SUFFIXES = frozenset({".png", ".webp", ".jpg", ".jpeg"})
 ADMIN_PREFIX = "/admin"
 
@@ -46,14 +59,61 @@ def _file_path(path: str) -> str | None:
     return None
 
 
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+class LoginThrottle:
+    """Exponential backoff of wrong admin passwords per address and per network (``limits.Backoff``). An address
+    in ``trusted`` (setting ``admin_trusted_networks``) is never slowed down. The network key counts one failure
+    per four of one address, so neighbours behind one NAT keep their free tries."""
+
+    def __init__(self, backoff: Backoff | None = None, trusted: tuple[str, ...] = (), behind_proxy: bool = False):
+        self.backoff = backoff or Backoff(free=5, base=1.0, cap=900.0)
+        self.trusted = trusted
+        self.behind_proxy = behind_proxy
+
+    def address(self, scope: Scope) -> str:
+        return client_address(scope.get("client"), scope.get("headers") or [], self.behind_proxy)
+
+    def keys(self, address: str) -> tuple[str, ...]:
+        return (f"addr:{address}", f"net:{network_of(address)}")
+
+    def check(self, address: str) -> Verdict:
+        if in_networks(address, self.trusted):
+            return Verdict(True)
+        return self.backoff.check(*self.keys(address))
+
+    def failed(self, address: str) -> None:
+        if in_networks(address, self.trusted):
+            return
+        addr, net = self.keys(address)
+        self.backoff.failed(addr)
+        if self.backoff.failures(addr) % 4 == 0:
+            self.backoff.failed(net)
+
+    def succeeded(self, address: str) -> None:
+        self.backoff.succeeded(f"addr:{address}")
+
+
 class RequestGuard:
     """ASGI middleware; ``fn_indices(path)`` gives the event indices of the Gradio app that serves ``path``."""
 
     def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None] | None = None,
-                 max_body: int = MAX_BODY_BYTES):  # fmt: skip
+                 max_body: int = MAX_BODY_BYTES, login: LoginThrottle | None = None,
+                 api_names: Callable[[str, bool], set[str] | None] | None = None):  # fmt: skip
         self.app = app
         self.fn_indices = fn_indices
+        self.api_names = api_names  # (path, public only) -> endpoint names Gradio can resolve there
         self.max_body = max_body
+        self.login = login or LoginThrottle()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,9 +124,14 @@ class RequestGuard:
         if path.endswith("/gradio_api/upload") or path.endswith("/gradio_api/upload_progress"):
             await _reply(send, 403, "Uploads are closed: this app takes no files.")
             return
-        file_path = _file_path(path)
-        if file_path is not None and not admin and Path(file_path).suffix.lower() not in IMAGE_SUFFIXES:
+        if not admin and path.rstrip("/").endswith("/gradio_api/deep_link"):
+            # the rater pages use no deep links; a snapshot would hold a session's values (a resume code shown
+            # once) and write a file per call
             await _reply(send, 404, "Not found.")
+            return
+        file_path = _file_path(path)
+        if file_path is not None and not admin and PRESENTATION_ROUTE not in path:
+            await _reply(send, 404, "Not found.")  # the rater pages' images come only from the presentation route
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
@@ -82,13 +147,22 @@ class RequestGuard:
         if scope.get("method") == "POST" and path.endswith("/gradio_api/queue/join"):
             await self._join(scope, receive, send)
             return
+        call = api_call(path) if scope.get("method") == "POST" else None
+        if call is not None:
+            await self._join(scope, receive, send, call)
+            return
+        if scope.get("method") == "POST" and admin and path.rstrip("/") == ADMIN_PREFIX + "/login":
+            await self._login(scope, receive, send)
+            return
         if file_path is not None and admin:
             await self._download_once(scope, receive, send, file_path)
             return
         await self.app(scope, _limited(receive, self.max_body), send)
 
-    async def _join(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Read the (bounded) body, check it names a real event, then hand it on unchanged."""
+    async def _join(self, scope: Scope, receive: Receive, send: Send, call: tuple[str, str] | None = None) -> None:
+        """Read the (bounded) body, check it names a real event, then hand it on unchanged. ``call``: a named
+        endpoint's route and name (``/run/<name>``, ``/call/<name>``, ``/call/v2/<name>``): the body's
+        ``fn_index`` (what the page's unqueued events send to ``/run/predict``) or else the name must resolve."""
         chunks, more = [], True
         total = 0
         while more:
@@ -105,15 +179,24 @@ class RequestGuard:
         raw = b"".join(chunks)
         try:
             payload = json.loads(raw)
-        except ValueError:
-            await _reply(send, 400, "The request body is not JSON.")
+        except (ValueError, RecursionError):
+            await _reply(send, 400, "The request body is not JSON (or nests too deeply).")
+            return
+        if json_depth(payload) > MAX_JSON_DEPTH:
+            await _reply(send, 400, f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
             return
         if not isinstance(payload, dict):
             await _reply(send, 400, "The request body must be a JSON object.")
             return
         fn_index = payload.get("fn_index")
         known = self.fn_indices(scope.get("path", "")) if self.fn_indices else None
-        if known is not None and (isinstance(fn_index, bool) or not isinstance(fn_index, int) or fn_index not in known):
+        named = call is not None and fn_index is None and call[0] != "call/v2"
+        if named or (call is not None and call[0] == "call/v2"):  # resolved by name
+            names = self.api_names(scope.get("path", ""), call[0] == "call/v2") if self.api_names else None
+            if names is not None and call[1] not in names:
+                await _reply(send, 400, f"Unknown or private endpoint {call[1][:100]!r}.")
+                return
+        elif known is not None and (isinstance(fn_index, bool) or not isinstance(fn_index, int) or fn_index not in known):
             await _reply(send, 400, f"Unknown event {fn_index!r}.")
             return
         sent = False
@@ -127,15 +210,39 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
+    async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An admin sign-in attempt: refused at once (429) while its address or network must wait; otherwise
+        Gradio's login answers, and a wrong password (400/401) counts against the address."""
+        address = self.login.address(scope)
+        verdict = self.login.check(address)
+        if not verdict.allowed:  # not logged: a flood of refusals must not become a flood of log lines
+            await _reply(send, 429, f"Too many wrong passwords from your address; try again in {verdict.wait_text()}.",
+                         extra=[(b"retry-after", str(max(1, math.ceil(verdict.retry_after))).encode())])
+            return
+        # counted as a failure before it is checked, so parallel tries cannot slip in during one evaluation; a right
+        # password clears the count again
+        self.login.failed(address)
+
+        async def watch(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status < 300:
+                    self.login.succeeded(address)
+                else:
+                    wait = self.login.check(address).retry_after
+                    if wait > 0:  # one line per wrong password that was checked (the backoff bounds how many)
+                        log.warning("admin sign-in: wrong password from %s; its next try waits %.0f s", address, wait)
+            await send(message)
+
+        await self.app(scope, _limited(receive, self.max_body), watch)
+
     async def _download_once(self, scope: Scope, receive: Receive, send: Send, file_path: str) -> None:
         """Serve an admin file; an export (not an image) in Gradio's cache is deleted after a full download.
 
-        The file is unlinked just before the last body message goes out, so by the time the client has the
-        whole file it is gone (a second request cannot race the deletion); a file that is gone is a 404."""
+        Whether the path exists is not looked at here: Gradio asks for the admin cookie first, so an outsider gets
+        one answer for every path. The file is unlinked just before the last body message goes out, so by the
+        time the client has the whole file it is gone (a second request cannot race the deletion)."""
         target = Path(file_path)
-        if not target.is_file():
-            await _reply(send, 404, "Not found.")
-            return
         export = scope.get("method") == "GET" and target.suffix.lower() not in IMAGE_SUFFIXES
         status = 0
 
@@ -179,17 +286,18 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return inner
 
 
-async def _reply(send: Send, status: int, text: str) -> None:
+async def _reply(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"error": text}).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(extra or [])]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 
-def install(server: Any) -> None:
+def install(server: Any, login: LoginThrottle | None = None) -> None:
     """Wrap ``server`` (the FastAPI app of create_server) in the guard; event indices come from its mounts."""
 
-    def fn_indices(path: str) -> set[int] | None:
+    def blocks_at(path: str) -> Any:
         from starlette.routing import Mount
 
         best = None
@@ -198,19 +306,40 @@ def install(server: Any) -> None:
                 if best is None or len(route.path) > len(best.path):
                     best = route
         blocks = getattr(getattr(best, "app", None), "get_blocks", None)
+        return blocks() if blocks is not None else None
+
+    def fn_indices(path: str) -> set[int] | None:
+        blocks = blocks_at(path)
+        return None if blocks is None else set(blocks.fns)
+
+    def api_names(path: str, public_only: bool) -> set[str] | None:
+        """Names ``route_utils.get_fn`` resolves; ``call/v2`` resolves only documented (public) endpoints."""
+        blocks = blocks_at(path)
         if blocks is None:
             return None
-        return set(blocks().fns)
+        return {fn.api_name for fn in blocks.fns.values() if isinstance(fn.api_name, str)
+                and (not public_only or getattr(fn, "api_visibility", "public") == "public")}  # fmt: skip
 
-    server.add_middleware(_GuardFactory, fn_indices=fn_indices)
+    server.add_middleware(_GuardFactory, fn_indices=fn_indices, login=login, api_names=api_names)
 
 
 class _GuardFactory(RequestGuard):
-    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None]):
-        super().__init__(app, fn_indices)
+    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None], login: LoginThrottle | None = None,
+                 api_names: Callable[[str, bool], set[str] | None] | None = None):  # fmt: skip
+        super().__init__(app, fn_indices, login=login, api_names=api_names)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         except _TooLarge:
             await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
+
+
+API_CALL = re.compile(r"/gradio_api/(call/v2|call|run|api)/([^/]+)/?$")
+
+
+def api_call(path: str) -> tuple[str, str] | None:
+    """(route, endpoint name) of a named-endpoint call (``…/gradio_api/call/<name>``, ``call/v2``, ``run``), else
+    None."""
+    m = API_CALL.search(path)
+    return (m.group(1), unquote(m.group(2))) if m else None

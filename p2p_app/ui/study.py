@@ -11,7 +11,7 @@ from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import (
-    NEXT_ITEM, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
+    NEXT_ITEM, address_of, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
     resume_note, show_trial,
 )
 
@@ -54,7 +54,8 @@ def build_study(app: P2PApp, demo: gr.Blocks) -> None:
 
     def on_load(request: gr.Request) -> dict:
         query = request.query_params if request else {}
-        key = app.linked_study(token=query.get("token") or "", study=query.get("study") or "")
+        key = app.linked_study(token=query.get("token") or "", study=query.get("study") or "",
+                               address=address_of(app, request), count=False)  # counted once: ui/__init__.py
         if key is None or key not in tab_ids:
             return {tabs: gr.Tabs()}
         return {tabs: gr.Tabs(selected=tab_ids[key])}
@@ -153,7 +154,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     def on_sign_in(name_value: str, resume_value: str, request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
         token = token or (resume_value or "")
-        rater = app.study_sign_in(st, token=token, name="" if token else name_value)
+        rater = app.study_sign_in(st, token=token, name="" if token else name_value, address=address_of(app, request))
         note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         rater = rater.without_code()  # the clear code is shown once, never kept
         shown = app.next_trial(st, rater)
@@ -174,8 +175,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     @guard
     def on_auto_sign_in(request: gr.Request) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
-        rater = app.storage.rater_by_token(token) if token else None
-        if rater is None or rater.study_key != study_key(st):
+        linked = app.linked_study(token=token, address=address_of(app, request), count=False) if token else None
+        if linked != study_key(st):
             return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
         return on_sign_in("", "", request)
 
