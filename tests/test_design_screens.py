@@ -316,3 +316,22 @@ def test_shipped_design_examples_load_with_the_demo_models(app, name):
     st = load_study(ROOT / "studies" / name, known_models=[m.name for m in app.config.models])
     assert st.design == name.split("_", 1)[1] and st.catch_items() and st.rater_groups
     assert any(a.is_catch for s in range(st.n_raters) for a in assignment.rater_sequence(st, s))
+
+
+def test_reused_cached_images_export_this_studys_prompt_id(design_app, tmp_path):
+    """Study B has a prompt with the same text as study A's: its images come from A's generation cache, yet B's
+    export must name B's prompt id, not A's."""
+    app = design_app
+    prepared(app, design_study(tmp_path / "a", "ranking", catch_rate=0.0, catch_kinds=None, rater_groups=None))
+    path = design_study(tmp_path / "b", "ranking", id="other", catch_rate=0.0, catch_kinds=None, rater_groups=None)
+    csv = path.parent / "prompts.csv"
+    csv.write_text(csv.read_text().replace("p1,", "b_first,").replace("p2,", "b_second,"))
+    st = load(path, app)
+    app.studies = {study_key(st): st}
+    report = reader.prepare_study(app, st)
+    assert report.frozen and report.made == 0 and report.reused > 0  # every image reused from study A
+    session = reader.add_rater(app, st, "ann")[0]
+    shown = app.next_trial(st, session)
+    assert app.submit_trial(st, session, shown.trial_id, form_for(st, shown)).status == "stored"
+    df = app.storage.ratings_frame(study_key(st))
+    assert set(df["prompt_id"]) <= {"b_first", "b_second"} and len(df) > 0
