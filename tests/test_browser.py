@@ -200,3 +200,43 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
         page.close()
     assert errors == []
     app.storage.close()
+
+
+def test_generate_shows_progress_makes_one_trial_per_press_and_never_swaps_images(arena_page):
+    """Three fast presses on Generate while the images are made: Generate is disabled and a visible progress
+    block says so, exactly one trial is made, and the images first painted stay on screen (no second trial
+    replaces them under the rater's scores)."""
+    import time
+
+    app, page = arena_page
+    made = app.generate_image
+
+    def slow(*args, **kwargs):  # a slow model: time to see the progress and press again
+        time.sleep(0.7)
+        return made(*args, **kwargs)
+
+    app.generate_image = slow
+    tab = page.get_by_role("tabpanel")
+    tab.get_by_label("Your name").fill("Dr Impatient")
+    tab.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for()
+    page.get_by_label("Prompt").fill(PROMPT)
+    button = page.get_by_role("button", name="Generate")
+    box = button.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for _ in range(3):
+        page.mouse.click(x, y)
+        page.wait_for_timeout(60)
+    status = page.locator(".p2p-generating").first
+    status.get_by_text("Making the images").wait_for()
+    assert status.bounding_box()["height"] >= 20  # a block the rater can see, not a zero-height line
+    assert page.locator("button.p2p-generate").is_disabled()
+    page.mouse.click(x, y)  # a press while disabled does nothing either
+    panels = visible_panels(page)
+    panels.nth(2).locator("img").wait_for()
+    first = [panels.nth(i).locator("img").get_attribute("src") for i in range(3)]
+    page.wait_for_timeout(3_500)  # longer than two more trials would take
+    assert [panels.nth(i).locator("img").get_attribute("src") for i in range(3)] == first
+    (rater,) = app.storage.raters()
+    assert len(app.storage.trials_for(rater.pk, None)) == 1  # one trial for all those presses
+    assert not page.locator("button.p2p-generate").is_disabled()  # ready for the next prompt
