@@ -950,15 +950,20 @@ def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, 
 def _ranking_answers(
     trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
 ) -> list[Answer]:
-    """One ``rank_<key>`` answer per panel and scale question; each must rank every panel once (1..n)."""
-    n = len(trial.shown_order)
+    """One ``rank_<key>`` answer per panel and scale question; each must rank every judged panel once (1..m, m =
+    the panels without "can't judge"). A "can't judge" panel needs no rank: it is stored as can't judge (a rank
+    left in its box is ignored, as a score is)."""
+    n_panels = len(trial.shown_order)
+    cant = {p for p in range(1, n_panels + 1) if (answers.get(p) or {}).get("cant_judge") is True}
+    judged = [p for p in range(1, n_panels + 1) if p not in cant]
+    n = len(judged)
     out: list[Answer] = []
     for q in questions:
         if q.kind != "scale":
             continue
         key = RANK_PREFIX + q.key
         ranks: dict[int, int] = {}
-        for p in range(1, n + 1):
+        for p in judged:
             raw = (answers.get(p) or {}).get(key)
             if raw is None or raw == "":
                 raise UserError(f"{q.label}: rank every image (1 = best); {panel_label(p)} has no rank yet.")
@@ -971,9 +976,11 @@ def _ranking_answers(
             ranks[p] = raw
         if sorted(ranks.values()) != list(range(1, n + 1)):
             twice = sorted({r for r in ranks.values() if list(ranks.values()).count(r) > 1})
-            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once; "
+            but = f" (the {len(cant)} \"can't judge\" image(s) need none)" if cant else ""
+            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once{but}; "
                             f"{', '.join(map(str, twice))} is given twice.")
-        out += [Answer(image_id, key, ranks[p]) for p, image_id in enumerate(trial.shown_order, start=1)]
+        out += [Answer(image_id, key, None, (), True) if p in cant else Answer(image_id, key, ranks[p])
+                for p, image_id in enumerate(trial.shown_order, start=1)]
     return out
 
 

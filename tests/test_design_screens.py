@@ -335,3 +335,22 @@ def test_reused_cached_images_export_this_studys_prompt_id(design_app, tmp_path)
     assert app.submit_trial(st, session, shown.trial_id, form_for(st, shown)).status == "stored"
     df = app.storage.ratings_frame(study_key(st))
     assert set(df["prompt_id"]) <= {"b_first", "b_second"} and len(df) > 0
+
+
+def test_ranking_a_cant_judge_image_needs_no_rank(design_app, tmp_path):
+    """Ranking offers "can't judge": that image needs no rank, the others are ranked 1..m among themselves."""
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "ranking", catch_rate=0.0, catch_kinds=None))
+    session = reader.add_rater(app, st, "ann")[0]
+    shown = app.next_trial(st, session)
+    assert len(shown.panels) == 2
+    cant = {"cant_judge": True, "rank_realism": None, "rank_alignment": None}
+    with pytest.raises(UserError, match="from 1 to 1"):  # the one judged image is ranked among itself
+        app.submit_trial(st, session, shown.trial_id, {1: {"rank_realism": 2, "rank_alignment": 1}, 2: cant})
+    assert app.storage.count_ratings() == 0
+    form = {1: {"rank_realism": 1, "rank_alignment": 1}, 2: {**cant, "rank_realism": 2}}  # a left-over rank: ignored
+    assert app.submit_trial(st, session, shown.trial_id, form).status == "stored"
+    df = app.storage.ratings_frame(study_key(st)).set_index(["position", "question"])
+    assert df.loc[(1, "rank_realism"), "value"] == 1 and not df.loc[(1, "rank_realism"), "cant_judge"]
+    assert df.loc[(2, "rank_realism"), "cant_judge"] and df.loc[(2, "rank_alignment"), "cant_judge"]
+    assert df.loc[(2, "rank_realism"), "value"] != df.loc[(2, "rank_realism"), "value"]  # NaN: no rank
