@@ -354,3 +354,28 @@ def test_ranking_a_cant_judge_image_needs_no_rank(design_app, tmp_path):
     assert df.loc[(1, "rank_realism"), "value"] == 1 and not df.loc[(1, "rank_realism"), "cant_judge"]
     assert df.loc[(2, "rank_realism"), "cant_judge"] and df.loc[(2, "rank_alignment"), "cant_judge"]
     assert df.loc[(2, "rank_realism"), "value"] != df.loc[(2, "rank_realism"), "value"]  # NaN: no rank
+
+
+def test_forced_choice_pick_sits_above_the_ratings(design_app, tmp_path):
+    """The instructions say to pick the real image first: the pick comes before every image's ratings on the page."""
+    from p2p_app.ui import build_rater_app
+
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "forced_choice"))
+    config = build_rater_app(app).get_config_file()
+    labels = {c["id"]: (c.get("props") or {}).get("label") for c in config["components"]}
+
+    def walk(node):
+        yield node["id"]
+        for child in node.get("children", []):
+            yield from walk(child)
+
+    def find(node, label):
+        if labels.get(node["id"]) == label:
+            return node
+        return next((n for c in node.get("children", []) if (n := find(c, label)) is not None), None)
+
+    order = [labels.get(i) for i in walk(find(config["layout"], st.title))]  # the study's tab only
+    pick = order.index("Which image is real?")
+    first_rating = min(order.index(q.label) for q in st.questions if q.label in order)
+    assert pick < first_rating

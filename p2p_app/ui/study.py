@@ -93,10 +93,11 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         if st.mark_artifacts:
             gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
                         "again to remove it). Zoom and pan work as before.")
+        # forced choice: the screen's one pick, above the ratings (the instructions say to pick first; the panel
+        # count is constant, so are the choices)
+        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
                               marks=st.mark_artifacts)
-        # forced choice: the screen's one pick (the panel count is constant, so are the choices)
-        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
         shown_field = page_field("p2p-shown")
         active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
