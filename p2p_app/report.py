@@ -409,6 +409,11 @@ def _raters(a: Analysis) -> go.Figure | None:
     return fig
 
 
+FIGURE_NAMES = ("score_distributions", "means", "roc", "agreement", "position", "progress", "raters", "rater_progress",
+                "forced_choice", "forced_choice_models", "ranking", "ranking_wins", "catch", "timing", "marks")
+"""Every figure :func:`figures` can draw, in its order (the admin page has a slot for each)."""
+
+
 def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None = None) -> dict[str, go.Figure]:
     """Figures for the report, keyed by name; a figure whose data is not computable is left out.
 

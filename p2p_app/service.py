@@ -527,8 +527,14 @@ class P2PApp:
             progress = self.readiness.get(study_key(study)) or StudyProgress("not generated")
             raise UserError(progress.describe(study.title))
         if row.design_hash != study.design_hash():
-            raise UserError(f"The study {study.title!r} was edited after it was frozen; ask the study team.")
+            raise UserError(EDITED_FOR_RATERS)
         return row
+
+    def edited_after_freezing(self, study: StudyDefinition) -> bool:
+        """True when ``study``'s file no longer has its frozen design (raters cannot open it until the file is put
+        back, or the change gets a new ``version``)."""
+        row = self.storage.study(study.id, study.version)
+        return row is not None and row.frozen and row.design_hash != study.design_hash()
 
     def availability(self, study: StudyDefinition) -> str:
         """Empty when raters can open ``study``; else what they are told."""
@@ -945,6 +951,18 @@ def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, 
     else:
         raise UserError(f"{raw!r} is not one of the images on this screen ({', '.join(labels)}).")
     return [Answer(image_id, CHOSEN_REAL, int(p == picked)) for p, image_id in enumerate(trial.shown_order, start=1)]
+
+
+EDITED_FOR_RATERS = ("This study cannot be opened: its study file was changed after the study was frozen, so it no "
+                     "longer matches what raters are meant to see. Your earlier answers are kept. Please tell the "
+                     "study team.")
+
+
+def edited_study_note(key: str, study_id: str) -> str:
+    """What the server log and the admin page say about a study edited after freezing."""
+    return (f"Study {key} was edited after it was frozen: its file no longer matches the frozen design, so raters "
+            f"cannot open it. Put the frozen study file back, or raise its `version` (a new study, rated from "
+            f"scratch) and run `p2p study generate {study_id}`.")
 
 
 def _ranking_answers(

@@ -77,7 +77,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     )
 
     with gr.Column() as signin_box:
-        gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
+        header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
         availability = gr.Markdown()  # "being prepared: 37 / 114 images" while start-up prepares the study
         availability_timer = gr.Timer(2.0)
         name = gr.Textbox(label="Your name", max_length=100, visible=st.open)
@@ -178,6 +178,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         rater = app.storage.rater_by_token(token) if token else None
         if rater is None or rater.study_key != study_key(st):
             return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
+        if app.availability(st):  # not open (being prepared, edited): the availability line says why, once
+            return {message: gr.Markdown(visible=False)}
         return on_sign_in("", "", request)
 
     @guard
@@ -213,15 +215,18 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     def on_availability_tick() -> dict:
         text = app.availability(st)
-        return {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
-                availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
+        updates = {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
+                   availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
+        if app.edited_after_freezing(st):  # for good: that one message alone, no sign-in that cannot work
+            updates |= {header: gr.Markdown(f"### {html.escape(st.title)}"), name: gr.Textbox(visible=False),
+                        resume: gr.Textbox(visible=False), signin_btn: gr.Button(visible=False)}
+        return updates
 
-    availability_timer.tick(on_availability_tick, None, [availability, availability_timer],
-                            api_visibility="private", queue=False)
+    availability_outputs = [availability, availability_timer, header, name, resume, signin_btn]
+    availability_timer.tick(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
 
     def attach(demo: gr.Blocks) -> None:
-        demo.load(on_availability_tick, None, [availability, availability_timer], api_visibility="private",
-                  queue=False)
+        demo.load(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
         demo.load(on_auto_sign_in, None, signin_outputs, api_visibility="private")
 
     return attach
