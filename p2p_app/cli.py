@@ -147,8 +147,9 @@ def serve_models(config_path, host, port, batching) -> None:
 @_common
 @click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
 @click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks"]), default=None,
-              help="long CSV (one row per answer), wide CSV (one row per image), Parquet, or marks CSV (one row per "
-                   "artifact mark). Default: from OUT's suffix.")
+              help="long (one row per answer), wide (one row per image), parquet (the long table as Parquet), or "
+                   "marks (one row per artifact mark). The file type comes from OUT's name: .csv, .xlsx (Excel) or "
+                   ".parquet. Default: long.")
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
@@ -156,21 +157,25 @@ def export(out, config_path, data_dir, database_url, study, fmt) -> None:
 
     app = _open_app(config_path, data_dir, database_url, read_only=True)
     from . import export as exporter  # after opening: a folder with no database is refused without this import
+
+    table = fmt if fmt in ("wide", "marks") else "long"
+    kind = exporter.export_file_type(out, table)  # a name that says another format is refused before any work
+    if fmt == "parquet" and kind != "parquet":
+        raise click.ClickException(f"--format parquet writes Parquet: name OUT .parquet, not {Path(out).name!r}")
     if study is not None:  # a typo would otherwise write an empty file
         keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
         if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
             raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
     from .study import rater_group_map
 
-    if fmt == "marks":
+    if table == "marks":
         marks = app.storage.marks_frame(study)
-        exporter.write_marks_csv(marks, out)
-        click.echo(f"Wrote {len(marks)} marks to {out}")
+        exporter.write_export(marks, out, "marks")
+        click.echo(f"Wrote {len(marks)} marks ({kind}) to {out}")
         return
     df = app.storage.ratings_frame(study, rater_group_map(app.studies.values()))
-    fmt = fmt or ("parquet" if out.endswith(".parquet") else "long")
-    {"long": exporter.write_long_csv, "wide": exporter.write_wide_csv, "parquet": exporter.write_parquet}[fmt](df, out)
-    click.echo(f"Wrote {len(df)} answers ({fmt}) to {out}")
+    exporter.write_export(df, out, table)
+    click.echo(f"Wrote {len(df)} answers ({table}, {kind}) to {out}")
 
 
 def _parse_seeds(text: str) -> list[int]:

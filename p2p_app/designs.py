@@ -569,9 +569,12 @@ def catch_checks(df: pd.DataFrame) -> pd.DataFrame:
         catch[idx] = np.where(g["real"].transform("any").to_numpy(dtype=bool)[first], CATCH_REAL, CATCH_BROKEN)
         s["catch"] = catch
     s["passed"] = passed
-    # the kind a check is about: the screen's known real image, or how its broken image was made
-    screen_kind = s.loc[s["catch"].isin([CATCH_BROKEN]) | (s["catch_kind"] != "")].groupby("trial_id")["catch_kind"].first()
+    # the kind a check is about: the known real image, or how the broken image it is on was made; a check on a panel
+    # that is not itself broken (a forced-choice pick, a ranked screen) takes the screen's broken kind
+    own = s["catch_kind"].to_numpy(dtype=object)
+    screen_kind = s.loc[s["catch_kind"] != ""].groupby("trial_id")["catch_kind"].first()
     kind = s["trial_id"].map(screen_kind).fillna("").astype(str).to_numpy(dtype=object)
+    kind = np.where(own != "", own, kind)
     s["catch_kind"] = np.where(s["catch"].to_numpy(dtype=object) == CATCH_REAL, CATCH_REAL,
                                np.where(kind == "", "unknown", kind))  # fmt: skip
     s = s[checked]

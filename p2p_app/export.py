@@ -5,6 +5,8 @@
   ``true``/``false``; missing values are empty fields. Parquet keeps the native types (UTC timestamps, nullable
   integers, booleans).
 * CSV is written by pyarrow's multi-threaded writer: a 1,000,000-row export takes about a second.
+* ``write_export`` picks the file type from the file name: ``.csv``, ``.xlsx`` (an Excel workbook, through openpyxl;
+  text cells are stored as text, never as formulas) or ``.parquet`` (the long table only); any other name is refused.
 * CSV text cells that a spreadsheet would run as a formula — starting with ``=``, ``+``, ``-``, ``@``, a tab or a
   carriage return (a comment like ``=HYPERLINK(…)``) — are written with a leading ``'`` (OWASP's advice), so the
   spreadsheet shows them as text. Parquet keeps the text as stored.
@@ -215,9 +217,7 @@ def write_wide_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _write_csv(pa.Table.from_pandas(wide_frame(df), preserve_index=False), path)
 
 
-def write_marks_csv(marks: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write the marks frame (``Storage.marks_frame``) as CSV, one row per marked point (``MARK_EXPORT_COLUMNS``).
-    Returns the path."""
+def _marks_table(marks: pd.DataFrame) -> pa.Table:
     missing = [c for c in MARK_COLUMNS if c not in marks.columns]
     if missing:
         raise ValueError(f"marks frame is missing columns: {', '.join(missing)}")
@@ -225,7 +225,92 @@ def write_marks_csv(marks: pd.DataFrame, path: str | os.PathLike) -> Path:
     table = pa.Table.from_pandas(data, preserve_index=False)
     for name in ("marked_at", "replaced_at"):
         table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
-    return _write_csv(table, path)
+    return table
+
+
+def write_marks_csv(marks: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the marks frame (``Storage.marks_frame``) as CSV, one row per marked point (``MARK_EXPORT_COLUMNS``).
+    Returns the path."""
+    return _write_csv(_marks_table(marks), path)
+
+
+FILE_TYPES: Mapping[str, str] = types.MappingProxyType({".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet"})
+"""File name suffix → the file type ``write_export`` writes."""
+EXPORT_TABLES = ("long", "wide", "marks")
+EXCEL_MAX_ROWS = 1_048_576
+"""Rows of one Excel worksheet, the header included."""
+
+
+def export_file_type(path: str | os.PathLike, table: str = "long") -> str:
+    """The file type (``FILE_TYPES``) that ``path``'s suffix names for ``table`` (long, wide or marks). Raises
+    ``ValueError`` for any other suffix, or a table the type cannot hold: a file is never written in a format
+    other than the one its name says."""
+    if table not in EXPORT_TABLES:
+        raise ValueError(f"unknown export table {table!r}; choose one of {', '.join(EXPORT_TABLES)}")
+    suffix = Path(path).suffix.lower()
+    kind = FILE_TYPES.get(suffix)
+    if kind is None:
+        raise ValueError(f"cannot tell the file type of {Path(path).name!r}: name it .csv, .xlsx or .parquet")
+    if kind == "parquet" and table != "long":
+        raise ValueError(f"Parquet holds the long table only; write the {table} table to a .csv or .xlsx file")
+    return kind
+
+
+def write_export(frame: pd.DataFrame, path: str | os.PathLike, table: str = "long") -> Path:
+    """Write ``table`` of ``frame`` (the ratings frame; for ``marks`` the marks frame) to ``path`` in the file type
+    its suffix names (:func:`export_file_type`; checked before anything is written). Returns the path."""
+    kind = export_file_type(path, table)
+    if kind == "parquet":
+        return write_parquet(frame, path)
+    if kind == "xlsx":
+        _excel()  # refuse before building the table when openpyxl is missing
+    if table == "wide":
+        data = pa.Table.from_pandas(wide_frame(frame), preserve_index=False)
+    else:
+        data = _long_table(frame) if table == "long" else _marks_table(frame)
+    return _write_csv(data, path) if kind == "csv" else _write_xlsx(data, path, sheet=table)
+
+
+def _excel():
+    try:
+        import openpyxl
+    except ImportError:
+        raise ValueError("writing .xlsx needs openpyxl (pip install openpyxl); or export to .csv") from None
+    return openpyxl
+
+
+def _write_xlsx(table: pa.Table, path: str | os.PathLike, sheet: str) -> Path:
+    """One worksheet: the header, then a row per table row; numbers and booleans as such, missing values as empty
+    cells, text as text (a comment like ``=HYPERLINK(…)`` is stored as a string cell, never as a formula)."""
+    openpyxl = _excel()
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    if table.num_rows + 1 > EXCEL_MAX_ROWS:
+        raise ValueError(f"{table.num_rows} rows do not fit one Excel worksheet ({EXCEL_MAX_ROWS - 1} at most); "
+                         "export to .csv or .parquet")  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb = openpyxl.Workbook(write_only=True)
+    ws = wb.create_sheet(sheet)
+    ws.append(table.column_names)
+
+    def cell(v):
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, str):
+            v = ILLEGAL_CHARACTERS_RE.sub("\ufffd", v)  # control characters a workbook cannot hold
+            if v.startswith("="):
+                c = WriteOnlyCell(ws, value=v)
+                c.data_type = "s"
+                return c
+        return v
+
+    columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    for row in zip(*columns):
+        ws.append([cell(v) for v in row])
+    wb.save(path)
+    return path
 
 
 def export_all(

@@ -313,13 +313,17 @@ def plan_figure(table: pd.DataFrame):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    from .report import series_colour
+
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Power", "Mean 95% CI width"))
-    for n_i, t in table.groupby("items", sort=True):
+    for i, (n_i, t) in enumerate(table.groupby("items", sort=True)):
         t = t.sort_values("raters")
+        colour = {"color": series_colour(i)}  # the same colour in both panels, as the legend shows
         fig.add_trace(go.Scatter(x=t["raters"], y=t["power"], mode="lines+markers", name=f"{n_i} items",
-                                 legendgroup=str(n_i)), row=1, col=1)  # fmt: skip
+                                 legendgroup=str(n_i), line=colour, marker=colour), row=1, col=1)  # fmt: skip
         fig.add_trace(go.Scatter(x=t["raters"], y=t["mean_ci_width"], mode="lines+markers", name=f"{n_i} items",
-                                 legendgroup=str(n_i), showlegend=False), row=1, col=2)  # fmt: skip
+                                 legendgroup=str(n_i), showlegend=False, line=colour, marker=colour),
+                      row=1, col=2)  # fmt: skip
     fig.add_hline(y=0.8, line_dash="dot", annotation_text="80%", row=1, col=1)
     fig.update_xaxes(title_text="raters", dtick=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=1)

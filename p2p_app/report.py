@@ -156,13 +156,23 @@ def _ok(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["note"].map(_is_nc)]
 
 
+def series_colour(i: int) -> str:
+    """The ``i``-th colour of plotly's default sequence: set on every trace of a series drawn in several panels
+    (plotly would otherwise colour each trace by its own index, so a series changes colour from panel to panel
+    and the legend matches the first panel only)."""
+    from plotly.colors import qualitative
+
+    return qualitative.Plotly[i % len(qualitative.Plotly)]
+
+
 def _score_distributions(a: Analysis) -> go.Figure | None:
     s = _ok(a.scores)
     if s.empty:
         return None
     questions = list(dict.fromkeys(s["question"]))
     fig = make_subplots(rows=1, cols=len(questions), subplot_titles=questions, shared_yaxes=True)
-    for model in dict.fromkeys(s["model"]):
+    for i, model in enumerate(dict.fromkeys(s["model"])):
+        colour = series_colour(i)  # one colour per model in every panel, as its legend entry shows
         for j, q in enumerate(questions):
             row = s[(s["model"] == model) & (s["question"] == q)]
             if row.empty:
@@ -172,7 +182,8 @@ def _score_distributions(a: Analysis) -> go.Figure | None:
             share = counts / counts.sum() if counts.sum() else counts
             fig.add_trace(
                 go.Bar(x=[int(c[2:]) for c in level_cols], y=share, name=model, legendgroup=model, showlegend=j == 0,
-                       customdata=counts, hovertemplate="score %{x}: %{y:.1%} (%{customdata:.0f})"),  # fmt: skip
+                       marker_color=colour, customdata=counts,
+                       hovertemplate="score %{x}: %{y:.1%} (%{customdata:.0f})"),  # fmt: skip
                 row=1,
                 col=j + 1,
             )
@@ -422,6 +433,11 @@ def _raters(a: Analysis) -> go.Figure | None:
     fig.update_layout(title="Answers per rater (red: flagged too fast, straight-lining or outlier)",
                       yaxis={"title": "answers"})  # fmt: skip
     return fig
+
+
+FIGURE_NAMES = ("score_distributions", "means", "roc", "agreement", "position", "progress", "raters", "rater_progress",
+                "forced_choice", "forced_choice_models", "ranking", "ranking_wins", "catch", "timing", "marks")
+"""Every figure :func:`figures` can draw, in its order (the admin page has a slot for each)."""
 
 
 def figures(analysis: Analysis, df: pd.DataFrame, progress: pd.DataFrame | None = None) -> dict[str, go.Figure]:

@@ -619,8 +619,14 @@ class P2PApp:
             progress = self.readiness.get(study_key(study)) or StudyProgress("not generated")
             raise UserError(progress.describe(study.title))
         if row.design_hash != study.design_hash():
-            raise UserError(f"The study {study.title!r} was edited after it was frozen; ask the study team.")
+            raise UserError(EDITED_FOR_RATERS)
         return row
+
+    def edited_after_freezing(self, study: StudyDefinition) -> bool:
+        """True when ``study``'s file no longer has its frozen design (raters cannot open it until the file is put
+        back, or the change gets a new ``version``)."""
+        row = self.storage.study(study.id, study.version)
+        return row is not None and row.frozen and row.design_hash != study.design_hash()
 
     def availability(self, study: StudyDefinition) -> str:
         """Empty when raters can open ``study``; else what they are told."""
@@ -1058,18 +1064,35 @@ def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, 
     return [Answer(image_id, CHOSEN_REAL, int(p == picked)) for p, image_id in enumerate(trial.shown_order, start=1)]
 
 
+EDITED_FOR_RATERS = ("This study cannot be opened: its study file was changed after the study was frozen, so it no "
+                     "longer matches what raters are meant to see. Your earlier answers are kept. Please tell the "
+                     "study team.")
+
+
+def edited_study_note(key: str, study_id: str) -> str:
+    """What the server log and the admin page say about a study edited after freezing."""
+    return (f"Study {key} was edited after it was frozen: its file no longer matches the frozen design, so raters "
+            f"cannot open it. Put the frozen study file back, or raise its `version` (a new study, rated from "
+            f"scratch) and run `p2p study generate {study_id}`.")
+
+
 def _ranking_answers(
     trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
 ) -> list[Answer]:
-    """One ``rank_<key>`` answer per panel and scale question; each must rank every panel once (1..n)."""
-    n = len(trial.shown_order)
+    """One ``rank_<key>`` answer per panel and scale question; each must rank every judged panel once (1..m, m =
+    the panels without "can't judge"). A "can't judge" panel needs no rank: it is stored as can't judge (a rank
+    left in its box is ignored, as a score is)."""
+    n_panels = len(trial.shown_order)
+    cant = {p for p in range(1, n_panels + 1) if (answers.get(p) or {}).get("cant_judge") is True}
+    judged = [p for p in range(1, n_panels + 1) if p not in cant]
+    n = len(judged)
     out: list[Answer] = []
     for q in questions:
         if q.kind != "scale":
             continue
         key = RANK_PREFIX + q.key
         ranks: dict[int, int] = {}
-        for p in range(1, n + 1):
+        for p in judged:
             raw = (answers.get(p) or {}).get(key)
             if raw is None or raw == "":
                 raise UserError(f"{q.label}: rank every image (1 = best); {panel_label(p)} has no rank yet.")
@@ -1082,9 +1105,11 @@ def _ranking_answers(
             ranks[p] = raw
         if sorted(ranks.values()) != list(range(1, n + 1)):
             twice = sorted({r for r in ranks.values() if list(ranks.values()).count(r) > 1})
-            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once; "
+            but = f" (the {len(cant)} \"can't judge\" image(s) need none)" if cant else ""
+            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once{but}; "
                             f"{', '.join(map(str, twice))} is given twice.")
-        out += [Answer(image_id, key, ranks[p]) for p, image_id in enumerate(trial.shown_order, start=1)]
+        out += [Answer(image_id, key, None, (), True) if p in cant else Answer(image_id, key, ranks[p])
+                for p, image_id in enumerate(trial.shown_order, start=1)]
     return out
 
 

@@ -13,6 +13,7 @@ preparation has got is kept in :class:`~p2p_app.service.Readiness` on the app; t
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -24,7 +25,7 @@ from generators import Registry
 from . import reader
 from .config import load_config
 from .model_server import ModelService
-from .service import P2PApp, StudyProgress
+from .service import P2PApp, StudyProgress, edited_study_note
 from .storage import Storage
 from .study import StudyDefinition, load_studies
 
@@ -142,6 +143,9 @@ def plan_preparation(
         else:
             app.readiness.set(key, StudyProgress("not generated"))
             echo(f"Study {key} is not generated yet: run `p2p study generate {st.id}`.")
+    for key, st in app.studies.items():
+        if app.edited_after_freezing(st):
+            echo(f"WARNING: {edited_study_note(key, st.id)}")
     return todo
 
 
@@ -209,6 +213,42 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def lock_data_dir(database_url: str):
+    """Hold the SQLite database of ``database_url`` for this serving process: an exclusive ``flock`` on
+    ``<database>.serve.lock`` (which holds this process's id), kept for the process's lifetime. A second ``p2p
+    serve`` on the same database is refused with an ``OSError`` naming the first one's id. The operating system
+    releases the lock when its process ends, however it ends (a ``kill -9`` too), so a stale lock file never blocks.
+    Returns the open lock file (close it to release), or None where there is nothing to lock (PostgreSQL, an
+    in-memory database) or no ``flock`` (Windows)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    db = Path(url.database)
+    lock_path = db.with_name(db.name + ".serve.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        pid = fh.read().strip() or "?"
+        fh.close()
+        raise OSError(f"another p2p serve (process {pid}) is already serving the database {db}; stop it first, or "
+                      "give this server its own --data-dir (two servers on one SQLite file would both write to "
+                      "it)") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
 def serve(
     app: P2PApp,
     host: str = "127.0.0.1",
@@ -222,21 +262,26 @@ def serve(
 
     from .ui import create_server
 
-    sock = bind(host, port)
-    if app.presenter:
-        from .pack import install_pack
+    lock = lock_data_dir(app.config.resolved_database_url)  # before anything: a second server is refused at once
+    try:
+        sock = bind(host, port)
+        if app.presenter:
+            from .pack import install_pack
 
-        echo(f"Presenter mode: serving the study pack in {app.config.pack} (no model is loaded).")
-        install_pack(app, app.config.pack)
-    todo = plan_preparation(app, prepare, echo)
-    server = uvicorn.Server(uvicorn.Config(create_server(app), log_level="warning"))
+            echo(f"Presenter mode: serving the study pack in {app.config.pack} (no model is loaded).")
+            install_pack(app, app.config.pack)
+        todo = plan_preparation(app, prepare, echo)
+        server = uvicorn.Server(uvicorn.Config(create_server(app), log_level="warning"))
 
-    def after_start() -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.05)
-        if server.started:
-            echo(f"Serving on http://{host}:{port}/  (admin: http://{host}:{port}/admin)")
-            prepare_in_background(app, todo, echo)
+        def after_start() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                echo(f"Serving on http://{host}:{port}/  (admin: http://{host}:{port}/admin)")
+                prepare_in_background(app, todo, echo)
 
-    threading.Thread(target=after_start, name="p2p-startup", daemon=True).start()
-    server.run(sockets=[sock])
+        threading.Thread(target=after_start, name="p2p-startup", daemon=True).start()
+        server.run(sockets=[sock])
+    finally:
+        if lock is not None:
+            lock.close()

@@ -1155,6 +1155,7 @@ class Storage:
                 Image.model,
                 Image.source,
                 Image.prompt_id,
+                Trial.prompt_id,
                 Trial.prompt,
                 Image.prompt,
                 Image.modality,
@@ -1186,7 +1187,7 @@ class Storage:
             rows = s.execute(q).all()
         records = []
         for r in rows:
-            (sid, ver, pub, name, item, tid, iid, model, source, pid, tprompt, iprompt, modality, seed, pos, order,
+            (sid, ver, pub, name, item, tid, iid, model, source, pid, tpid, tprompt, iprompt, modality, seed, pos, order,
              oidx, question, value, choices, cj, comment, shown, answered, secs, rep, params, active, practice) = r
             params = params or {}
             study = f"{sid}@v{ver}" if sid is not None else LIVE_STUDY
@@ -1199,8 +1200,10 @@ class Storage:
                     "image_id": iid,
                     "model": model,
                     "source": source,
-                    "prompt_id": pid or "",
-                    # a real control is judged against the trial's prompt (its caption in a study)
+                    # the trial's prompt, not the image's: a real control is judged against the trial's prompt (its
+                    # caption in a study), and an image reused from the generation cache may have been made for
+                    # another prompt id (another study, a practice item) with the same text
+                    "prompt_id": tpid or pid or "",
                     "prompt": tprompt or iprompt,
                     "modality": modality,
                     "seed": seed,
@@ -1233,9 +1236,10 @@ class Storage:
         """Marked points (``p2p_app.tidy.MARK_COLUMNS``), one row per point, unblinded (model, source); only the
         current marks unless ``history`` (then replaced ones too, with ``replaced_at``). ``study_key`` as in
         :meth:`ratings_frame`."""
+        prompt_id = func.coalesce(func.nullif(Trial.prompt_id, ""), Image.prompt_id)  # the trial's, as ratings_frame
         q = (
             select(Study.study_id, Study.version, Rater.public_id, Trial.id, Trial.item_key, Mark.image_id,
-                   Image.model, Image.source, Image.prompt_id, Mark.position, Mark.x, Mark.y, Trial.practice,
+                   Image.model, Image.source, prompt_id, Mark.position, Mark.x, Mark.y, Trial.practice,
                    Mark.marked_at, Mark.replaced_at)
             .join(Trial, Trial.id == Mark.trial_id)
             .join(Rater, Rater.id == Mark.rater_pk)

@@ -72,7 +72,17 @@ class BrowserSession:
         fn_index = self.event_for(component_id, trigger)
         dep = self.dependency(fn_index)
         payload_data = data if data is not None else [self.values.get(i) for i in dep["inputs"]]
-        return self.call(fn_index, payload_data, trigger_id=component_id)
+        results = self.call(fn_index, payload_data, trigger_id=component_id)
+        # events chained with .then() run next, as in the page (e.g. the arena's Generate: button off, trial, on)
+        done = [fn_index]
+        while done:
+            after = done.pop(0)
+            for i, nxt in enumerate(self.config["dependencies"]):
+                if nxt.get("trigger_after") == after:
+                    nid = nxt.get("id", i)
+                    results |= self.call(nid, [self.values.get(c) for c in nxt["inputs"]], trigger_id=component_id)
+                    done.append(nid)
+        return results
 
     def call(self, fn_index: int, data: list, trigger_id: int | None = None) -> dict:
         dep = self.dependency(fn_index)

@@ -169,6 +169,9 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
     from test_reader_study import answer_all
 
     from p2p_app import reader
+    from p2p_app.analysis import analyze
+    from p2p_app.report import figures
+    from p2p_app.study import rater_group_map
 
     app, st, token = invited_study_app(tmp_path, demo_registry)
     app.config = replace(app.config, admin_password="s3cret-admin")
@@ -185,11 +188,17 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
         page.get_by_label(re.compile("username", re.I)).fill("admin")
         page.get_by_label(re.compile("password", re.I)).fill("s3cret-admin")
         page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
+        page.get_by_text("0 answers from 0 raters").wait_for()  # the chosen view (live arena) loads with the page
         page.get_by_label("Study").click()
         page.get_by_role("option", name="Mini study (mini@v1)").click()
         page.get_by_text("answers from 3 raters").wait_for()
         page.get_by_role("tab", name="Statistics").click()
         page.locator(".js-plotly-plot").nth(4).wait_for()  # the report's figures, drawn by plotly
+        df = app.storage.ratings_frame("mini@v1", rater_group_map([st]))
+        n_figures = len(figures(analyze(df, n_boot=20, seed=0), df, progress=reader.progress_frame(app, st)))
+        assert n_figures > 6  # more than the six slots the page had
+        page.locator(".js-plotly-plot").nth(n_figures - 1).wait_for()  # every one of them is drawn
+        assert page.locator(".js-plotly-plot").count() == n_figures
         page.get_by_role("tab", name="Downloads").click()
         page.get_by_role("button", name="Long CSV").click()
         with page.expect_download() as download:
@@ -199,4 +208,70 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
         assert len(lines) == 1 + len(app.storage.ratings_frame())
         page.close()
     assert errors == []
+    app.storage.close()
+
+
+def test_generate_shows_progress_makes_one_trial_per_press_and_never_swaps_images(arena_page):
+    """Three fast presses on Generate while the images are made: Generate is disabled and a visible progress
+    block says so, exactly one trial is made, and the images first painted stay on screen (no second trial
+    replaces them under the rater's scores)."""
+    import time
+
+    app, page = arena_page
+    made = app.generate_image
+
+    def slow(*args, **kwargs):  # a slow model: time to see the progress and press again
+        time.sleep(0.7)
+        return made(*args, **kwargs)
+
+    app.generate_image = slow
+    tab = page.get_by_role("tabpanel")
+    tab.get_by_label("Your name").fill("Dr Impatient")
+    tab.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Signed in as").wait_for()
+    page.get_by_label("Prompt").fill(PROMPT)
+    button = page.get_by_role("button", name="Generate")
+    box = button.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for _ in range(3):
+        page.mouse.click(x, y)
+        page.wait_for_timeout(60)
+    status = page.locator(".p2p-generating").first
+    status.get_by_text("Making the images").wait_for()
+    assert status.bounding_box()["height"] >= 20  # a block the rater can see, not a zero-height line
+    assert page.locator("button.p2p-generate").is_disabled()
+    page.mouse.click(x, y)  # a press while disabled does nothing either
+    panels = visible_panels(page)
+    panels.nth(2).locator("img").wait_for()
+    first = [panels.nth(i).locator("img").get_attribute("src") for i in range(3)]
+    page.wait_for_timeout(3_500)  # longer than two more trials would take
+    assert [panels.nth(i).locator("img").get_attribute("src") for i in range(3)] == first
+    (rater,) = app.storage.raters()
+    assert len(app.storage.trials_for(rater.pk, None)) == 1  # one trial for all those presses
+    assert not page.locator("button.p2p-generate").is_disabled()  # ready for the next prompt
+
+
+def test_a_study_edited_after_freezing_tells_its_rater_once(tmp_path, demo_registry, browser):
+    """An invited rater opens their link to a study whose file was edited after freezing: one clear message, no
+    pop-up, no sign-in form and no "open your invite link" text above it."""
+    from test_reader_study import small_study
+
+    from p2p_app.service import EDITED_FOR_RATERS
+    from p2p_app.study import load_study, study_key
+
+    app, st, token = invited_study_app(tmp_path, demo_registry)
+    edited = load_study(small_study(tmp_path / "mini", seeds=[4]), known_models=[m.name for m in app.config.models])
+    app.studies = {study_key(edited): edited}
+    with running_server(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/?token={token}")
+        page.get_by_text(EDITED_FOR_RATERS).wait_for()
+        page.wait_for_timeout(2_000)  # time for any other message to arrive
+        text = page.locator("body").inner_text()
+        assert text.count("study file was changed") == 1, text
+        assert "invite link" not in text and "Signed in as" not in text
+        assert page.locator(".toast-body").count() == 0
+        assert not page.get_by_role("button", name="Start / continue").is_visible()
+        page.close()
     app.storage.close()

@@ -229,6 +229,21 @@ def test_export_of_an_unknown_study_is_refused(cli, tmp_path):
         assert "Wrote 0 answers" in cli("export", str(out), "--study", name).output
 
 
+def test_export_to_xlsx_writes_a_workbook_and_a_name_of_another_format_is_refused(cli, tmp_path):
+    import zipfile
+
+    init_db(cli.data)
+    out = tmp_path / "ratings.xlsx"
+    assert "(long, xlsx)" in cli("export", str(out)).output
+    assert zipfile.is_zipfile(out) and "xl/workbook.xml" in zipfile.ZipFile(out).namelist()  # not CSV
+    for args, message in (([str(tmp_path / "r.xls")], "name it .csv, .xlsx or .parquet"),
+                          ([str(tmp_path / "r.csv"), "--format", "parquet"], "name OUT .parquet"),
+                          ([str(tmp_path / "m.parquet"), "--format", "marks"], "Parquet holds the long table only")):
+        r = cli("export", *args, ok=False)
+        assert r.exit_code != 0 and message in r.output and "Traceback" not in r.output
+        assert not Path(args[0]).exists()
+
+
 def test_ctrl_c_keeps_what_was_made_and_the_next_run_resumes(cli, tmp_path, monkeypatch):
     from generators.diffusers_backend import DiffusersGenerator
 

@@ -316,3 +316,66 @@ def test_shipped_design_examples_load_with_the_demo_models(app, name):
     st = load_study(ROOT / "studies" / name, known_models=[m.name for m in app.config.models])
     assert st.design == name.split("_", 1)[1] and st.catch_items() and st.rater_groups
     assert any(a.is_catch for s in range(st.n_raters) for a in assignment.rater_sequence(st, s))
+
+
+def test_reused_cached_images_export_this_studys_prompt_id(design_app, tmp_path):
+    """Study B has a prompt with the same text as study A's: its images come from A's generation cache, yet B's
+    export must name B's prompt id, not A's."""
+    app = design_app
+    prepared(app, design_study(tmp_path / "a", "ranking", catch_rate=0.0, catch_kinds=None, rater_groups=None))
+    path = design_study(tmp_path / "b", "ranking", id="other", catch_rate=0.0, catch_kinds=None, rater_groups=None)
+    csv = path.parent / "prompts.csv"
+    csv.write_text(csv.read_text().replace("p1,", "b_first,").replace("p2,", "b_second,"))
+    st = load(path, app)
+    app.studies = {study_key(st): st}
+    report = reader.prepare_study(app, st)
+    assert report.frozen and report.made == 0 and report.reused > 0  # every image reused from study A
+    session = reader.add_rater(app, st, "ann")[0]
+    shown = app.next_trial(st, session)
+    assert app.submit_trial(st, session, shown.trial_id, form_for(st, shown)).status == "stored"
+    df = app.storage.ratings_frame(study_key(st))
+    assert set(df["prompt_id"]) <= {"b_first", "b_second"} and len(df) > 0
+
+
+def test_ranking_a_cant_judge_image_needs_no_rank(design_app, tmp_path):
+    """Ranking offers "can't judge": that image needs no rank, the others are ranked 1..m among themselves."""
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "ranking", catch_rate=0.0, catch_kinds=None))
+    session = reader.add_rater(app, st, "ann")[0]
+    shown = app.next_trial(st, session)
+    assert len(shown.panels) == 2
+    cant = {"cant_judge": True, "rank_realism": None, "rank_alignment": None}
+    with pytest.raises(UserError, match="from 1 to 1"):  # the one judged image is ranked among itself
+        app.submit_trial(st, session, shown.trial_id, {1: {"rank_realism": 2, "rank_alignment": 1}, 2: cant})
+    assert app.storage.count_ratings() == 0
+    form = {1: {"rank_realism": 1, "rank_alignment": 1}, 2: {**cant, "rank_realism": 2}}  # a left-over rank: ignored
+    assert app.submit_trial(st, session, shown.trial_id, form).status == "stored"
+    df = app.storage.ratings_frame(study_key(st)).set_index(["position", "question"])
+    assert df.loc[(1, "rank_realism"), "value"] == 1 and not df.loc[(1, "rank_realism"), "cant_judge"]
+    assert df.loc[(2, "rank_realism"), "cant_judge"] and df.loc[(2, "rank_alignment"), "cant_judge"]
+    assert df.loc[(2, "rank_realism"), "value"] != df.loc[(2, "rank_realism"), "value"]  # NaN: no rank
+
+
+def test_forced_choice_pick_sits_above_the_ratings(design_app, tmp_path):
+    """The instructions say to pick the real image first: the pick comes before every image's ratings on the page."""
+    from p2p_app.ui import build_rater_app
+
+    app = design_app
+    st = prepared(app, design_study(tmp_path / "s", "forced_choice"))
+    config = build_rater_app(app).get_config_file()
+    labels = {c["id"]: (c.get("props") or {}).get("label") for c in config["components"]}
+
+    def walk(node):
+        yield node["id"]
+        for child in node.get("children", []):
+            yield from walk(child)
+
+    def find(node, label):
+        if labels.get(node["id"]) == label:
+            return node
+        return next((n for c in node.get("children", []) if (n := find(c, label)) is not None), None)
+
+    order = [labels.get(i) for i in walk(find(config["layout"], st.title))]  # the study's tab only
+    pick = order.index("Which image is real?")
+    first_rating = min(order.index(q.label) for q in st.questions if q.label in order)
+    assert pick < first_rating

@@ -477,3 +477,18 @@ def test_report_shows_design_sections_only_with_such_data():
     df = S.simulate_ranking(n_raters=5, n_items=12, seed=1)
     html = R.build_report(df, n_boot=20)
     assert "Rankings" in html and 'id="fig-ranking_wins"' in html and "Which one is real?" not in html
+
+
+def test_each_catch_check_is_filed_under_its_own_panels_kind():
+    """A realism catch screen with three broken panels (noise, flipped, blank): each check counts for the kind of the
+    panel it rates, so a failed "flipped" check is a flipped failure, not a noise one."""
+    rows = []
+    for rater, trial in (("a", 1), ("b", 2)):
+        rows += [{"rater": rater, "trial": trial, "model": "broken", "question": "realism", "value": v, "catch": "broken",
+                  "kind": k, "position": p, "n_panels": 3}
+                 for p, (k, v) in enumerate((("noise", 1.0), ("flipped", 5.0), ("blank", 1.0)), 1)]  # fmt: skip
+    t = D.catch_kind_table(frame(rows)).set_index("catch_kind")
+    assert sorted(t.index) == ["blank", "flipped", "noise"]
+    assert t.loc["noise", ["n_checks", "n_passed"]].tolist() == [2, 2]
+    assert t.loc["flipped", ["n_checks", "n_passed"]].tolist() == [2, 0]
+    assert t.loc["blank", ["n_checks", "n_passed"]].tolist() == [2, 2]

@@ -114,3 +114,36 @@ def test_csv_cells_that_look_like_formulas_are_neutralised(study, tmp_path):
         else:
             assert got == want
     assert pd.read_parquet(write_parquet(df, tmp_path / "x.parquet"))["comment"].tolist() == df["comment"].tolist()
+
+
+def test_xlsx_is_a_real_workbook_with_text_kept_as_text(study, tmp_path):
+    """An .xlsx export is an Excel workbook (not CSV under that name) holding the same rows; a comment that looks
+    like a formula stays a text cell."""
+    openpyxl = pytest.importorskip("openpyxl")
+    from p2p_app.export import write_export
+
+    df = study.copy()
+    df.loc[df.index[0], "comment"] = "=HYPERLINK(\"http://x\")"
+    path = write_export(df, tmp_path / "long.xlsx", "long")
+    ws = openpyxl.load_workbook(path).active
+    header = [c.value for c in ws[1]]
+    assert tuple(header) == A.TIDY_COLUMNS and ws.max_row == len(df) + 1
+    comment = ws.cell(row=2, column=header.index("comment") + 1)
+    assert comment.data_type == "s" and comment.value == "=HYPERLINK(\"http://x\")"
+    back = pd.read_excel(path)
+    assert back["value"].sum() == pytest.approx(df["value"].sum()) and back["cant_judge"].sum() == df["cant_judge"].sum()
+    wide = pd.read_excel(write_export(df, tmp_path / "wide.xlsx", "wide"))
+    assert list(wide.columns) == list(wide_frame(df).columns) and len(wide) == len(wide_frame(df))
+
+
+@pytest.mark.parametrize(("name", "table", "message"), [
+    ("out.xls", "long", "name it .csv, .xlsx or .parquet"),
+    ("out", "long", "name it .csv, .xlsx or .parquet"),
+    ("out.parquet", "wide", "Parquet holds the long table only"),
+])  # fmt: skip
+def test_an_export_name_that_says_another_format_is_refused(study, tmp_path, name, table, message):
+    from p2p_app.export import write_export
+
+    with pytest.raises(ValueError, match=message):
+        write_export(study, tmp_path / name, table)
+    assert not (tmp_path / name).exists()

@@ -158,3 +158,31 @@ def test_format_table_rounds_and_blanks():
     out = format_table(t)
     assert out["x"].tolist() == ["0.707", "", "3"] and out["k"].tolist() == ["1", "", "3"]
     assert out["p"].tolist() == ["0.000123", "1e-09", "0.500"]
+
+
+def drawn_colours(fig) -> dict[str, set[str]]:
+    """Legend group → the colours its traces are drawn in (an unset colour is the template's colourway entry of
+    the trace's index, as plotly draws it)."""
+    import plotly.io as pio
+
+    template = fig.layout.template if fig.layout.template.layout.colorway else pio.templates["plotly"]
+    way = template.layout.colorway
+    out: dict[str, set[str]] = {}
+    for i, trace in enumerate(fig.data):
+        colour = trace.marker.color if trace.type == "bar" else (trace.line.color or trace.marker.color)
+        out.setdefault(trace.legendgroup, set()).add(str(colour or way[i % len(way)]).lower())
+    return out
+
+
+def test_a_series_has_one_colour_in_every_panel_as_its_legend_shows(study):
+    """Score distribution (realism and alignment panels) and the plan's power and CI-width panels: each model /
+    item count keeps its legend colour in every panel, and no two share one."""
+    from p2p_app.plan import plan_figure, plan_study
+
+    fig = figures(A.analyze(study, n_boot=20), study)["score_distributions"]
+    assert {t.xaxis for t in fig.data} == {"x", "x2"}  # two panels
+    plan = plan_figure(plan_study(raters=(3, 5), items=(10, 20, 30), sims=5, seed=1))
+    for f in (fig, plan):
+        colours = drawn_colours(f)
+        assert len(colours) > 1 and all(len(c) == 1 for c in colours.values()), colours
+        assert len({c for cs in colours.values() for c in cs}) == len(colours)

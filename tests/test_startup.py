@@ -343,3 +343,72 @@ def test_the_admin_page_warns_when_the_database_is_on_ephemeral_disk(tmp_path, m
     assert app.config.ephemeral_storage and "ephemeral disk" in admin_text(app)
     assert EPHEMERAL_WARNING.split("**")[1] in admin_text(app)
     app.storage.close()
+
+
+def test_a_second_serve_on_one_sqlite_database_is_refused_and_a_killed_one_leaves_no_lock(tmp_path):
+    """The first server holds an OS lock on the database (flock, with its process id in the lock file); a second
+    `p2p serve` on the same data dir is refused at once, naming it. A server killed with SIGKILL frees the lock."""
+    import signal
+
+    from p2p_app.startup import lock_data_dir
+
+    data = tmp_path / "d"
+    url = f"sqlite:///{(data / 'p2p.sqlite').resolve()}"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from p2p_app.startup import lock_data_dir
+        lock = lock_data_dir({url!r})
+        print("locked", flush=True)
+        time.sleep(600)
+        """)], env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        r = CliRunner().invoke(main, ["serve", "--port", str(free_port()), "--data-dir", str(data)])
+        assert r.exit_code == 1 and f"another p2p serve (process {holder.pid})" in r.output, r.output
+        assert "Serving on" not in r.output and "Traceback" not in r.output
+        with pytest.raises(OSError, match="already serving"):
+            lock_data_dir(url)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    lock = lock_data_dir(url)  # the stale lock file is still there, its lock died with its process
+    assert lock is not None and lock.name.endswith("p2p.sqlite.serve.lock")
+    lock.close()
+    assert lock_data_dir("postgresql+psycopg://u:p@h/db") is None  # a database server needs no file lock
+
+
+def test_a_study_edited_after_freezing_is_named_in_the_log_and_on_the_admin_page(tmp_path, demo_registry):
+    from test_reader_study import small_study
+
+    from p2p_app.startup import plan_preparation
+    from p2p_app.study import load_study, study_key
+    from p2p_app.ui import build_admin_app
+
+    app, st, _ = invited_study_app(tmp_path, demo_registry)
+    lines: list[str] = []
+    plan_preparation(app, echo=lines.append)
+    assert not any("edited" in line for line in lines)
+    assert "was edited after it was frozen" not in json.dumps(build_admin_app(app).get_config_file())
+    edited = load_study(small_study(tmp_path / "mini", seeds=[4]), known_models=[m.name for m in app.config.models])
+    app.studies = {study_key(edited): edited}
+    plan_preparation(app, echo=lines.append)
+    (warning,) = [line for line in lines if "edited" in line]
+    assert warning.startswith("WARNING: Study mini@v1 was edited after it was frozen") and "raters cannot" in warning
+    assert "mini@v1 was edited after it was frozen" in json.dumps(build_admin_app(app).get_config_file())
+    app.storage.close()
+
+
+def test_the_admin_login_says_when_no_admin_password_is_set(tmp_path, demo_registry):
+    from dataclasses import replace
+
+    from conftest import make_app, running_server
+
+    app = make_app(tmp_path / "d", demo_registry)
+    for password, said in (("", True), ("s3cret-admin", False)):
+        app.config = replace(app.config, admin_password=password)
+        with running_server(app) as url:
+            r = httpx.get(f"{url}/admin/config")  # what the login form shows above its fields
+        assert r.status_code == 401
+        assert ("P2P_ADMIN_PASSWORD is not set" in r.text or "No admin password is set" in r.text) is said
+    app.storage.close()

@@ -11,7 +11,7 @@ import gradio as gr
 
 from ..service import P2PApp
 from . import guard
-from .admin import AdminGate, build_admin
+from .admin import AdminGate, build_admin, login_message
 from .arena import build_arena
 from .common import address_of, page_css, page_js
 from .files import install as install_blind_file_headers
@@ -56,7 +56,7 @@ def build_admin_app(app: P2PApp) -> gr.Blocks:
     # delete_cache: exports nobody downloaded leave Gradio's cache after 15 minutes (downloaded ones at once)
     with gr.Blocks(title=f"{app.config.title} — admin", analytics_enabled=False, delete_cache=(300, 900)) as demo:
         gr.Markdown(f"# {app.config.title} — admin")
-        build_admin(app)
+        build_admin(app, demo)
     demo.queue(default_concurrency_limit=None)
     return demo
 
@@ -76,7 +76,8 @@ def create_server(app: P2PApp):
         return RedirectResponse("admin/", status_code=307)  # relative: works behind a path prefix too
 
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=page_css())
-    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check, **common)
+    gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check,
+                        auth_message=login_message(app), **common)
     gr.mount_gradio_app(server, build_rater_app(app), path="", js=page_js(), **common)
     cfg = app.config
     guard.install(server, guard.LoginThrottle(trusted=cfg.admin_trusted_networks, behind_proxy=cfg.trusts_forwarded_for))

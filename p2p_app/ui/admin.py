@@ -23,13 +23,15 @@ from gradio import processing_utils
 from .. import export as exporter
 from .. import reader
 from ..analysis import analyze
-from ..report import build_report, figures
-from ..service import P2PApp
+from ..report import FIGURE_NAMES, build_report, figures
+from ..service import P2PApp, edited_study_note
 from ..storage import LIVE_STUDY, AccessDenied
 from ..study import rater_group_map
 from .common import guarded
 
-FIGURE_SLOTS = 6
+FIGURE_SLOTS = len(FIGURE_NAMES)  # every figure the report can draw
+NO_PASSWORD_MESSAGE = ("No admin password is set on this server, so no one can sign in here. Set P2P_ADMIN_PASSWORD "
+                       "(in the environment, or admin_password in the config file) and restart `p2p serve`.")
 ADMIN_USER = "admin"
 log = logging.getLogger(__name__)
 
@@ -60,9 +62,19 @@ EPHEMERAL_WARNING = (
 )
 
 
-def build_admin(app: P2PApp) -> None:
+def login_message(app: P2PApp) -> str | None:
+    """What the admin login page says above its form: why nobody can sign in when no password is set."""
+    return None if app.config.admin_password else NO_PASSWORD_MESSAGE
+
+
+def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
+    """The admin screens; with ``demo`` (the admin Blocks) the chosen study's tables and figures load with the
+    page, without a press on Refresh."""
     if app.config.ephemeral_storage:
         gr.Markdown(EPHEMERAL_WARNING, elem_classes=["p2p-demo-banner"])
+    edited = [edited_study_note(k, st.id) for k, st in app.studies.items() if app.edited_after_freezing(st)]
+    if edited:  # studies are read once at start-up: what this says holds until the next start
+        gr.Markdown("\n\n".join(f"⚠️ {note}" for note in edited), elem_classes=["p2p-demo-banner"])
     message = gr.Markdown(visible=False)
     with gr.Column():
         with gr.Row():
@@ -167,6 +179,8 @@ def build_admin(app: P2PApp) -> None:
     refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, *plots]
     refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
     which.change(on_refresh, which, refresh_outputs, api_visibility="private")
+    if demo is not None:
+        demo.load(on_refresh, which, refresh_outputs, api_visibility="private")
     buttons = ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (marks_btn, "marks"),
                (report_btn, "report"))
     for btn, kind in buttons:

@@ -14,6 +14,7 @@ from .common import (
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
 JUDGEMENT_LABELS = {"scores": "Scores (1-5 for each image)", "ranking": "Ranking (order the images best to worst)"}
+GENERATING_TEXT = "<p>Making the images… the new trial appears here when every model's image is ready.</p>"
 COUNTER_HINT = "The prompt's length in tokens of the models' text encoders shows here as you type."
 
 
@@ -66,7 +67,10 @@ def build_arena(app: P2PApp) -> None:
         if len(judgements) > 1:
             judgement = gr.Radio(choices=[(JUDGEMENT_LABELS[j], j) for j in judgements], value=judgements[0],
                                  label="How to judge the next trial")  # fmt: skip
-        generate_btn = gr.Button("Generate", variant="primary", elem_classes=[NEXT_ITEM])  # new trial: in view
+        # new trial: in view (NEXT_ITEM); off while a trial is being made, so one press makes one trial
+        generate_btn = gr.Button("Generate", variant="primary", elem_classes=[NEXT_ITEM, "p2p-generate"])
+        # shown while a trial is being made: a block of its own height carries Gradio's progress bar
+        generating = gr.HTML("", visible=False, elem_classes=["p2p-generating"])
         trial_prompt = gr.Markdown(elem_classes=["p2p-trial-top"])  # scrolled to the top after Generate
         # one panel set per judgement on offer (ranking: a rank dropdown per question, no "can't judge")
         panel_sets = {j: build_panels(n_panels, LIVE_QUESTIONS, with_cant_judge=j == "scores", rank=j == "ranking")
@@ -145,6 +149,14 @@ def build_arena(app: P2PApp) -> None:
             message: gr.Markdown(visible=False),
         }
 
+    def on_generate_start() -> dict:
+        """At once, before any work: Generate off (no second trial from a second press) and the progress block on."""
+        return {generate_btn: gr.Button(interactive=False),
+                generating: gr.HTML(GENERATING_TEXT, visible=True)}
+
+    def on_generate_end() -> dict:
+        return {generate_btn: gr.Button(interactive=True), generating: gr.HTML("", visible=False)}
+
     signin_outputs = [session, signin_box, arena_box, resume, who, message]
     for trigger in (signin_btn.click, name.submit, resume.submit):
         trigger(on_sign_in, [name, resume, code], signin_outputs, api_visibility="private")
@@ -155,15 +167,22 @@ def build_arena(app: P2PApp) -> None:
         trigger(on_prompt, [modality, prompt], budget, api_visibility="private", queue=False,
                 trigger_mode="always_last", show_progress="hidden")
     panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
+    # Generate: (1) at once, no queue: the button off, the progress block on; (2) the trial, its progress drawn on
+    # that block; (3) the button back on, whatever (2) ended with. The new images replace the old only once, in (2).
     generate_btn.click(
+        on_generate_start, None, [generate_btn, generating], api_visibility="private", queue=False,
+        show_progress="hidden",
+    ).then(
         on_generate,
         [session, modality, prompt, *([judgement] if judgement is not None else [])],
         [trial, judged, shown_field, active_field, n_shown, trial_prompt, submit_btn, reveal_box, message, *panel_outputs],
         api_visibility="private",
+        show_progress_on=[generating],
         # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one GPU
         concurrency_limit=app.generation_slots,
         concurrency_id="generate",
-    )
+    ).then(on_generate_end, None, [generate_btn, generating], api_visibility="private", queue=False,
+           show_progress="hidden")
     submit_inputs = {session, trial, judged, shown_field, active_field, n_shown,
                      *(w for p in panels for w in p.all_inputs())}
     submit_btn.click(

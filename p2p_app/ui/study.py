@@ -78,7 +78,7 @@ def _build_one(app: P2PApp, st: StudyDefinition):
     )
 
     with gr.Column() as signin_box:
-        gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
+        header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
         availability = gr.Markdown()  # "being prepared: 37 / 114 images" while start-up prepares the study
         availability_timer = gr.Timer(2.0)
         name = gr.Textbox(label="Your name", max_length=100, visible=st.open)
@@ -94,10 +94,11 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         if st.mark_artifacts:
             gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
                         "again to remove it). Zoom and pan work as before.")
+        # forced choice: the screen's one pick, above the ratings (the instructions say to pick first; the panel
+        # count is constant, so are the choices)
+        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
                               marks=st.mark_artifacts)
-        # forced choice: the screen's one pick (the panel count is constant, so are the choices)
-        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
         # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
         shown_field = page_field("p2p-shown")
         active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
@@ -178,6 +179,8 @@ def _build_one(app: P2PApp, st: StudyDefinition):
         linked = app.linked_study(token=token, address=address_of(app, request), count=False) if token else None
         if linked != study_key(st):
             return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
+        if app.availability(st):  # not open (being prepared, edited): the availability line says why, once
+            return {message: gr.Markdown(visible=False)}
         return on_sign_in("", "", request)
 
     @guard
@@ -213,15 +216,18 @@ def _build_one(app: P2PApp, st: StudyDefinition):
 
     def on_availability_tick() -> dict:
         text = app.availability(st)
-        return {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
-                availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
+        updates = {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
+                   availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
+        if app.edited_after_freezing(st):  # for good: that one message alone, no sign-in that cannot work
+            updates |= {header: gr.Markdown(f"### {html.escape(st.title)}"), name: gr.Textbox(visible=False),
+                        resume: gr.Textbox(visible=False), signin_btn: gr.Button(visible=False)}
+        return updates
 
-    availability_timer.tick(on_availability_tick, None, [availability, availability_timer],
-                            api_visibility="private", queue=False)
+    availability_outputs = [availability, availability_timer, header, name, resume, signin_btn]
+    availability_timer.tick(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
 
     def attach(demo: gr.Blocks) -> None:
-        demo.load(on_availability_tick, None, [availability, availability_timer], api_visibility="private",
-                  queue=False)
+        demo.load(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
         demo.load(on_auto_sign_in, None, signin_outputs, api_visibility="private")
 
     return attach
