@@ -7,6 +7,9 @@
   gets 400 with a message instead of a bare 500.
 * The rater app's file routes serve only image files; exports (CSV, Parquet, HTML) are never reachable there.
 * The admin app's exports are deleted from Gradio's file cache once downloaded.
+* ``queue/data`` for a session this process never saw (the event was joined on another app server: a reverse
+  proxy that is not sticky) gets a clear message for the person instead of Gradio's "Connection lost", and a
+  warning in the log naming the cause (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 log = logging.getLogger(__name__)
+
+SESSION_ELSEWHERE = (
+    "Your page is talking to a different app server than the one holding your session (the proxy in front of this "
+    "app is not sticky: please tell the study organiser). Reload the page and sign in again with your resume code "
+    "(or your invite link): everything saved stays saved, and you continue at your first unanswered item."
+)
 
 MAX_BODY_BYTES = 1 << 20
 IMAGE_SUFFIXES = frozenset({".png", ".webp", ".jpg", ".jpeg"})
@@ -50,10 +59,13 @@ class RequestGuard:
     """ASGI middleware; ``fn_indices(path)`` gives the event indices of the Gradio app that serves ``path``."""
 
     def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None] | None = None,
-                 max_body: int = MAX_BODY_BYTES):  # fmt: skip
+                 max_body: int = MAX_BODY_BYTES,
+                 session_known: Callable[[str, str], bool | None] | None = None):  # fmt: skip
         self.app = app
         self.fn_indices = fn_indices
         self.max_body = max_body
+        self.session_known = session_known  # (path, session_hash) → does this process hold that queue session?
+        self.foreign_sessions = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,6 +91,11 @@ class RequestGuard:
             if too_big:
                 await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
                 return
+        if scope.get("method") == "GET" and path.endswith("/gradio_api/queue/data") and self.session_known:
+            session_hash = _query_value(scope, "session_hash")
+            if session_hash and self.session_known(path, session_hash) is False:
+                await self._foreign_session(send, session_hash)
+                return
         if scope.get("method") == "POST" and path.endswith("/gradio_api/queue/join"):
             await self._join(scope, receive, send)
             return
@@ -86,6 +103,23 @@ class RequestGuard:
             await self._download_once(scope, receive, send, file_path)
             return
         await self.app(scope, _limited(receive, self.max_body), send)
+
+    async def _foreign_session(self, send: Send, session_hash: str) -> None:
+        """The event stream of a session this process never saw: its queue/join went to another process."""
+        self.foreign_sessions += 1
+        if self.foreign_sessions == 1 or self.foreign_sessions % 100 == 0:
+            log.warning(
+                "queue/data for session %s, which this server never saw (%d so far): its event was sent to another "
+                "app server, so the reverse proxy in front of the app servers is not sticky. Route every request of "
+                "one browser to one server (deploy/nginx.conf, docs/deploy.md).",
+                session_hash[:16], self.foreign_sessions,
+            )
+        message = {"msg": "unexpected_error", "message": SESSION_ELSEWHERE, "success": False}
+        body = f"data: {json.dumps(message)}\n\n".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
     async def _join(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Read the (bounded) body, check it names a real event, then hand it on unchanged."""
@@ -179,6 +213,13 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return inner
 
 
+def _query_value(scope: Scope, name: str) -> str:
+    from urllib.parse import parse_qs
+
+    values = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get(name) or [""]
+    return values[0]
+
+
 async def _reply(send: Send, status: int, text: str) -> None:
     body = json.dumps({"error": text}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -189,7 +230,7 @@ async def _reply(send: Send, status: int, text: str) -> None:
 def install(server: Any) -> None:
     """Wrap ``server`` (the FastAPI app of create_server) in the guard; event indices come from its mounts."""
 
-    def fn_indices(path: str) -> set[int] | None:
+    def blocks_for(path: str) -> Any:
         from starlette.routing import Mount
 
         best = None
@@ -197,17 +238,26 @@ def install(server: Any) -> None:
             if isinstance(route, Mount) and (path.startswith(route.path + "/") or route.path == ""):
                 if best is None or len(route.path) > len(best.path):
                     best = route
-        blocks = getattr(getattr(best, "app", None), "get_blocks", None)
-        if blocks is None:
-            return None
-        return set(blocks().fns)
+        get_blocks = getattr(getattr(best, "app", None), "get_blocks", None)
+        return None if get_blocks is None else get_blocks()
 
-    server.add_middleware(_GuardFactory, fn_indices=fn_indices)
+    def fn_indices(path: str) -> set[int] | None:
+        blocks = blocks_for(path)
+        return None if blocks is None else set(blocks.fns)
+
+    def session_known(path: str, session_hash: str) -> bool | None:
+        # Gradio keeps one message queue per session that joined an event here (gradio/queueing.py); None when
+        # that internal is not there (another Gradio version): then nothing is refused
+        sessions = getattr(getattr(blocks_for(path), "_queue", None), "pending_messages_per_session", None)
+        return None if sessions is None else session_hash in sessions
+
+    server.add_middleware(_GuardFactory, fn_indices=fn_indices, session_known=session_known)
 
 
 class _GuardFactory(RequestGuard):
-    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None]):
-        super().__init__(app, fn_indices)
+    def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None],
+                 session_known: Callable[[str, str], bool | None]):  # fmt: skip
+        super().__init__(app, fn_indices, session_known=session_known)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
