@@ -54,11 +54,12 @@ def test_app_servers_starting_together_on_a_new_postgresql_database_migrate_it_o
         except Exception as exc:  # noqa: BLE001 - reported below
             failed.append(repr(exc)[:300])
 
-    threads = [threading.Thread(target=start) for _ in range(4)]
+    threads = [threading.Thread(target=start, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "the concurrent upgrades hang (the schema is locked)"
     assert failed == [] and len(opened) == 4
     assert migrations.current_revision(opened[0].engine) == migrations.head_revision()
     for s in opened:
