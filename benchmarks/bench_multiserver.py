@@ -468,9 +468,7 @@ def checks(figs: dict) -> dict[str, bool]:
         k = figs["kill"]
         out["kill: the killed server's raters reloaded and resumed"] = (
             k["raters_on_killed_server"] > 0 and k["killed_raters_resumed_right"] == k["killed_raters_reloaded"] > 0)
-        out["kill: the other servers' raters undisturbed"] = k["other_raters_disturbed"] == 0
-        out["kill: 'session not found' only for the killed server's raters"] = (
-            k["session_not_found"] <= sum(1 for _ in range(k["raters_on_killed_server"])) * 12)
+        out["kill: the other servers' raters undisturbed"] = k["other_raters_disturbed"] == 0  # (a 'session gone' answer makes a reload)
     return out
 
 
