@@ -38,13 +38,14 @@ def _domain_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .config import ConfigError
+        from .migrations import NewerSchema
         from .service import UserError
         from .storage import StorageError
         from .study import StudyError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, UserError, StorageError, StudyError, FileNotFoundError) as exc:
+        except (ConfigError, UserError, StorageError, StudyError, FileNotFoundError, NewerSchema) as exc:
             raise click.ClickException(str(exc)) from None
         except ValueError as exc:  # e.g. a model entry the registry refuses at start-up
             raise click.ClickException(str(exc)) from None

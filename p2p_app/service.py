@@ -38,6 +38,7 @@ from .storage import (
     StorageError,
     StudyRecord,
     TrialInfo,
+    unreachable,
 )
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
@@ -53,6 +54,15 @@ ProgressFn = Callable[[float, str], None]
 
 # Also what a page gets whose server-side session is gone: Gradio drops session state an hour after the browser
 # disconnects (a laptop asleep), and a server restart drops all of it.
+SESSION_NOT_HERE = (
+    "This server does not hold your session: it was restarted, or your connection moved to another app server. "
+    "Nothing on this page was saved. Sign in again with your resume code (or reload your invite link): everything "
+    "you submitted before is saved, and you continue at your first unanswered item."
+)
+DATABASE_UNREACHABLE = (
+    "The database cannot be reached just now (it may be restarting). Wait a few seconds and try again: everything "
+    "already saved stays saved, and an item is never stored twice."
+)
 NOT_SIGNED_IN = (
     "You are not signed in (or your session ended after a long pause or a server restart). Sign in, or reload "
     "your invite link, to go on; everything you submitted is saved."
@@ -578,6 +588,7 @@ class P2PApp:
         server-side state): ``answers[pos]["rank_realism"]`` and ``["rank_alignment"]`` rank every panel 1..n
         (1 = best), stored like the ranking study design; an incomplete ranking is refused and reveals nothing.
         ``active_seconds``: see :func:`check_active_seconds`."""
+        check_session_here(session, shown)
         self._check_live_session(session)
         judgement = self.check_judgement(judgement)
         if shown is not ANY_TRIAL:
@@ -690,9 +701,12 @@ class P2PApp:
             name = clean_line(name) if isinstance(name, str) else ""
             raise UserError(NOT_A_RATER.format(name=name) if name else INVITE_ONLY)
         name = check_name(name)
-        slot = self.rater_slot(study, name)
+
+        def join_slot(joined: int) -> int:  # counted in the insert's transaction: no two joiners share an index
+            return assignment.slot_for_rater(study, rater=name, join_index=joined)
+
         try:
-            rater = self.storage.add_rater(name, key, slot=slot, with_token=True)
+            rater = self.storage.add_rater(name, key, with_token=True, join_slot=join_slot)
         except StorageError as exc:
             raise UserError(str(exc)) from None
         return RaterSession.of(rater, rater.token or "")
@@ -776,6 +790,7 @@ class P2PApp:
         ``active_seconds``: the page's measure of time visible and not idle (:func:`check_active_seconds`).
         ``marks``: position → [(x, y), …] image-normalised points where the image looks wrong, only in a study
         with ``mark_artifacts`` (:func:`check_marks`); stored with the answers, in one transaction."""
+        check_session_here(session, shown)
         _check_study_session(study, session)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
@@ -1027,6 +1042,25 @@ def rater_plan(study: StudyDefinition, design_hash: str, slot: int) -> tuple[tup
     process (before, every submit recomputed it: 45–110 ms at 201 items × 50 raters)."""
     sequence = assignment.rater_sequence(study, slot)
     return sequence, assignment.sequence_panel_orders(study, slot, sequence)  # repeats get a new panel order
+
+
+def check_session_here(session: RaterSession | None, shown: object) -> None:
+    """A submit naming a trial the page shows, with no session on this server: the page was made by another
+    process (the server restarted, or a proxy in front of several servers is not sticky). Says so to the person
+    (:data:`SESSION_NOT_HERE`) and in the log, instead of a bare "not signed in"."""
+    if session is not None or shown is ANY_TRIAL or not str(shown or "").strip():
+        return
+    log.warning(
+        "a submit for trial %s arrived without a session on this server: the server was restarted since the page "
+        "was loaded, or the reverse proxy in front of several app servers is not sticky (docs/deploy.md); the "
+        "rater was asked to sign in again", str(shown)[:20],
+    )
+    raise UserError(SESSION_NOT_HERE)
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """The database server could not be reached (restarting, network): see :func:`p2p_app.storage.unreachable`."""
+    return unreachable(exc)
 
 
 def _check_study_session(study: StudyDefinition, session: RaterSession | None) -> None:

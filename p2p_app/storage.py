@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
 from sqlalchemy import (
@@ -394,6 +394,20 @@ def _transient(exc: OperationalError) -> bool:
     return any(w in text for w in ("locked", "busy", "deadlock", "could not serialize"))
 
 
+def unreachable(exc: BaseException) -> bool:
+    """The database server could not be reached or dropped the connection (it restarted, the network failed):
+    whatever this call was writing was rolled back or never sent; trying again once the server is back is safe."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OperationalError):
+        text = str(exc.orig).lower()
+        return any(w in text for w in ("connection", "server closed", "terminating", "shutting down",
+                                       "starting up", "could not connect", "timeout expired"))
+    return False
+
+
 def _retried(fn):
     """Run a write again when it met a lock conflict (SQLite from another process, PostgreSQL serialisation).
     Every write here is one transaction, and a conflict rolls it back, so running it again is safe; the
@@ -500,6 +514,10 @@ class Storage:
             if sqlite_dir is not None and Path(db_path).exists() and not os.access(db_path, os.W_OK):
                 raise StorageError(READ_ONLY_DATA.format(folder=sqlite_dir, reason=f"{Path(db_path).name} is read-only"))
         self.is_sqlite = url.startswith("sqlite")
+        if not self.is_sqlite:
+            # a database server that restarted left dead connections in the pool: test each one as it is taken
+            # out (a cheap round trip) so the first request after the restart does not fail on a stale one
+            kwargs["pool_pre_ping"] = True  # (pool: SQLAlchemy's default, at most 15 connections per process)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -541,16 +559,25 @@ class Storage:
     @_retried
     def add_rater(
         self, name: str, study_key: str = LIVE_STUDY, slot: int | None = None, with_token: bool = False,
-        unique_slot: bool = False,
+        unique_slot: bool = False, join_slot: Callable[[int], int] | None = None,
     ) -> RaterInfo:
         """Create a rater; with ``with_token`` the returned info carries the clear token (only its sha256 is
         stored). ``unique_slot`` refuses a ``slot`` another rater of the study already holds (a study that lists
-        its raters: one person per listed name), checked in the same transaction as the insert."""
+        its raters: one person per listed name), checked in the same transaction as the insert. ``join_slot``
+        (instead of ``slot``): the slot is ``join_slot(number of raters of the study so far)`` (an open study's
+        join order), counted in the same transaction as the insert. Both are serialised per study (SQLite: one
+        writer; PostgreSQL: an advisory lock), so concurrent sign-ins, in one app server or several, never take
+        one join index or one listed place twice."""
         clean = " ".join(name.split())
         if not clean:
             raise StorageError("The rater name is empty.")
         token = secrets.token_urlsafe(24) if with_token else None
         with self._tx() as s:
+            if (unique_slot or join_slot is not None) and self.engine.dialect.name == "postgresql":
+                s.execute(select(func.pg_advisory_xact_lock(28722, func.hashtext(study_key))))
+            if join_slot is not None:
+                joined = s.scalar(select(func.count()).select_from(Rater).where(Rater.study_key == study_key))
+                slot = join_slot(int(joined or 0))
             if unique_slot:
                 holder = s.scalars(select(Rater).where(Rater.slot == slot, Rater.study_key == study_key)).first()
                 if holder is not None:

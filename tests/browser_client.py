@@ -15,15 +15,19 @@ import httpx
 
 
 class BrowserSession:
-    def __init__(self, base_url: str, query: str = "", login: tuple[str, str] | None = None):
+    def __init__(self, base_url: str, query: str = "", login: tuple[str, str] | None = None,
+                 cookies: httpx.Cookies | None = None):  # fmt: skip
+        """``cookies``: the browser's cookie jar, kept across page loads (e.g. a proxy's route cookie)."""
         self.base = base_url.rstrip("/")
-        self.http = httpx.Client(timeout=60)
+        self.http = httpx.Client(timeout=60, cookies=cookies)
         self.session_hash = secrets.token_hex(6)
         self.query = query
         if login is not None:  # Gradio's login form (the admin app): sets the access-token cookie
             r = self.http.post(f"{self.base}/login", data={"username": login[0], "password": login[1]})
             r.raise_for_status()
-        self.config = self.http.get(f"{self.base}/config").raise_for_status().json()
+        response = self.http.get(f"{self.base}/config").raise_for_status()
+        self.config = response.json()
+        self.config_headers = response.headers  # e.g. which app server answered, behind a test proxy
         self.components = {c["id"]: c for c in self.config["components"]}
         self.values: dict[int, Any] = {cid: c.get("props", {}).get("value") for cid, c in self.components.items()}
         self.visible: dict[int, Any] = {cid: c.get("props", {}).get("visible", True) for cid, c in self.components.items()}
@@ -104,6 +108,8 @@ class BrowserSession:
                 if not line.startswith("data:"):
                     continue
                 msg = json.loads(line[5:])
+                if msg.get("msg") == "unexpected_error":  # what the page shows as an error pop-up
+                    raise RuntimeError(f"unexpected_error: {msg.get('message')}")
                 if msg.get("msg") == "process_completed":
                     if not msg.get("success", True):
                         raise RuntimeError(f"event failed: {msg.get('output')}")

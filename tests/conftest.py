@@ -103,58 +103,28 @@ def running_server(app):
 # Without either the PostgreSQL variants are skipped, saying why.
 
 
-def _pg_binaries() -> Path | None:
-    import glob
-    import shutil
-
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(versions[-1]).parent if versions else None
-
-
 @pytest.fixture(scope="session")
 def pg_server():
     """Base URL of a PostgreSQL server (no database part), or a skip with the reason."""
-    import shutil
-    import subprocess
-    import tempfile
+    from deploy_harness import Unavailable, pg_cluster
 
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg (v3) is not installed: pip install -e '.[test]'")
     given = os.environ.get("P2P_TEST_DATABASE_URL")
     if given:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            pytest.skip("psycopg (v3) is not installed: pip install -e '.[test]'")
         yield given.rsplit("/", 1)[0] + "/"
         return
-    bindir = _pg_binaries()
-    if bindir is None:
-        pytest.skip("no PostgreSQL: set P2P_TEST_DATABASE_URL or install Debian's postgresql (pg_ctl)")
-    root = Path(tempfile.mkdtemp(prefix="p2p-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    data = root / "data"
-    run = dict(check=True, capture_output=True, text=True)
     try:
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                        "--no-sync"], **run)  # fmt: skip
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
-                        "start"], **run)  # fmt: skip
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start a throwaway PostgreSQL cluster: {exc.stderr.strip()[-300:]}")
+        cluster = pg_cluster()
+        server = cluster.__enter__()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/"
+        yield server.url
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.__exit__(None, None, None)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 
 from ..limits import client_address
-from ..service import P2PApp, ShownTrial, UserError
+from ..service import DATABASE_UNREACHABLE, P2PApp, ShownTrial, UserError, database_unreachable
 from ..storage import AccessDenied, StorageError
 from ..blinding import panel_label
 from ..study import Question
@@ -252,7 +252,11 @@ def guarded(message_box: gr.components.Component) -> Callable:
                 return _tell(message_box, "⚠️", str(exc))
             except AccessDenied as exc:
                 return _tell(message_box, "⛔", str(exc))
-            except Exception:  # noqa: BLE001 - the person gets a message, the log gets the trace
+            except Exception as exc:  # noqa: BLE001 - the person gets a message, the log gets the trace
+                if database_unreachable(exc):
+                    log.error("the database cannot be reached (%s: %s); the person was asked to try again",
+                              type(exc).__name__, str(exc).splitlines()[0][:200])
+                    return _tell(message_box, "⚠️", DATABASE_UNREACHABLE)
                 log.exception("unexpected error in %s", fn.__name__)
                 return _tell(
                     message_box, "⚠️",

@@ -14,6 +14,9 @@
 * Admin sign-in (``POST /admin/login``) is throttled per address and per network (:class:`LoginThrottle`):
   exponential backoff after a few free tries, a 429 with ``Retry-After`` while waiting, never a global lock.
 * A ``queue/join`` body nested deeper than ``MAX_JSON_DEPTH`` gets 400 (it used to be a bare 500).
+* ``queue/data`` for a session this process never saw (the event was joined on another app server: a reverse
+  proxy that is not sticky) gets a clear message for the person instead of Gradio's "Connection lost", and a
+  warning in the log naming the cause (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ from urllib.parse import unquote
 from ..limits import Backoff, Verdict, client_address, in_networks, network_of
 
 log = logging.getLogger(__name__)
+
+SESSION_ELSEWHERE = (
+    "Your page is talking to a different app server than the one holding your session (the proxy in front of this "
+    "app is not sticky: please tell the study organiser). Reload the page and sign in again with your resume code "
+    "(or your invite link): everything saved stays saved, and you continue at your first unanswered item."
+)
 
 MAX_BODY_BYTES = 1 << 20
 MAX_JSON_DEPTH = 64
@@ -108,12 +117,15 @@ class RequestGuard:
 
     def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None] | None = None,
                  max_body: int = MAX_BODY_BYTES, login: LoginThrottle | None = None,
-                 api_names: Callable[[str, bool], set[str] | None] | None = None):  # fmt: skip
+                 api_names: Callable[[str, bool], set[str] | None] | None = None,
+                 session_known: Callable[[str, str], bool | None] | None = None):  # fmt: skip
         self.app = app
         self.fn_indices = fn_indices
         self.api_names = api_names  # (path, public only) -> endpoint names Gradio can resolve there
         self.max_body = max_body
         self.login = login or LoginThrottle()
+        self.session_known = session_known  # (path, session_hash) → does this process hold that queue session?
+        self.foreign_sessions = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -144,6 +156,11 @@ class RequestGuard:
             if too_big:
                 await _reply(send, 413, f"The request body is larger than {self.max_body} bytes.")
                 return
+        if scope.get("method") == "GET" and path.endswith("/gradio_api/queue/data") and self.session_known:
+            session_hash = _query_value(scope, "session_hash")
+            if session_hash and self.session_known(path, session_hash) is False:
+                await self._foreign_session(send, session_hash)
+                return
         if scope.get("method") == "POST" and path.endswith("/gradio_api/queue/join"):
             await self._join(scope, receive, send)
             return
@@ -158,6 +175,23 @@ class RequestGuard:
             await self._download_once(scope, receive, send, file_path)
             return
         await self.app(scope, _limited(receive, self.max_body), send)
+
+    async def _foreign_session(self, send: Send, session_hash: str) -> None:
+        """The event stream of a session this process never saw: its queue/join went to another process."""
+        self.foreign_sessions += 1
+        if self.foreign_sessions == 1 or self.foreign_sessions % 100 == 0:
+            log.warning(
+                "queue/data for session %s, which this server never saw (%d so far): its event was sent to another "
+                "app server, so the reverse proxy in front of the app servers is not sticky. Route every request of "
+                "one browser to one server (deploy/nginx.conf, docs/deploy.md).",
+                session_hash[:16], self.foreign_sessions,
+            )
+        message = {"msg": "unexpected_error", "message": SESSION_ELSEWHERE, "success": False}
+        body = f"data: {json.dumps(message)}\n\n".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
     async def _join(self, scope: Scope, receive: Receive, send: Send, call: tuple[str, str] | None = None) -> None:
         """Read the (bounded) body, check it names a real event, then hand it on unchanged. ``call``: a named
@@ -286,6 +320,13 @@ def _limited(receive: Receive, limit: int) -> Receive:
     return inner
 
 
+def _query_value(scope: Scope, name: str) -> str:
+    from urllib.parse import parse_qs
+
+    values = parse_qs((scope.get("query_string") or b"").decode("latin-1")).get(name) or [""]
+    return values[0]
+
+
 async def _reply(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps({"error": text}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -320,13 +361,21 @@ def install(server: Any, login: LoginThrottle | None = None) -> None:
         return {fn.api_name for fn in blocks.fns.values() if isinstance(fn.api_name, str)
                 and (not public_only or getattr(fn, "api_visibility", "public") == "public")}  # fmt: skip
 
-    server.add_middleware(_GuardFactory, fn_indices=fn_indices, login=login, api_names=api_names)
+    def session_known(path: str, session_hash: str) -> bool | None:
+        # Gradio keeps one message queue per session that joined an event here (gradio/queueing.py); None when
+        # that internal is not there (another Gradio version): then nothing is refused
+        sessions = getattr(getattr(blocks_at(path), "_queue", None), "pending_messages_per_session", None)
+        return None if sessions is None else session_hash in sessions
+
+    server.add_middleware(_GuardFactory, fn_indices=fn_indices, login=login, api_names=api_names,
+                          session_known=session_known)
 
 
 class _GuardFactory(RequestGuard):
     def __init__(self, app: Callable, fn_indices: Callable[[str], set[int] | None], login: LoginThrottle | None = None,
-                 api_names: Callable[[str, bool], set[str] | None] | None = None):  # fmt: skip
-        super().__init__(app, fn_indices, login=login, api_names=api_names)
+                 api_names: Callable[[str, bool], set[str] | None] | None = None,
+                 session_known: Callable[[str, str], bool | None] | None = None):  # fmt: skip
+        super().__init__(app, fn_indices, login=login, api_names=api_names, session_known=session_known)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
