@@ -357,6 +357,73 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
 
 
 @main.command()
+@click.argument("name")
+@click.option("--encoder", "encoder_names", multiple=True, required=True,
+              help="Image encoder (repeatable): inception, dinov2, rad-dino, clip, biomedclip, tiny-dinov2, tiny-clip, "
+                   "or timm:<model>, open_clip:<model>, hf:<hub id or folder>.")
+@click.option("--reference", type=click.Path(), default=None,
+              help="Folder of real images to compare against. Default: the study's real images.")
+@click.option("--train", type=click.Path(), default=None,
+              help="Folder of training images: flags generated images that are likely copies (memorisation).")
+@click.option("--bootstrap", default=200, show_default=True, help="Bootstrap resamples for the intervals.")
+@click.option("--copy-percentile", default=1.0, show_default=True,
+              help="Copy threshold: this percentile of the training images' own nearest-neighbour distances.")
+@click.option("--device", default=None, help="torch device (default: cuda when there is one, else cpu).")
+@_common
+@_domain_errors
+def metrics(name, encoder_names, reference, train, bootstrap, copy_percentile, device, config_path, data_dir,
+            database_url) -> None:
+    """Automatic metrics for study NAME ('live' for the arena) per encoder: Fréchet distance, KID, RBF MMD,
+    precision/recall/density/coverage per model, per-image nearest-real distance and prompt alignment, and with
+    --train the memorisation check. Writes tables that `p2p report`, the admin page and `p2p export` read."""
+    from .metrics import MetricsError
+    from .metrics_run import MetricsInputError, compute, folder_images, study_images, write_tables
+    from .study import study_key
+
+    from generators.encoders import EncoderError, FeatureCache, encoder_spec
+
+    try:
+        specs = [encoder_spec(n) for n in encoder_names]  # a typo fails before any work
+        app = _open_app(config_path, data_dir, database_url, read_only=True)
+        st = None if name == "live" else _study(app, name)
+        key = "live" if st is None else study_key(st)
+        gen, real = study_images(app, st)
+        if reference:
+            real = folder_images(reference, "reference")
+        elif len(real) < 2:
+            raise MetricsInputError(f"{key} has {len(real)} real image(s) to compare against: give --reference DIR "
+                                    "with a folder of real images")
+        train_refs = folder_images(train, "training") if train else None
+        ratings = app.storage.ratings_frame(key)
+        quiet_library_progress()
+        from tqdm import tqdm
+
+        from generators.encoders import load_encoder
+
+        total = len(gen) + len(real) + len(train_refs or ())
+        for spec in specs:
+            enc = load_encoder(spec, cache_dir=app.config.model_cache_dir, device=device)
+            cache = FeatureCache(app.config.data_dir / "metrics" / "features", spec)
+            bar = tqdm(total=total, unit="img", desc=f"{spec.name} features")
+            with _resumable(bar):
+                result = compute(enc, cache, gen, real, train_refs, n_boot=bootstrap, copy_percentile=copy_percentile,
+                                 progress=bar.update)
+            folder = write_tables(result, app.config.data_dir, key, {"reference": reference or "study real images",
+                                                                      "train": train or ""})
+            click.echo(f"{spec.name}: {len(gen)} generated vs {len(real)} real images -> {folder}")
+            for note in result.notes:
+                click.echo(f"  note: {note}")
+            if "copy_flag" in result.per_image:
+                click.echo(f"  likely copies: {int(result.per_image['copy_flag'].sum())} of {len(gen)} "
+                           f"(threshold {result.meta['copy_threshold']:.4g})")
+    except (EncoderError, MetricsError, MetricsInputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if ratings.empty:
+        click.echo(f"No ratings yet for {key}: the metrics are written; the agreement with the clinicians appears in "
+                   "`p2p report` once raters have answered (no need to run this again).")
+
+
+@main.command()
 def settings() -> None:
     """List every config setting with its default and meaning."""
     from .config import SETTINGS
