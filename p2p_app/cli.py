@@ -123,9 +123,12 @@ def serve(config_path, data_dir, database_url, host, port, prepare_studies) -> N
 @click.argument("out", type=click.Path(dir_okay=False))
 @_common
 @click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
-@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks"]), default=None,
-              help="long CSV (one row per answer), wide CSV (one row per image), Parquet, or marks CSV (one row per "
-                   "artifact mark). Default: from OUT's suffix.")
+@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks", "metrics", "metrics-models"]),
+              default=None,
+              help="long CSV (one row per answer), wide CSV (one row per image), Parquet, marks CSV (one row per "
+                   "artifact mark), or the tables of `p2p metrics` (metrics: one row per generated image and encoder; "
+                   "metrics-models: one row per model, encoder and metric; CSV or .parquet; needs --study). "
+                   "Default: from OUT's suffix.")
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
@@ -139,6 +142,20 @@ def export(out, config_path, data_dir, database_url, study, fmt) -> None:
             raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
     from .study import rater_group_map
 
+    if fmt in ("metrics", "metrics-models"):
+        from .metrics_run import load_metrics
+
+        if study is None:
+            raise click.ClickException("--format metrics needs --study (the study `p2p metrics` was run on)")
+        key = study if "@v" in study or study == LIVE_STUDY else max(
+            (k for k in keys if k.rsplit("@v", 1)[0] == study), key=lambda k: int(k.rsplit("@v", 1)[1]))
+        loaded = load_metrics(app.config.data_dir, key)
+        if loaded is None:
+            raise click.ClickException(f"no metrics for {key} yet: run `p2p metrics {key} --encoder NAME` first")
+        table = loaded.per_image if fmt == "metrics" else loaded.per_model
+        exporter.write_metrics_table(table, out)
+        click.echo(f"Wrote {len(table)} rows ({fmt}, encoders: {', '.join(loaded.encoders)}) to {out}")
+        return
     if fmt == "marks":
         marks = app.storage.marks_frame(study)
         exporter.write_marks_csv(marks, out)
@@ -350,8 +367,11 @@ def report(name, out, bootstrap, config_path, data_dir, database_url) -> None:
         title, progress = st.title, progress_frame(app, st)
         models = tuple(st.models)  # every model of the study is listed, rated or not
     marks = app.storage.marks_frame("live" if name == "live" else study_key(st))
+    from .metrics_run import load_metrics
+
+    metrics = load_metrics(app.config.data_dir, "live" if name == "live" else study_key(st))  # from `p2p metrics`
     page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models,
-                        marks=marks if len(marks) else None)
+                        marks=marks if len(marks) else None, metrics=metrics)
     Path(out).write_text(page, encoding="utf-8")
     click.echo(f"Wrote {out} ({len(df)} answers)")
 
@@ -415,7 +435,8 @@ def metrics(name, encoder_names, reference, train, bootstrap, copy_percentile, d
                 click.echo(f"  note: {note}")
             if "copy_flag" in result.per_image:
                 click.echo(f"  likely copies: {int(result.per_image['copy_flag'].sum())} of {len(gen)} "
-                           f"(threshold {result.meta['copy_threshold']:.4g})")
+                           f"(thresholds: features {result.meta['copy_threshold']:.4g}, "
+                           f"pixels {result.meta['pixel_threshold']:.4g})")
     except (EncoderError, MetricsError, MetricsInputError) as exc:
         raise click.ClickException(str(exc)) from None
     if ratings.empty:

@@ -573,22 +573,62 @@ def pixel_similarity(a, b, size: int = 64) -> float:
     return float((x * y).sum() / den) if den > 0 else float(np.all(x == y))
 
 
-def memorisation(fake: np.ndarray, train: np.ndarray, k: int = 3, percentile: float = COPY_PERCENTILE,
-                 threshold: float | None = None) -> tuple[pd.DataFrame, float]:
-    """For each generated image its ``k`` nearest training images (exact search) and whether the nearest is closer
-    than the calibrated threshold (:func:`copy_threshold`). Returns (one row per generated image: row, nn_index,
-    nn_distance, next_indices, copy_flag) and the threshold."""
+def pixel_vectors(images, size: int = 32) -> np.ndarray:
+    """Each image as a centred, unit-length greyscale thumbnail (centre square, ``size`` × ``size``): the Euclidean
+    distance between two rows is √(2 − 2r), r their pixel correlation, so it ignores brightness and contrast."""
+    from PIL import Image
+
+    out = np.empty((len(images), size * size), dtype=np.float32)
+    for i, im in enumerate(images):
+        g = im.convert("L")
+        w, h = g.size
+        s = min(w, h)
+        g = g.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.BILINEAR)
+        x = np.asarray(g, dtype=np.float64).ravel()
+        x = x - x.mean()
+        n = np.linalg.norm(x)
+        out[i] = x / n if n > 0 else x
+    return out
+
+
+def memorisation(fake: np.ndarray, train: np.ndarray, fake_pixels: np.ndarray | None = None,
+                 train_pixels: np.ndarray | None = None, k: int = 3,
+                 percentile: float = COPY_PERCENTILE) -> tuple[pd.DataFrame, dict[str, float]]:
+    """For each generated image its ``k`` nearest training images by encoder features and, with pixel vectors
+    (:func:`pixel_vectors`), its nearest training image by pixels. Each space has its own calibrated threshold
+    (:func:`copy_threshold`); with both spaces each is calibrated at ``percentile`` / 2, so an image that is not a
+    copy is flagged with probability ≈ ``percentile`` % at most. A feature space with invariances finds semantic
+    near-copies; the pixel space finds literal ones (crops, re-encodings, brightness changes) whatever the encoder.
+
+    Returns (one row per generated image: row, nn_index, nn_distance, next_indices, pixel_nn_index,
+    pixel_nn_distance, copy_flag, flagged_by, match_index) and the thresholds
+    (``features``, ``pixels``)."""
     fake = np.asarray(fake, dtype=np.float32)
     train = np.asarray(train, dtype=np.float32)
     if fake.ndim != 2 or train.ndim != 2 or fake.shape[1] != train.shape[1]:
         raise MetricsError("generated and training features must be 2-D with the same dimension")
-    thr = copy_threshold(train, percentile) if threshold is None else float(threshold)
+    use_pixels = fake_pixels is not None and train_pixels is not None
+    p = percentile / 2 if use_pixels else percentile
+    thr = {"features": copy_threshold(train, p), "pixels": float("nan")}
     d, idx = nearest(fake, train, k)
+    feat_flag = d[:, 0] < thr["features"] if thr["features"] > 0 else d[:, 0] <= 0
     table = pd.DataFrame({
         "row": np.arange(len(fake)),
         "nn_index": idx[:, 0],
         "nn_distance": d[:, 0],
         "next_indices": [",".join(map(str, r[1:])) for r in idx],
-        "copy_flag": d[:, 0] <= thr if thr == 0 else d[:, 0] < thr,
     })
+    pix_flag = np.zeros(len(fake), dtype=bool)
+    if use_pixels:
+        thr["pixels"] = copy_threshold(train_pixels, p)
+        pd_, pi = nearest(fake_pixels, train_pixels, 1)
+        pix_flag = pd_[:, 0] < thr["pixels"] if thr["pixels"] > 0 else pd_[:, 0] <= 0
+        table["pixel_nn_index"] = pi[:, 0]
+        table["pixel_nn_distance"] = pd_[:, 0]
+    table["copy_flag"] = feat_flag | pix_flag
+    table["flagged_by"] = np.where(feat_flag & pix_flag, "both", np.where(feat_flag, "features",
+                                                                         np.where(pix_flag, "pixels", "")))
+    # the pair to show: the pixel match when only the pixels fired, else the nearest by features
+    table["match_index"] = np.where(pix_flag & ~feat_flag, table.get("pixel_nn_index", table["nn_index"]),
+                                    table["nn_index"])
     return table, thr

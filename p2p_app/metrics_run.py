@@ -182,6 +182,7 @@ def compute(
         "model": [r.model for r in generated],
         "prompt_id": [r.prompt_id for r in generated],
         "sha256": [r.sha256 for r in generated],
+        "path": [str(r.path) for r in generated],
         "nn_real_distance": M.nn_distance(fg, fr),
     })
     if encoder.has_text:
@@ -192,17 +193,22 @@ def compute(
     else:
         per_image["alignment"] = np.nan
         text_notes.append(f"{encoder.name} has no text tower: no prompt alignment (use a CLIP-family encoder)")
-    threshold = float("nan")
+    threshold = {"features": float("nan"), "pixels": float("nan")}
     if ft is not None:
-        mem, threshold = M.memorisation(fg, ft, percentile=copy_percentile)
-        per_image["train_nn_path"] = [str(train[i].path) for i in mem["nn_index"]]
+        assert train is not None
+        gen_pix = M.pixel_vectors([open_checked(r, notes) for r in generated])
+        train_pix = M.pixel_vectors([open_checked(r, notes) for r in train])
+        mem, threshold = M.memorisation(fg, ft, gen_pix, train_pix, percentile=copy_percentile)
+        match = mem["match_index"].to_numpy()
+        per_image["train_nn_path"] = [str(train[i].path) for i in match]
         per_image["train_nn_distance"] = mem["nn_distance"].to_numpy()
-        per_image["copy_threshold"] = threshold
+        per_image["copy_threshold"] = threshold["features"]
+        per_image["pixel_nn_distance"] = mem["pixel_nn_distance"].to_numpy()
+        per_image["pixel_threshold"] = threshold["pixels"]
         per_image["copy_flag"] = mem["copy_flag"].to_numpy()
-        sims = []
-        for g, i in zip(generated, mem["nn_index"]):
-            sims.append(M.pixel_similarity(open_checked(g, notes), open_checked(train[i], notes)))
-        per_image["pixel_similarity"] = sims
+        per_image["flagged_by"] = mem["flagged_by"].to_numpy()
+        # pixel correlation with the pair shown
+        per_image["pixel_similarity"] = (gen_pix * train_pix[match]).sum(1).astype(float)
     rows = []
     k = M.PRDC_K
     for j, model in enumerate(sorted(set(per_image["model"]))):
@@ -244,7 +250,8 @@ def compute(
         text_notes.append(f"{notes['converted']} image(s) were not RGB (greyscale, RGBA, palette): converted to RGB")
     meta = {"encoder": encoder.name, "library": encoder.spec.library, "source": encoder.spec.source,
             "n_generated": len(generated), "n_reference": len(reference), "n_train": len(train or ()),
-            "copy_percentile": copy_percentile, "copy_threshold": threshold, "n_boot": n_boot, "seed": seed,
+            "copy_percentile": copy_percentile, "copy_threshold": threshold["features"],
+            "pixel_threshold": threshold["pixels"], "n_boot": n_boot, "seed": seed,
             "notes": text_notes}
     return MetricsResult(per_image, per_model, meta, notes=text_notes)
 
@@ -260,9 +267,11 @@ def write_tables(result: MetricsResult, data_dir: str | os.PathLike, study_key: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     old = None
     try:
+        from .export import write_metrics_table
+
         for name, table in (("per_image", result.per_image), ("per_model", result.per_model)):
-            table.to_parquet(tmp / f"{name}.parquet", index=False)
-            table.to_csv(tmp / f"{name}.csv", index=False)
+            write_metrics_table(table, tmp / f"{name}.parquet")
+            write_metrics_table(table, tmp / f"{name}.csv")
         (tmp / "meta.json").write_text(json.dumps({**result.meta, "study": study_key, **(extra or {})}, indent=1,
                                                   default=str))
         if final.exists():
@@ -377,6 +386,6 @@ def summarize(loaded: LoadedMetrics, ratings: pd.DataFrame, n_boot: int = M.DEFA
         c = loaded.per_image[loaded.per_image["copy_flag"].fillna(False).astype(bool)]
         realism = human[human["question"] == "realism"].set_index("image_id")["score"] if not human.empty else {}
         copies = c.assign(realism=c["image_id"].map(realism) if len(realism) else np.nan)[
-            ["encoder", "image_id", "model", "train_nn_path", "train_nn_distance", "copy_threshold",
-             "pixel_similarity", "realism"]].reset_index(drop=True)
+            ["encoder", "image_id", "model", "path", "train_nn_path", "flagged_by", "train_nn_distance",
+             "copy_threshold", "pixel_similarity", "realism"]].reset_index(drop=True)
     return Agreement(table, pd.DataFrame(best_rows), ranking, sc, copies)

@@ -543,13 +543,16 @@ def build_report(
     models: tuple[str, ...] | list[str] = (),
     exclude_flagged_raters: bool = False,
     marks: pd.DataFrame | None = None,
+    metrics=None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
     answered / assigned), shown as a table and a bar chart. ``models``: the study's models, so that a model without
     ratings is listed as not computable rather than left out. ``exclude_flagged_raters``: see
     :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given). ``marks``: the study's marked points
-    (``Storage.marks_frame``), drawn as per-model heat maps. Practice answers are left out of everything."""
+    (``Storage.marks_frame``), drawn as per-model heat maps. ``metrics``: the tables of ``p2p metrics``
+    (:class:`p2p_app.metrics_run.LoadedMetrics`), shown as "Do the metrics agree with the clinicians?". Practice
+    answers are left out of everything."""
     df = without_practice(df)
     analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
                                                              exclude_flagged_raters=exclude_flagged_raters,
@@ -557,4 +560,12 @@ def build_report(
     extra = {"answers_over_time": answers_over_time(df)}
     if progress is not None:
         extra["progress"] = progress
-    return render_html(analysis, figures(analysis, df, progress), title, extra)
+    page = render_html(analysis, figures(analysis, df, progress), title, extra)
+    if metrics is None:
+        return page
+    from .metrics_report import PLOTLY_MARK, section_html
+    from .metrics_run import summarize
+
+    section = section_html(metrics, summarize(metrics, df, n_boot=n_boot, seed=seed),
+                           include_plotlyjs=PLOTLY_MARK not in page, table_html=_table_html)
+    return page.replace("</body></html>", section + "\n</body></html>")
