@@ -360,7 +360,8 @@ def summarize(loaded: LoadedMetrics, ratings: pd.DataFrame, n_boot: int = M.DEFA
             continue
         t = M.agreement(hb, per_enc, n_boot=n_boot, seed=seed)
         t = t.rename(columns={"metric": "encoder"}).assign(question=question, metric=metric)
-        b = M.best_tracker(t.rename(columns={"encoder": "metric"}), {e: PER_IMAGE_METRICS[metric] for e in per_enc})
+        b = M.best_tracker(t.drop(columns="metric").rename(columns={"encoder": "metric"}),
+                           {e: PER_IMAGE_METRICS[metric] for e in per_enc})
         if b.get("best") is not None:
             best_rows.append({"question": question, "metric": metric, "best_encoder": b["best"],
                               "signed_spearman": b["rho"], "ci_low": b["rho_low"], "ci_high": b["rho_high"],
