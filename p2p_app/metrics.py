@@ -297,6 +297,9 @@ def set_metrics(fake: np.ndarray, real: np.ndarray, n_boot: int = DEFAULT_N_BOOT
                     out[name] = _mmd2_unbiased(kxx, kyy, kxy)
                 else:  # a U-statistic on the resample: pairs of one original image (its copies) left out
                     mx, my = fi[:, None] != fi[None, :], ri[:, None] != ri[None, :]
+                    if not (mx.any() and my.any()):  # one image drawn n times: no pair, no estimate
+                        out[name] = float("nan")
+                        continue
                     out[name] = float(kxx[np.ix_(fi, fi)][mx].mean() + kyy[np.ix_(ri, ri)][my].mean()
                                       - 2 * kxy[np.ix_(fi, ri)].mean())
             elif name == "kid":
