@@ -162,10 +162,16 @@ def _tiny_clip(seed: int):
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from .tiny import _clip_text_config, _clip_tokenizer
+    from transformers import CLIPTokenizer
 
-    tokenizer = _clip_tokenizer(77)
-    text = _clip_text_config(tokenizer).to_dict()
+    from .tiny import MEDICAL_CORPUS
+
+    # a tokenizer trained here on the tiny generators' medical corpus (no hub), saved with the model
+    tokenizer = CLIPTokenizer(model_max_length=77).train_new_from_iterator(
+        list(MEDICAL_CORPUS) * 4, vocab_size=1000, show_progress=False)
+    text = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, hidden_size=32, projection_dim=32, intermediate_size=37,
+                num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77)
     vision = dict(image_size=TINY_IMAGE_SIZE, patch_size=8, hidden_size=32, projection_dim=32, intermediate_size=37,
                   num_attention_heads=4, num_hidden_layers=2)
     config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)

@@ -229,7 +229,7 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int = PRDC_K, chunk: int = 2048,
 # ------------------------------------------------------------------------------------------ set metrics with CIs
 
 
-def _ci(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+def percentile_ci(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if len(v) < 2:
@@ -248,7 +248,7 @@ def _shifted_ci(point: float, boots: np.ndarray, level: float = CI_LEVEL, bounde
     if len(b) < 2:
         return float("nan"), float("nan")
     bias = float(np.median(b)) - point
-    lo, hi = _ci(b, level)
+    lo, hi = percentile_ci(b, level)
     lo, hi = lo - bias, hi - bias
     if bounded:
         lo, hi = max(0.0, lo), min(1.0, hi)
@@ -516,7 +516,7 @@ def best_tracker(table: pd.DataFrame, sign: Mapping[str, float] | None = None, l
         B = np.stack(boots)
         lead = B[best] - B[second]
         out.update(runner_up=t.loc[second, "metric"], lead=float(est[best] - est[second]))
-        out["lead_low"], out["lead_high"] = _ci(lead, level)
+        out["lead_low"], out["lead_high"] = percentile_ci(lead, level)
         valid = np.isfinite(B).all(0)
         out["share_best"] = float((np.nanargmax(np.where(np.isfinite(B), B, -np.inf), axis=0)[valid] == best).mean()) \
             if valid.any() else float("nan")

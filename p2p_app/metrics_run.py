@@ -228,14 +228,14 @@ def compute(
             a = per_image.loc[mask, "alignment"].to_numpy()
             rng = np.random.default_rng(seed + 1000 + j)
             boots = [a[rng.integers(0, len(a), len(a))].mean() for _ in range(n_boot)]
-            lo, hi = M._ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
+            lo, hi = M.percentile_ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
             t = pd.concat([t, pd.DataFrame([{"metric": "alignment", "value": float(a.mean()), "ci_low": lo,
                                              "ci_high": hi, "n_fake": len(a), "n_real": 0, "n_boot": n_boot}])])
         if ft is not None:
             flags = per_image.loc[mask, "copy_flag"].to_numpy(float)
             rng = np.random.default_rng(seed + 2000 + j)
             boots = [flags[rng.integers(0, len(flags), len(flags))].mean() for _ in range(n_boot)]
-            lo, hi = M._ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
+            lo, hi = M.percentile_ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
             t = pd.concat([t, pd.DataFrame([{"metric": "copy_share", "value": float(flags.mean()), "ci_low": lo,
                                              "ci_high": hi, "n_fake": len(flags), "n_real": len(ft), "n_boot": n_boot}])])
         rows.append(t.assign(model=model, encoder=encoder.name))
