@@ -107,9 +107,9 @@ def polynomial_kernel(a: np.ndarray, b: np.ndarray, degree: int = 3, gamma: floa
 
 def _mmd2_unbiased(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
     m, n = len(kxx), len(kyy)
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+    sxx = (kxx.sum(dtype=np.float64) - np.trace(kxx, dtype=np.float64)) / (m * (m - 1))
+    syy = (kyy.sum(dtype=np.float64) - np.trace(kyy, dtype=np.float64)) / (n * (n - 1))
+    return float(sxx + syy - 2 * kxy.mean(dtype=np.float64))
 
 
 def kid(x: np.ndarray, y: np.ndarray, rng: np.random.Generator | None = None, full_max: int = KID_FULL_MAX,
@@ -121,10 +121,11 @@ def kid(x: np.ndarray, y: np.ndarray, rng: np.random.Generator | None = None, fu
         return _mmd2_unbiased(polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y))
     rng = rng or np.random.default_rng(DEFAULT_SEED)
     m = min(subset_size, len(x), len(y))
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)  # kernels in float32 as torchmetrics; means in float64
     vals = []
     for _ in range(subsets):
-        a = x[rng.choice(len(x), m, replace=False)]
-        b = y[rng.choice(len(y), m, replace=False)]
+        a = x32[rng.choice(len(x), m, replace=False)]
+        b = y32[rng.choice(len(y), m, replace=False)]
         vals.append(_mmd2_unbiased(polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)))
     return float(np.mean(vals))
 
