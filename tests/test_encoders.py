@@ -194,6 +194,11 @@ def test_p2p_metrics_report_and_export(tmp_path, demo_registry, cli):
     cli("export", tmp_path / "pm.parquet", "--format", "metrics-models", "--study", "mini", "--data-dir", data)
     assert {"frechet", "kid", "mmd_rbf", "precision", "alignment", "copy_share"} <= set(
         pd.read_parquet(tmp_path / "pm.parquet")["metric"])
+    # a study pack carries the tables, so presenter mode shows them without torch
+    from p2p_app.pack import pack_study
+
+    pack_study(app, st, tmp_path / "pack")
+    assert (tmp_path / "pack" / "metrics" / "tiny-clip" / "per_model.parquet").is_file()
 
 
 def test_p2p_metrics_bad_input_is_clear_and_writes_nothing(tmp_path, demo_registry, cli):

@@ -38,6 +38,7 @@ def test_frechet_equals_closed_form_with_scipy_sqrtm():
 
 def test_frechet_equals_torchmetrics_formula():
     torch = pytest.importorskip("torch")
+    pytest.importorskip("torchmetrics")
     from torchmetrics.image.fid import _compute_fid
 
     x, y = feats(3, 60, 8), feats(4, 70, 8, shift=0.2)
