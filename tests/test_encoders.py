@@ -228,3 +228,44 @@ def test_p2p_metrics_bad_input_is_clear_and_writes_nothing(tmp_path, demo_regist
     texture(3, 48).save(mixed / "small.png")
     r = cli("metrics", study, "--encoder", "tiny-dinov2", "--reference", mixed, "--bootstrap", 10, "--data-dir", data)
     assert "converted to RGB" in r.output and "sizes" in r.output and "No ratings yet" in r.output
+
+
+def test_admin_metrics_tab_shows_the_tables(tmp_path, demo_registry):
+    """The admin page's Metrics tab reads the tables `p2p metrics` wrote (a browser signed in as admin)."""
+    from dataclasses import replace
+
+    pytest.importorskip("playwright.sync_api")
+    from conftest import running_server
+    from test_browser import CHROMIUM_ARGS, chromium_path
+
+    from p2p_app.metrics_run import compute, study_images, write_tables
+    from p2p_app.study import study_key
+
+    if chromium_path() is None:
+        pytest.skip("no Chromium binary (install Debian's 'chromium' or set P2P_CHROMIUM)")
+    app, st = rated_study(tmp_path, demo_registry)
+    app.config = replace(app.config, admin_password="s3cret-admin")
+    enc = E.load_encoder("tiny-dinov2", cache_dir=app.config.model_cache_dir, device="cpu")
+    gen, real = study_images(app, st)
+    result = compute(enc, E.FeatureCache(tmp_path / "features", enc.spec), gen, real, n_boot=20)
+    write_tables(result, app.config.data_dir, study_key(st))
+    from playwright.sync_api import sync_playwright
+
+    with running_server(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        page.goto(f"{url}/admin")
+        import re
+
+        page.get_by_label(re.compile("username", re.I)).fill("admin")
+        page.get_by_label(re.compile("password", re.I)).fill("s3cret-admin")
+        page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
+        page.get_by_label("Study").click()
+        page.get_by_role("option", name="Mini study (mini@v1)").click()
+        page.get_by_text("answers from 2 raters").wait_for()
+        page.get_by_role("tab", name="Metrics").click()
+        page.get_by_text("Encoders: tiny-dinov2").wait_for()
+        assert page.get_by_text("colon-flux-tiny").count() > 0  # the per-model table
+        browser.close()
+    app.storage.close()
