@@ -324,10 +324,6 @@ def _load_transformers(spec: EncoderSpec, folder: str, device: str) -> Encoder:
         except Exception:  # no processor file: ImageNet defaults
             local = None
     size, crop, mean, std = _preprocess_config(local)
-    cfg = getattr(model.config, "vision_config", model.config)
-    if getattr(cfg, "image_size", None) and hasattr(model, "get_image_features"):
-        crop = min(crop, int(cfg.image_size))
-        size = min(size, crop) if size > crop else size
 
     @torch.inference_mode()
     def images(batch: list) -> np.ndarray:
@@ -396,11 +392,13 @@ def _load_timm(spec: EncoderSpec, device: str) -> Encoder:
 
 
 def _load_inception(spec: EncoderSpec, device: str) -> Encoder:
-    fidelity = _need("inception")
+    _need("inception")
+    import importlib
+
     import torch
 
-    extractor = fidelity.feature_extractor_inceptionv3.FeatureExtractorInceptionV3(
-        spec.source, ["2048"]).eval().to(device)
+    module = importlib.import_module("torch_fidelity.feature_extractor_inceptionv3")
+    extractor = module.FeatureExtractorInceptionV3(spec.source, ["2048"]).eval().to(device)
 
     @torch.inference_mode()
     def images(batch: list) -> np.ndarray:
