@@ -147,10 +147,12 @@ def serve_models(config_path, host, port, batching) -> None:
 @click.argument("out", type=click.Path(dir_okay=False))
 @_common
 @click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
-@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks"]), default=None,
-              help="long (one row per answer), wide (one row per image), parquet (the long table as Parquet), or "
-                   "marks (one row per artifact mark). The file type comes from OUT's name: .csv, .xlsx (Excel) or "
-                   ".parquet. Default: long.")
+@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks", "metrics", "metrics-models"]),
+              default=None,
+              help="long (one row per answer), wide (one row per image), parquet (the long table as Parquet), "
+                   "marks (one row per artifact mark), or the tables of `p2p metrics` (metrics: one row per generated "
+                   "image and encoder; metrics-models: one row per model, encoder and metric; .csv or .parquet; needs "
+                   "--study). The file type comes from OUT's name: .csv, .xlsx (Excel) or .parquet. Default: long.")
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
@@ -169,6 +171,22 @@ def export(out, config_path, data_dir, database_url, study, fmt) -> None:
             raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
     from .study import rater_group_map
 
+    if fmt in ("metrics", "metrics-models"):
+        from .metrics_run import load_metrics
+
+        if study is None:
+            raise click.ClickException("--format metrics needs --study (the study `p2p metrics` was run on)")
+        key = study if "@v" in study or study == LIVE_STUDY else max(
+            (k for k in keys if k.rsplit("@v", 1)[0] == study), key=lambda k: int(k.rsplit("@v", 1)[1]))
+        if kind not in ("csv", "parquet"):
+            raise click.ClickException(f"metrics tables are written as .csv or .parquet, not {Path(out).name!r}")
+        loaded = load_metrics(app.config.data_dir, key)
+        if loaded is None:
+            raise click.ClickException(f"no metrics for {key} yet: run `p2p metrics {key} --encoder NAME` first")
+        table = loaded.per_image if fmt == "metrics" else loaded.per_model
+        exporter.write_metrics_table(table, out)
+        click.echo(f"Wrote {len(table)} rows ({fmt}, encoders: {', '.join(loaded.encoders)}) to {out}")
+        return
     if table == "marks":
         marks = app.storage.marks_frame(study)
         exporter.write_export(marks, out, "marks")
@@ -389,8 +407,11 @@ def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url)
         if not pool_live > 0:
             raise click.ClickException(f"--pool-live must be a positive weight, got {pool_live}")
         pool = {"study": (df, 1.0), "arena": (app.storage.ratings_frame("live"), pool_live)}
+    from .metrics_run import load_metrics
+
+    metrics = load_metrics(app.config.data_dir, "live" if name == "live" else study_key(st))  # from `p2p metrics`
     page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models,
-                        marks=marks if len(marks) else None, pool=pool)
+                        marks=marks if len(marks) else None, pool=pool, metrics=metrics)
     Path(out).write_text(page, encoding="utf-8")
     click.echo(f"Wrote {out} ({len(df)} answers)")
 
@@ -419,6 +440,74 @@ def export_r(name, outdir, tools, question, config_path, data_dir, database_url)
     chosen = TOOLS if "all" in tools else tuple(dict.fromkeys(tools))
     for path in write(df, outdir, chosen, question):
         click.echo(f"Wrote {path}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--encoder", "encoder_names", multiple=True, required=True,
+              help="Image encoder (repeatable): inception, dinov2, rad-dino, clip, biomedclip, tiny-dinov2, tiny-clip, "
+                   "or timm:<model>, open_clip:<model>, hf:<hub id or folder>.")
+@click.option("--reference", type=click.Path(), default=None,
+              help="Folder of real images to compare against. Default: the study's real images.")
+@click.option("--train", type=click.Path(), default=None,
+              help="Folder of training images: flags generated images that are likely copies (memorisation).")
+@click.option("--bootstrap", default=200, show_default=True, help="Bootstrap resamples for the intervals.")
+@click.option("--copy-percentile", default=1.0, show_default=True,
+              help="Copy threshold: this percentile of the training images' own nearest-neighbour distances.")
+@click.option("--device", default=None, help="torch device (default: cuda when there is one, else cpu).")
+@_common
+@_domain_errors
+def metrics(name, encoder_names, reference, train, bootstrap, copy_percentile, device, config_path, data_dir,
+            database_url) -> None:
+    """Automatic metrics for study NAME ('live' for the arena) per encoder: Fréchet distance, KID, RBF MMD,
+    precision/recall/density/coverage per model, per-image nearest-real distance and prompt alignment, and with
+    --train the memorisation check. Writes tables that `p2p report`, the admin page and `p2p export` read."""
+    from .metrics import MetricsError
+    from .metrics_run import MetricsInputError, compute, folder_images, study_images, write_tables
+    from .study import study_key
+
+    from generators.encoders import EncoderError, FeatureCache, encoder_spec
+
+    try:
+        specs = [encoder_spec(n) for n in encoder_names]  # a typo fails before any work
+        app = _open_app(config_path, data_dir, database_url, read_only=True)
+        st = None if name == "live" else _study(app, name)
+        key = "live" if st is None else study_key(st)
+        gen, real = study_images(app, st)
+        if reference:
+            real = folder_images(reference, "reference")
+        elif len(real) < 2:
+            raise MetricsInputError(f"{key} has {len(real)} real image(s) to compare against: give --reference DIR "
+                                    "with a folder of real images")
+        train_refs = folder_images(train, "training") if train else None
+        ratings = app.storage.ratings_frame(key)
+        quiet_library_progress()
+        from tqdm import tqdm
+
+        from generators.encoders import load_encoder
+
+        total = len(gen) + len(real) + len(train_refs or ())
+        for spec in specs:
+            enc = load_encoder(spec, cache_dir=app.config.model_cache_dir, device=device)
+            cache = FeatureCache(app.config.data_dir / "metrics" / "features", spec)
+            bar = tqdm(total=total, unit="img", desc=f"{spec.name} features")
+            with _resumable(bar):
+                result = compute(enc, cache, gen, real, train_refs, n_boot=bootstrap, copy_percentile=copy_percentile,
+                                 progress=bar.update)
+            folder = write_tables(result, app.config.data_dir, key, {"reference": reference or "study real images",
+                                                                      "train": train or ""})
+            click.echo(f"{spec.name}: {len(gen)} generated vs {len(real)} real images -> {folder}")
+            for note in result.notes:
+                click.echo(f"  note: {note}")
+            if "copy_flag" in result.per_image:
+                click.echo(f"  likely copies: {int(result.per_image['copy_flag'].sum())} of {len(gen)} "
+                           f"(thresholds: features {result.meta['copy_threshold']:.4g}, "
+                           f"pixels {result.meta['pixel_threshold']:.4g})")
+    except (EncoderError, MetricsError, MetricsInputError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if ratings.empty:
+        click.echo(f"No ratings yet for {key}: the metrics are written; the agreement with the clinicians appears in "
+                   "`p2p report` once raters have answered (no need to run this again).")
 
 
 @main.command()

@@ -313,6 +313,17 @@ def _write_xlsx(table: pa.Table, path: str | os.PathLike, sheet: str) -> Path:
     return path
 
 
+def write_metrics_table(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table of ``p2p metrics`` (per image or per model, ``p2p_app.metrics_run``): Parquet when ``path``
+    ends in ``.parquet``, else CSV with formula-like text neutralised. Returns the path."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(path, index=False, engine="pyarrow")
+        return path
+    return _write_csv(pa.Table.from_pandas(table, preserve_index=False), path)
+
+
 def export_all(
     df: pd.DataFrame, directory: str | os.PathLike, stem: str = "ratings", marks: pd.DataFrame | None = None
 ) -> dict[str, Path]:

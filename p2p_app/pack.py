@@ -80,6 +80,11 @@ def pack_study(app: "P2PApp", study: "StudyDefinition", out: str | Path) -> Pack
             if extra is not None and not Path(extra).resolve().is_relative_to(study_dir.resolve()):
                 raise PackError(f"{extra}: outside the study folder {study_dir}; move it there to pack the study")
         shutil.copytree(study_dir, staging / "study")
+        from .metrics_run import study_folder
+
+        metrics = study_folder(app.config.data_dir, key)  # `p2p metrics` tables: shown in presenter mode too
+        if metrics.is_dir():
+            shutil.copytree(metrics, staging / "metrics", ignore=shutil.ignore_patterns(".*"))
         manifest = {
             "format": PACK_FORMAT, "study": key, "study_file": f"study/{Path(study.source_path).name}",
             "design_hash": row.design_hash, "images_hash": row.images_hash,
@@ -146,6 +151,11 @@ def install_pack(app: "P2PApp", folder: str | Path) -> str:
             raise PackError(f"{path}: changed since the pack was made (sha256 differs)")
         blobs[entry["id"]] = data
     row = app.storage.register_study(study.id, study.version, study.title, study.design_hash())
+    from .metrics_run import study_folder
+
+    metrics = study_folder(app.config.data_dir, manifest["study"])
+    if (folder / "metrics").is_dir() and not metrics.exists():  # the packed metrics tables (no torch needed to read)
+        shutil.copytree(folder / "metrics", metrics)
     if row.frozen_at is not None:
         if row.images_hash != manifest["images_hash"]:
             raise PackError(f"{folder}: the database holds a different frozen version of {manifest['study']}")

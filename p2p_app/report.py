@@ -575,6 +575,7 @@ def build_report(
     exclude_flagged_raters: bool = False,
     marks: pd.DataFrame | None = None,
     pool: Mapping[str, tuple[pd.DataFrame, float]] | None = None,
+    metrics=None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
@@ -583,7 +584,9 @@ def build_report(
     :func:`p2p_app.analysis.analyze` (ignored when ``analysis`` is given). ``marks``: the study's marked points
     (``Storage.marks_frame``), drawn as per-model heat maps. ``pool``: source name → (tidy frame, weight) whose
     rankings are fitted together (``ranking_pooled``, :func:`p2p_app.contextual_bt.pooled_table`), e.g.
-    ``{"study": (df, 1.0), "arena": (live, 0.5)}``. Practice answers are left out of everything."""
+    ``{"study": (df, 1.0), "arena": (live, 0.5)}``. ``metrics``: the tables of ``p2p metrics``
+    (:class:`p2p_app.metrics_run.LoadedMetrics`), shown as "Do the metrics agree with the clinicians?". Practice
+    answers are left out of everything."""
     df = without_practice(df)
     analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
                                                              exclude_flagged_raters=exclude_flagged_raters,
@@ -596,4 +599,12 @@ def build_report(
         extra["ranking_pooled"] = contextual_bt.pooled_table(pool, analysis.ci_level)
     if progress is not None:
         extra["progress"] = progress
-    return render_html(analysis, figures(analysis, df, progress), title, extra)
+    page = render_html(analysis, figures(analysis, df, progress), title, extra)
+    if metrics is None:
+        return page
+    from .metrics_report import PLOTLY_MARK, section_html
+    from .metrics_run import summarize
+
+    section = section_html(metrics, summarize(metrics, df, n_boot=n_boot, seed=seed),
+                           include_plotlyjs=PLOTLY_MARK not in page, table_html=_table_html)
+    return page.replace("</body></html>", section + "\n</body></html>")

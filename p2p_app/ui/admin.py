@@ -23,6 +23,8 @@ from gradio import processing_utils
 from .. import export as exporter
 from .. import reader
 from ..analysis import analyze
+from ..metrics_report import metric_table
+from ..metrics_run import load_metrics, summarize
 from ..report import FIGURE_NAMES, build_report, figures
 from ..service import P2PApp, edited_study_note
 from ..storage import LIVE_STUDY, AccessDenied
@@ -88,6 +90,13 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
         with gr.Tab("Statistics"):
             stats_table = gr.Dataframe(label="Per model × question (95% CI, raters and images as crossed random effects)", interactive=False)
             plots = [gr.Plot(visible=False) for _ in range(FIGURE_SLOTS)]
+        with gr.Tab("Metrics"):  # tables written by `p2p metrics` (admin only; never on a rater's screen)
+            metrics_note = gr.Markdown()
+            metrics_table = gr.Dataframe(label="Per model × encoder (95% bootstrap intervals over images)",
+                                         interactive=False)
+            agreement_table = gr.Dataframe(label="Do the metrics agree with the clinicians? (per image, two-level "
+                                                 "bootstrap)", interactive=False)
+            copies_table = gr.Dataframe(label="Likely near-copies of training images", interactive=False)
         with gr.Tab("Downloads"):
             with gr.Row():
                 long_btn = gr.Button("Long CSV")
@@ -136,9 +145,22 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
             stats_table: result.scores,
             message: gr.Markdown(visible=False),
         }
+        updates.update(metrics_updates(key, df))
         for i, plot in enumerate(plots):
             updates[plot] = gr.Plot(value=figs[i], visible=True) if i < len(figs) else gr.Plot(visible=False)
         return updates
+
+    def metrics_updates(key: str, df: pd.DataFrame) -> dict:
+        loaded = load_metrics(app.config.data_dir, key)
+        if loaded is None:
+            empty = pd.DataFrame()
+            return {metrics_note: gr.Markdown(f"No metrics yet: run `p2p metrics {key} --encoder NAME`."),
+                    metrics_table: empty, agreement_table: empty, copies_table: empty}
+        agreement = summarize(loaded, df, n_boot=200, seed=0)
+        copies = agreement.copies.drop(columns=["path"], errors="ignore")
+        return {metrics_note: gr.Markdown(f"Encoders: {', '.join(loaded.encoders)}. The HTML report shows the "
+                                          "scatter and the near-copies side by side."),
+                metrics_table: metric_table(loaded), agreement_table: agreement.table, copies_table: copies}
 
     def download_handler(kind: str):
         @guard
@@ -172,11 +194,12 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
             title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
             progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
             marks = app.storage.marks_frame(key)
-            path.write_text(build_report(df, title, progress=progress, n_boot=500, marks=marks if len(marks) else None),
-                            encoding="utf-8")
+            path.write_text(build_report(df, title, progress=progress, n_boot=500, marks=marks if len(marks) else None,
+                                         metrics=load_metrics(app.config.data_dir, key)), encoding="utf-8")
         return path
 
-    refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, *plots]
+    refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, metrics_note,
+                       metrics_table, agreement_table, copies_table, *plots]
     refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
     which.change(on_refresh, which, refresh_outputs, api_visibility="private")
     if demo is not None:
