@@ -84,6 +84,9 @@ class _GreyWhenAsked:
     def __getattr__(self, name):
         return getattr(self._registry, name)
 
+    def __len__(self):  # dunder methods bypass __getattr__
+        return len(self._registry)
+
     def get(self, name):
         return _GreyGenerator(self._registry.get(name))
 
