@@ -34,6 +34,8 @@ import threading
 import time
 from pathlib import Path
 
+from probe_blinding import start_server  # the same in-thread server (p2p_app comes from --root at call time)
+
 HERE = Path(__file__).resolve().parent.parent
 
 
@@ -50,24 +52,6 @@ def png_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*.png") if p.is_file())
 
 
-def start(app):
-    import socket
-
-    import uvicorn
-
-    from p2p_app.ui import create_server
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
-
-
 def client(url: str, address: str, query: str = ""):
     from browser_client import BrowserSession
 
@@ -80,7 +64,7 @@ def arena_flood(make, seconds: float, cache: Path) -> None:
     from test_e2e import PROMPT, arena
 
     app = make("flood")
-    server, thread, url = start(app)
+    server, thread, url = start_server(app)
     before = folder_bytes(app.config.data_dir, cache)
     cache_before = png_bytes(cache)
     made = refused = 0
@@ -132,7 +116,7 @@ def admin_flood(make, attackers: int) -> None:
     import httpx
 
     app = make("admin", admin_password="owner-secret")
-    server, thread, url = start(app)
+    server, thread, url = start_server(app)
 
     def owner_sign_in(address: str) -> tuple[float, int]:
         t0 = time.monotonic()
@@ -187,7 +171,7 @@ def study_detection(make, tmp: Path, cache: Path) -> None:
     reader.prepare_study(app, st)
     stored = png_bytes(app.config.image_dir)
     tokens = [reader.add_rater(app, st, name)[1] for name in ("ann", "ben", "cat")]
-    server, thread, url = start(app)
+    server, thread, url = start_server(app)
     cache_before = png_bytes(cache)
     screens = []  # (rater, urls, hashes)
     shown_images = 0

@@ -34,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from deploy_harness import wait_until_serving  # noqa: E402
+
 PROMPT = "colonoscopy image with a single sessile polyp of 5-10 mm, no instruments"
 REALISM = "How real does this image look?"
 ALIGNMENT = "How well does the image match the prompt?"
@@ -75,20 +77,8 @@ class Site:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                                 stderr=open(self.root / "server.log", "ab"))  # fmt: skip
         url = f"http://127.0.0.1:{port}"
-        import httpx
-
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited; see {self.root / 'server.log'}")
-            try:
-                if httpx.get(f"{url}/config", timeout=2).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        proc.kill()
-        raise RuntimeError("the server did not start in 300 s")
+        wait_until_serving(proc, url, self.root / "server.log")
+        return proc, url
 
 
 def make_site(root: Path, n_prompts: int, database_url: str | None = None, models: Path | None = None,

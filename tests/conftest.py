@@ -75,25 +75,32 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app):
-    """The real server (rater app at /, admin at /admin) for ``app`` on 127.0.0.1; yields its base URL."""
+def serving(asgi):
+    """Any ASGI app on 127.0.0.1 (uvicorn in a thread); yields its base URL."""
     import uvicorn
 
-    from p2p_app.ui import create_server
-
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_server(app), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not srv.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
+        time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def running_server(app):
+    """The real server (rater app at /, admin at /admin) for ``app`` on 127.0.0.1; yields its base URL."""
+    from p2p_app.ui import create_server
+
+    with serving(create_server(app)) as url:
+        yield url
 
 
 # ---------------------------------------------------------------------------------------- PostgreSQL

@@ -114,8 +114,6 @@ def pg_cluster() -> Iterator[PgCluster]:
 def start_app_server(config: Path, data_dir: Path, database_url: str, model_dir: Path, log: Path,
                      port: int | None = None, timeout: float = 300) -> tuple[subprocess.Popen, str]:  # fmt: skip
     """One ``p2p serve`` process (the CLI a deployment runs) on 127.0.0.1; returns it and its URL once it answers."""
-    import httpx
-
     port = port or free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "P2P_MODEL_DIR": str(model_dir),
@@ -124,13 +122,22 @@ def start_app_server(config: Path, data_dir: Path, database_url: str, model_dir:
            "--data-dir", str(data_dir), "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    wait_until_serving(proc, url, log, timeout)
+    return proc, url
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, log: Path, timeout: float = 300) -> None:
+    """Return once the app server ``proc`` answers ``GET url/config``; raise ``RuntimeError`` (with the end of
+    ``log``) when it exits first, or kill it and raise when it does not answer within ``timeout`` seconds."""
+    import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the app server exited ({proc.returncode}); see {log}:\n{log.read_text()[-2000:]}")
         try:
             if httpx.get(f"{url}/config", timeout=2).status_code == 200:
-                return proc, url
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)

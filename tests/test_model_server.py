@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -20,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from conftest import free_port
+from conftest import free_port, serving
 from generators import BackendUnavailable, GenerationError, ModelLoadError, ModelSpec, cache_key
 from generators.remote import RemoteGenerator
 from p2p_app.model_server import ModelService
@@ -29,26 +27,6 @@ from p2p_app.startup import create
 
 PROMPTS = ("sessile polyp in the sigmoid colon", "flat serrated lesion, narrow band imaging",
            "small hyperplastic polyp in the rectum", "ulcerative colitis with friable mucosa")
-
-
-@contextmanager
-def serving(asgi):
-    """``asgi`` on 127.0.0.1 (uvicorn in a thread); yields its base URL."""
-    import uvicorn
-
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager

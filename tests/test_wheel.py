@@ -15,7 +15,6 @@ import shutil
 import site
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from conftest import free_port
+from deploy_harness import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -81,16 +81,8 @@ def test_server_installed_from_the_wheel_serves_a_rater_screen(wheel, tmp_path):
                              "--no-prepare-studies"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(base + "/", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.5)
+        wait_until_serving(proc, base, tmp_path / "serve.log", timeout=120)
+        assert httpx.get(base + "/", timeout=30).status_code == 200
         config = httpx.get(base + "/config", timeout=30).raise_for_status().json()
         markup = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
         assert "p2p-tools" in markup, "the reading screen's viewer toolbar (assets/viewer.html) is not on the page"
