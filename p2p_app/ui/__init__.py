@@ -14,6 +14,7 @@ from . import guard
 from .admin import AdminGate, build_admin, login_message
 from .arena import build_arena
 from .common import address_of, page_css, page_js
+from .page import LANDING, Css, page_head
 from .files import install as install_blind_file_headers
 from .study import build_study
 
@@ -23,20 +24,20 @@ ARENA_TAB, STUDIES_TAB = "arena", "studies"
 def build_rater_app(app: P2PApp) -> gr.Blocks:
     cfg = app.config
     with gr.Blocks(title=cfg.title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {cfg.title}")
+        gr.Markdown(f"# {cfg.title}", elem_id=LANDING.title)
         if cfg.demo_models:
             gr.Markdown(
                 "**Demo models:** the models here are tiny random-weight stand-ins, so every image is noise. "
                 "The app works the same with real checkpoints.",
-                elem_classes=["p2p-demo-banner"],
+                elem_classes=[Css.DEMO_BANNER], elem_id=LANDING.demo_banner,
             )
         if app.studies:
             # Landing: the first tab is one every visitor can use (the live arena); a link that names a study
             # (?token= invite, ?study=<key>) opens that study's tab instead (build_study picks the study).
-            with gr.Tabs(selected=ARENA_TAB) as top_tabs:
-                with gr.Tab("Live arena", id=ARENA_TAB):
+            with gr.Tabs(selected=ARENA_TAB, elem_id=LANDING.tabs) as top_tabs:
+                with gr.Tab("Live arena", id=ARENA_TAB, elem_id=LANDING.arena_tab):
                     build_arena(app)
-                with gr.Tab("Reader study", id=STUDIES_TAB):
+                with gr.Tab("Reader study", id=STUDIES_TAB, elem_id=LANDING.studies_tab):
                     build_study(app, demo)
 
             def on_landing(request: gr.Request) -> dict:
@@ -78,7 +79,8 @@ def create_server(app: P2PApp):
     common = dict(enable_monitoring=False, ssr_mode=False, footer_links=[], css=page_css())
     gr.mount_gradio_app(server, build_admin_app(app), path="/admin", auth=AdminGate(app).check,
                         auth_message=login_message(app), **common)
-    gr.mount_gradio_app(server, build_rater_app(app), path="", js=page_js(), **common)
+    # the page's declared parts (p2p_app/ui/page.py) as data for its scripts: window.p2pPage
+    gr.mount_gradio_app(server, build_rater_app(app), path="", js=page_js(app), head=page_head(app), **common)
     cfg = app.config
     guard.install(server, guard.LoginThrottle(trusted=cfg.admin_trusted_networks, behind_proxy=cfg.trusts_forwarded_for))
     return server

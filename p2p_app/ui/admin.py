@@ -30,6 +30,7 @@ from ..service import P2PApp, edited_study_note
 from ..storage import LIVE_STUDY, AccessDenied
 from ..study import rater_group_map
 from .common import guarded
+from .page import ADMIN, Css
 
 FIGURE_SLOTS = len(FIGURE_NAMES)  # every figure the report can draw
 NO_PASSWORD_MESSAGE = ("No admin password is set on this server, so no one can sign in here. Set P2P_ADMIN_PASSWORD "
@@ -69,44 +70,100 @@ def login_message(app: P2PApp) -> str | None:
     return None if app.config.admin_password else NO_PASSWORD_MESSAGE
 
 
-def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
+def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> "AdminScreen":
     """The admin screens; with ``demo`` (the admin Blocks) the chosen study's tables and figures load with the
     page, without a press on Refresh."""
-    if app.config.ephemeral_storage:
-        gr.Markdown(EPHEMERAL_WARNING, elem_classes=["p2p-demo-banner"])
-    edited = [edited_study_note(k, st.id) for k, st in app.studies.items() if app.edited_after_freezing(st)]
-    if edited:  # studies are read once at start-up: what this says holds until the next start
-        gr.Markdown("\n\n".join(f"⚠️ {note}" for note in edited), elem_classes=["p2p-demo-banner"])
-    message = gr.Markdown(visible=False)
-    with gr.Column():
-        with gr.Row():
-            which = gr.Dropdown(choices=_choices(app), value=LIVE_STUDY, label="Study")
-            refresh_btn = gr.Button("Refresh")
-        summary = gr.Markdown()
+    return AdminScreen(app, demo)
+
+
+class AdminScreen:
+    """The admin screens inside the current Blocks context: ``__init__`` lays them out from small methods and wires
+    the events; the handlers (``on_refresh``, ``download_handler(kind)``) are callables a test can call with plain
+    values (and a request signed in as admin), each returning the component updates."""
+
+    def __init__(self, app: P2PApp, demo: gr.Blocks | None = None):
+        self.app = app
+        self._banners()
+        self.message = gr.Markdown(visible=False, elem_id=ADMIN.message)
+        with gr.Column():
+            with gr.Row():
+                self.which = gr.Dropdown(choices=_choices(app), value=LIVE_STUDY, label="Study", elem_id=ADMIN.study)
+                self.refresh_btn = gr.Button("Refresh", elem_id=ADMIN.refresh)
+            self.summary = gr.Markdown(elem_id=ADMIN.summary)
+            self._progress_tab()
+            self._statistics_tab()
+            self._metrics_tab()
+            self._downloads_tab()
+        self.on_refresh = _refresh_handler(app, self)
+        self.download_handler = _download_handlers(app, self)
+        self._wire(demo)
+
+    # ---------------------------------------------------------------------------------------------- layout
+    def _banners(self) -> None:
+        app = self.app
+        if app.config.ephemeral_storage:
+            gr.Markdown(EPHEMERAL_WARNING, elem_classes=[Css.DEMO_BANNER])
+        edited = [edited_study_note(k, st.id) for k, st in app.studies.items() if app.edited_after_freezing(st)]
+        if edited:  # studies are read once at start-up: what this says holds until the next start
+            gr.Markdown("\n\n".join(f"⚠️ {note}" for note in edited), elem_classes=[Css.DEMO_BANNER])
+
+    def _progress_tab(self) -> None:
         with gr.Tab("Progress"):
-            raters_table = gr.Dataframe(label="Raters", interactive=False)
-            per_hour = gr.Dataframe(label="Answers per hour", interactive=False)
-            short_table = gr.Dataframe(label="Items still short of k raters", interactive=False)
+            self.raters_table = gr.Dataframe(label="Raters", interactive=False, elem_id=ADMIN.raters)
+            self.per_hour = gr.Dataframe(label="Answers per hour", interactive=False, elem_id=ADMIN.per_hour)
+            self.short_table = gr.Dataframe(label="Items still short of k raters", interactive=False,
+                                            elem_id=ADMIN.short)  # fmt: skip
+
+    def _statistics_tab(self) -> None:
         with gr.Tab("Statistics"):
-            stats_table = gr.Dataframe(label="Per model × question (95% CI, raters and images as crossed random effects)", interactive=False)
-            plots = [gr.Plot(visible=False) for _ in range(FIGURE_SLOTS)]
+            self.stats_table = gr.Dataframe(
+                label="Per model × question (95% CI, raters and images as crossed random effects)", interactive=False,
+                elem_id=ADMIN.stats,
+            )
+            self.plots = [gr.Plot(visible=False, elem_id=ADMIN.plot(i)) for i in range(FIGURE_SLOTS)]
+
+    def _metrics_tab(self) -> None:
         with gr.Tab("Metrics"):  # tables written by `p2p metrics` (admin only; never on a rater's screen)
-            metrics_note = gr.Markdown()
-            metrics_table = gr.Dataframe(label="Per model × encoder (95% bootstrap intervals over images)",
-                                         interactive=False)
-            agreement_table = gr.Dataframe(label="Do the metrics agree with the clinicians? (per image, two-level "
-                                                 "bootstrap)", interactive=False)
-            copies_table = gr.Dataframe(label="Likely near-copies of training images", interactive=False)
+            self.metrics_note = gr.Markdown(elem_id=ADMIN.metrics_note)
+            self.metrics_table = gr.Dataframe(label="Per model × encoder (95% bootstrap intervals over images)",
+                                              interactive=False, elem_id=ADMIN.metrics)  # fmt: skip
+            self.agreement_table = gr.Dataframe(label="Do the metrics agree with the clinicians? (per image, "
+                                                      "two-level bootstrap)", interactive=False,
+                                                elem_id=ADMIN.agreement)  # fmt: skip
+            self.copies_table = gr.Dataframe(label="Likely near-copies of training images", interactive=False,
+                                             elem_id=ADMIN.copies)  # fmt: skip
+
+    def _downloads_tab(self) -> None:
         with gr.Tab("Downloads"):
             with gr.Row():
-                long_btn = gr.Button("Long CSV")
-                wide_btn = gr.Button("Wide CSV")
-                parquet_btn = gr.Button("Parquet")
-                marks_btn = gr.Button("Marks CSV")  # artifact marks, one row per point (studies with marking)
-                report_btn = gr.Button("HTML report")
-            download = gr.File(label="Download", interactive=False)
+                self.long_btn = gr.Button("Long CSV", elem_id=ADMIN.long_csv)
+                self.wide_btn = gr.Button("Wide CSV", elem_id=ADMIN.wide_csv)
+                self.parquet_btn = gr.Button("Parquet", elem_id=ADMIN.parquet)
+                # artifact marks, one row per point (studies with marking)
+                self.marks_btn = gr.Button("Marks CSV", elem_id=ADMIN.marks_csv)
+                self.report_btn = gr.Button("HTML report", elem_id=ADMIN.report)
+            self.download = gr.File(label="Download", interactive=False, elem_id=ADMIN.download)
 
-    guard = guarded(message)
+    # ---------------------------------------------------------------------------------------------- events
+    def refresh_outputs(self) -> list:
+        return [self.summary, self.raters_table, self.per_hour, self.short_table, self.stats_table, self.message,
+                self.metrics_note, self.metrics_table, self.agreement_table, self.copies_table, *self.plots]
+
+    def _wire(self, demo: gr.Blocks | None) -> None:
+        refresh_outputs = self.refresh_outputs()
+        self.refresh_btn.click(self.on_refresh, self.which, refresh_outputs, api_visibility="private")
+        self.which.change(self.on_refresh, self.which, refresh_outputs, api_visibility="private")
+        if demo is not None:
+            demo.load(self.on_refresh, self.which, refresh_outputs, api_visibility="private")
+        buttons = ((self.long_btn, "long"), (self.wide_btn, "wide"), (self.parquet_btn, "parquet"),
+                   (self.marks_btn, "marks"), (self.report_btn, "report"))  # fmt: skip
+        for btn, kind in buttons:
+            btn.click(self.download_handler(kind), self.which, [self.download, self.message], api_visibility="private")
+
+
+def _admin_checks(app: P2PApp):
+    """The checks every admin handler makes: ``require`` (signed in as admin) and ``frame_for`` (the study's
+    ratings)."""
 
     def require(request: gr.Request | None) -> None:
         # Gradio sets username only from the admin app's own access-token cookie (see AdminGate)
@@ -117,6 +174,17 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
         if key != LIVE_STUDY and key not in app.studies:
             raise AccessDenied("Unknown study.")
         return app.storage.ratings_frame(key, rater_group_map(app.studies.values()))
+
+    return require, frame_for
+
+
+def _refresh_handler(app: P2PApp, w: AdminScreen):
+    """The Refresh handler (analysis, progress, metrics) of the admin screen ``w``."""
+    guard = guarded(w.message)
+    require, frame_for = _admin_checks(app)
+    message, summary, raters_table, per_hour, short_table = w.message, w.summary, w.raters_table, w.per_hour, w.short_table
+    stats_table, plots, metrics_note, metrics_table = w.stats_table, w.plots, w.metrics_note, w.metrics_table
+    agreement_table, copies_table = w.agreement_table, w.copies_table
 
     @guard
     def on_refresh(key: str, request: gr.Request) -> dict:
@@ -162,6 +230,15 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
                                           "scatter and the near-copies side by side."),
                 metrics_table: metric_table(loaded), agreement_table: agreement.table, copies_table: copies}
 
+    return on_refresh
+
+
+def _download_handlers(app: P2PApp, w: AdminScreen):
+    """``download_handler(kind)``: the handler of an export button (long, wide, parquet, marks, report) of ``w``."""
+    guard = guarded(w.message)
+    require, frame_for = _admin_checks(app)
+    message, download = w.message, w.download
+
     def download_handler(kind: str):
         @guard
         def handler(key: str, request: gr.Request) -> dict:
@@ -198,16 +275,7 @@ def build_admin(app: P2PApp, demo: gr.Blocks | None = None) -> None:
                                          metrics=load_metrics(app.config.data_dir, key)), encoding="utf-8")
         return path
 
-    refresh_outputs = [summary, raters_table, per_hour, short_table, stats_table, message, metrics_note,
-                       metrics_table, agreement_table, copies_table, *plots]
-    refresh_btn.click(on_refresh, which, refresh_outputs, api_visibility="private")
-    which.change(on_refresh, which, refresh_outputs, api_visibility="private")
-    if demo is not None:
-        demo.load(on_refresh, which, refresh_outputs, api_visibility="private")
-    buttons = ((long_btn, "long"), (wide_btn, "wide"), (parquet_btn, "parquet"), (marks_btn, "marks"),
-               (report_btn, "report"))
-    for btn, kind in buttons:
-        btn.click(download_handler(kind), which, [download, message], api_visibility="private")
+    return download_handler
 
 
 def damaged_note(app: P2PApp) -> str:

@@ -20,6 +20,7 @@ from ..blinding import panel_label
 from ..study import Question
 from ..tidy import CHOSEN_REAL, RANK_PREFIX
 from .images import BlindImage, presentation_url
+from .page import ARENA, Css, PanelIds, page_data
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,13 @@ def page_css() -> str:
     return "\n".join(f.read_text(encoding="utf-8") for f in sorted(ASSETS.glob("*.css")))
 
 
-def page_js() -> str:
+def page_js(app: P2PApp | None = None) -> str:
     """The rater page's script: every ``assets/*.js`` (sorted by name), each in its own scope, run once when the
-    page has loaded (Gradio's ``js=`` takes one function)."""
+    page has loaded (Gradio's ``js=`` takes one function). First it sets ``window.p2pPage``: the page's declared
+    parts (``page.page_data``: ids, classes, fields), unless the page's head has set it already."""
+    data = json.dumps(page_data(app), sort_keys=True).replace("</", "<\\/")
     parts = [f"// {f.name}\n(() => {{\n{f.read_text(encoding='utf-8')}}})();" for f in sorted(ASSETS.glob("*.js"))]
-    return "() => {\n" + "\n".join(parts) + "\n}"
+    return "() => {\n" + f"window.p2pPage = window.p2pPage || {data};\n" + "\n".join(parts) + "\n}"
 
 
 def viewer_tools(marks: bool = False) -> str:
@@ -45,11 +48,13 @@ def viewer_tools(marks: bool = False) -> str:
     return tools.replace("<!-- marks -->", (ASSETS / "marks.html").read_text(encoding="utf-8") if marks else "")
 
 
-def page_field(kind: str) -> gr.Textbox:
-    """A field the page's scripts read or write: ``p2p-shown`` (the trial on screen), ``p2p-active`` (active
-    seconds, assets/activity.js), ``p2p-marks`` (artifact marks as JSON, assets/marks.js). Rendered so the scripts
-    reach it, never seen (CSS); it holds nothing that names a model."""
-    return gr.Textbox(value="", show_label=False, container=False, elem_classes=["p2p-field-hidden", kind])
+def page_field(kind: str, elem_id: str | None = None) -> gr.Textbox:
+    """A field the page's scripts read or write (``page.Field``): ``p2p-shown`` (the trial on screen),
+    ``p2p-active`` (active seconds, assets/activity.js), ``p2p-marks`` (artifact marks as JSON, assets/marks.js).
+    Rendered so the scripts reach it, never seen (CSS); it holds nothing that names a model. ``elem_id``: its
+    declared id (``page.py``)."""
+    return gr.Textbox(value="", show_label=False, container=False, elem_classes=[Css.FIELD_HIDDEN, kind],
+                      elem_id=elem_id)
 
 
 def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None, dict[int, Any] | None]:
@@ -101,7 +106,7 @@ def address_of(app: P2PApp, request: gr.Request | None) -> str:
 
 # The class of a button that puts the next item on screen (Submit, Previous item, Generate): once the screen shows
 # other images than when it was pressed, assets/reading.js brings the new item into view and focuses its first scale.
-NEXT_ITEM = "p2p-next"
+NEXT_ITEM = Css.NEXT_ITEM
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
@@ -122,10 +127,10 @@ def resume_note(code: str, where: str = "") -> str:
     )
 
 
-def add_noop(label: str = "p2p-noop") -> None:
+def add_noop(elem_id: str = ARENA.noop) -> None:
     """A hidden button whose click is a true no-op (private, no inputs, no outputs, no state): the baseline the
     load benchmark (benchmarks/bench_load.py) divides submit round trips by."""
-    btn = gr.Button(label, visible=False, elem_id=label)
+    btn = gr.Button("p2p-noop", visible=False, elem_id=elem_id)
     btn.click(lambda: None, None, None, api_visibility="private", concurrency_limit=None, show_progress="hidden")
 
 
@@ -169,49 +174,50 @@ class PanelWidgets:
 
 
 def build_panels(
-    n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False, marks: bool = False
+    n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False, marks: bool = False,
+    ids: Callable[[int], PanelIds] | None = None,
 ) -> list[PanelWidgets]:
     """``n`` panels; ``rank`` (the ranking design): each scale question is a rank dropdown ``rank_<key>``
     (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice. ``marks``: the toolbar
-    offers artifact marking (assets/marks.js; the screen needs a ``page_field("p2p-marks")``)."""
-    panels = []
+    offers artifact marking (assets/marks.js; the screen needs a ``page_field("p2p-marks")``). ``ids``: panel
+    index → its declared ids (``page.py``, e.g. ``ARENA.panel``)."""
+    panels: list[PanelWidgets] = []
     # the viewer (assets/zoom.js): one zoom/pan and window/level state for every panel image inside .p2p-viewer
-    with gr.Column(elem_classes=["p2p-viewer"]):
-        gr.HTML(viewer_tools(marks), elem_classes=["p2p-viewer-tools"], js_on_load=None)
-        _panel_row(n, questions, with_cant_judge, rank, panels)
+    with gr.Column(elem_classes=[Css.VIEWER]):
+        gr.HTML(viewer_tools(marks), elem_classes=[Css.VIEWER_TOOLS], js_on_load=None)
+        with gr.Row(equal_height=False, elem_classes=[Css.PANELS]):
+            for i in range(n):
+                panels.append(_panel(i, n, questions, with_cant_judge, rank, ids(i) if ids else None))
     return panels
 
 
-def _panel_row(
-    n: int, questions: Sequence[Question], with_cant_judge: bool, rank: bool, panels: list[PanelWidgets]
-) -> None:
-    with gr.Row(equal_height=False, elem_classes=["p2p-panels"]):
-        for i in range(n):
-            with gr.Column(visible=False, min_width=220, elem_classes=["p2p-panel"]) as col:
-                # shown at its own pixel size at most (never upscaled by default; assets/reading.css)
-                image = BlindImage(
-                    label=f"Image {chr(65 + i)}",
-                    type="filepath",
-                    format="png",
-                    interactive=False,
-                    buttons=["fullscreen"],
-                    elem_classes=["p2p-image"],
-                )
-                inputs: dict[str, gr.components.Component] = {}
-                for q in questions:
-                    if q.kind == "scale" and rank:
-                        inputs[RANK_PREFIX + q.key] = gr.Dropdown(
-                            choices=list(range(1, n + 1)), value=None, label=f"{q.label} Rank (1 = best)"
-                        )
-                    elif q.kind == "scale":
-                        inputs[q.key] = gr.Radio(choices=choices_for(q), label=q.label, value=None)
-                    elif q.kind == "multi":
-                        inputs[q.key] = gr.CheckboxGroup(choices=list(q.options), label=q.label, value=[])
-                cant = gr.Checkbox(
-                    label="Can't judge / image failed to load", value=False, visible=with_cant_judge
-                )
-                comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4)
-            panels.append(PanelWidgets(col, image, inputs, cant, comment))
+def _panel(i: int, n: int, questions: Sequence[Question], with_cant_judge: bool, rank: bool,
+           ids: PanelIds | None) -> PanelWidgets:  # fmt: skip
+    def id_of(part: str) -> str | None:
+        return None if ids is None else getattr(ids, part)
+
+    def answer_id(key: str) -> str | None:
+        return None if ids is None else ids.answer(key)
+
+    with gr.Column(visible=False, min_width=220, elem_classes=[Css.PANEL], elem_id=id_of("column")) as col:
+        # shown at its own pixel size at most (never upscaled by default; assets/reading.css)
+        image = BlindImage(label=f"Image {chr(65 + i)}", type="filepath", format="png", interactive=False,
+                           buttons=["fullscreen"], elem_classes=[Css.IMAGE], elem_id=id_of("image"))  # fmt: skip
+        inputs: dict[str, gr.components.Component] = {}
+        for q in questions:
+            if q.kind == "scale" and rank:
+                key = RANK_PREFIX + q.key
+                inputs[key] = gr.Dropdown(choices=list(range(1, n + 1)), value=None, label=f"{q.label} Rank (1 = best)",
+                                          elem_id=answer_id(key))  # fmt: skip
+            elif q.kind == "scale":
+                inputs[q.key] = gr.Radio(choices=choices_for(q), label=q.label, value=None, elem_id=answer_id(q.key))
+            elif q.kind == "multi":
+                inputs[q.key] = gr.CheckboxGroup(choices=list(q.options), label=q.label, value=[],
+                                                 elem_id=answer_id(q.key))  # fmt: skip
+        cant = gr.Checkbox(label="Can't judge / image failed to load", value=False, visible=with_cant_judge,
+                           elem_id=id_of("cant_judge"))  # fmt: skip
+        comment = gr.Textbox(label="Comment (optional)", lines=1, max_lines=4, elem_id=id_of("comment"))
+    return PanelWidgets(col, image, inputs, cant, comment)
 
 
 def show_trial(panels: Sequence[PanelWidgets], trial: ShownTrial | None) -> dict:
@@ -235,9 +241,10 @@ def read_answers(
     return out
 
 
-def build_pick(n: int) -> gr.Radio:
+def build_pick(n: int, elem_id: str | None = None) -> gr.Radio:
     """Forced choice: one radio over the panel labels (nothing in it says which panel is real or a catch)."""
-    return gr.Radio(choices=[panel_label(p) for p in range(1, n + 1)], value=None, label="Which image is real?")
+    return gr.Radio(choices=[panel_label(p) for p in range(1, n + 1)], value=None, label="Which image is real?",
+                    elem_id=elem_id)
 
 
 def guarded(message_box: gr.components.Component) -> Callable:
@@ -267,6 +274,16 @@ def guarded(message_box: gr.components.Component) -> Callable:
         return inner
 
     return wrap
+
+
+def guarded_method(fn: Callable) -> Callable:
+    """:func:`guarded` for a screen's handler method: the message box is the screen's ``self.message``."""
+
+    @functools.wraps(fn)
+    def inner(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return guarded(self.message)(fn)(self, *args, **kwargs)
+
+    return inner
 
 
 def _tell(message_box: gr.components.Component, icon: str, text: str) -> dict:

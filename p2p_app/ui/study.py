@@ -11,9 +11,10 @@ from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
 from ..study import StudyDefinition, study_key
 from .common import (
-    NEXT_ITEM, address_of, build_panels, build_pick, guarded, marks_text, md_escape, page_field, page_measures, read_answers,
-    resume_note, show_trial,
+    NEXT_ITEM, address_of, build_panels, build_pick, guarded_method, marks_text, md_escape, page_field, page_measures,
+    read_answers, resume_note, show_trial,
 )
+from .page import LANDING, Css, Field, StudyIds, study as study_ids
 
 
 def _progress_html(shown: ShownTrial) -> str:
@@ -42,15 +43,15 @@ def _picked(shown: ShownTrial) -> str | None:
     return None
 
 
-def build_study(app: P2PApp, demo: gr.Blocks) -> None:
+def build_study(app: P2PApp, demo: gr.Blocks) -> list["StudyScreen"]:
     """One tab per study; a ``?token=`` link signs its rater in to the right study on page load."""
     studies = list(app.studies.values())
-    tab_ids = {study_key(s): f"study-{i}" for i, s in enumerate(studies)}
-    with gr.Tabs() as tabs:
-        loaders = []
-        for st in studies:
-            with gr.Tab(st.title, id=tab_ids[study_key(st)]):
-                loaders.append(_build_one(app, st))
+    tab_ids = {study_key(s): study_ids(i).tab for i, s in enumerate(studies)}
+    screens = []
+    with gr.Tabs(elem_id=LANDING.study_tabs) as tabs:
+        for i, st in enumerate(studies):
+            with gr.Tab(st.title, id=tab_ids[study_key(st)], elem_id=study_ids(i).tab):
+                screens.append(StudyScreen(app, st, study_ids(i)))
 
     def on_load(request: gr.Request) -> dict:
         query = request.query_params if request else {}
@@ -61,173 +62,209 @@ def build_study(app: P2PApp, demo: gr.Blocks) -> None:
         return {tabs: gr.Tabs(selected=tab_ids[key])}
 
     demo.load(on_load, None, tabs, api_visibility="private", queue=False)
-    for load in loaders:
-        load(demo)
+    for screen in screens:
+        screen.attach(demo)
+    return screens
 
 
-def _build_one(app: P2PApp, st: StudyDefinition):
-    n_panels = max(item.n_panels for item in st.items())
-    session = gr.State(None)
-    trial = gr.State(None)
-    n_shown = gr.State(0)
-    position = gr.State(None)  # order index of the item on screen (None when all are done)
-    reopened = gr.State(False)  # the item on screen is an answered one this session reopened to change
-    invite = (
-        "Open your personal invite link; or type your name to start (you get a personal resume code), "
-        "or your resume code to continue." if st.open else INVITE_ONLY
-    )
+class StudyScreen:
+    """One study's screens (sign in, the items, done) inside the current Blocks context, with the ids ``ids``.
+    Like Gradio's ``ChatInterface``: ``__init__`` lays them out from small methods and wires the events; the
+    handlers (``on_*``) are methods a test can call with plain values, each returning the component updates. A
+    handler only turns an event into one service call."""
 
-    with gr.Column() as signin_box:
-        header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}")
-        availability = gr.Markdown()  # "being prepared: 37 / 114 images" while start-up prepares the study
-        availability_timer = gr.Timer(2.0)
-        name = gr.Textbox(label="Your name", max_length=100, visible=st.open)
-        resume = gr.Textbox(label="Resume code", max_length=100, visible=st.open, type="password")
-        signin_btn = gr.Button("Start / continue", variant="primary", visible=st.open)
-    message = gr.Markdown(visible=False, elem_classes=["p2p-message"])  # hidden again on success: notices.js
-    with gr.Column(visible=False, elem_classes=["p2p-screen"]) as work_box:  # a screen: assets/activity.js
-        who = gr.Markdown()
-        with gr.Accordion("Instructions", open=False, elem_classes=["p2p-instructions"]) as instructions:
-            gr.Markdown(html.escape(st.instructions))
-        progress = gr.HTML(elem_classes=["p2p-trial-top"])  # scrolled to the top after a submit (assets/reading.js)
-        prompt_md = gr.Markdown()
-        if st.mark_artifacts:
-            gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
-                        "again to remove it). Zoom and pan work as before.")
-        # forced choice: the screen's one pick, above the ratings (the instructions say to pick first; the panel
-        # count is constant, so are the choices)
-        pick = build_pick(n_panels) if st.design == "forced_choice" else gr.State(None)
-        panels = build_panels(n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
-                              marks=st.mark_artifacts)
-        # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
-        shown_field = page_field("p2p-shown")
-        active_field = page_field("p2p-active")  # seconds visible and not idle, measured by the page
-        marks_field = page_field("p2p-marks") if st.mark_artifacts else gr.State("")  # JSON, assets/marks.js
-        submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary", elem_classes=[NEXT_ITEM])
-    done_box = gr.Markdown(visible=False)
-    back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm", elem_classes=[NEXT_ITEM])
+    def __init__(self, app: P2PApp, st: StudyDefinition, ids: StudyIds):
+        self.app, self.st, self.ids = app, st, ids
+        self.n_panels = max(item.n_panels for item in st.items())
+        self.forced_choice = st.design == "forced_choice"
+        self.session = gr.State(None)
+        self.trial = gr.State(None)
+        self.n_shown = gr.State(0)
+        self.position = gr.State(None)  # order index of the item on screen (None when all are done)
+        self.reopened = gr.State(False)  # the item on screen is an answered one this session reopened to change
+        self._sign_in_box()
+        # hidden again on success: notices.js
+        self.message = gr.Markdown(visible=False, elem_classes=[Css.MESSAGE], elem_id=ids.message)
+        self._work_box()
+        self.done_box = gr.Markdown(visible=False, elem_id=ids.done)
+        self.back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm",
+                                  elem_classes=[NEXT_ITEM], elem_id=ids.back)  # fmt: skip
+        self._wire()
 
-    guard = guarded(message)
+    # ---------------------------------------------------------------------------------------------- layout
+    def _sign_in_box(self) -> None:
+        st, ids = self.st, self.ids
+        invite = (
+            "Open your personal invite link; or type your name to start (you get a personal resume code), "
+            "or your resume code to continue." if st.open else INVITE_ONLY
+        )
+        with gr.Column(elem_id=ids.signin_box) as self.signin_box:
+            self.header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}", elem_id=ids.header)
+            # "being prepared: 37 / 114 images" while start-up prepares the study
+            self.availability = gr.Markdown(elem_id=ids.availability)
+            self.availability_timer = gr.Timer(2.0)
+            self.name = gr.Textbox(label="Your name", max_length=100, visible=st.open, elem_id=ids.name)
+            self.resume = gr.Textbox(label="Resume code", max_length=100, visible=st.open, type="password",
+                                     elem_id=ids.resume)  # fmt: skip
+            self.signin_btn = gr.Button("Start / continue", variant="primary", visible=st.open, elem_id=ids.signin)
 
-    def show_next(rater) -> dict:
-        return show(app.next_trial(st, rater), rater)
+    def _work_box(self) -> None:
+        st, ids = self.st, self.ids
+        with gr.Column(visible=False, elem_classes=[Css.SCREEN], elem_id=ids.screen) as self.work_box:
+            self.who = gr.Markdown(elem_id=ids.who)  # a screen: assets/activity.js
+            with gr.Accordion("Instructions", open=False, elem_classes=[Css.INSTRUCTIONS],
+                              elem_id=ids.instructions) as self.instructions:  # fmt: skip
+                gr.Markdown(html.escape(st.instructions))
+            # scrolled to the top after a submit (assets/reading.js)
+            self.progress = gr.HTML(elem_classes=[Css.TRIAL_TOP], elem_id=ids.progress)
+            self.prompt_md = gr.Markdown(elem_id=ids.prompt)
+            if st.mark_artifacts:
+                gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
+                            "again to remove it). Zoom and pan work as before.")
+            # forced choice: the screen's one pick, above the ratings (the instructions say to pick first; the panel
+            # count is constant, so are the choices)
+            self.pick = build_pick(self.n_panels, ids.pick) if self.forced_choice else gr.State(None)
+            self.panels = build_panels(self.n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
+                                       marks=st.mark_artifacts, ids=ids.panel)  # fmt: skip
+            # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
+            self.shown_field = page_field(Field.SHOWN, ids.shown)
+            # seconds visible and not idle, measured by the page
+            self.active_field = page_field(Field.ACTIVE, ids.active)
+            # JSON, assets/marks.js
+            self.marks_field = page_field(Field.MARKS, ids.marks) if st.mark_artifacts else gr.State("")
+            self.submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary",
+                                        elem_classes=[NEXT_ITEM], elem_id=ids.submit)  # fmt: skip
 
-    def show(shown, rater) -> dict:
-        can_go_back = st.allow_answer_changes and rater is not None
+    # -------------------------------------------------------------------------------------------- handlers
+    def show_next(self, rater) -> dict:
+        return self.show(self.app.next_trial(self.st, rater), rater)
+
+    def show(self, shown: ShownTrial | None, rater) -> dict:
+        """The updates that put ``shown`` on screen (None: all items are done)."""
+        can_go_back = self.st.allow_answer_changes and rater is not None
+        marks = self.st.mark_artifacts
         if shown is None:
             return {
-                trial: None,
-                n_shown: 0,
-                position: None,
-                reopened: False,
-                shown_field: gr.Textbox(value=""),
-                active_field: gr.Textbox(value=""),
-                marks_field: gr.Textbox(value="") if st.mark_artifacts else "",
-                work_box: gr.Column(visible=False),
-                done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
-                back_btn: gr.Button(visible=can_go_back),
-                message: gr.Markdown(visible=False),
-            }
+                self.trial: None, self.n_shown: 0, self.position: None, self.reopened: False,
+                self.shown_field: gr.Textbox(value=""),
+                self.active_field: gr.Textbox(value=""),
+                self.marks_field: gr.Textbox(value="") if marks else "",
+                self.work_box: gr.Column(visible=False),
+                self.done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
+                self.back_btn: gr.Button(visible=can_go_back),
+                self.message: gr.Markdown(visible=False),
+            }  # fmt: skip
         revisiting = bool(shown.answers)
         return {
-            trial: shown.trial_id,
-            n_shown: len(shown.panels),
-            position: shown.order_index,
-            reopened: revisiting,
-            shown_field: gr.Textbox(value=str(shown.trial_id)),
-            active_field: gr.Textbox(value=""),
-            marks_field: gr.Textbox(value=marks_text(shown.marks)) if st.mark_artifacts else "",
-            back_btn: gr.Button(visible=can_go_back and (shown.done > 0 or revisiting)),
-            work_box: gr.Column(visible=True),
-            done_box: gr.Markdown(visible=False),
-            progress: gr.HTML(_progress_html(shown)),
-            prompt_md: gr.Markdown(
+            self.trial: shown.trial_id, self.n_shown: len(shown.panels), self.position: shown.order_index,
+            self.reopened: revisiting,
+            self.shown_field: gr.Textbox(value=str(shown.trial_id)),
+            self.active_field: gr.Textbox(value=""),
+            self.marks_field: gr.Textbox(value=marks_text(shown.marks)) if marks else "",
+            self.back_btn: gr.Button(visible=can_go_back and (shown.done > 0 or revisiting)),
+            self.work_box: gr.Column(visible=True),
+            self.done_box: gr.Markdown(visible=False),
+            self.progress: gr.HTML(_progress_html(shown)),
+            self.prompt_md: gr.Markdown(
                 _practice_note(shown)
                 + ("*You are changing an earlier answer; changes are kept with the old answer.*\n\n" if revisiting else "")
                 + f"**Prompt:** {html.escape(shown.prompt)}"  # one word for every item: no tell
             ),
-            message: gr.Markdown(visible=False),
-            **({pick: gr.Radio(value=_picked(shown))} if st.design == "forced_choice" else {}),
-            **show_trial(panels, shown),
-        }
+            self.message: gr.Markdown(visible=False),
+            **({self.pick: gr.Radio(value=_picked(shown))} if self.forced_choice else {}),
+            **show_trial(self.panels, shown),
+        }  # fmt: skip
 
-    @guard
-    def on_sign_in(name_value: str, resume_value: str, request: gr.Request) -> dict:
+    @guarded_method
+    def on_sign_in(self, name_value: str, resume_value: str, request: gr.Request = None) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
         token = token or (resume_value or "")
-        rater = app.study_sign_in(st, token=token, name="" if token else name_value, address=address_of(app, request))
+        rater = self.app.study_sign_in(self.st, token=token, name="" if token else name_value,
+                                       address=address_of(self.app, request))  # fmt: skip
         note = f"\n\n{resume_note(rater.new_code)}" if rater.new_code else ""
         rater = rater.without_code()  # the clear code is shown once, never kept
-        shown = app.next_trial(st, rater)
+        shown = self.app.next_trial(self.st, rater)
         return {
-            session: rater,
-            signin_box: gr.Column(visible=False),
-            resume: gr.Textbox(value=""),
-            who: gr.Markdown(
+            self.session: rater,
+            self.signin_box: gr.Column(visible=False),
+            self.resume: gr.Textbox(value=""),
+            self.who: gr.Markdown(
                 f"Signed in as **{md_escape(rater.name)}**. Your answers are saved as you go; you can close the "
                 f"page and continue later.{note}"
             ),
             # open on a rater's first visit (nothing answered yet), collapsed once they have started
-            instructions: gr.Accordion(open=shown is not None and shown.done + shown.practice_done == 0
-                                       and not shown.answers),
-            **show(shown, rater),
+            self.instructions: gr.Accordion(open=shown is not None and shown.done + shown.practice_done == 0
+                                            and not shown.answers),
+            **self.show(shown, rater),
         }
 
-    @guard
-    def on_auto_sign_in(request: gr.Request) -> dict:
+    @guarded_method
+    def on_auto_sign_in(self, request: gr.Request = None) -> dict:
         token = (request.query_params.get("token") or "") if request else ""
-        linked = app.linked_study(token=token, address=address_of(app, request), count=False) if token else None
-        if linked != study_key(st):
-            return {message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
-        if app.availability(st):  # not open (being prepared, edited): the availability line says why, once
-            return {message: gr.Markdown(visible=False)}
-        return on_sign_in("", "", request)
+        linked = self.app.linked_study(token=token, address=address_of(self.app, request), count=False) if token else None
+        if linked != study_key(self.st):
+            return {self.message: gr.Markdown(visible=False)}  # not an invite for this study: nothing to do
+        if self.app.availability(self.st):  # not open (being prepared, edited): the availability line says why, once
+            return {self.message: gr.Markdown(visible=False)}
+        return self.on_sign_in("", "", request)
 
-    @guard
-    def on_submit(data: dict) -> dict:
-        answers = read_answers(panels, data, data[n_shown], pick if st.design == "forced_choice" else None)
-        active, marks = page_measures(data[active_field], data[marks_field])
-        result = app.submit_trial(
-            st, data[session], data[trial], answers, shown=data[shown_field], reopened=data[reopened],
-            active_seconds=active, marks=marks,
+    @guarded_method
+    def on_submit(self, data: dict) -> dict:
+        answers = read_answers(self.panels, data, data[self.n_shown], self.pick if self.forced_choice else None)
+        active, marks = page_measures(data[self.active_field], data[self.marks_field])
+        result = self.app.submit_trial(
+            self.st, data[self.session], data[self.trial], answers, shown=data[self.shown_field],
+            reopened=data[self.reopened], active_seconds=active, marks=marks,
         )
-        updates = show_next(data[session])
+        updates = self.show_next(data[self.session])
         if result.status == "duplicate":  # answered elsewhere (another tab): say so instead of moving on silently
             gr.Warning(result.message)
-            updates[message] = gr.Markdown(f"⚠️ {result.message}", visible=True)
+            updates[self.message] = gr.Markdown(f"⚠️ {result.message}", visible=True)
         return updates
 
-    @guard
-    def on_back(rater, current) -> dict:
-        return show(app.previous_trial(st, rater, current), rater)
+    @guarded_method
+    def on_back(self, rater, current) -> dict:
+        return self.show(self.app.previous_trial(self.st, rater, current), rater)
 
-    panel_outputs = [c for p in panels for c in (p.column, p.image, *p.all_inputs())]
-    outputs = [session, signin_box, resume, who, trial, n_shown, position, reopened, shown_field, back_btn, work_box,
-               done_box, progress, prompt_md, message, pick, active_field, marks_field, *panel_outputs]
-    signin_outputs = [*outputs, instructions]  # only sign-in opens or closes the instructions
-    signin_btn.click(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
-    name.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
-    resume.submit(on_sign_in, [name, resume], signin_outputs, api_visibility="private")
-    submit_inputs = {session, trial, n_shown, reopened, shown_field, pick, active_field, marks_field,
-                     *(w for p in panels for w in p.all_inputs())}
-    # the next item comes into view with the focus on its first scale: assets/reading.js (the NEXT_ITEM buttons)
-    submit_btn.click(on_submit, submit_inputs, outputs[4:], api_visibility="private", concurrency_limit=None)
-    back_btn.click(on_back, [session, position], outputs[4:], api_visibility="private")
-
-    def on_availability_tick() -> dict:
-        text = app.availability(st)
-        updates = {availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
-                   availability_timer: gr.Timer(active=bool(text) and app.readiness.busy())}
-        if app.edited_after_freezing(st):  # for good: that one message alone, no sign-in that cannot work
-            updates |= {header: gr.Markdown(f"### {html.escape(st.title)}"), name: gr.Textbox(visible=False),
-                        resume: gr.Textbox(visible=False), signin_btn: gr.Button(visible=False)}
+    def on_availability_tick(self) -> dict:
+        st = self.st
+        text = self.app.availability(st)
+        updates = {self.availability: gr.Markdown(f"*{html.escape(text)}*" if text else ""),
+                   self.availability_timer: gr.Timer(active=bool(text) and self.app.readiness.busy())}
+        if self.app.edited_after_freezing(st):  # for good: that one message alone, no sign-in that cannot work
+            updates |= {self.header: gr.Markdown(f"### {html.escape(st.title)}"), self.name: gr.Textbox(visible=False),
+                        self.resume: gr.Textbox(visible=False), self.signin_btn: gr.Button(visible=False)}
         return updates
 
-    availability_outputs = [availability, availability_timer, header, name, resume, signin_btn]
-    availability_timer.tick(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
+    # ---------------------------------------------------------------------------------------------- events
+    def item_outputs(self) -> list:
+        """What showing an item (or the end) updates: :meth:`show`'s keys, plus the error message."""
+        panel_outputs = [c for p in self.panels for c in (p.column, p.image, *p.all_inputs())]
+        return [self.trial, self.n_shown, self.position, self.reopened, self.shown_field, self.back_btn, self.work_box,
+                self.done_box, self.progress, self.prompt_md, self.message, self.pick, self.active_field,
+                self.marks_field, *panel_outputs]  # fmt: skip
 
-    def attach(demo: gr.Blocks) -> None:
-        demo.load(on_availability_tick, None, availability_outputs, api_visibility="private", queue=False)
-        demo.load(on_auto_sign_in, None, signin_outputs, api_visibility="private")
+    def signin_outputs(self) -> list:
+        # only sign-in opens or closes the instructions
+        return [self.session, self.signin_box, self.resume, self.who, *self.item_outputs(), self.instructions]
 
-    return attach
+    def availability_outputs(self) -> list:
+        return [self.availability, self.availability_timer, self.header, self.name, self.resume, self.signin_btn]
+
+    def _wire(self) -> None:
+        private = dict(api_visibility="private")
+        for trigger in (self.signin_btn.click, self.name.submit, self.resume.submit):
+            trigger(self.on_sign_in, [self.name, self.resume], self.signin_outputs(), **private)
+        submit_inputs = {self.session, self.trial, self.n_shown, self.reopened, self.shown_field, self.pick,
+                         self.active_field, self.marks_field, *(w for p in self.panels for w in p.all_inputs())}
+        # the next item comes into view with the focus on its first scale: assets/reading.js (the NEXT_ITEM buttons)
+        self.submit_btn.click(self.on_submit, submit_inputs, self.item_outputs(), concurrency_limit=None, **private)
+        self.back_btn.click(self.on_back, [self.session, self.position], self.item_outputs(), **private)
+        self.availability_timer.tick(self.on_availability_tick, None, self.availability_outputs(), queue=False,
+                                     **private)  # fmt: skip
+
+    def attach(self, demo: gr.Blocks) -> None:
+        """The page-load events (``demo``: the rater Blocks)."""
+        private = dict(api_visibility="private")
+        demo.load(self.on_availability_tick, None, self.availability_outputs(), queue=False, **private)
+        demo.load(self.on_auto_sign_in, None, self.signin_outputs(), **private)
