@@ -32,10 +32,7 @@ def start_server(app):
 
     from p2p_app.ui import build_rater_app
 
-    demo = build_rater_app(app)
-    with demo:  # the baseline: an event that does nothing, on the same server and queue
-        noop = gr.Button("noop-baseline", visible=False)
-        noop.click(lambda: None, None, None, api_visibility="private", concurrency_limit=None)
+    demo = build_rater_app(app)  # its hidden no-op button (ARENA.noop) is the baseline, on the same server and queue
     server = FastAPI()
     gr.mount_gradio_app(server, demo, path="", enable_monitoring=False, ssr_mode=False)
     with socket.socket() as s:
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from bench_generator import bench_family
-    from browser_client import BrowserSession
+    from browser_client import ARENA, BrowserSession
     from generators import Registry
     from generators.registry import ModelSpec
     from p2p_app.startup import create
@@ -75,16 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     # 2. submit round trip ÷ no-op event
     srv, url = start_server(app)
     page = BrowserSession(url)
-    signin = page.one(label="Sign in", type="button")
-    name = max(c for c in page.find(label="Your name", type="textbox") if c < signin)  # the arena's
-    page.set(name, "Benchmark rater")
+    signin = page.by_id(ARENA.signin)
+    page.set(page.by_id(ARENA.name), "Benchmark rater")
     page.trigger(signin)
-    prompt = page.one(label="Prompt", type="textbox")
-    generate = page.one(label="Generate", type="button")
-    submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
-    noop = page.one(label="noop-baseline", type="button")
-    radios = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] in (
-        "How real does this image look?", "How well does the image match the prompt?") and generate < c < submit]
+    prompt = page.by_id(ARENA.prompt)
+    generate = page.by_id(ARENA.generate)
+    submit = page.by_id(ARENA.submit)
+    noop = page.by_id(ARENA.noop)
+    radios = page.answers(ARENA, "realism", "scores") + page.answers(ARENA, "alignment", "scores")
     t_submit, t_noop = [], []
     for i in range(args.trials + 3):
         page.set(prompt, f"{PROMPT} ({i})")

@@ -158,7 +158,7 @@ def admin_flood(make, attackers: int) -> None:
 
 
 def study_detection(make, tmp: Path, cache: Path) -> None:
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
     from test_design_screens import design_study
 
     from p2p_app import reader
@@ -177,11 +177,11 @@ def study_detection(make, tmp: Path, cache: Path) -> None:
     shown_images = 0
     for rater, token in enumerate(tokens):
         page = BrowserSession(url, query=f"token={token}")
-        start_btn = page.one(label="Start / continue", type="button")
-        submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-        dep = page.dependency(page.event_for(submit))
-        images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
-        radios = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
+        ids = study(0)  # the app's one study
+        start_btn = page.by_id(ids.signin)
+        submit = page.by_id(ids.submit)
+        images = page.images(ids)
+        radios = page.of_type("radio", page.under(ids))  # the pick (forced choice) and every scale
         page.trigger(start_btn)
         last = None
         for _ in range(300):

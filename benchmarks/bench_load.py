@@ -37,8 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from deploy_harness import wait_until_serving  # noqa: E402
 
 PROMPT = "colonoscopy image with a single sessile polyp of 5-10 mm, no instruments"
-REALISM = "How real does this image look?"
-ALIGNMENT = "How well does the image match the prompt?"
+REALISM, ALIGNMENT = "realism", "alignment"  # the question keys: their inputs' ids (p2p_app/ui/page.py)
 CODE = re.compile(r"resume code: `([A-Za-z0-9_\-]+)`")
 
 SERVER = """
@@ -151,21 +150,19 @@ def _problem(out: dict) -> str | None:
 
 
 def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: str = "") -> None:
-    from browser_client import BrowserSession
+    from browser_client import ARENA, BrowserSession, study
 
     page = BrowserSession(url, query=f"token={token}" if token else "")
     try:
-        start = page.one(label="Start / continue", type="button")
-        submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-        in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - the study's, not the arena's
-        name = max(c for c in page.find(label="Your name", type="textbox") if c < start)
-        noop = next(c for c, comp in page.components.items() if comp.get("props", {}).get("elem_id") == "p2p-noop")
-        noop_fn = page.event_for(noop)
+        ids = study(0)  # the site's one study
+        start = page.by_id(ids.signin)
+        submit = page.by_id(ids.submit)
+        name = page.by_id(ids.name)
+        noop_fn = page.event_for(page.by_id(ARENA.noop))
         submit_fn = page.event_for(submit)
-        shown_field = max(in_study(page.with_class("p2p-shown")))  # the study's hidden trial field (between its panels and Submit)
-        images = in_study([c for c in page.find(type="image")
-                           if str(page.components[c]["props"].get("label", "")).startswith("Image ")])
-        scales = in_study(page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio"))
+        shown_field = page.by_id(ids.shown)  # the study's hidden trial field
+        images = page.images(ids)
+        scales = page.answers(ids, REALISM) + page.answers(ids, ALIGNMENT)
         page.set(name, f"load rater {r.index}")
         out = page.trigger(start)
         m = CODE.search(" ".join(str(v) for v in out.values()))
@@ -186,20 +183,18 @@ def study_rater(url: str, r: Rater, items: int, stop: threading.Event, token: st
 
 
 def arena_rater(url: str, r: Rater, rounds: int, stop: threading.Event) -> None:
-    from browser_client import BrowserSession
+    from browser_client import ARENA, BrowserSession
 
     page = BrowserSession(url)
     try:
-        signin = page.one(label="Sign in", type="button")
-        name = max(c for c in page.find(label="Your name", type="textbox") if c < signin)  # the arena's
-        prompt = page.one(label="Prompt", type="textbox")
-        generate = page.one(label="Generate", type="button")
-        submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
-        noop_fn = page.event_for(next(c for c, comp in page.components.items()
-                                      if comp.get("props", {}).get("elem_id") == "p2p-noop"))  # fmt: skip
-        shown_field = max(c for c in page.with_class("p2p-shown") if generate < c < submit)  # the arena's (its panels lie in between)
-        scales = [c for c in page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio")
-                  if generate < c < submit]
+        signin = page.by_id(ARENA.signin)
+        name = page.by_id(ARENA.name)
+        prompt = page.by_id(ARENA.prompt)
+        generate = page.by_id(ARENA.generate)
+        submit = page.by_id(ARENA.submit)
+        noop_fn = page.event_for(page.by_id(ARENA.noop))
+        shown_field = page.by_id(ARENA.shown)
+        scales = page.answers(ARENA, REALISM, "scores") + page.answers(ARENA, ALIGNMENT, "scores")
         submit_fn = page.event_for(submit)
         page.set(name, f"arena rater {r.index}")
         page.trigger(signin)

@@ -80,7 +80,7 @@ def browse(url: str, r: Browser, stop_event: threading.Event, db_url: str, image
     """Sign in (by name, or with the resume code after a reload), answer until every item is done."""
     import httpx
 
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
 
     r.cookies = r.cookies or httpx.Cookies()
     for load in range(max_loads):
@@ -90,15 +90,14 @@ def browse(url: str, r: Browser, stop_event: threading.Event, db_url: str, image
         try:
             page = BrowserSession(url, query=f"token={r.code}" if r.code else "", cookies=r.cookies)
             r.servers.append(page.config_headers.get("x-p2p-upstream", url))
-            start = page.one(label="Start / continue", type="button")
-            submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-            in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731
-            name = max(c for c in page.find(label="Your name", type="textbox") if c < start)
+            ids = study(0)  # the site's one study
+            start = page.by_id(ids.signin)
+            submit = page.by_id(ids.submit)
+            name = page.by_id(ids.name)
             submit_fn = page.event_for(submit)
-            shown_field = max(in_study(page.with_class("p2p-shown")))
-            images = in_study([c for c in page.find(type="image")
-                               if str(page.components[c]["props"].get("label", "")).startswith("Image ")])  # fmt: skip
-            scales = in_study(page.find(label=REALISM, type="radio") + page.find(label=ALIGNMENT, type="radio"))
+            shown_field = page.by_id(ids.shown)
+            images = page.images(ids)
+            scales = page.answers(ids, REALISM) + page.answers(ids, ALIGNMENT)
             page.set(name, f"rater {r.index}")
             out = page.trigger(start)
             text = " ".join(str(v) for v in out.values())
@@ -400,7 +399,7 @@ def nonsticky(upstreams: list[str], logs: list[Path], n: int, echo=print) -> dic
     rater signs in and submits once; what the page said is classified. A clear message is SESSION_ELSEWHERE (the
     guard) or SESSION_NOT_HERE (the service); anything else (Gradio's bare "session not found", an exception, a
     missing result) is unclear."""
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
 
     from p2p_app.service import SESSION_NOT_HERE
     from p2p_app.ui.guard import SESSION_ELSEWHERE
@@ -411,9 +410,9 @@ def nonsticky(upstreams: list[str], logs: list[Path], n: int, echo=print) -> dic
         for i in range(n):
             page = BrowserSession(proxy)
             try:
-                start = page.one(label="Start / continue", type="button")
-                submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-                name = max(c for c in page.find(label="Your name", type="textbox") if c < start)
+                start = page.by_id(study(0).signin)
+                submit = page.by_id(study(0).submit)
+                name = page.by_id(study(0).name)
                 page.set(name, f"unlucky rater {i}")
                 page.trigger(start)
                 out = page.trigger(submit)

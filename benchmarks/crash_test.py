@@ -46,7 +46,7 @@ def crash_round(proc, url: str, raters: list[Rater], items: int, after: float) -
 def check(site, raters: list[Rater]):
     """(acknowledged, acknowledged and stored, raters resuming right, problems, (proc, url) of the restarted
     server) after a kill."""
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
 
     from p2p_app.storage import Storage
 
@@ -83,11 +83,8 @@ def check(site, raters: list[Rater]):
             continue
         page = BrowserSession(url, query=f"token={r.code}")
         try:
-            start = page.one(label="Start / continue", type="button")
-            submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-            page.trigger(start)
-            # the study's trial field (the page field p2p-shown between its buttons), not the arena's
-            shown = page.values.get(max(c for c in page.with_class("p2p-shown") if start < c < submit))
+            page.trigger(page.by_id(study(0).signin))
+            shown = page.values.get(page.by_id(study(0).shown))  # the study's trial field, not the arena's
         finally:
             page.close()
         s = Storage(site.database_url or f"sqlite:///{site.data / 'p2p.sqlite'}", site.data / "images")

@@ -101,22 +101,14 @@ def order_by_headers(panels: list[dict], coin: random.Random) -> list[int]:
 
 
 def live_trials(app, url: str, n: int) -> list[dict]:
-    from browser_client import BrowserSession
+    from browser_client import ARENA, BrowserSession
 
     page = BrowserSession(url)
-    ids = {
-        "signin": page.one(label="Sign in", type="button"),
-        "prompt": page.one(label="Prompt", type="textbox"),
-        "modality": page.one(label="Modality", type="radio"),
-        "generate": page.one(label="Generate", type="button"),
-        "submit": page.one(label="Submit ratings (Ctrl+Enter)", type="button"),
-    }
-    radios = lambda label: [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == label]  # noqa: E731
-    ids["name"] = max(c for c in page.find(label="Your name", type="textbox") if c < ids["signin"])
-    arena = lambda cs: [c for c in cs if ids["generate"] < c < ids["submit"]]  # noqa: E731 - panels of the arena
-    realism = arena(radios("How real does this image look?"))
-    alignment = arena(radios("How well does the image match the prompt?"))
-    images = arena([c for c in page.find(type="image") if page.components[c]["props"]["label"].startswith("Image ")])
+    ids = {role: page.by_id(getattr(ARENA, role)) for role in ("signin", "name", "prompt", "modality", "generate",
+                                                                "submit")}
+    realism = page.answers(ARENA, "realism", "scores")
+    alignment = page.answers(ARENA, "alignment", "scores")
+    images = page.images(ARENA, "scores")
     page.set(ids["name"], "Probe")
     page.trigger(ids["signin"])
     page.set(ids["modality"], "colonoscopy")
@@ -137,18 +129,19 @@ def live_trials(app, url: str, n: int) -> list[dict]:
 
 
 def study_screens(app, st, url: str) -> list[dict]:
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
 
     from p2p_app import reader
     from p2p_app.study import study_key
+    from p2p_app.ui.page import study_index
 
     page = BrowserSession(url)
-    start = page.one(label="Start / continue", type="button")
-    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    dep = page.dependency(page.event_for(submit))
-    images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
-    scales = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
-    name = page.dependency(page.event_for(start))["inputs"][0]  # (name, resume code)
+    ids = study(study_index(app, study_key(st)))
+    start = page.by_id(ids.signin)
+    submit = page.by_id(ids.submit)
+    images = page.images(ids)
+    scales = page.of_type("radio", page.under(ids))
+    name = page.by_id(ids.name)
     page.set(name, "Probe reader")
     page.trigger(start)
     rater = app.storage.raters(study_key(st))[0]

@@ -1,8 +1,9 @@
 """Drive a Gradio app over raw HTTP the way its browser page does (queue/join + queue/data).
 
 gradio_client refuses events marked private; a browser (or an attacker) does not. This client reads
-``/config``, finds events by the label of the button that triggers them, keeps the current value of
-every component like the page does, and posts events by fn_index over one HTTP session.
+``/config``, finds components by their declared element id (p2p_app/ui/page.py: never by label or position) and
+events by the component that triggers them, keeps the current value of every component like the page does, and
+posts events by fn_index over one HTTP session. Every test and benchmark that drives the page goes through it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,43 @@ import secrets
 from typing import Any
 
 import httpx
+
+from p2p_app.ui.page import ADMIN, ARENA, LANDING, Css, Field, Markup, PanelIds, ScriptCss, study  # noqa: F401
+
+
+# ---------------------------------------------------------------------------------- in a real browser (Playwright)
+# The same declared ids as CSS selectors. Gradio puts ``elem_id`` on a button itself, on the block around any other
+# component, and ``<elem_id>-button`` on a tab's button.
+
+
+def sel(elem_id: str) -> str:
+    """The element with the declared id (a button; the block of anything else)."""
+    return f"#{elem_id}"
+
+
+def input_of(elem_id: str) -> str:
+    """The text field (input or textarea) inside a textbox's block."""
+    return f"#{elem_id} :is(input, textarea)"
+
+
+def any_study(role: str, n: int = 16) -> str:
+    """The ``role`` part (``"submit"``, ``"who"`` …) of whichever study's tab shows it: add ``:visible``."""
+    return ":is(" + ", ".join(sel(getattr(study(i), role)) for i in range(n)) + ")"
+
+
+def panel_of(locator) -> PanelIds:
+    """The declared ids of the panel a Playwright ``locator`` (a ``.p2p-panel`` column) is."""
+    return PanelIds(locator.get_attribute("id"))
+
+
+def tool(attribute: str, value: str) -> str:
+    """A control of the viewer toolbar (``page.Markup``), e.g. ``tool(Markup.ZOOM, "in")``: add ``:visible``."""
+    return f"[{attribute}={value}]"
+
+
+def tab_button(elem_id: str) -> str:
+    """The button that opens the tab with the declared id."""
+    return f"#{elem_id}-button"
 
 
 class BrowserSession:
@@ -31,29 +69,46 @@ class BrowserSession:
         self.components = {c["id"]: c for c in self.config["components"]}
         self.values: dict[int, Any] = {cid: c.get("props", {}).get("value") for cid, c in self.components.items()}
         self.visible: dict[int, Any] = {cid: c.get("props", {}).get("visible", True) for cid, c in self.components.items()}
+        self.by_elem_id = {c["props"]["elem_id"]: cid for cid, c in self.components.items()
+                           if (c.get("props") or {}).get("elem_id")}  # fmt: skip
 
-    # ------------------------------------------------------------------ lookups
-    def find(self, label: str | None = None, type: str | None = None, value: Any = None) -> list[int]:
+    # ------------------------------------------------------------------ lookups (by declared id: p2p_app/ui/page.py)
+    def has(self, elem_id: str) -> bool:
+        return elem_id in self.by_elem_id
+
+    def by_id(self, elem_id: str) -> int:
+        """The component with the declared element id ``elem_id`` (e.g. ``ARENA.submit``, ``study(0).signin``)."""
+        assert elem_id in self.by_elem_id, f"no component with elem_id {elem_id!r} in the page"
+        return self.by_elem_id[elem_id]
+
+    def panels(self, screen: Any, group: str = "") -> list[PanelIds]:
+        """The declared panels of ``screen`` (``ARENA``, ``study(i)``) the page has, left to right; ``group``: the
+        arena's judgement (``"scores"``, ``"ranking"``)."""
         out = []
-        for cid, c in self.components.items():
-            props = c.get("props", {})
-            if type and c.get("type") != type:
-                continue
-            if label is not None and props.get("label") != label and props.get("value") != label:
-                continue
-            if value is not None and props.get("value") != value:
-                continue
-            out.append(cid)
+        while self.has((p := screen.panel(len(out), group) if group else screen.panel(len(out))).column):
+            out.append(p)
         return out
 
+    def images(self, screen: Any, group: str = "") -> list[int]:
+        return [self.by_id(p.image) for p in self.panels(screen, group)]
+
+    def answers(self, screen: Any, key: str, group: str = "") -> list[int]:
+        """Per panel, the input of answer ``key`` (a question key, ``rank_<key>``, ``cant_judge`` or ``comment``)."""
+        part = (lambda p: getattr(p, key)) if key in ("cant_judge", "comment") else (lambda p: p.answer(key))
+        return [self.by_id(part(p)) for p in self.panels(screen, group) if self.has(part(p))]
+
+    def under(self, screen: Any) -> list[int]:
+        """Every component with a declared id of ``screen`` (``ARENA``, ``study(i)``, ``ADMIN``), panels included."""
+        prefix = f"{screen.prefix}-"
+        return sorted(cid for elem_id, cid in self.by_elem_id.items() if elem_id.startswith(prefix))
+
     def with_class(self, elem_class: str) -> list[int]:
-        """Components carrying ``elem_class`` (e.g. the page fields ``p2p-shown``, ``p2p-active``)."""
+        """Components carrying ``elem_class`` (a declared class: ``page.Css``, ``page.Field``)."""
         return [cid for cid, c in self.components.items() if elem_class in (c.get("props", {}).get("elem_classes") or [])]
 
-    def one(self, **kw: Any) -> int:
-        found = self.find(**kw)
-        assert len(found) == 1, f"{kw} matched {found}"
-        return found[0]
+    def of_type(self, type: str, among: Any = None) -> list[int]:
+        """Components of a Gradio type (``"image"``, ``"radio"``), optionally only those in ``among``."""
+        return [c for c in (self.components if among is None else among) if self.components[c].get("type") == type]
 
     def event_for(self, component_id: int, trigger: str = "click") -> int:
         for fn_index, dep in enumerate(self.config["dependencies"]):

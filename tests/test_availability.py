@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_client import BrowserSession
+from browser_client import ARENA, BrowserSession, study
 from conftest import make_app, running_server
 from test_e2e import PROMPT, arena
 
@@ -174,11 +174,10 @@ def test_a_wrong_password_flood_never_keeps_the_owner_out(tmp_path, demo_registr
 def walk_study(url: str, token: str) -> list[tuple[list[str], list[str]]]:
     """Every screen of a rater's sequence as a script sees it: (image URLs, sha256 of the served bytes)."""
     page = BrowserSession(url, query=f"token={token}")
-    start = page.one(label="Start / continue", type="button")
-    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    dep = page.dependency(page.event_for(submit))
-    images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
-    radios = [c for c in dep["inputs"] if page.components[c]["type"] == "radio"]
+    start = page.by_id(study(0).signin)
+    submit = page.by_id(study(0).submit)
+    images = page.images(study(0))
+    radios = page.of_type("radio", page.under(study(0)))  # the pick (forced choice) and every scale
     page.trigger(start)
     screens = []
     for _ in range(200):
@@ -245,9 +244,8 @@ def test_a_damaged_study_image_is_never_served_and_is_listed(tmp_path, demo_regi
     _, token = reader.add_rater(app, st, "ann")
     with running_server(app) as url:
         page = BrowserSession(url, query=f"token={token}")
-        start = page.one(label="Start / continue", type="button")
-        submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-        images = [c for c in page.dependency(page.event_for(submit))["outputs"] if page.components[c]["type"] == "image"]
+        start = page.by_id(study(0).signin)
+        images = page.images(study(0))
         page.trigger(start)
         url_before = next(page.values[c]["url"] for c in images if page.values.get(c))
         assert page.http.get(url_before).status_code == 200
@@ -271,7 +269,7 @@ def test_resume_code_guesses_are_throttled_per_address(tmp_path, demo_registry):
     with running_server(app) as url:
         guesser = client(url, "198.51.100.66")
         ids = arena(guesser)
-        resume = max(c for c in guesser.find(label="Resume code", type="textbox") if c < ids["signin"])
+        resume = guesser.by_id(ARENA.resume)
         texts = []
         for i in range(8):  # bounded
             guesser.set(resume, f"guess-{i:04d}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser_client import BrowserSession
+from browser_client import ARENA, BrowserSession, study
 from conftest import make_app, running_server
 from PIL import Image
 from scipy.stats import chisquare
@@ -176,8 +176,7 @@ def test_cant_judge_everywhere_is_stored_and_reveals_nothing_over_http(server):
     app, url = server
     page = BrowserSession(url)
     ids, _, _ = sign_in_and_generate(page, "Dr Unsure")
-    cant = [c for c in page.find(label="Can't judge / image failed to load", type="checkbox")
-            if ids["generate"] < c < ids["submit"]]  # the arena's panels
+    cant = page.answers(ARENA, "cant_judge", "scores")  # the arena's panels
     for c in cant:
         page.set(c, True)
     out = page.trigger(ids["submit"])
@@ -242,13 +241,12 @@ def side_by_side_server(tmp_path, demo_registry):
 def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_side_server):
     app, st, token, url = side_by_side_server
     page = BrowserSession(url, query=f"token={token}")
-    start = page.one(label="Start / continue", type="button")
-    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    dep = page.dependency(page.event_for(submit))
-    images = [c for c in dep["outputs"] if page.components[c]["type"] == "image"]
-    columns = [c for c in dep["outputs"] if page.components[c]["type"] == "column"]
-    realism = [c for c in page.find(label="How real does this image look?", type="radio") if c in dep["inputs"]]
-    alignment = [c for c in page.find(label="How well does the image match the prompt?", type="radio") if c in dep["inputs"]]
+    start = page.by_id(study(0).signin)
+    submit = page.by_id(study(0).submit)
+    images = page.images(study(0))
+    columns = [page.by_id(p.column) for p in page.panels(study(0))]
+    realism = page.answers(study(0), "realism")
+    alignment = page.answers(study(0), "alignment")
     assert len(images) == len(st.models)  # the widest screen is one panel per model
     readable = [page.http.get(f"{url}{path}").text for path in ("/config", "/", "/gradio_api/info?all_endpoints=1")]
     for m in app.config.models:

@@ -14,6 +14,7 @@ import os
 import shutil
 
 import pytest
+from browser_client import ADMIN, ARENA, LANDING, Css, input_of, sel, study, tab_button
 from conftest import invited_study_app, make_app, running_server
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +55,7 @@ def arena_page(tmp_path, demo_registry, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         page.goto(url)
-        page.get_by_role("tab", name="Live arena").click()
+        page.locator(tab_button(LANDING.arena_tab)).click()
         yield app, page
         page.close()
     app.storage.close()
@@ -66,18 +67,17 @@ def model_names(app) -> list[str]:
 
 
 def visible_panels(page):
-    return page.locator(".p2p-panel:visible")
+    return page.locator(f".{Css.PANEL}:visible")
 
 
 def test_rater_answers_a_trial_from_the_keyboard(arena_page):
     app, page = arena_page
-    tab = page.get_by_role("tabpanel")
-    tab.get_by_label("Your name").fill("Dr Browser")
-    tab.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Signed in as").wait_for()
+    page.locator(input_of(ARENA.name)).fill("Dr Browser")
+    page.locator(sel(ARENA.signin)).click()
+    page.locator(sel(ARENA.who)).get_by_text("Signed in as").wait_for()
 
-    page.get_by_label("Prompt").fill(PROMPT)
-    page.get_by_role("button", name="Generate").click()
+    page.locator(input_of(ARENA.prompt)).fill(PROMPT)
+    page.locator(sel(ARENA.generate)).click()
     panels = visible_panels(page)
     panels.nth(2).locator("img").wait_for()
     assert panels.count() == 3
@@ -146,8 +146,8 @@ def test_invited_rater_resumes_a_study_after_a_page_refresh(tmp_path, demo_regis
         page.get_by_text(f"1 of {total} items done").wait_for()
 
         # Item 2: "can't judge" alone is a complete answer, stored as such and never as a score.
-        visible_panels(page).first.get_by_label("Can't judge / image failed to load").check()
-        page.get_by_role("button", name="Submit and continue (Ctrl+Enter)").click()
+        page.locator(f"{sel(study(0).panel(0).cant_judge)} input").check()
+        page.locator(sel(study(0).submit)).click()
         page.get_by_text(f"2 of {total} items done").wait_for()
 
         # A refresh loses nothing: the token link brings the rater back to the first unanswered item.
@@ -189,18 +189,18 @@ def test_admin_dashboard_shows_a_study(tmp_path, demo_registry, browser):
         page.get_by_label(re.compile("password", re.I)).fill("s3cret-admin")
         page.get_by_role("button", name=re.compile("log ?in", re.I)).click()
         page.get_by_text("0 answers from 0 raters").wait_for()  # the chosen view (live arena) loads with the page
-        page.get_by_label("Study").click()
+        page.locator(f"{sel(ADMIN.study)} input").click()
         page.get_by_role("option", name="Mini study (mini@v1)").click()
         page.get_by_text("answers from 3 raters").wait_for()
-        page.get_by_role("tab", name="Statistics").click()
+        page.locator(tab_button(ADMIN.statistics_tab)).click()
         page.locator(".js-plotly-plot").nth(4).wait_for()  # the report's figures, drawn by plotly
         df = app.storage.ratings_frame("mini@v1", rater_group_map([st]))
         n_figures = len(figures(analyze(df, n_boot=20, seed=0), df, progress=reader.progress_frame(app, st)))
         assert n_figures > 6  # more than the six slots the page had
         page.locator(".js-plotly-plot").nth(n_figures - 1).wait_for()  # every one of them is drawn
         assert page.locator(".js-plotly-plot").count() == n_figures
-        page.get_by_role("tab", name="Downloads").click()
-        page.get_by_role("button", name="Long CSV").click()
+        page.locator(tab_button(ADMIN.downloads_tab)).click()
+        page.locator(sel(ADMIN.long_csv)).click()
         with page.expect_download() as download:
             page.locator("a[download]").first.click()
         assert download.value.suggested_filename.endswith(".csv")
@@ -225,21 +225,20 @@ def test_generate_shows_progress_makes_one_trial_per_press_and_never_swaps_image
         return made(*args, **kwargs)
 
     app.generate_image = slow
-    tab = page.get_by_role("tabpanel")
-    tab.get_by_label("Your name").fill("Dr Impatient")
-    tab.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Signed in as").wait_for()
-    page.get_by_label("Prompt").fill(PROMPT)
-    button = page.get_by_role("button", name="Generate")
+    page.locator(input_of(ARENA.name)).fill("Dr Impatient")
+    page.locator(sel(ARENA.signin)).click()
+    page.locator(sel(ARENA.who)).get_by_text("Signed in as").wait_for()
+    page.locator(input_of(ARENA.prompt)).fill(PROMPT)
+    button = page.locator(sel(ARENA.generate))
     box = button.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     for _ in range(3):
         page.mouse.click(x, y)
         page.wait_for_timeout(60)
-    status = page.locator(".p2p-generating").first
+    status = page.locator(sel(ARENA.generating))
     status.get_by_text("Making the images").wait_for()
     assert status.bounding_box()["height"] >= 20  # a block the rater can see, not a zero-height line
-    assert page.locator("button.p2p-generate").is_disabled()
+    assert page.locator(sel(ARENA.generate)).is_disabled()
     page.mouse.click(x, y)  # a press while disabled does nothing either
     panels = visible_panels(page)
     panels.nth(2).locator("img").wait_for()
@@ -248,7 +247,7 @@ def test_generate_shows_progress_makes_one_trial_per_press_and_never_swaps_image
     assert [panels.nth(i).locator("img").get_attribute("src") for i in range(3)] == first
     (rater,) = app.storage.raters()
     assert len(app.storage.trials_for(rater.pk, None)) == 1  # one trial for all those presses
-    assert not page.locator("button.p2p-generate").is_disabled()  # ready for the next prompt
+    assert not page.locator(sel(ARENA.generate)).is_disabled()  # ready for the next prompt
 
 
 def test_a_study_edited_after_freezing_tells_its_rater_once(tmp_path, demo_registry, browser):
@@ -272,6 +271,6 @@ def test_a_study_edited_after_freezing_tells_its_rater_once(tmp_path, demo_regis
         assert text.count("study file was changed") == 1, text
         assert "invite link" not in text and "Signed in as" not in text
         assert page.locator(".toast-body").count() == 0
-        assert not page.get_by_role("button", name="Start / continue").is_visible()
+        assert not page.locator(sel(study(0).signin)).is_visible()
         page.close()
     app.storage.close()

@@ -242,7 +242,7 @@ def test_ranking_end_to_end_refuses_incomplete_rankings(design_app, tmp_path):
 @pytest.mark.parametrize("design", ["forced_choice", "ranking"])
 def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_path, design):
     import pandas as pd
-    from browser_client import BrowserSession
+    from browser_client import BrowserSession, study
     from click.testing import CliRunner
     from conftest import running_server
 
@@ -261,15 +261,14 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
             config = str({k: v for k, v in page.config.items() if k != "js"})
             for word in ("catch", "broken", "flipped", "anatomy", "colon-msdm", "chosen_real"):
                 assert word not in config  # blinding: nothing in the page says which panel is what
-            submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-            start = page.one(label="Start / continue", type="button")
-            in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - not the arena's panels
+            ids = study(0)  # the app's only study
+            submit = page.by_id(ids.submit)
+            start = page.by_id(ids.signin)
             page.trigger(start)
             before = app.storage.count_ratings()
             if design == "forced_choice":
-                pick = page.one(label="Which image is real?", type="radio")
-                scales = in_study(page.find(label="How real does this image look?", type="radio"))[:n]
-                scales += in_study(page.find(label="How well does the image match the prompt?", type="radio"))[:n]
+                pick = page.by_id(ids.pick)
+                scales = page.answers(ids, "realism")[:n] + page.answers(ids, "alignment")[:n]
                 page.set(pick, None)
                 for c in scales:
                     page.set(c, 3)
@@ -277,8 +276,7 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
                 assert any("Pick the one image" in str(v) for v in out.values())
                 assert app.storage.count_ratings() == before
             else:
-                ranks = [in_study(page.find(label=f"{q} Rank (1 = best)", type="dropdown"))[:n]
-                         for q in ("How real does this image look?", "How well does the image match the prompt?")]
+                ranks = [page.answers(ids, key)[:n] for key in ("rank_realism", "rank_alignment")]
                 for c in ranks[0] + ranks[1]:
                     page.set(c, 1)
                 out = page.trigger(submit)  # a rank given twice: refused, nothing stored
@@ -362,20 +360,24 @@ def test_forced_choice_pick_sits_above_the_ratings(design_app, tmp_path):
 
     app = design_app
     st = prepared(app, design_study(tmp_path / "s", "forced_choice"))
+    from p2p_app.ui.page import study
+
+    ids = study(0)  # the app's only study
     config = build_rater_app(app).get_config_file()
-    labels = {c["id"]: (c.get("props") or {}).get("label") for c in config["components"]}
+    elem_ids = {c["id"]: (c.get("props") or {}).get("elem_id") for c in config["components"]}
 
     def walk(node):
         yield node["id"]
         for child in node.get("children", []):
             yield from walk(child)
 
-    def find(node, label):
-        if labels.get(node["id"]) == label:
+    def find(node, elem_id):
+        if elem_ids.get(node["id"]) == elem_id:
             return node
-        return next((n for c in node.get("children", []) if (n := find(c, label)) is not None), None)
+        return next((n for c in node.get("children", []) if (n := find(c, elem_id)) is not None), None)
 
-    order = [labels.get(i) for i in walk(find(config["layout"], st.title))]  # the study's tab only
-    pick = order.index("Which image is real?")
-    first_rating = min(order.index(q.label) for q in st.questions if q.label in order)
+    order = [elem_ids.get(i) for i in walk(find(config["layout"], ids.tab))]  # the study's tab only
+    pick = order.index(ids.pick)
+    answers = {ids.panel(p).answer(q.key) for p in range(st.items()[0].n_panels) for q in st.questions}
+    first_rating = min(i for i, elem_id in enumerate(order) if elem_id in answers)
     assert pick < first_rating

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from browser_client import BrowserSession
+from browser_client import ADMIN, ARENA, BrowserSession, study
 from click.testing import CliRunner
 from conftest import invited_study_app, make_app, running_server
 
@@ -30,20 +30,12 @@ def server(tmp_path, demo_registry):
 
 
 def arena(page: BrowserSession) -> dict:
-    """Component ids of the live arena (whichever tab it is in): its panels lie between Generate and Submit."""
-    ids = {
-        "prompt": page.one(label="Prompt", type="textbox"),
-        "modality": page.one(label="Modality", type="radio"),
-        "generate": page.one(label="Generate", type="button"),
-        "submit": page.one(label="Submit ratings (Ctrl+Enter)", type="button"),
-    }
-    lo, hi = ids["generate"], ids["submit"]
-    ids["signin"] = page.one(label="Sign in", type="button")
-    ids["name"] = max(c for c in page.find(label="Your name", type="textbox") if c < ids["signin"])
-    realism = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == "How real does this image look?"]
-    alignment = [c for c in page.find(type="radio") if page.components[c]["props"]["label"] == "How well does the image match the prompt?"]
-    images = [c for c in page.find(type="image") if page.components[c]["props"]["label"].startswith("Image ")]
-    ids["realism"], ids["alignment"], ids["images"] = ([c for c in cs if lo < c < hi] for cs in (realism, alignment, images))
+    """Component ids of the live arena (whichever tab it is in), by their declared element ids."""
+    ids = {role: page.by_id(getattr(ARENA, role)) for role in ("prompt", "modality", "generate", "submit", "signin",
+                                                                "name")}
+    ids["realism"] = page.answers(ARENA, "realism", "scores")
+    ids["alignment"] = page.answers(ARENA, "alignment", "scores")
+    ids["images"] = page.images(ARENA, "scores")
     return ids
 
 
@@ -161,8 +153,9 @@ def test_admin_needs_the_password(server):
     with pytest.raises(httpx.HTTPStatusError):
         BrowserSession(f"{url}/admin", login=("admin", "wrong"))
     admin = BrowserSession(f"{url}/admin", login=("admin", "s3cret-admin"))
-    assert not admin.find(label="Admin password")  # no password ever sits in a component
-    long_btn = admin.one(label="Long CSV", type="button")
+    # no password ever sits in a component
+    assert not [c for c in admin.components.values() if c.get("props", {}).get("type") == "password"]
+    long_btn = admin.by_id(ADMIN.long_csv)
     out = admin.trigger(long_btn)
     link = next(v for v in out.values() if isinstance(v, dict) and str(v.get("url", "")).endswith(".csv"))
     assert set(glob.glob(f"{tempfile.gettempdir()}/p2p-admin-*")) <= leftovers  # no export left in /tmp/p2p-admin-*
@@ -237,11 +230,10 @@ def test_one_rater_through_a_whole_study(study_server, tmp_path):
 
     app, st, token, url = study_server
     page = BrowserSession(url, query=f"token={token}")
-    start = page.one(label="Start / continue", type="button")
-    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    in_study = lambda cs: [c for c in cs if start < c < submit]  # noqa: E731 - the study's panels, not the arena's
-    realism = in_study(page.find(label="How real does this image look?", type="radio"))
-    alignment = in_study(page.find(label="How well does the image match the prompt?", type="radio"))
+    start = page.by_id(study(0).signin)
+    submit = page.by_id(study(0).submit)
+    realism = page.answers(study(0), "realism")
+    alignment = page.answers(study(0), "alignment")
     out = page.trigger(start)
     assert any("Signed in as **ann**" in str(v) for v in out.values()), out
     total = len(reader.assignment.rater_sequence(st, 0))
@@ -270,13 +262,13 @@ def test_one_rater_through_a_whole_study(study_server, tmp_path):
 
     # a replayed submit (same session, same body) after moving on stores nothing on the next item
     again = BrowserSession(url, query=f"token={token}")
-    again.trigger(again.one(label="Start / continue", type="button"))
+    again.trigger(again.by_id(study(0).signin))
     assert any("All items are done" in str(v) for v in again.values.values())
     again.close()
 
     # a forged token gets nothing
     intruder = BrowserSession(url, query="token=forged")
-    out = intruder.trigger(intruder.one(label="Start / continue", type="button"))
+    out = intruder.trigger(intruder.by_id(study(0).signin))
     assert any("not valid" in str(v) or "Type your name" in str(v) for v in out.values())
     intruder.close()
 
@@ -301,11 +293,9 @@ def test_every_event_answers_without_a_server_error(server, path):
 def test_a_replayed_study_submit_is_a_no_op(study_server):
     app, st, token, url = study_server
     page = BrowserSession(url, query=f"token={token}")
-    page.trigger(page.one(label="Start / continue", type="button"))
-    submit = page.one(label="Submit and continue (Ctrl+Enter)", type="button")
-    scales = page.find(label="How real does this image look?", type="radio") + page.find(
-        label="How well does the image match the prompt?", type="radio"
-    )
+    page.trigger(page.by_id(study(0).signin))
+    submit = page.by_id(study(0).submit)
+    scales = page.answers(study(0), "realism") + page.answers(study(0), "alignment")
     for c in scales:
         page.set(c, 4)
     page.trigger(submit)
@@ -319,11 +309,11 @@ def test_a_replayed_study_submit_is_a_no_op(study_server):
     assert any("no longer shows" in str(v) for v in out.values())
     # a second tab of the same rater, showing the item the first tab just answered
     tab2 = BrowserSession(url, query=f"token={token}")
-    tab2.trigger(tab2.one(label="Start / continue", type="button"))
+    tab2.trigger(tab2.by_id(study(0).signin))
     for c in scales:
         page.set(c, 3)
     page.trigger(submit)  # tab 1 answers item 1
-    out = tab2.trigger(tab2.one(label="Submit and continue (Ctrl+Enter)", type="button"))
+    out = tab2.trigger(tab2.by_id(study(0).submit))
     assert any("already answered" in str(v) for v in out.values()), out
     assert len([t for t in app.storage.trials_for(rater.pk, trials[0].study_pk) if t.submitted_at]) == 2
     page.close()

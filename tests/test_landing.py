@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from browser_client import ARENA, LANDING, Css, input_of, sel, tab_button
+from browser_client import study as study_ids
 from conftest import make_app, running_server
 from test_browser import browser  # noqa: F401 - the shared Chromium fixture
 from test_prompt_budget import RADIOLOGY_39
@@ -17,6 +19,7 @@ from test_reader_study import small_study
 from p2p_app import reader
 from p2p_app.service import ALREADY_ANSWERED, INVITE_ONLY
 from p2p_app.study import load_study, study_key
+from p2p_app.ui.page import ScriptCss
 
 pytestmark = pytest.mark.e2e
 
@@ -65,27 +68,25 @@ def new_page(request, browser):  # noqa: F811
         page.close()
 
 
-def selected_tabs(page) -> list[str]:
-    return [t.strip() for t in page.locator("[role=tab][aria-selected=true]").all_inner_texts()]
+def selected(page, tab_id: str) -> bool:
+    return page.locator(f"{tab_button(tab_id)}[aria-selected=true]").count() == 1
 
 
-def first_tab(page, name: str) -> None:
-    """Wait until the page's outer selected tab is ``name`` (the landing choice runs on page load)."""
-    page.wait_for_function(
-        "name => { const t = document.querySelector('[role=tab][aria-selected=true]'); "
-        "return t && t.innerText.trim() === name; }",
-        arg=name,
-    )
+def first_tab(page, tab_id: str) -> None:
+    """Wait until the page's outer selected tab is ``tab_id`` (the landing choice runs on page load)."""
+    page.locator(f"{tab_button(tab_id)}[aria-selected=true]").wait_for()
+    other = LANDING.studies_tab if tab_id == LANDING.arena_tab else LANDING.arena_tab
+    assert not selected(page, other)
 
 
 def sign_in_arena(page, name: str) -> None:
-    page.get_by_label("Your name").first.fill(name)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Signed in as").wait_for()
+    page.locator(input_of(ARENA.name)).fill(name)
+    page.locator(sel(ARENA.signin)).click()
+    page.locator(sel(ARENA.who)).get_by_text("Signed in as").wait_for()
 
 
 def counter(page):
-    return page.locator(".block.p2p-budget")
+    return page.locator(sel(ARENA.budget))
 
 
 def in_viewport(page, locator) -> tuple[float, float, int]:
@@ -100,62 +101,62 @@ def in_viewport(page, locator) -> tuple[float, float, int]:
 def test_token_counter_while_typing_and_generate_refused_over_the_limit(arena, new_page):
     app, url = arena
     page = new_page(url)
-    page.get_by_role("button", name="Sign in").wait_for()
-    first_tab(page, "Live arena")  # the landing tab is the one anyone can use
+    page.locator(sel(ARENA.signin)).wait_for()
+    first_tab(page, LANDING.arena_tab)  # the landing tab is the one anyone can use
     sign_in_arena(page, f"Dr Counter {new_page.name}")
-    page.get_by_label("Radiology").check()
-    box = page.get_by_label("Prompt")
+    page.locator(sel(ARENA.modality)).get_by_label("Radiology").check()
+    box = page.locator(input_of(ARENA.prompt))
     box.press_sequentially(SHORT, delay=5)  # typed key by key, as a person does
     budget = app.prompt_budget("radiology", SHORT)
     expected = f"{budget.used} / {budget.limit} tokens — {budget.encoder} ({budget.limit - budget.used} left)"
-    page.wait_for_function("t => document.querySelector('.block.p2p-budget').innerText.trim() === t", arg=expected)
+    page.wait_for_function(f"t => document.getElementById('{ARENA.budget}').innerText.trim() === t", arg=expected)
     assert re.fullmatch(r"\d+ / 75 tokens — (CLIP|BERT|T5) text encoder \(\d+ left\)", expected)
 
     box.fill(RADIOLOGY_39)  # 39 words: over the limit, flagged while typing, before any Generate
     over = app.prompt_budget("radiology", RADIOLOGY_39)
     counter(page).get_by_text(f"The prompt is too long for the {over.encoder}: {over.used} tokens").wait_for()
     assert f"Cut about {over.used - over.limit} tokens" in counter(page).inner_text()
-    page.locator(".block.p2p-prompt.p2p-over").wait_for()  # the box itself is marked (prompt.js)
+    page.locator(f"{sel(ARENA.prompt)}.{ScriptCss.OVER}").wait_for()  # the box itself is marked (prompt.js)
     top, bottom, height = in_viewport(page, counter(page))
     assert bottom > 0 and top < height, "the counter's warning is off screen"
 
     images_before = app.storage.count_images()
-    page.get_by_role("button", name="Generate").click()
-    message = page.locator(".block.p2p-message")
+    page.locator(sel(ARENA.generate)).click()
+    message = page.locator(sel(ARENA.message))
     message.get_by_text("Cut about").wait_for()
-    assert page.locator(".p2p-panel:visible").count() == 0
+    assert page.locator(f".{Css.PANEL}:visible").count() == 0
     assert app.storage.count_images() == images_before  # nothing was generated
 
     box.fill(SHORT)  # cut back: the warning goes
-    page.wait_for_function("t => document.querySelector('.block.p2p-budget').innerText.trim() === t", arg=expected)
-    page.wait_for_function("() => !document.querySelector('.block.p2p-prompt.p2p-over')")
+    page.wait_for_function(f"t => document.getElementById('{ARENA.budget}').innerText.trim() === t", arg=expected)
+    page.wait_for_function(f"() => !document.querySelector('{sel(ARENA.prompt)}.{ScriptCss.OVER}')")
 
 
 def test_stale_warning_closed_on_success_and_reveal_in_view(arena, new_page):
     app, url = arena
     page = new_page(url)
     sign_in_arena(page, f"Dr Notice {new_page.name}")
-    page.get_by_label("Prompt").fill(SHORT)
-    page.get_by_role("button", name="Generate").click()
-    panels = page.locator(".p2p-panel:visible")
+    page.locator(input_of(ARENA.prompt)).fill(SHORT)
+    page.locator(sel(ARENA.generate)).click()
+    panels = page.locator(f".{Css.PANEL}:visible")
     panels.nth(2).locator("img").wait_for(state="attached")  # lazy: below the fold on a phone
-    submit = page.get_by_role("button", name="Submit ratings (Ctrl+Enter)")
+    submit = page.locator(sel(ARENA.submit))
     submit.click()
     toast = page.locator(".toast-body")
     toast.get_by_text("not rated yet").first.wait_for()  # the warning, as a pop-up
-    page.locator(".block.p2p-message").get_by_text("not rated yet").wait_for()  # and in the message box
+    page.locator(sel(ARENA.message)).get_by_text("not rated yet").wait_for()  # and in the message box
 
     for i in range(3):
-        panel = panels.nth(i)
-        panel.get_by_role("radio").nth(3).check()  # realism 4
-        panel.get_by_role("radio").nth(5 + 2).check()  # alignment 3
+        panel = ARENA.panel(i, "scores")
+        page.locator(sel(panel.answer("realism"))).get_by_role("radio").nth(3).check()  # realism 4
+        page.locator(sel(panel.answer("alignment"))).get_by_role("radio").nth(2).check()  # alignment 3
     submit.scroll_into_view_if_needed()
     submit.click()
-    reveal = page.locator(".block.p2p-reveal")
+    reveal = page.locator(sel(ARENA.reveal))
     reveal.get_by_text("Ratings saved").wait_for()
     # within 2 s (Gradio's own pop-up timeout is 10 s): the stale "not rated yet" is gone with the message box
     page.wait_for_function("() => document.querySelectorAll('.toast-body').length === 0", timeout=2_000)
-    assert page.locator(".block.p2p-message").count() == 0
+    assert not page.locator(sel(ARENA.message)).is_visible()
     page.wait_for_timeout(300)  # let the scroll settle
     top, bottom, height = in_viewport(page, reveal)
     assert 0 <= top and bottom <= height + 1, f"reveal at {top:.0f}–{bottom:.0f} px, viewport {height} px"
@@ -168,20 +169,20 @@ def test_stale_warning_closed_on_success_and_reveal_in_view(arena, new_page):
 def test_landing_tab_follows_the_link_and_a_visitor_is_told_what_to_do(study, new_page):
     app, st, url = study
     page = new_page(url)
-    page.get_by_role("button", name="Sign in").wait_for()
-    first_tab(page, "Live arena")
+    page.locator(sel(ARENA.signin)).wait_for()
+    first_tab(page, LANDING.arena_tab)
 
     page = new_page(f"{url}/?study={st.id}")  # a study link: its tab, with what to do without an invite
     page.get_by_text(INVITE_ONLY).wait_for()
-    first_tab(page, "Reader study")
-    assert "Mini study" in selected_tabs(page)
-    assert not any(box.is_visible() for box in page.get_by_label("Your name").all())  # none that could only refuse
+    first_tab(page, LANDING.studies_tab)
+    assert selected(page, study_ids(0).tab)
+    assert not any(page.locator(sel(ids.name)).is_visible() for ids in (ARENA, study_ids(0)))  # none that could only refuse
     top, _, height = in_viewport(page, page.get_by_text(INVITE_ONLY))
     assert top < height
 
     page = new_page(f"{url}/?token=half-a-link")  # a broken invite: the arena, as for anyone
-    page.get_by_role("button", name="Sign in").wait_for()
-    first_tab(page, "Live arena")
+    page.locator(sel(ARENA.signin)).wait_for()
+    first_tab(page, LANDING.arena_tab)
 
 
 def test_instructions_open_on_the_first_visit_then_closed(study, new_page):
@@ -189,13 +190,13 @@ def test_instructions_open_on_the_first_visit_then_closed(study, new_page):
     _, token = reader.add_rater(app, st, "ben" if new_page.name == "desktop" else "cat")
     page = new_page(f"{url}/?token={token}")  # the invite link: the study's tab, signed in
     page.get_by_text("Signed in as").wait_for()
-    first_tab(page, "Reader study")
+    first_tab(page, LANDING.studies_tab)
     instructions = page.get_by_text(st.instructions)
     instructions.wait_for()  # open: nothing answered yet
     assert instructions.is_visible()
 
-    page.locator(".p2p-panel:visible").first.get_by_label("Can't judge / image failed to load").check()
-    page.get_by_role("button", name="Submit and continue (Ctrl+Enter)").click()
+    page.locator(f"{sel(study_ids(0).panel(0).cant_judge)} input").check()
+    page.locator(sel(study_ids(0).submit)).click()
     page.get_by_text(re.compile(r"^1 of \d+ items done")).wait_for()
     page.reload()  # the next visit: collapsed
     page.get_by_text(re.compile(r"^1 of \d+ items done")).wait_for()
@@ -212,20 +213,20 @@ def test_two_tabs_of_one_rater_later_submit_told_and_shown_the_current_item(stud
         page.get_by_text(re.compile(r"^0 of \d+ items done")).wait_for()
 
     def answer(page, level: int) -> None:
-        for i in range(page.locator(".p2p-panel:visible").count()):
-            panel = page.locator(".p2p-panel:visible").nth(i)
-            panel.get_by_role("radio").nth(level - 1).check()
-            panel.get_by_role("radio").nth(5 + level - 1).check()
-        page.get_by_role("button", name="Submit and continue (Ctrl+Enter)").click()
+        for p in range(page.locator(f".{Css.PANEL}:visible").count()):
+            panel = study_ids(0).panel(p)
+            page.locator(sel(panel.answer("realism"))).get_by_role("radio").nth(level - 1).check()
+            page.locator(sel(panel.answer("alignment"))).get_by_role("radio").nth(level - 1).check()
+        page.locator(sel(study_ids(0).submit)).click()
 
     answer(first, 4)
     first.get_by_text(re.compile(r"^1 of \d+ items done")).wait_for()
     current = app.next_trial(st, rater)
     answer(second, 2)  # the same item, already answered in the first tab
-    second.locator(".block.p2p-message").get_by_text(ALREADY_ANSWERED).wait_for()
+    second.locator(sel(study_ids(0).message)).get_by_text(ALREADY_ANSWERED).wait_for()
     second.locator(".toast-body").get_by_text("already answered").wait_for()
     second.get_by_text(re.compile(r"^1 of \d+ items done")).wait_for()  # moved to the current item
-    assert current.prompt in second.locator(".block", has_text="Prompt:").last.inner_text()
+    assert current.prompt in second.locator(sel(study_ids(0).prompt)).inner_text()
     # the first tab's answers stand (level 4 on every scale); the second tab's (level 2) were not stored
     df = app.storage.ratings_frame()
     mine = df[df["rater_name"] == rater.name]

@@ -128,25 +128,25 @@ def test_report_fits_live_rankings_per_modality_with_the_ranking_design_code(cho
 
 @pytest.mark.e2e
 def test_live_ranking_over_the_browser_protocol(tmp_path, demo_registry):
-    from browser_client import BrowserSession
+    from browser_client import ARENA, BrowserSession
     from conftest import running_server
 
     app = make_app(tmp_path / "data", demo_registry, arena_judgement="choice")
     with running_server(app) as url:
         page = BrowserSession(url)
-        sign_in = page.one(label="Sign in", type="button")  # the arena's (a study's says "Start / continue")
-        page.set(max(c for c in page.find(label="Your name", type="textbox") if c < sign_in), "Dr Browser")
+        sign_in = page.by_id(ARENA.signin)
+        page.set(page.by_id(ARENA.name), "Dr Browser")
         page.trigger(sign_in)
-        mode = page.one(label="How to judge the next trial", type="radio")
-        page.set(page.one(label="Modality", type="radio"), "colonoscopy")
-        page.set(page.one(label="Prompt", type="textbox"), PROMPT)
+        mode = page.by_id(ARENA.judgement)
+        page.set(page.by_id(ARENA.modality), "colonoscopy")
+        page.set(page.by_id(ARENA.prompt), PROMPT)
         page.set(mode, "ranking")
-        page.trigger(page.one(label="Generate", type="button"))
-        submit = page.one(label="Submit ratings (Ctrl+Enter)", type="button")
-        realism = page.find(label="How real does this image look? Rank (1 = best)", type="dropdown")
-        alignment = page.find(label="How well does the image match the prompt? Rank (1 = best)", type="dropdown")
+        page.trigger(page.by_id(ARENA.generate))
+        submit = page.by_id(ARENA.submit)
+        realism = page.answers(ARENA, "rank_realism", "ranking")
+        alignment = page.answers(ARENA, "rank_alignment", "ranking")
         assert len(realism) == len(alignment) == 3
-        images = [c for c in page.find(type="image") if page.visible.get(c) is not False
+        images = [c for c in page.images(ARENA, "scores") + page.images(ARENA, "ranking") if page.visible.get(c) is not False
                   and isinstance(page.values.get(c), dict) and page.values[c].get("url")]  # fmt: skip
         assert len(images) == 3  # only the ranking panels show the trial
         for c in realism + alignment:
@@ -167,12 +167,9 @@ def test_live_ranking_over_the_browser_protocol(tmp_path, demo_registry):
         assert df[df["question"] == "rank_realism"].set_index("position")["value"].to_dict() == {1: 1, 2: 2, 3: 3}
         # the next trial by scores, in the same page
         page.set(mode, "scores")
-        page.set(page.one(label="Prompt", type="textbox"), PROMPT + ", second")
-        generate = page.one(label="Generate", type="button")
-        page.trigger(generate)
-        scales = [c for c in page.find(type="radio")  # the arena's (between its Generate and Submit)
-                  if generate < c < submit and page.components[c]["props"]["label"] in (
-                      "How real does this image look?", "How well does the image match the prompt?")]
+        page.set(page.by_id(ARENA.prompt), PROMPT + ", second")
+        page.trigger(page.by_id(ARENA.generate))
+        scales = page.answers(ARENA, "realism", "scores") + page.answers(ARENA, "alignment", "scores")
         assert len(scales) == 6
         for c in scales:
             page.set(c, 4)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from conftest import make_app, running_server
+from browser_client import Css, Field, Markup, ScriptCss, any_study, panel_of, sel, tool
 from test_browser import browser  # noqa: F401 - the module-scoped Chromium fixture
-from test_reading_screen import CANT_JUDGE, DESKTOP, panels, wait_for_images
+from test_reading_screen import DESKTOP, panels, wait_for_images
 
 pytestmark = pytest.mark.e2e
 
@@ -89,10 +90,10 @@ def rows_of(app, name: str):
 
 def submit(page) -> None:
     """Mark every panel "can't judge" and press Submit; wait for the next item."""
-    before = {img.get_attribute("src") for img in page.locator(".p2p-panel .image-frame img:visible").all()}
+    before = {img.get_attribute("src") for img in page.locator(f".{Css.PANEL} .image-frame img:visible").all()}
     for i in range(panels(page).count()):
-        panels(page).nth(i).get_by_label(CANT_JUDGE).check()
-    page.locator("button:visible", has_text="Submit and continue").click()
+        page.locator(f"{sel(panel_of(panels(page).nth(i)).cant_judge)} input").check()
+    page.locator(f"{any_study('submit')}:visible").click()
     wait_for_images(page, before)
 
 
@@ -123,7 +124,7 @@ def _frame_boxes(page) -> list[dict]:
 
 def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     app, st, page, name = signed_in
-    page.get_by_role("button", name="Mark artifacts").click()
+    page.locator(f"{tool(Markup.MARK, 'toggle')}:visible").click()
     page.evaluate("(y) => window.scrollBy(0, y)", _image_boxes(page)[0]["y"] - 120)  # the whole images in view
     page.wait_for_timeout(100)
     a, b, c = _image_boxes(page)
@@ -131,8 +132,8 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     page.mouse.click(a["x"] + 0.25 * a["w"], a["y"] + 0.75 * a["h"])  # Image A, lower left
     page.mouse.click(c["x"] + 0.9 * c["w"], c["y"] + 0.1 * c["h"])  # Image C, upper right ...
     page.mouse.click(c["x"] + 0.9 * c["w"] + 3, c["y"] + 0.1 * c["h"] + 2)  # ... taken back (a click on the mark)
-    page.get_by_role("button", name="Zoom in").click()
-    page.get_by_role("button", name="Zoom in").click()  # 156 %, around the centre
+    page.locator(f"{tool(Markup.ZOOM, 'in')}:visible").click()
+    page.locator(f"{tool(Markup.ZOOM, 'in')}:visible").click()  # 156 %, around the centre
     fb = _frame_boxes(page)[1]
     # zoomed s = 1.25² around the centre, the frame's point (0.25, 0.25) shows the image's (0.25 - (1 - s) / 2) / s
     page.mouse.click(fb["x"] + 0.25 * fb["w"], fb["y"] + 0.25 * fb["h"])
@@ -141,9 +142,9 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     page.mouse.down()
     page.mouse.move(fb["x"] + 0.4 * fb["w"], fb["y"] + 0.45 * fb["h"], steps=5)
     page.mouse.up()
-    assert page.locator(".p2p-mark:visible").count() == 2
-    assert page.locator(".p2p-mark-count").inner_text() == "2 marks"
-    field = json.loads(page.locator(".p2p-marks textarea").input_value())
+    assert page.locator(f".{ScriptCss.MARK}:visible").count() == 2
+    assert page.locator(f".{ScriptCss.MARK_COUNT}").inner_text() == "2 marks"
+    field = json.loads(page.locator(f".{Field.MARKS} textarea").input_value())
     assert set(field) == {"1", "2"}
     submit(page)  # the practice item: marks are stored for it too (flagged practice)
 
@@ -158,20 +159,20 @@ def test_marks_clicked_on_zoomed_images_are_stored_as_image_points(signed_in):
     shown = rows_of(app, name).drop_duplicates("position").set_index("position")["image_id"]
     assert list(mine["image_id"]) == [shown[1], shown[2]]
     # the coordinator downloads them from the admin area
-    from browser_client import BrowserSession
+    from browser_client import ADMIN, BrowserSession
 
     from p2p_app.study import study_key
 
     admin = BrowserSession(f"{page.url.split('/?')[0]}/admin", login=("admin", "s3cret-admin"))
-    admin.set(admin.one(label="Study"), study_key(st))
-    out = admin.trigger(admin.one(label="Marks CSV", type="button"))
+    admin.set(admin.by_id(ADMIN.study), study_key(st))
+    out = admin.trigger(admin.by_id(ADMIN.marks_csv))
     link = next(v for v in out.values() if isinstance(v, dict) and str(v.get("url", "")).endswith("_marks.csv"))
     csv = admin.http.get(link["url"]).text
     admin.close()
     assert csv.splitlines()[0].startswith("\"study\",") and len(csv.splitlines()) == 1 + len(marks)
     # the next item starts with no marks, zoom back at 100 %
-    assert page.locator(".p2p-mark:visible").count() == 0
-    assert page.locator(".p2p-marks textarea").input_value() in ("", "{}")
+    assert page.locator(f".{ScriptCss.MARK}:visible").count() == 0
+    assert page.locator(f".{Field.MARKS} textarea").input_value() in ("", "{}")
 
 
 def test_active_time_leaves_out_hidden_time_and_is_stored(signed_in):
@@ -203,12 +204,12 @@ def test_idle_time_beyond_30_seconds_is_not_counted(server, browser):  # noqa: F
     page.clock.run_for(2000)
     page.get_by_text("Signed in as").wait_for()
     page.clock.run_for(1000)
-    start = float(page.locator(".p2p-active textarea").input_value() or 0)
+    start = float(page.locator(f".{Field.ACTIVE} textarea").input_value() or 0)
     for i in range(10):  # a move each second: 9 s from the first to the last
         page.mouse.move(300 + i, 300)
         page.clock.run_for(1000)
     page.clock.run_for(120_000)  # then idle for two minutes
-    active = float(page.locator(".p2p-active textarea").input_value())
+    active = float(page.locator(f".{Field.ACTIVE} textarea").input_value())
     print(f"\nactive after 10 s of work and 120 s idle: {active - start:.2f} s")
     assert active - start == pytest.approx(39.0, abs=0.75)
     context.close()

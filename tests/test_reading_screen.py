@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_app, running_server
+from browser_client import ARENA, LANDING, Css, Markup, any_study, input_of, panel_of, sel, tab_button, tool
 from test_browser import browser  # noqa: F401 - the module-scoped Chromium fixture
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
@@ -177,7 +178,7 @@ def measure(page) -> dict:
 
 
 def panels(page):
-    return page.locator(".p2p-panel:visible")
+    return page.locator(f".{Css.PANEL}:visible")
 
 
 def submit_cant_judge(page) -> dict:
@@ -185,8 +186,8 @@ def submit_cant_judge(page) -> dict:
     its images are loaded and the page has settled."""
     before = measure(page)
     for i in range(panels(page).count()):
-        panels(page).nth(i).get_by_label(CANT_JUDGE).check()
-    page.locator("button:visible", has_text="Submit and continue").click()
+        page.locator(f"{sel(panel_of(panels(page).nth(i)).cant_judge)} input").check()
+    page.locator(f"{any_study('submit')}:visible").click()
     wait_for_images(page, {img["src"] for img in before["images"]})
     return settled(page)
 
@@ -241,13 +242,12 @@ def test_next_item_is_in_view_with_the_focus_on_its_first_scale(open_page, devic
 @pytest.mark.parametrize("device", ["desktop", "phone"])
 def test_arena_trial_is_in_view_after_generate(open_page, device):
     page = open_page(None, device)
-    page.get_by_role("tab", name="Live arena").click()
-    tab = page.get_by_role("tabpanel").filter(has=page.get_by_label("Your name"))
-    tab.get_by_label("Your name").fill("Dr Arena")
-    tab.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Signed in as").wait_for()
-    page.get_by_label("Prompt").fill("colonoscopy image with a single sessile polyp")
-    page.get_by_role("button", name="Generate").click()
+    page.locator(tab_button(LANDING.arena_tab)).click()
+    page.locator(input_of(ARENA.name)).fill("Dr Arena")
+    page.locator(sel(ARENA.signin)).click()
+    page.locator(sel(ARENA.who)).get_by_text("Signed in as").wait_for()
+    page.locator(input_of(ARENA.prompt)).fill("colonoscopy image with a single sessile polyp")
+    page.locator(sel(ARENA.generate)).click()
     wait_for_images(page)
     after = settled(page)
     print(f"\narena {device}: after Generate scrollY={after['scrollY']:.0f} prompt top={after['prompt']['top']:.1f} "
@@ -341,7 +341,7 @@ def test_zoom_and_pan_move_every_panel_together(open_page, server):
 
     # the toolbar's + goes to 1:1 and beyond (the maximum is 8x); keys on a focused image: 0 resets, + zooms
     for _ in range(12):
-        page.get_by_role("button", name="Zoom in").click()
+        page.locator(f"{tool(Markup.ZOOM, 'in')}:visible").click()
     top = measure(page)
     assert transform_of(top["images"][0])[2] == 8 and top["zoomLevel"] == "800%"
     assert len({img["transform"] for img in top["images"]}) == 1
@@ -381,7 +381,7 @@ def test_window_level_on_greyscale_images(open_page):
     print(f"\nwindow/level on 3 greyscale panels: {filters}")
     assert filters == {"brightness(1.5) contrast(2)"}
 
-    page.get_by_role("button", name="Reset window").click()
+    page.locator(f"{tool(Markup.WINDOW_LEVEL, 'reset')}:visible").click()
     assert {img["filter"] for img in measure(page)["images"]} == {""}
     contrast.focus()
     page.keyboard.press("ArrowLeft")
@@ -403,11 +403,12 @@ def test_phone_scales_in_one_row_and_no_keyboard_hints(first_items):
         assert max(right for _, right in boxes) <= 390, boxes  # ... inside the screen
     text = phone.locator("body").inner_text()
     assert "Ctrl+Enter" not in text and "Wheel" not in text
-    phone.get_by_role("button", name="Submit and continue", exact=True).wait_for()
+    phone.locator(f"{any_study('submit')}:visible").wait_for()
+    assert "Ctrl+Enter" not in phone.locator(f"{any_study('submit')}:visible").inner_text()
     # zoom from the toolbar on a touch screen, in sync
-    phone.get_by_role("button", name="Zoom in").click()
+    phone.locator(f"{tool(Markup.ZOOM, 'in')}:visible").click()
     assert {transform_of(img)[2] for img in measure(phone)["images"]} == {1.25}
-    phone.get_by_role("button", name="Reset").click()
+    phone.locator(f"{tool(Markup.ZOOM, 'reset')}:visible").click()
     assert {img["transform"] for img in measure(phone)["images"]} == {""}
 
     desktop = first_items["desktop"]  # the same page with a mouse keeps its hints and its wrapping labels

@@ -214,14 +214,14 @@ def test_app_py_serves_a_packed_study_with_no_torch(tmp_path, demo_registry):
                   60, "the presenter app to answer", proc)
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=10).json()
         assert "Mini study" in json.dumps(config)
-        from browser_client import BrowserSession
+        from browser_client import BrowserSession, study
 
         added = CliRunner().invoke(main, ["raters", "add", "ann", "--study", "mini", "--config",
                                           str(pack / "config.toml"), "--data-dir", str(site / "data")])
         assert added.exit_code == 0, added.output
         token = added.output.split("token=", 1)[1].split()[0]
         browser = BrowserSession(f"http://127.0.0.1:{port}", query=f"token={token}")
-        out = json.dumps(browser.trigger(browser.one(label="Start / continue")))
+        out = json.dumps(browser.trigger(browser.by_id(study(0).signin)))
         assert "not ready" not in out and "being prepared" not in out
         assert "Signed in as" in out and "Prompt:" in out
         browser.close()

@@ -108,14 +108,14 @@ class AdminScreen:
             gr.Markdown("\n\n".join(f"⚠️ {note}" for note in edited), elem_classes=[Css.DEMO_BANNER])
 
     def _progress_tab(self) -> None:
-        with gr.Tab("Progress"):
+        with gr.Tab("Progress", elem_id=ADMIN.progress_tab):
             self.raters_table = gr.Dataframe(label="Raters", interactive=False, elem_id=ADMIN.raters)
             self.per_hour = gr.Dataframe(label="Answers per hour", interactive=False, elem_id=ADMIN.per_hour)
             self.short_table = gr.Dataframe(label="Items still short of k raters", interactive=False,
                                             elem_id=ADMIN.short)  # fmt: skip
 
     def _statistics_tab(self) -> None:
-        with gr.Tab("Statistics"):
+        with gr.Tab("Statistics", elem_id=ADMIN.statistics_tab):
             self.stats_table = gr.Dataframe(
                 label="Per model × question (95% CI, raters and images as crossed random effects)", interactive=False,
                 elem_id=ADMIN.stats,
@@ -123,7 +123,7 @@ class AdminScreen:
             self.plots = [gr.Plot(visible=False, elem_id=ADMIN.plot(i)) for i in range(FIGURE_SLOTS)]
 
     def _metrics_tab(self) -> None:
-        with gr.Tab("Metrics"):  # tables written by `p2p metrics` (admin only; never on a rater's screen)
+        with gr.Tab("Metrics", elem_id=ADMIN.metrics_tab):  # tables written by `p2p metrics` (admin only; never on a rater's screen)
             self.metrics_note = gr.Markdown(elem_id=ADMIN.metrics_note)
             self.metrics_table = gr.Dataframe(label="Per model × encoder (95% bootstrap intervals over images)",
                                               interactive=False, elem_id=ADMIN.metrics)  # fmt: skip
@@ -134,7 +134,7 @@ class AdminScreen:
                                              elem_id=ADMIN.copies)  # fmt: skip
 
     def _downloads_tab(self) -> None:
-        with gr.Tab("Downloads"):
+        with gr.Tab("Downloads", elem_id=ADMIN.downloads_tab):
             with gr.Row():
                 self.long_btn = gr.Button("Long CSV", elem_id=ADMIN.long_csv)
                 self.wide_btn = gr.Button("Wide CSV", elem_id=ADMIN.wide_csv)

@@ -73,6 +73,15 @@ class ScriptCss:
     MARKING = "p2p-marking"
 
 
+class Markup:
+    """The data attributes of the viewer toolbar's own controls (``assets/viewer.html``, ``marks.html``), read by
+    ``zoom.js`` and ``marks.js``: ``[data-p2p-zoom=in]``, ``[data-p2p-wl=reset]``, ``[data-p2p-mark=toggle]``."""
+
+    ZOOM = "data-p2p-zoom"  # in, out, reset
+    WINDOW_LEVEL = "data-p2p-wl"  # brightness, contrast (sliders), reset
+    MARK = "data-p2p-mark"  # toggle, clear
+
+
 class Field:
     """The hidden fields the page scripts read or write (``common.page_field``): a class on the field's block,
     one per screen (the script looks inside the ``Css.SCREEN`` element)."""
@@ -194,6 +203,10 @@ class StudyIds(_Screen):
 @dataclass(frozen=True)
 class AdminIds(_Screen):
     message: str = ""
+    progress_tab: str = ""
+    statistics_tab: str = ""
+    metrics_tab: str = ""
+    downloads_tab: str = ""
     study: str = ""
     refresh: str = ""
     summary: str = ""
@@ -248,6 +261,7 @@ def page_data(app=None) -> dict[str, Any]:
     """The table as the rater page gets it (``window.p2pPage``): classes, fields and, with ``app``, the ids of
     every screen it shows, panels included. Depends only on the configuration, never on a trial."""
     data: dict[str, Any] = {"classes": {**_constants(Css), **_constants(ScriptCss)}, "fields": _constants(Field),
+                            "attributes": _constants(Markup),
                             "ids": {"landing": LANDING.as_dict()}}
     if app is None:
         return data
