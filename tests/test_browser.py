@@ -81,6 +81,9 @@ def test_rater_answers_a_trial_from_the_keyboard(arena_page):
     panels = visible_panels(page)
     panels.nth(2).locator("img").wait_for()
     assert panels.count() == 3
+    # the page's declared parts reached the page as data (p2p_app/ui/page.py: window.p2pPage)
+    assert page.evaluate("() => window.p2pPage.ids.arena.submit") == ARENA.submit
+    assert page.evaluate("() => window.p2pPage.classes.panel") == Css.PANEL
 
     # Blinding in the rendered page: no model or family name anywhere, images served under opaque names,
     # all shown at one size.
