@@ -112,7 +112,7 @@ def test_builders_use_the_declared_classes(app):
     declared = set(vars(Css).values()) | set(vars(Field).values())
     p2p = {c for c in used if c.startswith("p2p-")}
     assert p2p <= declared, p2p - declared
-    for needed in (Css.SCREEN, Css.MESSAGE, Css.NEXT_ITEM, Css.PANEL, Css.VIEWER, Css.TRIAL_TOP, Field.SHOWN,
+    for needed in (Css.SCREEN, Css.MESSAGE, Css.NEXT_ITEM, Css.SUBMIT, Css.PANEL, Css.VIEWER, Css.TRIAL_TOP, Field.SHOWN,
                    Field.ACTIVE):
         assert needed in used
 

@@ -182,7 +182,8 @@ def _refresh_handler(app: P2PApp, w: AdminScreen):
     """The Refresh handler (analysis, progress, metrics) of the admin screen ``w``."""
     guard = guarded(w.message)
     require, frame_for = _admin_checks(app)
-    message, summary, raters_table, per_hour, short_table = w.message, w.summary, w.raters_table, w.per_hour, w.short_table
+    message, summary, raters_table, per_hour = w.message, w.summary, w.raters_table, w.per_hour
+    short_table = w.short_table
     stats_table, plots, metrics_note, metrics_table = w.stats_table, w.plots, w.metrics_note, w.metrics_table
     agreement_table, copies_table = w.agreement_table, w.copies_table
 

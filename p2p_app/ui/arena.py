@@ -103,7 +103,7 @@ class Arena:
         self.shown_field = page_field(Field.SHOWN, ARENA.shown)
         self.active_field = page_field(Field.ACTIVE, ARENA.active)  # seconds visible and not idle, measured by the page
         self.submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False,
-                                    elem_id=ARENA.submit)  # fmt: skip
+                                    elem_classes=[Css.SUBMIT], elem_id=ARENA.submit)  # fmt: skip
         # scrolled into view when it fills: notices.js
         self.reveal_box = gr.Markdown(elem_classes=[Css.REVEAL], elem_id=ARENA.reveal)
 

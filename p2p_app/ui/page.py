@@ -38,6 +38,7 @@ class Css:
     MESSAGE = "p2p-message"  # the error/notice box, hidden again on success (notices.js)
     REVEAL = "p2p-reveal"  # the arena's reveal, scrolled into view when it fills (notices.js)
     NEXT_ITEM = "p2p-next"  # a button that puts the next item on screen (reading.js)
+    SUBMIT = "p2p-submit"  # a screen's Submit: what Ctrl+Enter presses (keyboard.js), ticked before (activity.js)
     TRIAL_TOP = "p2p-trial-top"  # the top of a new item, scrolled to after NEXT_ITEM (reading.js)
     PROMPT = "p2p-prompt"  # the arena's prompt box, marked over-long (prompt.js)
     BUDGET = "p2p-budget"  # the prompt's token counter (prompt.js)

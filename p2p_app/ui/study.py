@@ -133,7 +133,7 @@ class StudyScreen:
             # JSON, assets/marks.js
             self.marks_field = page_field(Field.MARKS, ids.marks) if st.mark_artifacts else gr.State("")
             self.submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary",
-                                        elem_classes=[NEXT_ITEM], elem_id=ids.submit)  # fmt: skip
+                                        elem_classes=[NEXT_ITEM, Css.SUBMIT], elem_id=ids.submit)  # fmt: skip
 
     # -------------------------------------------------------------------------------------------- handlers
     def show_next(self, rater) -> dict:
