@@ -1,7 +1,18 @@
 """Statistics on the tidy ratings frame (see docs/CONTRACTS.md).
 
 Every public function takes the tidy frame (one row per answer) and returns a tidy ``DataFrame``; ``analyze`` runs
-them all and returns an immutable :class:`Analysis`.
+them all and returns an immutable :class:`Analysis`. Every public name is importable from ``p2p_app.analysis``
+(``__all__`` lists them); the package's modules build their tables on one shared preparation:
+
+* :mod:`~p2p_app.analysis.preparation`: the numeric answers as integer codes (``prepare`` → ``Prepared``), the
+  defaults and the output schemas (``*_COLUMNS``);
+* :mod:`~p2p_app.analysis.crossed`: intervals for means with raters and images as crossed random effects, and the
+  score table per model × question;
+* :mod:`~p2p_app.analysis.compare`: real vs generated (AUC, pass rates, the reader study, ROC) and the pairwise
+  comparison of models;
+* :mod:`~p2p_app.analysis.reliability`: inter-rater agreement (α, κ) and intra-rater consistency;
+* :mod:`~p2p_app.analysis.raters`: position bias, time per trial, the per-rater table and its flags;
+* this module: the overview, the whole analysis (:func:`analyze`), the sensitivity table and the mark heat maps.
 
 Conventions, applied everywhere:
 
@@ -40,7 +51,7 @@ Conventions, applied everywhere:
     logit scale so it stays in [0, 1] (:func:`auc_interval`).
   - Krippendorff's α: raters and images as crossed random samples — a two-way jackknife (delete one rater, one
     image, one answer; variances combined as V_r + V_i − V_answer, Owen 2007) around the jackknife bias-corrected
-    α, deterministic (see ``_alpha_jackknife``). Needs three or more raters.
+    α, deterministic (see ``reliability._alpha_jackknife``). Needs three or more raters.
   - Fleiss' κ: percentile interval over ``n_boot`` bootstrap replicates of the units (images), drawn from
     ``numpy.random.default_rng`` seeded with ``seed``: identical inputs give identical outputs.
 

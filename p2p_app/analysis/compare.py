@@ -358,5 +358,3 @@ def realism_pilot(df: pd.DataFrame) -> dict:
     effect = float(pw["paired_mean_diff"].abs().max()) if len(pw) else None
     return {"models": max(len(prep.generated), 2), "effect": effect, "noise": float(np.sqrt(cm.var_residual)),
             "rater_sd": float(np.sqrt(cm.var_rater)), "image_sd": float(np.sqrt(cm.var_image))}
-
-

@@ -26,7 +26,7 @@ from .preparation import (
 )
 
 # --------------------------------------------------------------------------------------------------------------------
-# Crossed random effects: intervals for means (see the module docstring)
+# Crossed random effects: intervals for means (see the package docstring)
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -204,4 +204,3 @@ def score_table(prep: Prepared, ci_level: float) -> pd.DataFrame:
     for c in ("n", "n_cant_judge", "n_raters", "n_items", "n_images", *(f"n_{k}" for k in levels)):
         out[c] = out[c].fillna(0).astype("int64")
     return out
-

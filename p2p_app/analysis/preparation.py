@@ -37,9 +37,6 @@ MIN_REPEAT_PAIRS = 5
 MIN_PAIRS = 5
 """Fewest matched (prompt, seed) pairs for a pairwise model comparison."""
 
-_ALPHA_BLOCK = 1 << 22
-"""Largest number of array elements per block of the α jackknife (pattern-value combinations × V × V)."""
-
 
 # --------------------------------------------------------------------------------------------------------------------
 # Output schemas
@@ -86,9 +83,6 @@ PAIRWISE_COLUMNS = (
 )  # fmt: skip
 
 
-
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Preparation: integer codes once, so every table below is bincount / groupby on integers
 # --------------------------------------------------------------------------------------------------------------------
@@ -131,8 +125,6 @@ class Prepared:
         """:func:`_first_answers`, computed once per preparation (the reader study, agreement and the rater table
         all use it)."""
         return _first_answers(self)
-
-
 
 
 def _codes(col: pd.Series, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -264,6 +256,7 @@ def _first_answers(prep: Prepared) -> pd.DataFrame:
     order = np.lexsort((s["t"].to_numpy(), s["question"].to_numpy(), s["image"].to_numpy(), s["rater"].to_numpy()))
     s = s.iloc[order]
     return s[~s.duplicated(["rater", "image", "question"])].sort_index()
+
 
 def dense(codes: np.ndarray) -> np.ndarray:
     """Renumber integer codes 0..k-1 (only the codes present), in order of first appearance (a hash table:

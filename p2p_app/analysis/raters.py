@@ -34,9 +34,6 @@ class RaterThresholds:
     """…and has at least this many checks (:mod:`p2p_app.designs`)."""
 
 
-
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Position bias, timing, raters
 # --------------------------------------------------------------------------------------------------------------------
@@ -237,5 +234,3 @@ def rater_table(prep: Prepared, th: RaterThresholds, catch: pd.DataFrame | None 
     out["rater_id"] = [str(prep.raters[k]) for k in out["rater"]]
     out = _with_catch(out, catch)
     return out.loc[:, list(RATER_COLUMNS)].sort_values("rater_id").reset_index(drop=True)
-
-

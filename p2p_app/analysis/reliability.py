@@ -215,7 +215,6 @@ def _alpha_jackknife(
     return bounded_interval(alpha, centre - q, centre + q, -1.0, 1.0)
 
 
-
 def _alpha_delete_one(
     table: np.ndarray, unit: np.ndarray, col: np.ndarray, rater: np.ndarray, levels: np.ndarray, level: str
 ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
@@ -513,7 +512,6 @@ def intra_table(prep: Prepared, min_pairs: int) -> pd.DataFrame:
     out = result_table(rows, INTRA_COLUMNS)
     out["n_pairs"] = out["n_pairs"].fillna(0).astype("int64")
     return out
-
 
 
 # --------------------------------------------------------------------------------------------------------------------
