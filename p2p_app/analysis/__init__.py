@@ -124,8 +124,15 @@ from .compare import (
     realism_pilot,
     roc_table,
 )
-from .crossed import CrossedMean, bounded_interval, crossed_mean_ci, mean_ci_note, score_level_columns, score_summary
-from .crossed import score_table
+from .crossed import (
+    CrossedMean,
+    bounded_interval,
+    crossed_mean_ci,
+    mean_ci_note,
+    score_level_columns,
+    score_summary,
+    score_table,
+)
 from .preparation import (
     AGREEMENT_COLUMNS,
     DEFAULT_CI_LEVEL,
