@@ -69,7 +69,6 @@ def panel_positions(t: Trial, named: Sequence[Answer | MarkPoint] = ()) -> dict[
 class TrialStore(Database):
     """Reads and writes of trials, their answers and their marks."""
 
-    # ------------------------------------------------------------------ trials
     @retried
     def create_trial(
         self,
