@@ -1,6 +1,6 @@
 """Application settings, declared as data, loaded from a TOML file into an immutable object.
 
-Every setting has a name, a default and a help text (``SETTINGS``); the README's table and a test are
+Every setting has a name, a default and a help text (``SETTINGS``); the settings table of docs/cli.md and a test are
 checked against this list. Model entries (``[[models]]``) are passed to ``generators.ModelSpec``.
 """
 

@@ -182,7 +182,7 @@ def _alpha_jackknife(
     α of −0.537 sat outside its own interval, and intervals ran from −2.4 to +1.8). A t
     quantile with Satterthwaite df was tried and over-covered (98–99 %): the jackknife variance is already
     conservative for α (Efron–Stein), most with few raters. Coverage per design: ``benchmarks/bench_coverage.py``
-    (README). The earlier interval (bootstrap of units only) treated raters as fixed and covered 84–91 %.
+    (docs/statistics.md). The earlier interval (bootstrap of units only) treated raters as fixed and covered 84–91 %.
 
     Jackknife rather than bootstrap: deterministic and cheap in closed form from coincidence matrices (deleting a
     unit removes its pattern's coincidences; deleting an answer turns its unit's pattern p into p − e_value; deleting
