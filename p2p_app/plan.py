@@ -46,7 +46,8 @@ from .designs import (
     bt_bootstrap, bt_fit, forced_choice_screens, ranking_rows, rater_clustered_proportion,
     rater_interval, win_matrices,
 )  # fmt: skip
-from .simulate import assign_raters
+from .assignment import seed_namespace
+from .simulate import app_coverage
 from .tidy import CHOSEN_REAL, RANK_PREFIX
 
 DESIGNS = ("rating", "forced_choice", "ranking")
@@ -157,10 +158,16 @@ def _cell_rng(seed: int, r: int, i: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(r), int(i)])
 
 
-def _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
+def cell_design(n_r: int, n_i: int, k: int, seed: int) -> np.ndarray:
+    """items × k rater slots of a planned cell: the app's own assignment (:func:`p2p_app.simulate.app_coverage`,
+    i.e. :func:`p2p_app.assignment.coverage`: loads differ by at most one), hashed from the plan's seed and the cell.
+    Every simulated study of the cell has this design, as the real study would."""
+    return app_coverage(n_i, n_r, k, seed_namespace("plan", 1, f"{int(seed)}/{n_r}/{n_i}"))
+
+
+def _rating_cell(rng, design, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
     # all replicates of the cell drawn at once: (sims × answers) arrays
-    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)])  # sims × items × k
-    rater = assign.reshape(sims, -1)
+    rater = np.broadcast_to(design.reshape(1, -1), (sims, n_i * k))
     item = np.broadcast_to(np.repeat(np.arange(n_i), k), rater.shape)
     pref = rng.normal(0.0, rater_sd, (sims, n_r))
     img = rng.normal(0.0, image_sd, (sims, n_i, 2))
@@ -192,11 +199,10 @@ def logit_centre(p: float, sd: float) -> float:
     return float(brentq(lambda m: float(w @ (1 / (1 + np.exp(-(m + sd * x))))) - p, -40.0, 40.0, xtol=1e-12))
 
 
-def _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
+def _forced_choice_cell(rng, design, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
     chance = 1.0 / (models + 1)
     p = chance + effect
-    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)]).reshape(sims, -1)
-    per_rater = np.stack([np.bincount(a, minlength=n_r) for a in assign])  # screens per rater
+    per_rater = np.broadcast_to(np.bincount(design.ravel(), minlength=n_r), (sims, n_r))  # screens per rater
     logit = logit_centre(p, noise) + rng.normal(0.0, noise, (sims, n_r))
     correct = rng.binomial(per_rater, 1 / (1 + np.exp(-logit)))  # sims × raters
     r = rater_clustered_proportion(correct, per_rater, chance, ci_level)  # the report's interval and test, at once
@@ -225,14 +231,15 @@ def ranking_wins(rater: np.ndarray, order: np.ndarray, n_r: int) -> np.ndarray:
     return (onehot.T @ above).reshape(n_r, k, k)
 
 
-def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot) -> np.ndarray:
-    """``sims`` simulated ranking studies (``n_r`` raters, ``n_i`` items, ``k`` raters per item, every screen a
-    Plackett–Luce ranking of all models, see the module docstring), each analysed with the report's code: rows of
-    (estimate, CI low, CI high) of the best model's strength minus the next one's."""
+def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot, design=None) -> np.ndarray:
+    """``sims`` simulated ranking studies (``n_r`` raters, ``n_i`` items, ``k`` raters per item, assigned as the app
+    does: ``design`` from :func:`cell_design`, seed 0 by default; every screen a Plackett–Luce ranking of all
+    models, see the module docstring), each analysed with the report's code: rows of (estimate, CI low, CI high) of
+    the best model's strength minus the next one's."""
     m = len(utilities)
     out = np.empty((sims, 3))
+    rater = (cell_design(n_r, n_i, k, 0) if design is None else design).reshape(-1)  # one screen per (item, rater)
     for s in range(sims):  # the report's fit and rater bootstrap, one simulated study at a time
-        rater = assign_raters(rng, n_i, n_r, k).reshape(-1)  # one screen per (item, rater)
         dev = rng.normal(0.0, noise, (n_r, m))
         perceived = np.asarray(utilities)[None, :] + dev[rater] + rng.gumbel(size=(len(rater), m))
         per_rater = ranking_wins(rater, np.argsort(-perceived, axis=1), n_r)
@@ -243,8 +250,8 @@ def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot
     return out
 
 
-def _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot):
-    r = ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
+def _ranking_cell(rng, design, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot):
+    r = ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot, design)
     return r[:, 0], r[:, 2] - r[:, 1], (r[:, 1] > 0) | (r[:, 2] < 0), n_i * k
 
 
@@ -293,15 +300,16 @@ def plan_study(
     for n_r in _grid(raters, "raters", 2):
         for n_i in _grid(items, "items", 2):
             k = n_r if overlap is None else min(int(overlap), n_r)
-            rng = _cell_rng(seed, n_r, n_i)
+            rng, cell = _cell_rng(seed, n_r, n_i), cell_design(n_r, n_i, k, seed)
             if design == "rating":
-                est, width, hit, n = _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
+                est, width, hit, n = _rating_cell(rng, cell, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
                                                   ci_level)  # fmt: skip
             elif design == "ranking":
-                est, width, hit, n = _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
+                est, width, hit, n = _ranking_cell(rng, cell, n_r, n_i, k, sims, utilities, noise, ci_level,
+                                                   n_boot)  # fmt: skip
             else:
-                est, width, hit, n = _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level,
-                                                         alpha)  # fmt: skip
+                est, width, hit, n = _forced_choice_cell(rng, cell, n_r, n_i, k, sims, models, effect, noise,
+                                                         ci_level, alpha)  # fmt: skip
             rows.append({"design": design, "raters": n_r, "items": n_i, "overlap": k, "answers_per_sim": n,
                          "sims": sims, "effect": effect, "mean_estimate": float(np.nanmean(est)),
                          "mean_ci_width": float(np.nanmean(width)), "power": float(np.mean(hit))})  # fmt: skip

@@ -49,9 +49,10 @@ def test_forced_choice_plan_uses_the_rater_clustered_interval_and_test():
     t = P.plan_study((4, 10), (50,), design="forced_choice", models=3, effect=0.2, noise=0.0, sims=200, seed=2)
     row = t.set_index("raters").loc[10]
     assert row["answers_per_sim"] == 500
-    # raters alike: the clustered width is on average about the exact binomial one (t on 9 df: a little wider)
+    # raters alike: the clustered width is on average about the exact binomial one (t on 9 df: a little wider,
+    # t/z = 1.154 times E[s/sigma] = 0.97, so about 1.12 times; 200 simulations scatter it by about 0.016)
     lo, hi = D.clopper_pearson(0.45 * 500, 500, 0.95)
-    assert float(hi - lo) < row["mean_ci_width"] < 1.15 * float(hi - lo)
+    assert float(hi - lo) < row["mean_ci_width"] < 1.18 * float(hi - lo)
     assert row["power"] == 1.0 and t["power"].iloc[0] > 0.9
 
 
@@ -104,13 +105,15 @@ def test_ranking_simulation_counts_wins_like_the_report():
 
 def test_ranking_pilot_estimates_strengths_gap_and_rater_spread():
     models = {"a": 1.0, "b": 0.2, "c": -0.4}
-    df = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6)
+    # seed 8: over seeds 0-19 the effect estimate has mean 0.82, SD 0.13 (the old assignment: 0.80, 0.13); seed 6, used
+    # before the simulator took the app's assignment, now draws 1.12 (2.5 SD out)
+    df = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=8)
     est = P.pilot_parameters(df)
     assert est["design"] == "ranking" and est["models"] == 3
     assert est["effect"] == pytest.approx(0.8, abs=0.25)
     assert np.array(est["utilities"]) == pytest.approx(np.array([1.0, 0.2, -0.4]) - 0.8 / 3, abs=0.25)
     assert est["noise"] < 0.25  # every rater ranks by the same strengths
-    spread = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6,
+    spread = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=8,
                                 rater_groups={"low": 0.2, "high": 3.0})  # raters who disagree in strength
     assert P.pilot_parameters(spread)["noise"] > est["noise"] + 0.2
     t = P.plan_study((4,), (20,), pilot=df, sims=10)

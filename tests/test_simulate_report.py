@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from p2p_app import analysis as A
+from p2p_app.assignment import repeat_count
 from p2p_app.report import build_report, figures
 from p2p_app.simulate import DEFAULT_MODELS, frame_from_matrix, simulate_ratings, true_order
 
@@ -30,7 +31,9 @@ def test_simulated_frame_follows_the_contract(study):
 def test_simulated_design(study):
     panels = len(DEFAULT_MODELS) + 1
     first_trials = 16 * 2 * 3
-    n_repeat = round(0.15 * first_trials)
+    loads = study[~study["is_repeat"]].drop_duplicates("trial_id").groupby("rater_id").size()
+    assert loads.sum() == first_trials and loads.max() - loads.min() <= 1  # the app's balanced loads
+    n_repeat = sum(repeat_count(0.15, int(n)) for n in loads)  # ceil(0.15 n) per rater, as the app repeats
     assert len(study) == (first_trials + n_repeat) * panels * 2
     assert study["trial_id"].nunique() == first_trials + n_repeat
     assert set(study["model"]) == {*DEFAULT_MODELS, "real"}
