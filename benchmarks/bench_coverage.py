@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from p2p_app import analysis as A  # noqa: E402
 from p2p_app.mrmc import or_analysis  # noqa: E402
+from p2p_app.simulate import app_coverage  # noqa: E402
 
 Q_GEN, Q_REAL, SD_RATER, SD_IMAGE, SD_NOISE = 3.0, 3.8, 0.4, 0.5, 0.7
 LEVELS = np.arange(1, 6)
@@ -101,14 +102,15 @@ def true_alpha(rng: np.random.Generator) -> float:
 
 
 def simulate(rng: np.random.Generator, n_r: int, n_i: int, k) -> tuple[np.ndarray, ...]:
-    """Answers (rater, item, is_real, value): every rater of an item scores its real and its generated image."""
-    if isinstance(k, tuple):
+    """Answers (rater, item, is_real, value): every rater of an item scores its real and its generated image; a design
+    with a fixed k assigns raters as the app does."""
+    if isinstance(k, tuple):  # unbalanced on purpose (not a design the app makes): k drawn per item
         sizes = rng.integers(k[0], k[1] + 1, n_i)
-    else:
-        sizes = np.full(n_i, k)
-    keys = rng.random((n_i, n_r))
-    ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
-    item, rater = np.nonzero(ranks < sizes[:, None])
+        keys = rng.random((n_i, n_r))
+        ranks = np.argsort(np.argsort(keys, axis=1), axis=1)
+        item, rater = np.nonzero(ranks < sizes[:, None])
+    else:  # the app's assignment (p2p_app.assignment.coverage): k raters per item, loads differing by at most one
+        item, rater = np.repeat(np.arange(n_i), k), app_coverage(n_i, n_r, k, f"bench#{rng.integers(2**62)}").ravel()
     bias = rng.normal(0, SD_RATER, n_r)
     effect = rng.normal(0, SD_IMAGE, (n_i, 2))
     item2, rater2 = np.r_[item, item], np.r_[rater, rater]

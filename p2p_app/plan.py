@@ -25,6 +25,16 @@ report**:
   the report's interval for that difference over ``n_boot`` replicates. Power = share of simulations whose CI
   excludes 0.
 
+Every simulated study of a cell assigns raters to items as the app would (:func:`cell_design`:
+:func:`p2p_app.assignment.coverage`, loads differing by at most one), not by a rule of its own.
+
+Without a pilot or simulation (``p2p plan --anticipated``, :func:`sizing_table`): the Obuchowski–Rockette closed
+form of Obuchowski (2000) and Obuchowski & Hillis (2011) as R's MRMCsamplesize computes it
+(:func:`or_sample_size`): from an anticipated accuracy (AUC or sensitivity), the effect between two tests, the
+inter- and intra-reader ranges and the OR correlations r1, r2, r3 (Rockette et al. 1999), the diseased and
+non-diseased cases needed for each reader count, and the power of readers × cases (:func:`or_power`); a warning
+below five readers (:func:`reader_warning`).
+
 A pilot study's long export can set the parameters (:func:`pilot_parameters`): noise, rater and image spread from
 the crossed variance components of its realism scores, the effect from its largest paired model difference (rating),
 or its accuracy over chance and rater spread (forced choice), or its fitted strengths and rater spread (ranking:
@@ -452,8 +462,9 @@ def or_sample_size(readers: int, auc: float, effect: float, reader_range: float,
     counts 0 when no number of cases reaches the power with this many readers."""
     comp = or_components(readers, reader_range, within_range, rb)
     lam = noncentrality(alpha, power, 1, readers - 1)
-    var_c = (readers * effect**2 / (2 * lam) - (comp["var_tr"] + comp["var_w"])) / ((1 - r1) + (readers - 1) * (r2 - r3))
-    if ddf == "hillis" and var_c > 0 and r2 >= r3:  # the df depend on var_c: the largest var_c (fewest cases) with enough power
+    per_case = (1 - r1) + (readers - 1) * (r2 - r3)
+    var_c = (readers * effect**2 / (2 * lam) - (comp["var_tr"] + comp["var_w"])) / per_case
+    if ddf == "hillis" and var_c > 0 and r2 >= r3:  # df depend on var_c: the largest var_c with enough power
         from scipy import optimize
 
         def gap(v: float) -> float:

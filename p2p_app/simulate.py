@@ -678,8 +678,10 @@ def simulate_forced_choice(
     Each of ``n_items`` screens shows the real image and one image per model, shuffled, to ``overlap_k`` raters.
     A rater of group g perceives panel realism ``rater_groups[g] · quality + Gumbel noise`` and picks the highest,
     so the true accuracy of that group is ``choice_probabilities(models, real_quality, rater_groups[g])["real"]``.
-    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: share of each rater's
-    screens that are catch trials (one known real image among broken ones), never two in a row."""
+    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: as in a study file,
+    ``ceil(catch_rate × n)`` catch screens (one known real image among broken ones) for a rater with ``n`` design
+    screens, after the screens the app would pick (:func:`app_catch_gaps`), never two in a row. Raters get the items
+    and order the app would give their slot (:func:`app_sequences`)."""
     return _design_study("forced_choice", CHOSEN_REAL, n_raters, n_items, models, real_quality, True, overlap_k,
                          rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start, seed)  # fmt: skip
 
@@ -706,7 +708,8 @@ def simulate_ranking(
     Each screen shows one image per model (plus the real one with ``include_real``) and the rater orders them by
     ``discrimination · quality + Gumbel noise`` — exactly a Plackett–Luce model with log-strengths
     ``discrimination · quality``, so the true order is the order of ``models``' qualities. Catch screens: one known
-    real image among broken ones; careless raters order at random."""
+    real image among broken ones, ``ceil(catch_rate × n)`` per rater placed as the app places them (as in
+    :func:`simulate_forced_choice`); careless raters order at random."""
     return _design_study("ranking", RANK_PREFIX + question, n_raters, n_items, models, real_quality, include_real,
                          overlap_k, rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start,
                          seed)  # fmt: skip
