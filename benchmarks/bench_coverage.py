@@ -34,6 +34,12 @@ forced choice old 74.6–75.2 % (40 screens) and 47.8–48.7 % (160), new 95.4�
 3 seeds per prompt old 89.5 %, new 93.9 %. The rating designs' AUC (now on the logit scale) and α (now bounded to
 [−1, 1] around α̂) covered as before: AUC 93.4–95.7 %, α 94.5–97.9 %. The whole run: 82 s of CPU.
 
+Issue 20: the fixed-k designs now assign raters with the app's own rule (``p2p_app.assignment.coverage`` through
+``p2p_app.simulate.app_coverage``: balanced loads) instead of k random raters per item. 1,000 studies per design,
+coverage of the mean / AUC / α, before → after: crossed, 3 raters (the same design; only the random stream moved)
+seed 0 94.0/94.7/97.2 → 91.1/94.3/98.3 %, seeds 1 and 2 after 94.6/95.5/97.9 and 93.8/93.4/97.5 %; 12 raters,
+3 per item, seed 0 93.7/95.7/97.9 → 96.0/94.9/97.7 %, seed 1 94.4/95.6/98.0 → 93.6/94.5/98.4 %.
+
 Reader-study AUC, checked for bias (issue 11): with 3 and 8 readers the OR estimate is unbiased (mean 0.7218 and
 0.7203 over 2,000 and 1,000 studies, truth 0.7215) and its SE matches the spread of the estimates (RMS SE 0.0386 vs
 SD 0.0380 with 3 readers; 0.0323 vs 0.0325 with 8), so the truth and the variance are right. Coverage over 5,000
