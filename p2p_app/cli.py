@@ -550,14 +550,23 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--pilot", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A pilot study's long CSV export: design, models, noise and effect are estimated from it.")
 @click.option("--sims", default=200, show_default=True, help="Simulated studies per grid cell.")
+@click.option("--anticipated", default=None, metavar="SPEC",
+              help="Plan without a pilot or simulation: Obuchowski-Rockette closed-form cases per --raters count, e.g. "
+                   "'auc=0.75,effect=0.05,reader_range=0.1,within_range=0.05' (also r1, r2, r3, rb, ratio, alpha, "
+                   "power, icc, cluster_size, endpoint, ddf=or|hillis).")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same table).")
 @click.option("--out", type=click.Path(dir_okay=False), default="plan.html", show_default=True,
               help="HTML page with the figure and the table.")
-def plan(design, models, raters, items, overlap, effect, noise, pilot, sims, seed, out) -> None:
+def plan(design, models, raters, items, overlap, effect, noise, pilot, sims, anticipated, seed, out) -> None:
     """Simulate a study design for a grid of raters x items: mean CI width and power (no database, no models)."""
     from .export import read_long_csv
-    from .plan import plan_html, plan_study
+    from .plan import plan_html, plan_study, sizing_report
 
+    if anticipated:  # no pilot: the closed-form reader-study sizing (p2p_app.plan.or_sample_size)
+        try:
+            return click.echo(sizing_report(anticipated, raters))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         pilot_df = read_long_csv(pilot) if pilot else None
         table = plan_study(raters, items, design=design, models=models, overlap=overlap, effect=effect, noise=noise,
