@@ -17,7 +17,7 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     modality = "colonoscopy"        # required; "colonoscopy" or "radiology"
     design = "single"               # required; "single" (one image per screen), "side_by_side",
                                     # "forced_choice" (real + one per model) or "ranking" (one per model)
-    catch_rate = 0.1                # optional (0.0); share of catch screens, [0, 0.3]; needs catch_kinds
+    catch_rate = 0.1                # optional (0.0); catch screens per design trial (ceil(rate x n)), [0, 0.3]; needs catch_kinds
     catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank", "wrong_anatomy"
     models = ["colon-msdm-tiny"]    # required; registry names, at least one, no duplicates
     seeds = [11, 23]                # required; ints in [0, 2**32), at least one, no duplicates
