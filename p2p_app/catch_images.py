@@ -9,7 +9,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .blinding import new_image_id, presentation_png, sha256_hex
+from .blinding import presentation_png
+from .image_store import add_png
 from .storage import Storage
 from .study import StudyDefinition
 
@@ -82,11 +83,10 @@ def make_catch_images(storage: Storage, presentation_size: int, study: StudyDefi
         with PILImage.open(path) as im:
             im.load()
             picture = broken_image(im, s.catch_kind if s.catch == "broken" else "", s.key, study.modality)
-        png = presentation_png(picture, presentation_size)
-        info = storage.add_image(
-            image_id=new_image_id(), png=png, sha256=sha256_hex(png), size=presentation_size,
-            model=s.model, source=s.source, prompt=s.prompt, prompt_id=s.prompt_id, modality=study.modality,
-            seed=s.seed, params={"catch": s.catch, "catch_kind": s.catch_kind, "derived_from": s.derive_from},
+        info = add_png(
+            storage, presentation_size, presentation_png(picture, presentation_size), model=s.model, source=s.source,
+            prompt=s.prompt, prompt_id=s.prompt_id, modality=study.modality, seed=s.seed,
+            params={"catch": s.catch, "catch_kind": s.catch_kind, "derived_from": s.derive_from},
         )
         made += storage.set_study_slot(study_pk, s.key, info.id, first_wins=True) == info.id
     return made

@@ -1,8 +1,11 @@
 """The application object: generators + storage + blinding + studies, with one method per user intent.
 
-The Gradio UI and the CLI only translate events and arguments into calls of :class:`P2PApp`. Nothing
-here imports Gradio. Rater identity is a :class:`RaterSession` the UI keeps in server-side state; every
-method that records or reveals checks that the trial belongs to that rater.
+The Gradio UI and the CLI only translate events and arguments into calls of :class:`P2PApp` (the rater's side;
+the researcher's is :class:`p2p_app.desk.ResearchDesk`). Nothing here imports Gradio. Rater identity is a
+:class:`RaterSession` the UI keeps in server-side state (:mod:`p2p_app.sessions`); every method that records or
+reveals goes through :meth:`P2PApp.own_trial`, and storage checks the rater again in the same transaction (it is
+the authority). What a rater submits is checked in :mod:`p2p_app.forms`; images are stored by
+:mod:`p2p_app.image_store`. Names those modules define are re-exported here for existing callers.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from generators import BackendUnavailable, GenerationError, Generator, Registry, cache_key
+from generators import BackendUnavailable, GenerationError, Generator, Registry
 from generators.base import check_modality, strictest
 
-from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
+from .blinding import Panel, panel_label, shuffled
 from .budget import ArenaBudget, ArenaRefused
+from . import image_store
 from .config import AppConfig
 from .forms import (  # noqa: F401 - re-exported: callers import these names from the service
     MAX_MARKS_PER_PANEL,
@@ -33,10 +37,14 @@ from .forms import (  # noqa: F401 - re-exported: callers import these names fro
     has_real_score,
 )
 from .limits import Backoff, network_of
+from .image_store import GeneratedImage  # noqa: F401 - re-exported
 from .readiness import Readiness, StudyProgress
 from .serving import BrokenImage, Integrity, Presentations, png_variant
 from .sessions import (  # noqa: F401 - re-exported: callers import these names from the service
     ANY_TRIAL,
+    BAD_INVITE,
+    INVITE_ONLY,
+    NOT_A_RATER,
     NOT_SIGNED_IN,
     SESSION_NOT_HERE,
     STALE_PAGE,
@@ -79,17 +87,6 @@ DATABASE_UNREACHABLE = (
     "already saved stays saved, and an item is never stored twice."
 )
 
-# What a visitor is told who may not sign in to a study by typing a name: what to do next.
-INVITE_ONLY = (
-    "This study is by invitation only. If you were invited, open the personal invite link the study coordinator "
-    "sent you (it signs you in and brings you back to where you stopped); if you have lost it, ask the coordinator "
-    "for it. Anyone can try the models in the Live arena tab."
-)
-NOT_A_RATER = "{name!r} is not a rater of this study. " + INVITE_ONLY
-BAD_INVITE = (
-    "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
-    "the study coordinator for a new one; anyone can try the models in the Live arena tab."
-)
 SERVICE_DOWN = (
     "The image generator cannot be reached right now, so nothing is shown for this prompt. "
     "Press Generate to try again in a minute; if it keeps happening, tell the study team."
@@ -105,12 +102,6 @@ ALREADY_ANSWERED = (
 UNKNOWN_OUTCOME = (
     "The server could not confirm that your answers were saved. Press Submit again: an item is never stored twice."
 )
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    image: ImageInfo
-    cached: bool
 
 
 @dataclass
@@ -291,52 +282,14 @@ class P2PApp:
     def generate_image(
         self, generator: Generator, prompt: str, seed: int, prompt_id: str = "", **params: Any
     ) -> GeneratedImage:
-        """One image through the cache: a repeat request returns the stored image without running the model."""
-        effective = generator.effective_params(**params)
-        key = cache_key(generator.name, prompt, seed, effective)
-        hit = self.storage.image_by_cache_key(key)
-        if hit is not None:
-            return GeneratedImage(hit, cached=True)
-        result = generator.generate(prompt, seed, **params)
-        png = presentation_png(result.image, self.config.presentation_size)
-        info = self.storage.add_image(
-            image_id=new_image_id(),
-            png=png,
-            sha256=sha256_hex(png),
-            size=self.config.presentation_size,
-            model=generator.name,
-            source="generated",
-            prompt=prompt,
-            prompt_id=prompt_id,
-            modality=generator.modality,
-            seed=seed,
-            params=dict(result.params),
-            cache_key=key,
-            gen_seconds=result.seconds,
-        )
-        return GeneratedImage(info, cached=False)
+        """One image through the cache (:func:`p2p_app.image_store.generate_image`)."""
+        return image_store.generate_image(self.storage, self.config.presentation_size, generator, prompt, seed,
+                                          prompt_id, **params)
 
     def add_real_image(self, path: str | Path, prompt: str, modality: str, prompt_id: str = "") -> ImageInfo:
         """Import a real control image as a presentation copy (same size and format as generated ones)."""
-        from PIL import Image as PILImage, UnidentifiedImageError
-
-        try:
-            with PILImage.open(path) as im:
-                png = presentation_png(im, self.config.presentation_size)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UserError(f"{path}: cannot read the real image ({exc})") from None
-        return self.storage.add_image(
-            image_id=new_image_id(),
-            png=png,
-            sha256=sha256_hex(png),
-            size=self.config.presentation_size,
-            model="real",
-            source="real",
-            prompt=prompt,
-            prompt_id=prompt_id,
-            modality=modality,
-            original_path=str(path),
-        )
+        return image_store.add_real_image(self.storage, self.config.presentation_size, path, prompt, modality,
+                                          prompt_id)
 
     # ------------------------------------------------------------------ serving images
     def presentation(self, token: str) -> bytes | None:
@@ -652,9 +605,9 @@ class P2PApp:
         try:
             return self.storage.record_ratings(trial.id, rater_pk, answers, allow_changes=allow_changes,
                                                active_seconds=active_seconds, marks=marks)
-        except (StorageError, AccessDenied) as exc:
-            if isinstance(exc, AccessDenied):
-                raise
+        except AccessDenied:  # storage's ownership check: the authority (own_trial checked before)
+            raise
+        except StorageError as exc:
             raise UserError(str(exc)) from None
         except Exception:  # noqa: BLE001 - the outcome is checked below, the trace is logged
             log.exception("record_ratings failed for trial %s", trial.id)
@@ -667,7 +620,9 @@ class P2PApp:
             raise UserError("Your answers could not be saved (nothing was written). Press Submit again.") from None
 
     def own_trial(self, session: RaterSession, trial_id: int | None) -> TrialInfo:
-        """The trial ``trial_id`` if it is this session's (the one ownership check every action goes through)."""
+        """The trial ``trial_id`` if it is this session's: the service's one ownership check, which every action on
+        a trial goes through. Storage checks the rater again where it reads or writes a trial's answers, marks or
+        models (``record_ratings``, ``trial_answers``, ``trial_marks``, ``trial_models``): it is the authority."""
         if trial_id is None:
             raise UserError("There is nothing to submit yet: generate images first.")
         trial = self.storage.trial(int(trial_id))

@@ -29,6 +29,19 @@ NOT_SIGNED_IN = (
 )
 
 
+# What a visitor is told who may not sign in to a study by typing a name: what to do next.
+INVITE_ONLY = (
+    "This study is by invitation only. If you were invited, open the personal invite link the study coordinator "
+    "sent you (it signs you in and brings you back to where you stopped); if you have lost it, ask the coordinator "
+    "for it. Anyone can try the models in the Live arena tab."
+)
+NOT_A_RATER = "{name!r} is not a rater of this study. " + INVITE_ONLY
+BAD_INVITE = (
+    "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
+    "the study coordinator for a new one; anyone can try the models in the Live arena tab."
+)
+
+
 ANY_TRIAL = object()  # ``shown`` not given: a caller without a page (CLI, simulation, tests of the core)
 
 
