@@ -47,7 +47,6 @@ from .sessions import (  # noqa: F401 - re-exported: callers import these names 
     NOT_A_RATER,
     NOT_SIGNED_IN,
     SESSION_NOT_HERE,
-    STALE_PAGE,
     RaterSession,
     ShownTrial,
     StalePage,
