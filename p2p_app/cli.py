@@ -345,14 +345,8 @@ def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url)
 def export_r(name, outdir, tools, question, config_path, data_dir, database_url) -> None:
     """Write study NAME's reader study (real vs generated) for the R tools MRMCaov, RJafroc and iMRMC into OUTDIR."""
     from .rtools import TOOLS, export_r as write
-    from .study import rater_group_map, study_key
 
-    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
-    if name == "live":
-        df = desk.storage.ratings_frame("live")
-    else:
-        st = desk.study(name)
-        df = desk.storage.ratings_frame(study_key(st), rater_group_map([st]))
+    df = _open_desk(config_path, data_dir, database_url, read_only=True).study_ratings(name)[1]
     chosen = TOOLS if "all" in tools else tuple(dict.fromkeys(tools))
     for path in write(df, outdir, chosen, question):
         click.echo(f"Wrote {path}")

@@ -115,6 +115,13 @@ class ResearchDesk:
         """The tidy ratings of ``key`` (a study key or id, ``live``, or None for everything), rater groups filled."""
         return self.storage.ratings_frame(key, rater_group_map(self.studies.values()))
 
+    def study_ratings(self, name: str) -> tuple[StudyDefinition | None, pd.DataFrame]:
+        """Study ``name`` (:meth:`study`; None for ``live``, the arena) and its ratings, its rater groups filled."""
+        if name == LIVE_STUDY:
+            return None, self.storage.ratings_frame(LIVE_STUDY)
+        st = self.study(name)
+        return st, self.storage.ratings_frame(study_key(st), rater_group_map([st]))
+
     def check_served(self, key: str) -> str:
         """``key`` if it is a study the app serves or the live arena (what the admin screen may open)."""
         if key != LIVE_STUDY and key not in self.studies:
@@ -186,14 +193,11 @@ class ResearchDesk:
         from .metrics_run import load_metrics
         from .report import build_report
 
-        if name == LIVE_STUDY:
-            key, df, title, progress = LIVE_STUDY, self.storage.ratings_frame(LIVE_STUDY), None, None
-            title, models = f"{self.config.title}: live arena", ()
-        else:
-            st = self.study(name)
-            key = study_key(st)
-            df = self.storage.ratings_frame(key, rater_group_map([st]))
-            title, progress, models = st.title, self.progress(st), tuple(st.models)  # every model, rated or not
+        st, df = self.study_ratings(name)
+        if st is None:
+            key, title, progress, models = LIVE_STUDY, f"{self.config.title}: live arena", None, ()
+        else:  # every model of the study is listed, rated or not
+            key, title, progress, models = study_key(st), st.title, self.progress(st), tuple(st.models)
         pool = None
         if pool_live is not None:
             if name == LIVE_STUDY:

@@ -2,10 +2,11 @@
 
 The Gradio UI and the CLI only translate events and arguments into calls of :class:`P2PApp` (the rater's side;
 the researcher's is :class:`p2p_app.desk.ResearchDesk`). Nothing here imports Gradio. Rater identity is a
-:class:`RaterSession` the UI keeps in server-side state (:mod:`p2p_app.sessions`); every method that records or
-reveals goes through :meth:`P2PApp.own_trial`, and storage checks the rater again in the same transaction (it is
-the authority). What a rater submits is checked in :mod:`p2p_app.forms`; images are stored by
-:mod:`p2p_app.image_store`. Names those modules define are re-exported here for existing callers.
+:class:`RaterSession` the UI keeps in server-side state (:mod:`p2p_app.sessions`). Whether a trial is the
+rater's is decided by storage, which checks it wherever a trial's answers, marks or models are read or written;
+the service's one check before that is :meth:`P2PApp.own_trial`, which every submit goes through. What a rater
+submits is checked in :mod:`p2p_app.forms`; images are stored by :mod:`p2p_app.image_store`. Names those modules
+define are re-exported here for existing callers.
 """
 
 from __future__ import annotations
