@@ -620,15 +620,12 @@ class P2PApp:
             raise UserError("Your answers could not be saved (nothing was written). Press Submit again.") from None
 
     def own_trial(self, session: RaterSession, trial_id: int | None) -> TrialInfo:
-        """The trial ``trial_id`` if it is this session's: the service's one ownership check, which every action on
-        a trial goes through. Storage checks the rater again where it reads or writes a trial's answers, marks or
-        models (``record_ratings``, ``trial_answers``, ``trial_marks``, ``trial_models``): it is the authority."""
+        """The trial ``trial_id`` if it is this session's, which every action on a trial asks first. The rule itself
+        lives in storage (``storage.check_owner``), which applies it again wherever it reads or writes a trial's
+        answers, marks or models."""
         if trial_id is None:
             raise UserError("There is nothing to submit yet: generate images first.")
-        trial = self.storage.trial(int(trial_id))
-        if trial is None or trial.rater_pk != session.rater_pk:
-            raise AccessDenied("This trial is not yours.")
-        return trial
+        return self.storage.own_trial(int(trial_id), session.rater_pk)
 
     def shown(
         self,

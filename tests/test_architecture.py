@@ -125,13 +125,13 @@ def test_the_checker_sees_a_cycle(tmp_path, monkeypatch):
 LAYERS: dict[str, int] = {
     # pure core
     **dict.fromkeys(
-        ["p2p_app", "text", "tidy", "config", "blinding", "limits", "serving", "study", "assignment", "forms",
+        ["p2p_app", "text", "tidy", "config", "blinding", "limits", "serving", "study", "assignment",
          "designs", "mrmc", "analysis", "contextual_bt", "rtools", "metrics", "metrics_run", "metrics_report",
-         "export", "simulate", "report", "plan", "catch_images"], 0),
+         "export", "simulate", "report", "plan", "readiness"], 0),
     # storage
     **dict.fromkeys(["storage", "budget", "migrations"], 1),
-    # service
-    **dict.fromkeys(["service", "model_server"], 2),
+    # service: the rater's surface and its parts (form checks, sessions, the image cache, catch images)
+    **dict.fromkeys(["service", "forms", "sessions", "image_store", "catch_images", "model_server"], 2),
     # operations
     **dict.fromkeys(["batch", "reader", "pack", "desk"], 3),
     # front ends, then the composition root that builds them, then the CLI that starts it
