@@ -5,7 +5,8 @@
 // behaviour needs (nodes added or removed, text changed, and the attributes src, class, style and hidden); each
 // update is cheap and changes the page only when something differs, so its own changes settle after one frame.
 // Nothing here adds to the page or reads what a panel shows beyond its image sources: no model, repeat or catch.
-const behaviours = [];
+const behaviours = [];  // {name, update}
+const names = [];       // every behaviour registered, in order
 let pending = false;
 
 function runAll() {
@@ -24,12 +25,14 @@ function schedule() {
 
 const p2p = {
   register(name, {init, update} = {}) {
+    names.push(name);
     try { if (init) init(); } catch (err) { console.error(`p2p ${name}:`, err); }
     if (!update) return;
     behaviours.push({name, update});
     try { update(); } catch (err) { console.error(`p2p ${name}:`, err); }
   },
   schedule,
+  registered: () => [...names],
   // Visibility, two ways (each behaviour keeps the one it was written with): `shown` = has a box on screen
   // (not display:none, nor inside a hidden tab); `laidOut` = has an offset parent (the same for everything this
   // page has, which is never position:fixed).
