@@ -1,34 +1,52 @@
 // The page's core, loaded before every other script (common.page_js runs assets/*.js in name order): one page-wide
 // watcher and the helpers the behaviours share. A behaviour (zoom, marks, reading, notices, prompt, ...) calls
-// `p2p.register(name, {init, update})`: `init()` runs once at once; `update()` runs once at once and then after
-// every change to the page, at most once a frame. The one MutationObserver on document.body sees what any
-// behaviour needs (nodes added or removed, text changed, and the attributes src, class, style and hidden); each
-// update is cheap and changes the page only when something differs, so its own changes settle after one frame.
+// `p2p.register(name, {init, update, watch})`: `init()` runs once at once; `update()` runs once at once and then,
+// at most once a frame, after the changes to the page it watches. `watch` names them: `nodes` (elements added or
+// removed), `text` (text changed) and `attributes` (a list of attribute names); without it, every change. The one
+// MutationObserver on document.body sees the union of what the behaviours watch, and in the next frame updates
+// only those that a change concerns, in the order they registered. Each update is cheap and changes the page only
+// when something differs, so its own changes settle after one frame.
 // Nothing here adds to the page or reads what a panel shows beyond its image sources: no model, repeat or catch.
-const behaviours = [];  // {name, update}
+const behaviours = [];  // {name, update, nodes, text, attributes (a Set, or null: all)}
 const names = [];       // every behaviour registered, in order
+const due = new Set();  // behaviours to update in the next frame
 let pending = false;
 
-function runAll() {
+function runDue() {
   pending = false;
-  for (const b of behaviours) {
+  const now = behaviours.filter((b) => due.has(b));  // registration order
+  due.clear();
+  for (const b of now) {
     try { b.update(); } catch (err) { console.error(`p2p ${b.name}:`, err); }  // one behaviour's bug stops no other
   }
 }
 
-// Ask for an update of every behaviour in the next frame (many changes in one frame: one update).
-function schedule() {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(runAll);
+function mark(list) {
+  for (const b of list) due.add(b);
+  if (due.size && !pending) {
+    pending = true;
+    requestAnimationFrame(runDue);
+  }
+}
+
+// Ask for an update in the next frame: of the behaviour called `name`, or of every behaviour.
+const schedule = (name) => mark(behaviours.filter((b) => !name || b.name === name));
+
+const concerns = (b, record) => (record.type === 'childList' ? b.nodes
+  : record.type === 'characterData' ? b.text
+    : !b.attributes || b.attributes.has(record.attributeName));
+
+function changed(records) {
+  mark(behaviours.filter((b) => !due.has(b) && records.some((r) => concerns(b, r))));
 }
 
 const p2p = {
-  register(name, {init, update} = {}) {
+  register(name, {init, update, watch} = {}) {
     names.push(name);
     try { if (init) init(); } catch (err) { console.error(`p2p ${name}:`, err); }
     if (!update) return;
-    behaviours.push({name, update});
+    const w = watch || {nodes: true, text: true, attributes: null};
+    behaviours.push({name, update, nodes: !!w.nodes, text: !!w.text, attributes: w.attributes ? new Set(w.attributes) : null});
     try { update(); } catch (err) { console.error(`p2p ${name}:`, err); }
   },
   schedule,
@@ -56,7 +74,7 @@ const p2p = {
 };
 window.p2p = p2p;
 
-new MutationObserver(schedule).observe(document.body, {
+new MutationObserver(changed).observe(document.body, {
   subtree: true, childList: true, characterData: true, attributes: true,
   attributeFilter: ['src', 'class', 'style', 'hidden'],
 });

@@ -151,4 +151,4 @@ function init() {
   });
   setInterval(sync, 300);  // besides the page's changes: Gradio may set a field's value without a DOM change
 }
-window.p2p.register('marks', {init, update: sync});
+window.p2p.register('marks', {init, update: sync, watch: {nodes: true, attributes: ['src', 'style']}});

@@ -18,4 +18,4 @@ const check = () => {
   if (text && text !== reveal) box.scrollIntoView({block: 'nearest'});
   reveal = text;
 };
-window.p2p.register('notices', {update: check});
+window.p2p.register('notices', {update: check, watch: {nodes: true, text: true}});

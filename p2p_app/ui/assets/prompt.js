@@ -7,4 +7,4 @@ const mark = () => {
   if (!counter || !box) return;
   box.classList.toggle('p2p-over', counter.innerText.trim().startsWith('⚠'));
 };
-window.p2p.register('prompt', {update: mark});
+window.p2p.register('prompt', {update: mark, watch: {nodes: true, text: true}});

@@ -71,4 +71,5 @@ function stripHints() {
     }
   }
 }
-window.p2p.register('reading', {init, update() { check(); stripHints(); }});
+window.p2p.register('reading', {init, update() { check(); stripHints(); },
+                                 watch: {nodes: true, text: true, attributes: ['src', 'class', 'style']}});

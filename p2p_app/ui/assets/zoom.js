@@ -111,9 +111,9 @@ function refresh() {
   }
 }
 
-window.p2p.register('zoom', {update: refresh});
+window.p2p.register('zoom', {update: refresh, watch: {nodes: true, attributes: ['src', 'class', 'style', 'hidden']}});
 // An image that finished loading can now be checked for greyscale: one more update (not a change to the page).
-document.addEventListener('load', (e) => { if (e.target.tagName === 'IMG') window.p2p.schedule(); }, true);
+document.addEventListener('load', (e) => { if (e.target.tagName === 'IMG') window.p2p.schedule('zoom'); }, true);
 
 // Wheel: zoom around the pointer. At 100% zooming out (and at the maximum zooming in) leaves the wheel to the page.
 document.addEventListener('wheel', (e) => {
