@@ -10,8 +10,9 @@ const CLICK_PX = 5;      // a pointer that moved further is a drag, not a click
 const MAX_PER_IMAGE = 20;
 const views = new WeakMap(); // viewer -> {on, marks: Map(position -> [[x, y]]), trial on screen}
 const downs = new Map();     // pointerId -> {x, y}
-const {viewerOf, frameOf, field} = window.p2p;
-const fieldOf = (viewer) => field(viewer.closest('.p2p-screen'), 'p2p-marks');
+const {viewerOf, frameOf} = window.p2p;
+const pageField = (screen, cls) => window.p2p.field(screen, cls);
+const fieldOf = (viewer) => pageField(viewer.closest('.p2p-screen'), 'p2p-marks');
 const panelsOf = (viewer) => [...viewer.querySelectorAll('.p2p-panel')];
 const round = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1e4) / 1e4;
 const viewOf = (viewer) => {
@@ -98,7 +99,7 @@ function sync() {
     const field = fieldOf(viewer);
     if (!field) continue;
     const screen = viewer.closest('.p2p-screen');
-    const shown = field(screen, 'p2p-shown');
+    const shown = pageField(screen, 'p2p-shown');
     const trial = shown ? shown.value : '';
     const v = viewOf(viewer);
     if (trial !== v.trial) {
