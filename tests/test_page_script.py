@@ -61,6 +61,9 @@ def open_page(server, browser):  # noqa: F811 - the fixture imported above
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(30_000)
+        page.p2p_errors = []  # what a behaviour threw (00-core.js logs it as "p2p <name>: ...")
+        page.on("console", lambda msg: msg.type == "error" and msg.text.startswith("p2p ") and
+                page.p2p_errors.append(msg.text))
         _, token = reader.add_rater(app, st, name)
         page.goto(f"{url}/?token={token}")
         page.get_by_text("Signed in as").wait_for()
@@ -113,6 +116,7 @@ def test_digits_pick_ranks_on_a_ranking_screen(server, open_page):
     alignment = [q for q in questions if "alignment" in q][0]
     assert got[(1, realism)] == (2.0, False) and got[(1, alignment)] == (1.0, False)
     assert got[(2, realism)] == (1.0, False) and got[(2, alignment)] == (2.0, False)
+    assert page.p2p_errors == []
 
 
 def test_cant_judge_panel_needs_no_rank(server, open_page):
@@ -149,3 +153,4 @@ def test_one_page_wide_watcher(open_page):
     assert len(on_body) == 1 and on_body[0]["subtree"], [o["stack"][:300] for o in on_body]
     assert page.evaluate("() => window.p2p.registered()") == [
         "activity", "keyboard", "marks", "notices", "prompt", "reading", "zoom"]
+    assert page.p2p_errors == []
