@@ -34,7 +34,6 @@ _LAZY = {
     "build_tiny_lora": "tiny",
     "ensure_tiny_lora": "tiny",
     "tiny_pipeline": "tiny",
-    "tiny_source": "tiny",
 }
 
 __all__ = [

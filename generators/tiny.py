@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from .families import TINY_PREFIX, check_family
+from .families import check_family
 
 # Text the tiny tokenizers are trained on: colonoscopy and radiology phrases, so clinical words map to
 # few tokens, as they would with a domain tokenizer.
@@ -284,13 +284,16 @@ def _build_flux(seed: int):
 
 
 def _build_kandinsky22(seed: int):
-    from diffusers import (
-        DDPMScheduler,
-        KandinskyV22CombinedPipeline,
-        PriorTransformer,
-        UnCLIPScheduler,
-        UNet2DConditionModel,
-    )
+    """The combined Kandinsky 2.2 pipeline: a CLIP prior (text → image embedding) and a decoder (UNet + MoVQ)."""
+    from diffusers import KandinskyV22CombinedPipeline
+
+    embed = 32
+    return KandinskyV22CombinedPipeline(**_kandinsky22_decoder(seed, embed), **_kandinsky22_prior(seed, embed))
+
+
+def _kandinsky22_prior(seed: int, embed: int) -> dict[str, Any]:
+    """The prior's components (``prior_*`` arguments of the combined pipeline), seeded ``seed + 1`` to ``+ 3``."""
+    from diffusers import PriorTransformer, UnCLIPScheduler
     from transformers import (
         CLIPImageProcessor,
         CLIPTextModelWithProjection,
@@ -298,7 +301,6 @@ def _build_kandinsky22(seed: int):
         CLIPVisionModelWithProjection,
     )
 
-    embed = 32
     tokenizer = _clip_tokenizer(77)  # the prior's sequence length is fixed at 77
     text_encoder = _seeded(
         seed + 1, lambda: CLIPTextModelWithProjection(_clip_text_config(tokenizer, embed, embed))
@@ -335,6 +337,27 @@ def _build_kandinsky22(seed: int):
         resample=3,
         size=32,
     )
+    prior_scheduler = UnCLIPScheduler(
+        variance_type="fixed_small_log",
+        prediction_type="sample",
+        num_train_timesteps=1000,
+        clip_sample=True,
+        clip_sample_range=10.0,
+    )
+    return {
+        "prior_prior": _seeded(seed + 2, prior),
+        "prior_image_encoder": image_encoder,
+        "prior_text_encoder": text_encoder,
+        "prior_tokenizer": tokenizer,
+        "prior_scheduler": prior_scheduler,
+        "prior_image_processor": image_processor,
+    }
+
+
+def _kandinsky22_decoder(seed: int, embed: int) -> dict[str, Any]:
+    """The decoder's components (``unet``, ``scheduler``, ``movq``), seeded ``seed + 4`` and ``+ 5``."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
     unet = _seeded(
         seed + 4,
         lambda: UNet2DConditionModel(
@@ -371,24 +394,7 @@ def _build_kandinsky22(seed: int):
         thresholding=False,
         variance_type="fixed_small",
     )
-    prior_scheduler = UnCLIPScheduler(
-        variance_type="fixed_small_log",
-        prediction_type="sample",
-        num_train_timesteps=1000,
-        clip_sample=True,
-        clip_sample_range=10.0,
-    )
-    return KandinskyV22CombinedPipeline(
-        unet=unet,
-        scheduler=scheduler,
-        movq=movq,
-        prior_prior=_seeded(seed + 2, prior),
-        prior_image_encoder=image_encoder,
-        prior_text_encoder=text_encoder,
-        prior_tokenizer=tokenizer,
-        prior_scheduler=prior_scheduler,
-        prior_image_processor=image_processor,
-    )
+    return {"unet": unet, "scheduler": scheduler, "movq": movq}
 
 
 def _build_kandinsky3(seed: int):
@@ -486,11 +492,6 @@ def ensure_tiny(family: str, cache_dir: str | os.PathLike, weight_seed: int = 0)
     """Return ``cache_dir/tiny/<family>-<weight_seed>``, building it on first use."""
     final = tiny_folder(cache_dir, family, weight_seed)
     return _atomic_build(final, lambda tmp: build_tiny(family, tmp, weight_seed))
-
-
-def tiny_source(family: str) -> str:
-    """The config ``source`` naming the tiny variant of ``family``: ``"tiny:<family>"``."""
-    return TINY_PREFIX + check_family(family)
 
 
 # The model a LoRA adapts per family (subfolder of the saved pipeline) and the diffusers class of that model.

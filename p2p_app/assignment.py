@@ -84,6 +84,8 @@ def coverage(
         raise ValueError(f"k must be between 1 and the number of slots ({n_slots}), got {k}")
     if strata is not None and len(strata) != n_items:
         raise ValueError(f"strata has {len(strata)} entries for {n_items} items")
+    if k == n_slots:  # every item to every slot (what the loop below gives, without hashing)
+        return [tuple(range(n_slots))] * n_items
     group = list(strata) if strata is not None else [""] * n_items
     order = sorted(range(n_items), key=lambda i: (group[i], _h("item", seed, i), i))
     load = [0] * n_slots
@@ -107,8 +109,13 @@ def _stratum(item: StudyItem) -> str:
     return "panels+real" if any(slot.is_real for slot in item.slots) else "panels"
 
 
+def seed_namespace(study_id: str, version: int, seed: int | None = None) -> str:
+    """The string every hash of a study's assignment starts from (the simulator uses it for its own studies)."""
+    return f"{study_id}@{version}#{'' if seed is None else seed}"
+
+
 def _base_seed(study: StudyDefinition, seed: int | None) -> str:
-    return f"{study.id}@{study.version}#{'' if seed is None else seed}"
+    return seed_namespace(study.id, study.version, seed)
 
 
 def item_coverage(study: StudyDefinition, seed: int | None = None) -> dict[str, tuple[int, ...]]:
@@ -131,14 +138,12 @@ def _check_slot(study: StudyDefinition, slot: int) -> None:
         raise ValueError(f"rater slot {slot!r} is outside 0..{study.n_raters - 1} for study {study.id!r}")
 
 
-def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -> tuple[Assignment, ...]:
-    """The trials rater ``slot`` sees, in order, repeats included (see module docstring)."""
-    _check_slot(study, slot)
-    base = _base_seed(study, seed)
-    mine = [key for key, slots in item_coverage(study, seed).items() if slot in slots]
-    order = sorted(mine, key=lambda key: (_h("order", base, slot, key), key))
+def slot_trials(keys: Sequence[str], repeat_fraction: float, base: str, slot: int) -> list[tuple[str, bool]]:
+    """A slot's design trials ``(item key, is_repeat)`` in order: ``keys`` (the slot's items) shuffled by hash,
+    repeats spaced as the module docstring says (rule "Order"); ``base`` is :func:`seed_namespace`'s string."""
+    order = sorted(keys, key=lambda key: (_h("order", base, slot, key), key))
     n = len(order)
-    r = repeat_count(study.repeat_fraction, n)
+    r = repeat_count(repeat_fraction, n)
     distance = max(2, n // 4)
 
     def rank(p: int) -> tuple[int, int]:
@@ -154,7 +159,15 @@ def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -
         trials += [(order[p], True) for p in sorted(gaps.get(g, []), key=rank)]
         if g < n:
             trials.append((order[g], False))
-    trials = with_catch_trials(study, slot, trials, base)
+    return trials
+
+
+def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -> tuple[Assignment, ...]:
+    """The trials rater ``slot`` sees, in order, repeats included (see module docstring)."""
+    _check_slot(study, slot)
+    base = _base_seed(study, seed)
+    mine = [key for key, slots in item_coverage(study, seed).items() if slot in slots]
+    trials = with_catch_trials(study, slot, slot_trials(mine, study.repeat_fraction, base, slot), base)
     practice = sorted((item.key for item in study.practice_items()),
                       key=lambda key: (_h("practice", base, slot, key), key))
     return tuple(Assignment(i, key, False, True) for i, key in enumerate(practice)) + tuple(
@@ -167,6 +180,12 @@ def catch_count(catch_rate: float, n_trials: int) -> int:
     if catch_rate <= 0 or n_trials < 1:
         return 0
     return min(math.ceil(catch_rate * n_trials - 1e-9), n_trials)
+
+
+def catch_gaps(n_trials: int, c: int, base: str, slot: int) -> list[int]:
+    """The ``c`` gaps (sorted; gap ``g`` = right after design trial ``g``, 1..n_trials) that take a slot's catch
+    screens: distinct, so never first and never two in a row (rule "Catch screens")."""
+    return sorted(sorted(range(1, n_trials + 1), key=lambda g: (_h("catch-gap", base, slot, g), g))[:c])
 
 
 def with_catch_trials(
@@ -187,7 +206,7 @@ def with_catch_trials(
     for i in range(c):
         kind = kinds[(start + i) % len(kinds)]
         picks.append(queues[kind][i // len(kinds)])  # the pool holds enough of each kind (catch_pool_size)
-    gaps = sorted(sorted(range(1, n + 1), key=lambda g: (_h("catch-gap", base, slot, g), g))[:c])
+    gaps = catch_gaps(n, c, base, slot)
     out: list[tuple[str, bool]] = []
     chosen = dict(zip(gaps, picks))
     for g, trial in enumerate(trials, start=1):

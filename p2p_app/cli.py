@@ -72,19 +72,11 @@ def _open_app(config_path: str | None, data_dir: str | None, database_url: str |
     return create(config_path, data_dir=data_dir, database_url=database_url, read_only=read_only)
 
 
-def _study(app: Any, name: str):
-    """A study by key (``id@vN``), id, or path to its TOML file or the folder holding ``study.toml``."""
-    from .study import load_study
+def _open_desk(config_path: str | None, data_dir: str | None, database_url: str | None, read_only: bool = False):
+    """The researcher's desk (``p2p_app.desk.ResearchDesk``) over the app :func:`_open_app` opens."""
+    from .startup import create_desk
 
-    if name in app.studies:
-        return app.studies[name]
-    matches = [s for s in app.studies.values() if s.id == name]
-    if matches:
-        return max(matches, key=lambda s: s.version)
-    if Path(name).is_file() or (Path(name) / "study.toml").is_file():
-        return load_study(name, known_models=[m.name for m in app.config.models])
-    known = ", ".join(sorted({s.id for s in app.studies.values()})) or "none"
-    raise click.ClickException(f"unknown study {name!r}; the config has: {known} (or give the path of a study folder or study.toml)")
+    return create_desk(config_path, data_dir=data_dir, database_url=database_url, read_only=read_only)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,45 +148,8 @@ def serve_models(config_path, host, port, batching) -> None:
 @_domain_errors
 def export(out, config_path, data_dir, database_url, study, fmt) -> None:
     """Write the ratings to OUT (analysis-ready, models unblinded)."""
-    from .storage import LIVE_STUDY
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    from . import export as exporter  # after opening: a folder with no database is refused without this import
-
-    table = fmt if fmt in ("wide", "marks") else "long"
-    kind = exporter.export_file_type(out, table)  # a name that says another format is refused before any work
-    if fmt == "parquet" and kind != "parquet":
-        raise click.ClickException(f"--format parquet writes Parquet: name OUT .parquet, not {Path(out).name!r}")
-    if study is not None:  # a typo would otherwise write an empty file
-        keys = {LIVE_STUDY, *app.studies, *app.storage.study_keys()}
-        if study not in keys | {key.rsplit("@v", 1)[0] for key in keys}:
-            raise click.ClickException(f"unknown study {study!r}; known: {', '.join(sorted(keys))}")
-    from .study import rater_group_map
-
-    if fmt in ("metrics", "metrics-models"):
-        from .metrics_run import load_metrics
-
-        if study is None:
-            raise click.ClickException("--format metrics needs --study (the study `p2p metrics` was run on)")
-        key = study if "@v" in study or study == LIVE_STUDY else max(
-            (k for k in keys if k.rsplit("@v", 1)[0] == study), key=lambda k: int(k.rsplit("@v", 1)[1]))
-        if kind not in ("csv", "parquet"):
-            raise click.ClickException(f"metrics tables are written as .csv or .parquet, not {Path(out).name!r}")
-        loaded = load_metrics(app.config.data_dir, key)
-        if loaded is None:
-            raise click.ClickException(f"no metrics for {key} yet: run `p2p metrics {key} --encoder NAME` first")
-        table = loaded.per_image if fmt == "metrics" else loaded.per_model
-        exporter.write_metrics_table(table, out)
-        click.echo(f"Wrote {len(table)} rows ({fmt}, encoders: {', '.join(loaded.encoders)}) to {out}")
-        return
-    if table == "marks":
-        marks = app.storage.marks_frame(study)
-        exporter.write_export(marks, out, "marks")
-        click.echo(f"Wrote {len(marks)} marks ({kind}) to {out}")
-        return
-    df = app.storage.ratings_frame(study, rater_group_map(app.studies.values()))
-    exporter.write_export(df, out, table)
-    click.echo(f"Wrote {len(df)} answers ({table}, {kind}) to {out}")
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    click.echo(desk.export(out, study, fmt))
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -258,14 +213,12 @@ def study_generate(name, config_path, data_dir, database_url) -> None:
     quiet_library_progress()
     from tqdm import tqdm
 
-    from .reader import prepare_study
-
-    app = _open_app(config_path, data_dir, database_url)
-    st = _study(app, name)
+    desk = _open_desk(config_path, data_dir, database_url)
+    st = desk.study(name)
     slots = [s for s in st.image_slots() if not s.is_real]
     bar = tqdm(total=len(slots), unit="img", desc=f"{st.id} v{st.version}")
     with _resumable(bar):
-        report = prepare_study(app, st, on_done=lambda job, status: bar.update(1))
+        report = desk.prepare(st, on_done=lambda job, status: bar.update(1))
     click.echo(
         f"{report.study}: made {report.made}, reused {report.reused}, real imported {report.real_imported}, "
         f"failed {len(report.failures)}"
@@ -288,8 +241,8 @@ def study_pack(name, out, config_path, data_dir, database_url) -> None:
     """Write frozen study NAME as a self-contained pack in OUT (served with no model: presenter mode)."""
     from .pack import pack_study
 
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    report = pack_study(app, _study(app, name), out)
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    report = pack_study(desk.app, desk.study(name), out)
     click.echo(f"{report.study}: packed {report.n_images} images ({report.n_bytes / 1e6:.1f} MB) into {report.folder}")
     click.echo(f"Serve it with: p2p serve --config {Path(report.folder) / 'config.toml'}  (no model, no torch needed)")
 
@@ -300,10 +253,8 @@ def study_pack(name, out, config_path, data_dir, database_url) -> None:
 @_domain_errors
 def study_verify(name, config_path, data_dir, database_url) -> None:
     """Check that NAME's design and every image are unchanged since it was frozen."""
-    from .reader import verify_study
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    report = verify_study(app, _study(app, name))
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    report = desk.verify(desk.study(name))
     for problem in report.problems:
         click.echo(f"PROBLEM {problem}", err=True)
     if not report.ok:
@@ -317,10 +268,8 @@ def study_verify(name, config_path, data_dir, database_url) -> None:
 @_domain_errors
 def study_status(name, config_path, data_dir, database_url) -> None:
     """Per-rater progress of NAME."""
-    from .reader import progress_frame
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    df = progress_frame(app, _study(app, name))
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    df = desk.progress(desk.study(name))
     click.echo(df.to_string(index=False) if not df.empty else "no raters yet")
 
 
@@ -337,11 +286,8 @@ def raters() -> None:
 @_domain_errors
 def raters_add(name, study_name, base_url, config_path, data_dir, database_url) -> None:
     """Create rater NAME for a study and print their personal invite link."""
-    from .reader import add_rater
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    st = _study(app, study_name)
-    session, token = add_rater(app, st, name)
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    session, token = desk.invite(desk.study(study_name), name)
     click.echo(f"{session.name} ({session.public_id}) → {base_url.rstrip('/')}/?token={token}")
 
 
@@ -353,11 +299,8 @@ def raters_add(name, study_name, base_url, config_path, data_dir, database_url) 
 @_domain_errors
 def raters_reissue(name, study_name, base_url, config_path, data_dir, database_url) -> None:
     """Make a new invite link for rater NAME of a study (the old link stops working)."""
-    from .reader import find_rater
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    rater = find_rater(app, _study(app, study_name), name)
-    token = app.storage.reissue_token(rater.pk)
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    rater, token = desk.reissue(desk.study(study_name), name)
     click.echo(f"{rater.name} ({rater.public_id}) → {base_url.rstrip('/')}/?token={token}")
 
 
@@ -367,11 +310,8 @@ def raters_reissue(name, study_name, base_url, config_path, data_dir, database_u
 @_domain_errors
 def raters_list(study_name, config_path, data_dir, database_url) -> None:
     """List raters (id, name, study, slot)."""
-    from .study import study_key
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    key = study_key(_study(app, study_name)) if study_name else None
-    for r in app.storage.raters(key):
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    for r in desk.raters(desk.study(study_name) if study_name else None):
         click.echo(f"{r.public_id}\t{r.name}\t{r.study_key}\tslot={r.slot}")
 
 
@@ -386,34 +326,10 @@ def raters_list(study_name, config_path, data_dir, database_url) -> None:
 @_domain_errors
 def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url) -> None:
     """One self-contained HTML report (figures + tables) for study NAME ('live' for the arena)."""
-    from .reader import progress_frame
-    from .study import rater_group_map, study_key
-    from .report import build_report
-
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    if name == "live":
-        df, title, progress = app.storage.ratings_frame("live"), f"{app.config.title}: live arena", None
-        models: tuple[str, ...] = ()
-    else:
-        st = _study(app, name)
-        df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
-        title, progress = st.title, progress_frame(app, st)
-        models = tuple(st.models)  # every model of the study is listed, rated or not
-    marks = app.storage.marks_frame("live" if name == "live" else study_key(st))
-    pool = None
-    if pool_live is not None:
-        if name == "live":
-            raise click.ClickException("--pool-live pools a study with the live arena; NAME is already 'live'")
-        if not pool_live > 0:
-            raise click.ClickException(f"--pool-live must be a positive weight, got {pool_live}")
-        pool = {"study": (df, 1.0), "arena": (app.storage.ratings_frame("live"), pool_live)}
-    from .metrics_run import load_metrics
-
-    metrics = load_metrics(app.config.data_dir, "live" if name == "live" else study_key(st))  # from `p2p metrics`
-    page = build_report(df, title, progress=progress, n_boot=bootstrap, models=models,
-                        marks=marks if len(marks) else None, pool=pool, metrics=metrics)
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    page, answers = desk.report(name, n_boot=bootstrap, pool_live=pool_live)
     Path(out).write_text(page, encoding="utf-8")
-    click.echo(f"Wrote {out} ({len(df)} answers)")
+    click.echo(f"Wrote {out} ({answers} answers)")
 
 
 @main.command("export-r")
@@ -429,14 +345,8 @@ def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url)
 def export_r(name, outdir, tools, question, config_path, data_dir, database_url) -> None:
     """Write study NAME's reader study (real vs generated) for the R tools MRMCaov, RJafroc and iMRMC into OUTDIR."""
     from .rtools import TOOLS, export_r as write
-    from .study import rater_group_map, study_key
 
-    app = _open_app(config_path, data_dir, database_url, read_only=True)
-    if name == "live":
-        df = app.storage.ratings_frame("live")
-    else:
-        st = _study(app, name)
-        df = app.storage.ratings_frame(study_key(st), rater_group_map([st]))
+    df = _open_desk(config_path, data_dir, database_url, read_only=True).study_ratings(name)[1]
     chosen = TOOLS if "all" in tools else tuple(dict.fromkeys(tools))
     for path in write(df, outdir, chosen, question):
         click.echo(f"Wrote {path}")
@@ -470,8 +380,9 @@ def metrics(name, encoder_names, reference, train, bootstrap, copy_percentile, d
 
     try:
         specs = [encoder_spec(n) for n in encoder_names]  # a typo fails before any work
-        app = _open_app(config_path, data_dir, database_url, read_only=True)
-        st = None if name == "live" else _study(app, name)
+        desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+        app = desk.app
+        st = None if name == "live" else desk.study(name)
         key = "live" if st is None else study_key(st)
         gen, real = study_images(app, st)
         if reference:
@@ -550,14 +461,23 @@ def _int_list(ctx, param, value: str) -> tuple[int, ...]:
 @click.option("--pilot", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A pilot study's long CSV export: design, models, noise and effect are estimated from it.")
 @click.option("--sims", default=200, show_default=True, help="Simulated studies per grid cell.")
+@click.option("--anticipated", default=None, metavar="SPEC",
+              help="Plan without a pilot or simulation: Obuchowski-Rockette closed-form cases per --raters count, e.g. "
+                   "'auc=0.75,effect=0.05,reader_range=0.1,within_range=0.05' (also r1, r2, r3, rb, ratio, alpha, "
+                   "power, icc, cluster_size, endpoint, ddf=or|hillis).")
 @click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same table).")
 @click.option("--out", type=click.Path(dir_okay=False), default="plan.html", show_default=True,
               help="HTML page with the figure and the table.")
-def plan(design, models, raters, items, overlap, effect, noise, pilot, sims, seed, out) -> None:
+def plan(design, models, raters, items, overlap, effect, noise, pilot, sims, anticipated, seed, out) -> None:
     """Simulate a study design for a grid of raters x items: mean CI width and power (no database, no models)."""
     from .export import read_long_csv
-    from .plan import plan_html, plan_study
+    from .plan import plan_html, plan_study, sizing_report
 
+    if anticipated:  # no pilot: the closed-form reader-study sizing (p2p_app.plan.or_sample_size)
+        try:
+            return click.echo(sizing_report(anticipated, raters))
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     try:
         pilot_df = read_long_csv(pilot) if pilot else None
         table = plan_study(raters, items, design=design, models=models, overlap=overlap, effect=effect, noise=noise,

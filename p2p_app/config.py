@@ -1,6 +1,6 @@
 """Application settings, declared as data, loaded from a TOML file into an immutable object.
 
-Every setting has a name, a default and a help text (``SETTINGS``); the README's table and a test are
+Every setting has a name, a default and a help text (``SETTINGS``); the settings table of docs/cli.md and a test are
 checked against this list. Model entries (``[[models]]``) are passed to ``generators.ModelSpec``.
 """
 
@@ -240,17 +240,60 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
     Precedence: keyword overrides (CLI options) > environment variables > file > defaults.
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG
+    raw = _read_toml(path)
+    values = _setting_values(path, raw, overrides)
+    _check_values(path, values)
+    models = _model_specs(path, raw.get("models", []))
+    examples = _examples(path, raw.get("examples", {}))
+
+    base = path.resolve().parent
+    data_dir = Path(values["data_dir"]).expanduser()
+    return AppConfig(
+        title=values["title"],
+        demo_models=values["demo_models"],
+        reveal_after_rating=values["reveal_after_rating"],
+        access_code=values["access_code"],
+        admin_password=values["admin_password"],
+        presentation_size=values["presentation_size"],
+        max_prompt_chars=values["max_prompt_chars"],
+        data_dir=data_dir,
+        model_dir=values["model_dir"],
+        database_url=values["database_url"],
+        studies=tuple((base / p).resolve() for p in values["studies"]),
+        pack=(base / values["pack"]).resolve() if values["pack"] else None,
+        models=models,
+        examples=examples,
+        source=path.resolve(),
+        arena_judgement=values["arena_judgement"],
+        model_token=values["model_token"],
+        model_timeout=values["model_timeout"],
+        arena_limits=values["arena_limits"],
+        arena_per_address_per_hour=values["arena_per_address_per_hour"],
+        arena_per_session_per_hour=values["arena_per_session_per_hour"],
+        arena_disk_budget_mb=values["arena_disk_budget_mb"],
+        disk_reserve_mb=values["disk_reserve_mb"],
+        behind_proxy=values["behind_proxy"],
+        admin_trusted_networks=tuple(values["admin_trusted_networks"]),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The config file's tables, refused when missing, not TOML or naming an unknown setting."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-
     unknown = set(raw) - _SETTING_NAMES - _SECTIONS
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return raw
 
+
+def _setting_values(path: Path, raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting's value (override > environment > file > default), of its default's type (a digit string
+    counts as an int)."""
     values: dict[str, Any] = {}
     for s in SETTINGS:
         value = raw.get(s.name, default_data_dir() if s.name == "data_dir" else s.default)
@@ -264,6 +307,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"{path}: setting {s.name!r} must be {expected.__name__}, got {value!r}")
         values[s.name] = value
+    return values
+
+
+def _check_values(path: Path, values: Mapping[str, Any]) -> None:
+    """The settings whose values are limited beyond their type: ranges, choices, networks."""
     if values["model_timeout"] <= 0:
         raise ConfigError(f"{path}: setting 'model_timeout' must be a positive number of seconds, "
                           f"got {values['model_timeout']!r}")
@@ -284,9 +332,12 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
         raise ConfigError(f"{path}: setting 'arena_judgement' must be one of {', '.join(ARENA_JUDGEMENTS)}, "
                           f"got {values['arena_judgement']!r}")  # fmt: skip
 
+
+def _model_specs(path: Path, entries: list[Any]) -> tuple[ModelSpec, ...]:
+    """The ``[[models]]`` entries as registry specs: valid, uniquely named, none called "real"."""
     models = []
     names: set[str] = set()
-    for i, entry in enumerate(raw.get("models", []), start=1):
+    for i, entry in enumerate(entries, start=1):
         try:
             spec = ModelSpec.from_dict(entry)
         except (ValueError, TypeError) as exc:
@@ -298,39 +349,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
             raise ConfigError(f"{path}: 'real' is reserved for real control images; rename the model")
         names.add(spec.name)
         models.append(spec)
+    return tuple(models)
 
+
+def _examples(path: Path, table: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """The ``[examples]`` table: modality -> example prompts."""
     examples: dict[str, tuple[str, ...]] = {}
-    for modality, prompts in raw.get("examples", {}).items():
+    for modality, prompts in table.items():
         if modality not in MODALITIES:
             raise ConfigError(f"{path}: [examples] has unknown modality {modality!r}")
         examples[modality] = tuple(str(p) for p in prompts)
-
-    base = path.resolve().parent
-    data_dir = Path(values["data_dir"]).expanduser()
-    return AppConfig(
-        title=values["title"],
-        demo_models=values["demo_models"],
-        reveal_after_rating=values["reveal_after_rating"],
-        access_code=values["access_code"],
-        admin_password=values["admin_password"],
-        presentation_size=values["presentation_size"],
-        max_prompt_chars=values["max_prompt_chars"],
-        data_dir=data_dir,
-        model_dir=values["model_dir"],
-        database_url=values["database_url"],
-        studies=tuple((base / p).resolve() for p in values["studies"]),
-        pack=(base / values["pack"]).resolve() if values["pack"] else None,
-        models=tuple(models),
-        examples=examples,
-        source=path.resolve(),
-        arena_judgement=values["arena_judgement"],
-        model_token=values["model_token"],
-        model_timeout=values["model_timeout"],
-        arena_limits=values["arena_limits"],
-        arena_per_address_per_hour=values["arena_per_address_per_hour"],
-        arena_per_session_per_hour=values["arena_per_session_per_hour"],
-        arena_disk_budget_mb=values["arena_disk_budget_mb"],
-        disk_reserve_mb=values["disk_reserve_mb"],
-        behind_proxy=values["behind_proxy"],
-        admin_trusted_networks=tuple(values["admin_trusted_networks"]),
-    )
+    return examples

@@ -14,7 +14,7 @@ calls them only when the frame holds such answers, so a rating-only study pays n
   Per model: the share of screens showing that model on which it was picked as real (real = accuracy; same
   rater-clustered interval and test). Agreement:
   Fleiss' κ (and Krippendorff's α, nominal) on *which model* each rater picked per item (the same code as the score
-  agreement, :func:`p2p_app.analysis._agreement_scope`; bootstrap CI over items).
+  agreement, :func:`p2p_app.analysis.reliability.agreement_scope`; bootstrap CI over items).
 * **Ranking** (questions ``rank_<q>``: value = rank of the panel on that screen, 1 = best; with more than one
   modality in the frame, as in the live arena, each modality is fitted on its own: ``question`` reads
   ``rank_<q> · <modality>``). Each ranking is broken into all its implied pairs (under Plackett–Luce every pair

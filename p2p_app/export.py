@@ -1,6 +1,7 @@
 """Analysis-ready exports of the tidy ratings frame: long CSV, wide CSV (one row per image) and Parquet.
 
-* No index column; columns in contract order (docs/CONTRACTS.md), documented in ``EXPORT_COLUMNS``.
+* No index column; columns in contract order (docs/CONTRACTS.md), documented in ``EXPORT_COLUMNS``
+  (docs/exports.md shows ``columns_markdown``).
 * CSV timestamps are ISO 8601 in UTC with microseconds, e.g. ``2026-03-02T08:00:00.000000Z``; booleans are
   ``true``/``false``; missing values are empty fields. Parquet keeps the native types (UTC timestamps, nullable
   integers, booleans).
@@ -53,7 +54,8 @@ EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "n_panels": "panels on that screen",
         "order_index": "0-based index of the trial in the rater's sequence",
         "question": '"realism", "alignment" or a study-defined key',
-        "value": "the score (1..5 for scales); empty when can't judge or for non-numeric questions",
+        "value": "the score on the question's scale (2–11 levels, e.g. 1..5); empty when can't judge or for "
+        "non-numeric questions",
         "choices": 'multi-select answers joined with "|"; empty otherwise',
         "cant_judge": 'true when the rater chose "can\'t judge / image failed to load"',
         "comment": "free-text comment for that image (empty if none)",
@@ -106,6 +108,26 @@ MARK_EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
     }
 )
 """Marks (``write_marks_csv``, ``marks.csv`` of the export bundle): one row per marked point; column → meaning."""
+
+COLUMN_TABLES: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = types.MappingProxyType(
+    {
+        "long": (EXPORT_COLUMNS, TIDY_DTYPES),
+        "wide": (WIDE_COLUMNS, {**TIDY_DTYPES, f"<rater_id>{WIDE_SEPARATOR}<question>": "float64"}),
+        "marks": (MARK_EXPORT_COLUMNS, MARK_DTYPES),
+    }
+)
+"""Each export table's columns (column → meaning) and their types: the one description of the export columns;
+docs/exports.md holds :func:`columns_markdown` of each (tests/test_docs.py checks that it is the same)."""
+
+
+def columns_markdown(table: str) -> str:
+    """The Markdown table of ``table``'s columns (``long``, ``wide`` or ``marks``: :data:`COLUMN_TABLES`) as
+    docs/exports.md shows it: column, type (the pandas dtype of the frame; ``str`` is text), meaning."""
+    meanings, dtypes = COLUMN_TABLES[table]
+    rows = ["| column | type | meaning |", "|---|---|---|"]
+    rows += [f"| `{c}` | {dtypes[c]} | {m.replace('|', chr(92) + '|')} |" for c, m in meanings.items()]
+    return "\n".join(rows) + "\n"
+
 
 
 def _iso_utc(col: pd.Series) -> pa.Array:

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -175,7 +175,27 @@ def compute(
     fg = feats(generated)
     fr = feats(reference)
     ft = feats(train) if train else None
-    text_notes = []
+    text_notes: list[str] = []
+    per_image = _per_image_table(encoder, generated, fg, fr, text_notes)
+    threshold = {"features": float("nan"), "pixels": float("nan")}
+    if ft is not None:
+        assert train is not None
+        threshold = _add_memorisation(per_image, generated, train, fg, ft, copy_percentile, notes)
+    per_model = _per_model_table(encoder, per_image, fg, fr, ft, n_boot, seed, text_notes)
+    text_notes += _image_notes(notes)
+    meta = {"encoder": encoder.name, "library": encoder.spec.library, "source": encoder.spec.source,
+            "n_generated": len(generated), "n_reference": len(reference), "n_train": len(train or ()),
+            "copy_percentile": copy_percentile, "copy_threshold": threshold["features"],
+            "pixel_threshold": threshold["pixels"], "n_boot": n_boot, "seed": seed,
+            "notes": text_notes}
+    return MetricsResult(per_image, per_model, meta, notes=text_notes)
+
+
+def _per_image_table(
+    encoder: Any, generated: Sequence[ImageRef], fg: np.ndarray, fr: np.ndarray, text_notes: list[str]
+) -> pd.DataFrame:
+    """One row per generated image: its identity, the nearest-real distance and the prompt alignment (NaN, with a
+    note, for an encoder without a text tower)."""
     per_image = pd.DataFrame({
         "encoder": encoder.name,
         "image_id": [r.image_id for r in generated],
@@ -193,22 +213,48 @@ def compute(
     else:
         per_image["alignment"] = np.nan
         text_notes.append(f"{encoder.name} has no text tower: no prompt alignment (use a CLIP-family encoder)")
-    threshold = {"features": float("nan"), "pixels": float("nan")}
-    if ft is not None:
-        assert train is not None
-        gen_pix = M.pixel_vectors([open_checked(r, notes) for r in generated])
-        train_pix = M.pixel_vectors([open_checked(r, notes) for r in train])
-        mem, threshold = M.memorisation(fg, ft, gen_pix, train_pix, percentile=copy_percentile)
-        match = mem["match_index"].to_numpy()
-        per_image["train_nn_path"] = [str(train[i].path) for i in match]
-        per_image["train_nn_distance"] = mem["nn_distance"].to_numpy()
-        per_image["copy_threshold"] = threshold["features"]
-        per_image["pixel_nn_distance"] = mem["pixel_nn_distance"].to_numpy()
-        per_image["pixel_threshold"] = threshold["pixels"]
-        per_image["copy_flag"] = mem["copy_flag"].to_numpy()
-        per_image["flagged_by"] = mem["flagged_by"].to_numpy()
-        # pixel correlation with the pair shown
-        per_image["pixel_similarity"] = (gen_pix * train_pix[match]).sum(1).astype(float)
+    return per_image
+
+
+def _add_memorisation(
+    per_image: pd.DataFrame,
+    generated: Sequence[ImageRef],
+    train: Sequence[ImageRef],
+    fg: np.ndarray,
+    ft: np.ndarray,
+    copy_percentile: float,
+    notes: dict[str, Any],
+) -> dict[str, float]:
+    """Add each image's nearest training image, distances, thresholds and copy flag to ``per_image``; return the
+    thresholds (``features``, ``pixels``)."""
+    gen_pix = M.pixel_vectors([open_checked(r, notes) for r in generated])
+    train_pix = M.pixel_vectors([open_checked(r, notes) for r in train])
+    mem, threshold = M.memorisation(fg, ft, gen_pix, train_pix, percentile=copy_percentile)
+    match = mem["match_index"].to_numpy()
+    per_image["train_nn_path"] = [str(train[i].path) for i in match]
+    per_image["train_nn_distance"] = mem["nn_distance"].to_numpy()
+    per_image["copy_threshold"] = threshold["features"]
+    per_image["pixel_nn_distance"] = mem["pixel_nn_distance"].to_numpy()
+    per_image["pixel_threshold"] = threshold["pixels"]
+    per_image["copy_flag"] = mem["copy_flag"].to_numpy()
+    per_image["flagged_by"] = mem["flagged_by"].to_numpy()
+    # pixel correlation with the pair shown
+    per_image["pixel_similarity"] = (gen_pix * train_pix[match]).sum(1).astype(float)
+    return threshold
+
+
+def _per_model_table(
+    encoder: Any,
+    per_image: pd.DataFrame,
+    fg: np.ndarray,
+    fr: np.ndarray,
+    ft: np.ndarray | None,
+    n_boot: int,
+    seed: int,
+    text_notes: list[str],
+) -> pd.DataFrame:
+    """One row per (model, metric): the set metrics against the reference, and the mean alignment and copy share
+    with bootstrap intervals (each model ``j`` bootstraps from its own seeds, ``seed + j`` and up)."""
     rows = []
     k = M.PRDC_K
     for j, model in enumerate(sorted(set(per_image["model"]))):
@@ -226,34 +272,35 @@ def compute(
         t["k"] = max(kk, 1)
         if encoder.has_text:
             a = per_image.loc[mask, "alignment"].to_numpy()
-            rng = np.random.default_rng(seed + 1000 + j)
-            boots = [a[rng.integers(0, len(a), len(a))].mean() for _ in range(n_boot)]
-            lo, hi = M.percentile_ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
-            t = pd.concat([t, pd.DataFrame([{"metric": "alignment", "value": float(a.mean()), "ci_low": lo,
-                                             "ci_high": hi, "n_fake": len(a), "n_real": 0, "n_boot": n_boot}])])
+            t = pd.concat([t, _mean_row("alignment", a, seed + 1000 + j, n_boot, n_real=0)])
         if ft is not None:
             flags = per_image.loc[mask, "copy_flag"].to_numpy(float)
-            rng = np.random.default_rng(seed + 2000 + j)
-            boots = [flags[rng.integers(0, len(flags), len(flags))].mean() for _ in range(n_boot)]
-            lo, hi = M.percentile_ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
-            t = pd.concat([t, pd.DataFrame([{"metric": "copy_share", "value": float(flags.mean()), "ci_low": lo,
-                                             "ci_high": hi, "n_fake": len(flags), "n_real": len(ft), "n_boot": n_boot}])])
+            t = pd.concat([t, _mean_row("copy_share", flags, seed + 2000 + j, n_boot, n_real=len(ft))])
         rows.append(t.assign(model=model, encoder=encoder.name))
     per_model = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["encoder", "model", "metric", "value", "ci_low", "ci_high", "n_fake", "n_real", "n_boot", "k"])
-    per_model = per_model[["encoder", "model", *[c for c in per_model.columns if c not in ("encoder", "model")]]]
+    return per_model[["encoder", "model", *[c for c in per_model.columns if c not in ("encoder", "model")]]]
+
+
+def _mean_row(metric: str, values: np.ndarray, rng_seed: int, n_boot: int, n_real: int) -> pd.DataFrame:
+    """A one-row metric table: the mean of ``values`` with its percentile bootstrap interval (NaN without draws)."""
+    rng = np.random.default_rng(rng_seed)
+    boots = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(n_boot)]
+    lo, hi = M.percentile_ci(np.asarray(boots)) if n_boot else (np.nan, np.nan)
+    return pd.DataFrame([{"metric": metric, "value": float(values.mean()), "ci_low": lo, "ci_high": hi,
+                          "n_fake": len(values), "n_real": n_real, "n_boot": n_boot}])
+
+
+def _image_notes(notes: Mapping[str, Any]) -> list[str]:
+    """What opening the images noticed: several sizes, non-RGB images converted."""
+    out = []
     sizes = notes.get("sizes", set())
     if len(sizes) > 1:
-        text_notes.append(f"images came in {len(sizes)} sizes ({', '.join(f'{w}×{h}' for w, h in sorted(sizes)[:4])}"
-                          f"{' …' if len(sizes) > 4 else ''}): each was resized by the encoder's preprocessing")
+        out.append(f"images came in {len(sizes)} sizes ({', '.join(f'{w}×{h}' for w, h in sorted(sizes)[:4])}"
+                   f"{' …' if len(sizes) > 4 else ''}): each was resized by the encoder's preprocessing")
     if notes.get("converted"):
-        text_notes.append(f"{notes['converted']} image(s) were not RGB (greyscale, RGBA, palette): converted to RGB")
-    meta = {"encoder": encoder.name, "library": encoder.spec.library, "source": encoder.spec.source,
-            "n_generated": len(generated), "n_reference": len(reference), "n_train": len(train or ()),
-            "copy_percentile": copy_percentile, "copy_threshold": threshold["features"],
-            "pixel_threshold": threshold["pixels"], "n_boot": n_boot, "seed": seed,
-            "notes": text_notes}
-    return MetricsResult(per_image, per_model, meta, notes=text_notes)
+        out.append(f"{notes['converted']} image(s) were not RGB (greyscale, RGBA, palette): converted to RGB")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ write / read

@@ -25,6 +25,16 @@ report**:
   the report's interval for that difference over ``n_boot`` replicates. Power = share of simulations whose CI
   excludes 0.
 
+Every simulated study of a cell assigns raters to items as the app would (:func:`cell_design`:
+:func:`p2p_app.assignment.coverage`, loads differing by at most one), not by a rule of its own.
+
+Without a pilot or simulation (``p2p plan --anticipated``, :func:`sizing_table`): the Obuchowski–Rockette closed
+form of Obuchowski (2000) and Obuchowski & Hillis (2011) as R's MRMCsamplesize computes it
+(:func:`or_sample_size`): from an anticipated accuracy (AUC or sensitivity), the effect between two tests, the
+inter- and intra-reader ranges and the OR correlations r1, r2, r3 (Rockette et al. 1999), the diseased and
+non-diseased cases needed for each reader count, and the power of readers × cases (:func:`or_power`); a warning
+below five readers (:func:`reader_warning`).
+
 A pilot study's long export can set the parameters (:func:`pilot_parameters`): noise, rater and image spread from
 the crossed variance components of its realism scores, the effect from its largest paired model difference (rating),
 or its accuracy over chance and rater spread (forced choice), or its fitted strengths and rater spread (ranking:
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import html
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,7 +57,8 @@ from .designs import (
     bt_bootstrap, bt_fit, forced_choice_screens, ranking_rows, rater_clustered_proportion,
     rater_interval, win_matrices,
 )  # fmt: skip
-from .simulate import assign_raters
+from .assignment import seed_namespace
+from .simulate import app_coverage
 from .tidy import CHOSEN_REAL, RANK_PREFIX
 
 DESIGNS = ("rating", "forced_choice", "ranking")
@@ -157,10 +169,16 @@ def _cell_rng(seed: int, r: int, i: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(r), int(i)])
 
 
-def _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
+def cell_design(n_r: int, n_i: int, k: int, seed: int) -> np.ndarray:
+    """items × k rater slots of a planned cell: the app's own assignment (:func:`p2p_app.simulate.app_coverage`,
+    i.e. :func:`p2p_app.assignment.coverage`: loads differ by at most one), hashed from the plan's seed and the cell.
+    Every simulated study of the cell has this design, as the real study would."""
+    return app_coverage(n_i, n_r, k, seed_namespace("plan", 1, f"{int(seed)}/{n_r}/{n_i}"))
+
+
+def _rating_cell(rng, design, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd, ci_level):
     # all replicates of the cell drawn at once: (sims × answers) arrays
-    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)])  # sims × items × k
-    rater = assign.reshape(sims, -1)
+    rater = np.broadcast_to(design.reshape(1, -1), (sims, n_i * k))
     item = np.broadcast_to(np.repeat(np.arange(n_i), k), rater.shape)
     pref = rng.normal(0.0, rater_sd, (sims, n_r))
     img = rng.normal(0.0, image_sd, (sims, n_i, 2))
@@ -192,11 +210,10 @@ def logit_centre(p: float, sd: float) -> float:
     return float(brentq(lambda m: float(w @ (1 / (1 + np.exp(-(m + sd * x))))) - p, -40.0, 40.0, xtol=1e-12))
 
 
-def _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
+def _forced_choice_cell(rng, design, n_r, n_i, k, sims, models, effect, noise, ci_level, alpha):
     chance = 1.0 / (models + 1)
     p = chance + effect
-    assign = np.stack([assign_raters(rng, n_i, n_r, k) for _ in range(sims)]).reshape(sims, -1)
-    per_rater = np.stack([np.bincount(a, minlength=n_r) for a in assign])  # screens per rater
+    per_rater = np.broadcast_to(np.bincount(design.ravel(), minlength=n_r), (sims, n_r))  # screens per rater
     logit = logit_centre(p, noise) + rng.normal(0.0, noise, (sims, n_r))
     correct = rng.binomial(per_rater, 1 / (1 + np.exp(-logit)))  # sims × raters
     r = rater_clustered_proportion(correct, per_rater, chance, ci_level)  # the report's interval and test, at once
@@ -225,14 +242,15 @@ def ranking_wins(rater: np.ndarray, order: np.ndarray, n_r: int) -> np.ndarray:
     return (onehot.T @ above).reshape(n_r, k, k)
 
 
-def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot) -> np.ndarray:
-    """``sims`` simulated ranking studies (``n_r`` raters, ``n_i`` items, ``k`` raters per item, every screen a
-    Plackett–Luce ranking of all models, see the module docstring), each analysed with the report's code: rows of
-    (estimate, CI low, CI high) of the best model's strength minus the next one's."""
+def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot, design=None) -> np.ndarray:
+    """``sims`` simulated ranking studies (``n_r`` raters, ``n_i`` items, ``k`` raters per item, assigned as the app
+    does: ``design`` from :func:`cell_design`, seed 0 by default; every screen a Plackett–Luce ranking of all
+    models, see the module docstring), each analysed with the report's code: rows of (estimate, CI low, CI high) of
+    the best model's strength minus the next one's."""
     m = len(utilities)
     out = np.empty((sims, 3))
+    rater = (cell_design(n_r, n_i, k, 0) if design is None else design).reshape(-1)  # one screen per (item, rater)
     for s in range(sims):  # the report's fit and rater bootstrap, one simulated study at a time
-        rater = assign_raters(rng, n_i, n_r, k).reshape(-1)  # one screen per (item, rater)
         dev = rng.normal(0.0, noise, (n_r, m))
         perceived = np.asarray(utilities)[None, :] + dev[rater] + rng.gumbel(size=(len(rater), m))
         per_rater = ranking_wins(rater, np.argsort(-perceived, axis=1), n_r)
@@ -243,8 +261,8 @@ def ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot
     return out
 
 
-def _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot):
-    r = ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
+def _ranking_cell(rng, design, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot):
+    r = ranking_intervals(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot, design)
     return r[:, 0], r[:, 2] - r[:, 1], (r[:, 1] > 0) | (r[:, 2] < 0), n_i * k
 
 
@@ -293,15 +311,16 @@ def plan_study(
     for n_r in _grid(raters, "raters", 2):
         for n_i in _grid(items, "items", 2):
             k = n_r if overlap is None else min(int(overlap), n_r)
-            rng = _cell_rng(seed, n_r, n_i)
+            rng, cell = _cell_rng(seed, n_r, n_i), cell_design(n_r, n_i, k, seed)
             if design == "rating":
-                est, width, hit, n = _rating_cell(rng, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
+                est, width, hit, n = _rating_cell(rng, cell, n_r, n_i, k, sims, effect, noise, rater_sd, image_sd,
                                                   ci_level)  # fmt: skip
             elif design == "ranking":
-                est, width, hit, n = _ranking_cell(rng, n_r, n_i, k, sims, utilities, noise, ci_level, n_boot)
+                est, width, hit, n = _ranking_cell(rng, cell, n_r, n_i, k, sims, utilities, noise, ci_level,
+                                                   n_boot)  # fmt: skip
             else:
-                est, width, hit, n = _forced_choice_cell(rng, n_r, n_i, k, sims, models, effect, noise, ci_level,
-                                                         alpha)  # fmt: skip
+                est, width, hit, n = _forced_choice_cell(rng, cell, n_r, n_i, k, sims, models, effect, noise,
+                                                         ci_level, alpha)  # fmt: skip
             rows.append({"design": design, "raters": n_r, "items": n_i, "overlap": k, "answers_per_sim": n,
                          "sims": sims, "effect": effect, "mean_estimate": float(np.nanmean(est)),
                          "mean_ci_width": float(np.nanmean(width)), "power": float(np.mean(hit))})  # fmt: skip
@@ -347,3 +366,203 @@ def plan_html(table: pd.DataFrame, title: str = "Prompt to Polyp: study plan") -
         f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{html.escape(meta)}</p>', fig,
         f'<div class="scroll">{body}</div>', "</body></html>",
     ])  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Planning without a pilot: Obuchowski–Rockette closed-form sizing (issue 22)
+# --------------------------------------------------------------------------------------------------------------------
+
+MIN_READERS = 5
+"""Below this many readers ``p2p plan --anticipated`` warns: MRMCsamplesize recommends at least 5, and the iMRMC
+maintainers warn against reader studies with very few (2) readers."""
+SIZING_COLUMNS = ("readers", "diseased", "controls", "cases", "reads", "power", "var_c", "lambda", "ddf")
+SIZING_KEYS = {"auc": float, "effect": float, "reader_range": float, "within_range": float, "r1": float, "r2": float,
+               "r3": float, "rb": float, "ratio": float, "alpha": float, "power": float, "icc": float,
+               "cluster_size": float, "endpoint": str, "ddf": str}  # fmt: skip
+
+
+def expected_range(n: int) -> float:
+    """E[max − min] of ``n`` independent standard normals (2 E[max]); 1.128 for 2, 3.078 for 10."""
+    from scipy import integrate, stats
+
+    if n < 2:
+        raise ValueError(f"a range needs at least 2 values, got {n}")
+    mean_max = integrate.quad(lambda x: n * x * stats.norm.cdf(x) ** (n - 1) * stats.norm.pdf(x), -np.inf, np.inf)[0]
+    return 2.0 * mean_max
+
+
+def noncentrality(alpha: float, power: float, dfn: float, dfd: float) -> float:
+    """The noncentrality λ at which the F test (``dfn``, ``dfd`` df, level ``alpha``) has power ``power``."""
+    from scipy import optimize, stats
+
+    crit = stats.f.isf(alpha, dfn, dfd)
+    return float(optimize.brentq(lambda nc: stats.ncf.sf(crit, dfn, dfd, nc) - power, 1e-9, 1e4, xtol=1e-12))
+
+
+def accuracy_variance(auc: float, ratio: float = 1.0, endpoint: str = "auc") -> float:
+    """Variance of one reader's accuracy times the number of diseased cases: Obuchowski's (1994) approximation for
+    the AUC of a binormal ROC curve, ``0.0099 e^{−A²/2} ((5A² + 8) + (A² + 8)/ratio)`` with ``A = 1.414 Φ⁻¹(AUC)``
+    (``ratio`` = non-diseased per diseased case), or ``θ(1 − θ)`` for a sensitivity (``endpoint="sensitivity"``)."""
+    from scipy import stats
+
+    if endpoint == "sensitivity":
+        return auc * (1 - auc)
+    a = stats.norm.ppf(auc) * 1.414
+    return float(0.0099 * np.exp(-(a**2) / 2) * ((5 * a**2 + 8) + (a**2 + 8) / ratio))
+
+
+def or_components(readers: int, reader_range: float, within_range: float, rb: float = 0.8) -> dict:
+    """Reader variance components from anticipated ranges (Obuchowski 2000; MRMCsamplesize's "normal" method): the
+    inter-reader SD is ``reader_range`` over the expected range of ``readers`` normal accuracies, the intra-reader SD
+    ``within_range`` over that of 2 readings; ``var_tr = var_r (1 − rb)``."""
+    var_r = (reader_range / expected_range(readers)) ** 2
+    var_w = (within_range / expected_range(2)) ** 2
+    return {"var_r": var_r, "var_w": var_w, "var_tr": var_r * (1 - rb)}
+
+
+def _or_denominator(readers, var_c, comp, r1, r2, r3):
+    """The expected OR denominator ``var_tr + var_w + var_c ((1 − r1) + (J − 1)(r2 − r3))`` (the expected value of
+    ``den`` in :mod:`p2p_app.mrmc`, one reading per reader and test) and the expected MS(T:R) (Hillis's ddf)."""
+    ms_tr = comp["var_tr"] + comp["var_w"] + var_c * ((1 - r1) - (r2 - r3))
+    return ms_tr + readers * var_c * (r2 - r3), ms_tr
+
+
+def _ddf(kind: str, readers: int, den: float, ms_tr: float) -> float:
+    if kind == "hillis":  # Hillis (2007), as p2p_app.mrmc analyses: den² / (MS(T:R)² / (J − 1))
+        return den**2 / (ms_tr**2 / (readers - 1))
+    return float(readers - 1)  # Obuchowski–Rockette (1995), as MRMCsamplesize: conservative
+
+
+def or_power(readers: int, diseased: float, auc: float, effect: float, reader_range: float, within_range: float, *,
+             r1: float = 0.47, r2: float = 0.3, r3: float = 0.3, rb: float = 0.8, ratio: float = 1.0,
+             alpha: float = 0.05, endpoint: str = "auc", ddf: str = "or") -> float:  # fmt: skip
+    """Power of the two-test OR F test with ``readers`` readers reading ``diseased`` diseased cases (and ``ratio``
+    times as many controls), every reader every case in both tests: noncentrality ``J δ² / (2 den)``."""
+    from scipy import stats
+
+    comp = or_components(readers, reader_range, within_range, rb)
+    var_c = accuracy_variance(auc, ratio, endpoint) / diseased
+    den, ms_tr = _or_denominator(readers, var_c, comp, r1, r2, r3)
+    df2 = _ddf(ddf, readers, den, ms_tr)
+    lam = readers * effect**2 / (2 * den)
+    return float(stats.ncf.sf(stats.f.isf(alpha, 1, df2), 1, df2, lam))
+
+
+def or_sample_size(readers: int, auc: float, effect: float, reader_range: float, within_range: float, *,
+                   r1: float = 0.47, r2: float = 0.3, r3: float = 0.3, rb: float = 0.8, ratio: float = 1.0,
+                   alpha: float = 0.05, power: float = 0.8, endpoint: str = "auc", icc: float | None = None,
+                   cluster_size: float | None = None, ddf: str = "or") -> dict:  # fmt: skip
+    """Cases needed for ``readers`` readers to detect an accuracy difference ``effect`` between two tests at
+    anticipated accuracy ``auc`` (Obuchowski 2000; Obuchowski & Hillis 2011), as R's ``MRMCsamplesize::
+    sampleSize_MRMC`` computes it: solve ``J δ² / (2 λ) = var_tr + var_w + var_c ((1 − r1) + (J − 1)(r2 − r3))``
+    for the case-sampling variance ``var_c`` (λ: :func:`noncentrality` with 1 and J − 1 df), then diseased cases
+    ``= ceil(accuracy_variance / var_c)``, controls ``ceil(diseased · ratio)``. ``icc``/``cluster_size``: lesions
+    per diseased case correlated within a case (design effect ``1 + (s − 1) icc``). ``ddf="hillis"`` sizes for
+    Hillis's denominator df instead (what the report's analysis uses; fewer cases). ``var_c`` is NaN and the case
+    counts 0 when no number of cases reaches the power with this many readers."""
+    comp = or_components(readers, reader_range, within_range, rb)
+    lam = noncentrality(alpha, power, 1, readers - 1)
+    per_case = (1 - r1) + (readers - 1) * (r2 - r3)
+    var_c = (readers * effect**2 / (2 * lam) - (comp["var_tr"] + comp["var_w"])) / per_case
+    if ddf == "hillis" and var_c > 0 and r2 >= r3:  # df depend on var_c: the largest var_c with enough power
+        from scipy import optimize
+
+        def gap(v: float) -> float:
+            den, ms_tr = _or_denominator(readers, v, comp, r1, r2, r3)
+            return noncentrality(alpha, power, 1, _ddf("hillis", readers, den, ms_tr)) - readers * effect**2 / (2 * den)
+
+        hi = var_c
+        while gap(hi) < 0:
+            hi *= 2
+        var_c = float(optimize.brentq(gap, var_c, hi, xtol=1e-15))
+    n = {"readers": readers, **comp, "var_e": var_c + comp["var_w"], "lambda": lam, "var_c": var_c}
+    n.update({"cov1": r1 * n["var_e"], "cov2": r2 * n["var_e"], "cov3": r3 * n["var_e"]})
+    if not var_c > 0:
+        return {**n, "var_c": float("nan"), "diseased": 0, "controls": 0, "cases": 0, "reads": 0}
+    units = math.ceil(accuracy_variance(auc, ratio, endpoint) / var_c)
+    diseased = units if icc is None else math.ceil(math.ceil(units * (1 + (cluster_size - 1) * icc)) / cluster_size)
+    controls = math.ceil(diseased * ratio)
+    total = diseased + controls if icc is not None else math.ceil(units * (1 + ratio))
+    return {**n, "units": units, "diseased": diseased, "controls": controls, "cases": total,
+            "reads": total * readers * 2}  # fmt: skip
+
+
+def check_sizing_inputs(readers: Sequence[int], p: dict) -> None:
+    """Raise ``ValueError`` with an exact message for an impossible closed-form plan (``p``: sizing parameters)."""
+    _grid(readers, "raters", 2)
+    for key in ("auc", "effect", "reader_range", "within_range"):
+        if key not in p:
+            raise ValueError(f"planning without a pilot needs {key}=... (auc, effect, reader_range, within_range)")
+    for key in ("auc", "effect", "alpha", "power"):
+        if key in p and not 0 < p[key] < 1:
+            raise ValueError(f"{key} must be between 0 and 1, got {p[key]}")
+    for key in ("reader_range", "within_range", "r1", "r2", "r3", "rb", "icc"):
+        if key in p and not 0 <= p[key] < 1:
+            raise ValueError(f"{key} must be in [0, 1), got {p[key]}")
+    if p.get("ratio", 1.0) <= 0:
+        raise ValueError(f"ratio (controls per diseased case) must be > 0, got {p['ratio']}")
+    if ("icc" in p) != ("cluster_size" in p) or p.get("cluster_size", 1.0) < 1:
+        raise ValueError("icc and cluster_size (>= 1, lesions per diseased case) go together")
+    if p.get("ddf", "or") not in ("or", "hillis") or p.get("endpoint", "auc") not in ("auc", "sensitivity"):
+        raise ValueError("ddf must be 'or' or 'hillis' and endpoint 'auc' or 'sensitivity'")
+
+
+def parse_anticipated(spec: str) -> dict:
+    """``"auc=0.75,effect=0.05,reader_range=0.1,within_range=0.05[,r1=..,ddf=hillis,..]"`` → keyword arguments of
+    :func:`or_sample_size` (keys: ``SIZING_KEYS``)."""
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in SIZING_KEYS:
+            raise ValueError(f"expected key=value pairs with keys {', '.join(SIZING_KEYS)}; got {part!r}")
+        try:
+            out[key] = SIZING_KEYS[key](value.strip())
+        except ValueError:
+            raise ValueError(f"{key} must be a number, got {value.strip()!r}") from None
+    return out
+
+
+def sizing_table(readers: Sequence[int], **params) -> pd.DataFrame:
+    """:func:`or_sample_size` for every reader count, with the power those cases give (:func:`or_power`); a reader
+    count that no number of cases can power has 0 cases and NaN power. Columns ``SIZING_COLUMNS``."""
+    check_sizing_inputs(readers, params)
+    size = {k: v for k, v in params.items() if k in SIZING_KEYS}
+    rows = []
+    for j in _grid(readers, "raters", 2):
+        r = or_sample_size(j, **size)
+        power_args = {k: v for k, v in size.items() if k not in ("power", "icc", "cluster_size")}
+        got = or_power(j, r["units"], **power_args) if r["cases"] else float("nan")
+        den, ms_tr = _or_denominator(j, r["var_c"], r, size.get("r1", 0.47), size.get("r2", 0.3), size.get("r3", 0.3))
+        rows.append({"readers": j, "diseased": r["diseased"], "controls": r["controls"], "cases": r["cases"],
+                     "reads": r["reads"], "power": got, "var_c": r["var_c"], "lambda": r["lambda"],
+                     "ddf": _ddf(size.get("ddf", "or"), j, den, ms_tr) if r["cases"] else float(j - 1)})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(SIZING_COLUMNS))
+
+
+def reader_warning(readers: Sequence[int]) -> str:
+    """The warning printed when a plan tries fewer than ``MIN_READERS`` readers ("" when none does)."""
+    few = sorted({int(r) for r in readers if int(r) < MIN_READERS})
+    if not few:
+        return ""
+    return (f"Warning: fewer than {MIN_READERS} readers ({', '.join(map(str, few))}): the iMRMC maintainers warn "
+            f"against reader studies with so few readers (2 above all) and MRMCsamplesize recommends at least "
+            f"{MIN_READERS}; the reader variance is barely estimable, whatever the number of cases.")  # fmt: skip
+
+
+def sizing_report(spec: str, readers: Sequence[int]) -> str:
+    """``p2p plan --anticipated SPEC``: the closed-form table (cases needed per reader count) as text, with the
+    assumptions and :func:`reader_warning`."""
+    params = parse_anticipated(spec)
+    table = sizing_table(readers, **params)
+    p = {"r1": 0.47, "r2": 0.3, "r3": 0.3, "rb": 0.8, "ratio": 1.0, "alpha": 0.05, "power": 0.8, "ddf": "or", **params}
+    lines = [f"Obuchowski-Rockette sizing without a pilot: {p.get('endpoint', 'auc')} {p['auc']:g}, effect "
+             f"{p['effect']:g}, reader range {p['reader_range']:g}, within-reader range {p['within_range']:g}, "
+             f"r1 {p['r1']:g} r2 {p['r2']:g} r3 {p['r3']:g} rb {p['rb']:g}, {p['ratio']:g} controls per diseased "
+             f"case, alpha {p['alpha']:g}, power {p['power']:g}, ddf {p['ddf']}",
+             table.loc[:, ["readers", "diseased", "controls", "cases", "reads", "power"]].to_string(
+                 index=False, float_format=lambda x: f"{x:.3f}")]  # fmt: skip
+    if (table["cases"] == 0).any():
+        lines.append("0 cases: no number of cases reaches the power with that many readers; add readers.")
+    warning = reader_warning(readers)
+    return "\n".join(lines + ([warning] if warning else []))

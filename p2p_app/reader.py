@@ -1,6 +1,7 @@
 """The researcher's side of frozen reader studies: prepare (generate + import + freeze), verify, invite raters,
-and follow progress. (What a rater does in a study — sign in, next item, submit — is on the service,
-:class:`p2p_app.service.P2PApp`.)
+and follow progress; the CLI and the admin screen reach them through :class:`p2p_app.desk.ResearchDesk`. (What a
+rater does in a study — sign in, next item, submit — is on the service, :class:`p2p_app.service.P2PApp`; catch-screen
+images are made in :mod:`p2p_app.catch_images`.)
 
 A study's images are made once (:func:`prepare_study`) and frozen: the design hash and a hash over every
 image's bytes are stored, so a finished study can be shown to be unchanged (:func:`verify_study`).
@@ -17,6 +18,7 @@ import pandas as pd
 
 from . import assignment
 from .batch import Job, run_jobs
+from .catch_images import broken_image, make_catch_images, wrong_anatomy  # noqa: F401 - re-exported
 from .service import P2PApp, RaterSession, UserError, check_name
 from .storage import StorageError, StudyRecord
 from .study import StudyDefinition, study_key
@@ -51,7 +53,7 @@ class PrepareReport:
     frozen: bool
     design_hash: str
     images_hash: str | None
-    catch_made: int = 0  # catch-screen images made (reader.make_catch_images)
+    catch_made: int = 0  # catch-screen images made (catch_images.make_catch_images)
 
 
 def prepare_study(
@@ -87,7 +89,7 @@ def prepare_study(
             # another server preparing the same folder may have filled the slot first: its image stays, ours goes
             imported += app.storage.set_study_slot(row.pk, s.key, info.id, first_wins=True) == info.id
     failures = tuple(f"{j.model} {j.prompt_id} seed {j.seed}: {msg}" for j, msg in batch.failures)
-    catch_made = make_catch_images(app, study, row.pk) if not failures else 0
+    catch_made = make_catch_images(app.storage, app.config.presentation_size, study, row.pk) if not failures else 0
     frozen_row = row
     if not failures:
         all_slots = app.storage.study_slots(row.pk)
@@ -96,86 +98,6 @@ def prepare_study(
         study_key(study), batch.made, batch.skipped, imported, failures, not failures,
         frozen_row.design_hash, frozen_row.images_hash, catch_made,
     )
-
-
-def wrong_anatomy(image: Any, modality: str) -> Any:
-    """An image of the same size whose anatomy is impossible for any prompt of ``modality`` (PIL → PIL):
-
-    * ``radiology``: the right half of the image mirrored onto the left, so the body is perfectly symmetric. On a
-      chest film (patient's left on the image's right) that gives two aortic knobs, a heart with two apices and a
-      gastric bubble under both hemidiaphragms; on any other region a one-sided organ (liver, spleen, stomach,
-      aortic arch) is duplicated and its other side missing, and side markers read backwards. A plain left-right
-      flip was not chosen: it reads as situs inversus / dextrocardia, rare but real.
-    * ``colonoscopy``: a 2 × 2 mosaic of the frame at half size, mirrored across both midlines so the joins are
-      seamless: four lumens, four light reflexes and four scope vignettes in one frame, which one endoscope tip
-      can never see.
-    """
-    import numpy as np
-    from PIL import Image as PILImage
-
-    rgb = image.convert("RGB")
-    w, h = rgb.size
-    if modality == "radiology":
-        pixels = np.asarray(rgb).copy()
-        half = w // 2
-        pixels[:, :half] = pixels[:, w - half:][:, ::-1]
-        return PILImage.fromarray(pixels, "RGB")
-    if modality == "colonoscopy":
-        small = np.asarray(rgb.resize((max(1, w // 2), max(1, h // 2)), PILImage.Resampling.LANCZOS))
-        top = np.concatenate([small, small[:, ::-1]], axis=1)
-        mosaic = PILImage.fromarray(np.concatenate([top, top[::-1]], axis=0), "RGB")
-        return mosaic if mosaic.size == (w, h) else mosaic.resize((w, h), PILImage.Resampling.LANCZOS)
-    raise ValueError(f"wrong_anatomy needs the modality (colonoscopy or radiology), got {modality!r}")
-
-
-def broken_image(image: Any, kind: str, key: str, modality: str = "") -> Any:
-    """A deliberately broken copy of ``image`` (PIL) for a catch screen: ``noise`` (seeded by ``key``), ``flipped``
-    (upside down), ``blank`` (the image's mean colour) or ``wrong_anatomy`` (:func:`wrong_anatomy`, for the
-    study's ``modality``); ``""`` returns a plain copy. Every kind keeps the image's pixel size."""
-    import numpy as np
-    from PIL import Image as PILImage, ImageOps, ImageStat
-
-    rgb = image.convert("RGB")
-    if kind == "noise":
-        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-        pixels = np.random.default_rng(seed).integers(0, 256, (rgb.height, rgb.width, 3), dtype=np.uint8)
-        return PILImage.fromarray(pixels, "RGB")
-    if kind == "flipped":
-        return ImageOps.flip(rgb)
-    if kind == "blank":
-        return PILImage.new("RGB", rgb.size, tuple(int(v) for v in ImageStat.Stat(rgb).mean))
-    if kind == "wrong_anatomy":
-        return wrong_anatomy(rgb, modality)
-    if kind == "":
-        return rgb.copy()
-    raise ValueError(f"unknown broken kind {kind!r}")
-
-
-def make_catch_images(app: P2PApp, study: StudyDefinition, study_pk: int) -> int:
-    """Make every catch screen's images (after the design's own images exist): known real images imported again,
-    broken and plain copies made from the design image they derive from. Each is a new image (its own id), marked
-    in ``params`` (``catch``, ``catch_kind``) for the tidy frame; never shown to the rater. Returns how many."""
-    from PIL import Image as PILImage
-
-    from .blinding import new_image_id, presentation_png, sha256_hex
-
-    stored = app.storage.study_slots(study_pk)
-    made = 0
-    for s in study.catch_slots():
-        if s.key in stored:
-            continue
-        path = s.real_path if not s.derive_from else Path(stored[s.derive_from].file_path)
-        with PILImage.open(path) as im:
-            im.load()
-            picture = broken_image(im, s.catch_kind if s.catch == "broken" else "", s.key, study.modality)
-        png = presentation_png(picture, app.config.presentation_size)
-        info = app.storage.add_image(
-            image_id=new_image_id(), png=png, sha256=sha256_hex(png), size=app.config.presentation_size,
-            model=s.model, source=s.source, prompt=s.prompt, prompt_id=s.prompt_id, modality=study.modality,
-            seed=s.seed, params={"catch": s.catch, "catch_kind": s.catch_kind, "derived_from": s.derive_from},
-        )
-        made += app.storage.set_study_slot(study_pk, s.key, info.id, first_wins=True) == info.id
-    return made
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """The application object: generators + storage + blinding + studies, with one method per user intent.
 
-The Gradio UI and the CLI only translate events and arguments into calls of :class:`P2PApp`. Nothing
-here imports Gradio. Rater identity is a :class:`RaterSession` the UI keeps in server-side state; every
-method that records or reveals checks that the trial belongs to that rater.
+The Gradio UI and the CLI only translate events and arguments into calls of :class:`P2PApp` (the rater's side;
+the researcher's is :class:`p2p_app.desk.ResearchDesk`). Nothing here imports Gradio. Rater identity is a
+:class:`RaterSession` the UI keeps in server-side state (:mod:`p2p_app.sessions`). Whether a trial is the
+rater's is decided by storage, which checks it wherever a trial's answers, marks or models are read or written;
+the service's one check before that is :meth:`P2PApp.own_trial`, which every submit goes through. What a rater
+submits is checked in :mod:`p2p_app.forms`; images are stored by :mod:`p2p_app.image_store`. Names those modules
+define are re-exported here for existing callers.
 """
 
 from __future__ import annotations
@@ -10,21 +14,49 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import math
 import secrets
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from generators import BackendUnavailable, GenerationError, Generator, Registry, cache_key
-from generators.base import check_modality, strictest, too_many_tokens
+from generators import BackendUnavailable, GenerationError, Generator, Registry
+from generators.base import check_modality, strictest
 
-from .blinding import Panel, new_image_id, panel_label, presentation_png, sha256_hex, shuffled
+from .blinding import Panel, panel_label, shuffled
 from .budget import ArenaBudget, ArenaRefused
+from . import image_store
 from .config import AppConfig
+from .forms import (  # noqa: F401 - re-exported: callers import these names from the service
+    MAX_MARKS_PER_PANEL,
+    NO_SCORE_NO_REVEAL,
+    PromptBudget,
+    UserError,
+    build_answers,
+    check_active_seconds,
+    check_marks,
+    check_name,
+    has_real_score,
+)
 from .limits import Backoff, network_of
+from .image_store import GeneratedImage  # noqa: F401 - re-exported
+from .readiness import Readiness, StudyProgress
 from .serving import BrokenImage, Integrity, Presentations, png_variant
+from .sessions import (  # noqa: F401 - re-exported: callers import these names from the service
+    ANY_TRIAL,
+    BAD_INVITE,
+    INVITE_ONLY,
+    NOT_A_RATER,
+    NOT_SIGNED_IN,
+    SESSION_NOT_HERE,
+    RaterSession,
+    ShownTrial,
+    StalePage,
+    SubmitResult,
+    check_live_session,
+    check_session_here,
+    check_shown,
+    check_study_session,
+)
 from .storage import (
     LIVE_STUDY,
     AccessDenied,
@@ -32,7 +64,6 @@ from .storage import (
     ImageInfo,
     MarkPoint,
     PanelModel,
-    RaterInfo,
     RecordResult,
     Storage,
     StorageError,
@@ -42,8 +73,7 @@ from .storage import (
 )
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
-from .text import clean_comment, clean_line, display_name
-from .tidy import CHOSEN_REAL, RANK_PREFIX
+from .text import clean_line
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +82,11 @@ LIVE_QUESTIONS: tuple[Question, ...] = (REALISM, ALIGNMENT)
 ProgressFn = Callable[[float, str], None]
 
 
-# Also what a page gets whose server-side session is gone: Gradio drops session state an hour after the browser
-# disconnects (a laptop asleep), and a server restart drops all of it.
-SESSION_NOT_HERE = (
-    "This server does not hold your session: it was restarted, or your connection moved to another app server. "
-    "Nothing on this page was saved. Sign in again with your resume code (or reload your invite link): everything "
-    "you submitted before is saved, and you continue at your first unanswered item."
-)
 DATABASE_UNREACHABLE = (
     "The database cannot be reached just now (it may be restarting). Wait a few seconds and try again: everything "
     "already saved stays saved, and an item is never stored twice."
 )
-NOT_SIGNED_IN = (
-    "You are not signed in (or your session ended after a long pause or a server restart). Sign in, or reload "
-    "your invite link, to go on; everything you submitted is saved."
-)
 
-
-# What a visitor is told who may not sign in to a study by typing a name: what to do next.
-INVITE_ONLY = (
-    "This study is by invitation only. If you were invited, open the personal invite link the study coordinator "
-    "sent you (it signs you in and brings you back to where you stopped); if you have lost it, ask the coordinator "
-    "for it. Anyone can try the models in the Live arena tab."
-)
-NOT_A_RATER = "{name!r} is not a rater of this study. " + INVITE_ONLY
-BAD_INVITE = (
-    "This invite link (or resume code) is not valid for this study. Check that the whole link was copied, or ask "
-    "the study coordinator for a new one; anyone can try the models in the Live arena tab."
-)
 SERVICE_DOWN = (
     "The image generator cannot be reached right now, so nothing is shown for this prompt. "
     "Press Generate to try again in a minute; if it keeps happening, tell the study team."
@@ -88,60 +95,6 @@ REMOTE_GENERATION_SLOTS = 8  # live trials at once when a generation service mak
 TOKENS_NOT_COUNTED = "The prompt's length in tokens cannot be checked here; it is checked when you press Generate."
 PRESENTER_PROMPTS = "This is a presentation from pre-generated images: pick one of the listed prompts."
 
-
-# The reveal rule: a reveal needs at least one real score (a scale answer on a panel not marked "can't judge").
-NO_SCORE_NO_REVEAL = (
-    "Every image was marked \"can't judge\", so the models are not revealed: a reveal needs at least one score."
-)
-
-
-def has_real_score(form: Mapping[int, Mapping[str, Any]]) -> bool:
-    """True when a stored trial form (position → answers) holds a score on some panel not marked "can't judge"."""
-
-    def is_score(value: Any) -> bool:  # a number (not a bool, not NaN); multi-select answers are lists
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-    return any(
-        not answers.get("cant_judge")
-        and any(is_score(v) for k, v in answers.items() if k not in ("cant_judge", "comment"))
-        for answers in form.values()
-    )
-
-
-class UserError(ValueError):
-    """Something the person can fix; the message is shown to them as is. Nothing was written."""
-
-
-ANY_TRIAL = object()  # ``shown`` not given: a caller without a page (CLI, simulation, tests of the core)
-
-
-@dataclass(frozen=True)
-class RaterSession:
-    """Who is signed in (kept server-side by the UI, never taken from the page)."""
-
-    rater_pk: int
-    public_id: str
-    name: str
-    study_key: str = LIVE_STUDY
-    new_code: str = ""  # the personal resume code, only on the session a sign-in just created (show it once)
-
-    @classmethod
-    def of(cls, rater: RaterInfo, new_code: str = "") -> "RaterSession":
-        return cls(rater.pk, rater.public_id, rater.name, rater.study_key, new_code)
-
-    def without_code(self) -> "RaterSession":
-        """What the UI keeps in server-side state: the session without the clear resume code."""
-        return RaterSession(self.rater_pk, self.public_id, self.name, self.study_key)
-
-
-class StalePage(UserError):
-    """A submit names a trial other than the one this session is showing now (a replay, or an old page)."""
-
-
-STALE_PAGE = (
-    "This page no longer shows the item you answered (it was already submitted, or a newer one is on screen); "
-    "nothing was saved. Your current item is shown."
-)
 ALREADY_ANSWERED = (
     "This item was already answered (perhaps in another tab or window), so these answers were not saved. "
     "Your next item is shown."
@@ -149,135 +102,6 @@ ALREADY_ANSWERED = (
 UNKNOWN_OUTCOME = (
     "The server could not confirm that your answers were saved. Press Submit again: an item is never stored twice."
 )
-
-
-def check_shown(trial_id: int | None, shown: object) -> None:
-    """The page names the trial it shows (a hidden field set when the trial was shown); it must be the trial this
-    session shows now. A replayed or stale submit names an earlier one and is refused, with nothing written."""
-    try:
-        same = trial_id is not None and shown is not None and int(str(shown)) == int(trial_id)
-    except ValueError:
-        same = False
-    if not same:
-        raise StalePage(STALE_PAGE)
-
-
-@dataclass(frozen=True)
-class ShownTrial:
-    trial_id: int
-    prompt: str
-    modality: str
-    panels: tuple[Panel, ...]
-    questions: tuple[Question, ...]
-    order_index: int = 0
-    done: int = 0  # real (non-practice) items answered
-    total: int = 0  # real (non-practice) items in the rater's sequence
-    answers: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)  # position → stored answers (revisits)
-    practice: bool = False  # a practice item: "Practice 1 of 2 — not counted"
-    practice_done: int = 0  # practice items answered
-    practice_total: int = 0  # practice items in the rater's sequence
-    mark_artifacts: bool = False  # the study asks raters to mark points where an image looks wrong
-    marks: Mapping[int, Sequence[tuple[float, float]]] = field(default_factory=dict)  # position → stored marks
-
-    @property
-    def practice_number(self) -> int:
-        """1-based number of this practice item among the practice items (0 for a real item)."""
-        return self.order_index + 1 if self.practice else 0
-
-
-@dataclass(frozen=True)
-class SubmitResult:
-    status: str  # "stored" | "duplicate" | "changed"
-    reveal: tuple[tuple[str, str], ...] = ()  # ("Image A", "model name") when revealing is allowed
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class StudyProgress:
-    """Where one study's start-up preparation stands."""
-
-    state: str  # "waiting" | "preparing" | "ready" | "failed" | "not generated"
-    done: int = 0
-    total: int = 0
-    message: str = ""
-
-    def describe(self, title: str) -> str:
-        """What a rater is told while the study cannot be opened yet."""
-        if self.state == "preparing":
-            return f"The study {title!r} is being prepared: {self.done} / {self.total} images. Try again in a minute."
-        if self.state == "waiting":
-            return f"The study {title!r} is being prepared (the models are loading). Try again in a minute."
-        if self.state == "failed":
-            return f"The study {title!r} could not be prepared ({self.message}); tell the study team."
-        return f"The study {title!r} is not ready yet (its images have not been generated)."
-
-
-class Readiness:
-    """Thread-safe progress of the background start-up: model loading and each study's preparation."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._studies: dict[str, StudyProgress] = {}
-        self.models_error: str = ""
-
-    def set(self, key: str, progress: StudyProgress) -> None:
-        with self._lock:
-            self._studies[key] = progress
-
-    def get(self, key: str) -> StudyProgress | None:
-        with self._lock:
-            return self._studies.get(key)
-
-    def busy(self) -> bool:
-        with self._lock:
-            return any(p.state in ("waiting", "preparing") for p in self._studies.values())
-
-
-@dataclass(frozen=True)
-class PromptBudget:
-    """How much of the strictest text encoder's budget a prompt takes (the arena's live counter).
-
-    ``used``/``limit`` are tokens (special tokens excluded) of the configured model of the modality with the least
-    room left, ``encoder`` names its text encoder; both are None with a ``note`` when tokens cannot be counted
-    (presenter mode, model stack missing). ``chars``/``max_chars`` are the character count and limit."""
-
-    used: int | None
-    limit: int | None
-    encoder: str
-    chars: int
-    max_chars: int
-    words: int = 0
-    note: str = ""
-
-    @property
-    def over(self) -> bool:
-        return self.chars > self.max_chars or (self.used is not None and self.used > (self.limit or 0))
-
-    def problem(self) -> str:
-        """Why the prompt is refused (with how much to cut), or "" when it fits."""
-        if self.chars > self.max_chars:
-            cut = self.chars - self.max_chars
-            return (f"The prompt is {self.chars} characters long; at most {self.max_chars} are allowed. "
-                    f"Cut about {cut} character{'s' if cut != 1 else ''}.")
-        if self.used is not None and self.limit is not None and self.used > self.limit:
-            return too_many_tokens(self.words, self.used, self.limit, self.encoder)
-        return ""
-
-    def describe(self) -> str:
-        """The counter's line: "23 / 75 tokens — CLIP text encoder", or a warning that says how much to cut."""
-        problem = self.problem()
-        if problem:
-            return f"⚠️ **{problem}**"
-        if self.used is None:
-            return self.note
-        left = (self.limit or 0) - self.used
-        return f"{self.used} / {self.limit} tokens — {self.encoder} ({left} left)"
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    image: ImageInfo
-    cached: bool
 
 
 @dataclass
@@ -458,52 +282,14 @@ class P2PApp:
     def generate_image(
         self, generator: Generator, prompt: str, seed: int, prompt_id: str = "", **params: Any
     ) -> GeneratedImage:
-        """One image through the cache: a repeat request returns the stored image without running the model."""
-        effective = generator.effective_params(**params)
-        key = cache_key(generator.name, prompt, seed, effective)
-        hit = self.storage.image_by_cache_key(key)
-        if hit is not None:
-            return GeneratedImage(hit, cached=True)
-        result = generator.generate(prompt, seed, **params)
-        png = presentation_png(result.image, self.config.presentation_size)
-        info = self.storage.add_image(
-            image_id=new_image_id(),
-            png=png,
-            sha256=sha256_hex(png),
-            size=self.config.presentation_size,
-            model=generator.name,
-            source="generated",
-            prompt=prompt,
-            prompt_id=prompt_id,
-            modality=generator.modality,
-            seed=seed,
-            params=dict(result.params),
-            cache_key=key,
-            gen_seconds=result.seconds,
-        )
-        return GeneratedImage(info, cached=False)
+        """One image through the cache (:func:`p2p_app.image_store.generate_image`)."""
+        return image_store.generate_image(self.storage, self.config.presentation_size, generator, prompt, seed,
+                                          prompt_id, **params)
 
     def add_real_image(self, path: str | Path, prompt: str, modality: str, prompt_id: str = "") -> ImageInfo:
         """Import a real control image as a presentation copy (same size and format as generated ones)."""
-        from PIL import Image as PILImage, UnidentifiedImageError
-
-        try:
-            with PILImage.open(path) as im:
-                png = presentation_png(im, self.config.presentation_size)
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UserError(f"{path}: cannot read the real image ({exc})") from None
-        return self.storage.add_image(
-            image_id=new_image_id(),
-            png=png,
-            sha256=sha256_hex(png),
-            size=self.config.presentation_size,
-            model="real",
-            source="real",
-            prompt=prompt,
-            prompt_id=prompt_id,
-            modality=modality,
-            original_path=str(path),
-        )
+        return image_store.add_real_image(self.storage, self.config.presentation_size, path, prompt, modality,
+                                          prompt_id)
 
     # ------------------------------------------------------------------ serving images
     def presentation(self, token: str) -> bytes | None:
@@ -536,7 +322,7 @@ class P2PApp:
         the arena's limits, free-space reserve and disk budget are checked (``budget.ArenaBudget``; ``address``
         is the client's address for the per-address limit).
         """
-        self._check_live_session(session)
+        check_live_session(session)
         clean = self.check_prompt(modality, prompt)
         stored = self.presenter and clean in self.arena_examples(modality)  # a pack prompt: its stored images
         images: list[ImageInfo] = self._pregenerated(modality, clean) if stored else []
@@ -589,13 +375,13 @@ class P2PApp:
         (1 = best), stored like the ranking study design; an incomplete ranking is refused and reveals nothing.
         ``active_seconds``: see :func:`check_active_seconds`."""
         check_session_here(session, shown)
-        self._check_live_session(session)
+        check_live_session(session)
         judgement = self.check_judgement(judgement)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
         active = check_active_seconds(active_seconds)
         trial = self.own_trial(session, trial_id)
-        stored_answers = self.build_answers(trial, LIVE_QUESTIONS, answers,
+        stored_answers = build_answers(trial, LIVE_QUESTIONS, answers,
                                             design="ranking" if judgement == "ranking" else "single")  # fmt: skip
         result = self.record(trial, session.rater_pk, stored_answers, active_seconds=active)
         reveal: tuple[tuple[str, str], ...] = ()
@@ -719,7 +505,7 @@ class P2PApp:
 
     def next_trial(self, study: StudyDefinition, session: RaterSession) -> ShownTrial | None:
         """The first unanswered item of this rater's sequence (created and stored on first showing)."""
-        _check_study_session(study, session)
+        check_study_session(study, session)
         row = self.study_record(study)
         sequence, orders = rater_plan(study, row.design_hash, self._slot_of(session))
         trials = {t.order_index: t for t in self.storage.trials_for(session.rater_pk, row.pk)}
@@ -754,7 +540,7 @@ class P2PApp:
     ) -> ShownTrial:
         """The rater's latest answered item before ``before_order_index`` (None: the latest), with its stored
         answers, for revising. Only when the study allows answer changes; a change is kept as history."""
-        _check_study_session(study, session)
+        check_study_session(study, session)
         if not study.allow_answer_changes:
             raise UserError("This study does not allow changing answers.")
         row = self.study_record(study)
@@ -791,7 +577,7 @@ class P2PApp:
         ``marks``: position → [(x, y), …] image-normalised points where the image looks wrong, only in a study
         with ``mark_artifacts`` (:func:`check_marks`); stored with the answers, in one transaction."""
         check_session_here(session, shown)
-        _check_study_session(study, session)
+        check_study_session(study, session)
         if shown is not ANY_TRIAL:
             check_shown(trial_id, shown)
         active = check_active_seconds(active_seconds)
@@ -803,7 +589,7 @@ class P2PApp:
         if trial.submitted_at is not None and not allow_changes:
             return SubmitResult("duplicate", (), ALREADY_ANSWERED)
         points = check_marks(trial, marks, study.mark_artifacts)
-        stored = self.build_answers(trial, study.questions, answers, design=study.design)
+        stored = build_answers(trial, study.questions, answers, design=study.design)
         result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes, active_seconds=active,
                              marks=points)
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
@@ -819,9 +605,9 @@ class P2PApp:
         try:
             return self.storage.record_ratings(trial.id, rater_pk, answers, allow_changes=allow_changes,
                                                active_seconds=active_seconds, marks=marks)
-        except (StorageError, AccessDenied) as exc:
-            if isinstance(exc, AccessDenied):
-                raise
+        except AccessDenied:  # storage's ownership check: the authority (own_trial checked before)
+            raise
+        except StorageError as exc:
             raise UserError(str(exc)) from None
         except Exception:  # noqa: BLE001 - the outcome is checked below, the trace is logged
             log.exception("record_ratings failed for trial %s", trial.id)
@@ -833,87 +619,13 @@ class P2PApp:
                 return RecordResult("stored", len(answers))
             raise UserError("Your answers could not be saved (nothing was written). Press Submit again.") from None
 
-    def build_answers(
-        self,
-        trial: TrialInfo,
-        questions: Sequence[Question],
-        answers: Mapping[int, Mapping[str, Any]],
-        design: str = "single",
-    ) -> list[Answer]:
-        """Validate a form (position → answers) against the questions; map positions to the stored image ids.
-
-        ``design = "forced_choice"``: ``answers[0]["chosen_real"]`` is the one panel picked as real (its position or
-        its label, "Image B"), stored as ``chosen_real`` 1 on it and 0 on every other panel; the questions are
-        asked per panel as usual. ``design = "ranking"``: every scale question is a full ranking instead of a
-        score: ``answers[pos]["rank_<key>"]`` is the panel's rank (1 = best), a permutation of 1..n over the
-        panels; the other questions are asked per panel."""
-        if design == "forced_choice":
-            design_answers = _forced_choice_answers(trial, answers)
-        elif design == "ranking":
-            design_answers = _ranking_answers(trial, questions, answers)
-            questions = [q for q in questions if q.kind != "scale"]
-        else:
-            design_answers = []
-        out: list[Answer] = []
-        missing: dict[str, list[str]] = {}  # image label -> labels of its unanswered required scales
-        for position, image_id in enumerate(trial.shown_order, start=1):
-            label = panel_label(position)
-            given = answers.get(position) or {}
-            raw_comment = given.get("comment")
-            if raw_comment is not None and not isinstance(raw_comment, str):
-                raise UserError(f"{label}: the comment must be text.")
-            comment = clean_comment(raw_comment or "")
-            if len(comment) > 2000:
-                raise UserError(f"{label}: the comment is too long (at most 2000 characters).")
-            cant_judge = given.get("cant_judge")
-            if cant_judge is None:
-                cant_judge = False
-            if not isinstance(cant_judge, bool):  # a string "false" is truthy: only real booleans count
-                raise UserError(f"{label}: \"can't judge\" must be ticked or not (true/false), not {cant_judge!r}.")
-            for q in questions:
-                raw = given.get(q.key)
-                if q.kind == "text":
-                    continue
-                if cant_judge:
-                    out.append(Answer(image_id, q.key, None, (), True, comment))
-                    continue
-                if q.kind == "scale":
-                    value = _scale_value(raw, q)
-                    if value is None:
-                        if q.required:
-                            missing.setdefault(label, []).append(q.label)
-                        continue
-                    out.append(Answer(image_id, q.key, value, (), False, comment))
-                elif q.kind == "multi":
-                    chosen = tuple(raw or ())
-                    bad = [c for c in chosen if c not in q.options]
-                    if bad:
-                        raise UserError(f"{label}: {', '.join(map(str, bad))} is not an option of {q.label!r}.")
-                    out.append(Answer(image_id, q.key, None, chosen, False, comment))
-        if missing:
-            n_required = sum(q.kind == "scale" and q.required for q in questions)
-            parts = [
-                f"{label} is not rated yet" if len(labels) == n_required else f"{label} still needs: {' / '.join(labels)}"
-                for label, labels in missing.items()
-            ]
-            raise UserError("Rate every image before submitting (or tick \"can't judge\"). " + "; ".join(parts) + ".")
-        return design_answers + out
-
     def own_trial(self, session: RaterSession, trial_id: int | None) -> TrialInfo:
-        """The trial ``trial_id`` if it is this session's (the one ownership check every action goes through)."""
+        """The trial ``trial_id`` if it is this session's, which every action on a trial asks first. The rule itself
+        lives in storage (``storage.check_owner``), which applies it again wherever it reads or writes a trial's
+        answers, marks or models."""
         if trial_id is None:
             raise UserError("There is nothing to submit yet: generate images first.")
-        trial = self.storage.trial(int(trial_id))
-        if trial is None or trial.rater_pk != session.rater_pk:
-            raise AccessDenied("This trial is not yours.")
-        return trial
-
-    @staticmethod
-    def _check_live_session(session: RaterSession | None) -> None:
-        if session is None:
-            raise UserError(NOT_SIGNED_IN)
-        if session.study_key != LIVE_STUDY:
-            raise AccessDenied("This sign-in is for a study, not the live arena.")
+        return self.storage.own_trial(int(trial_id), session.rater_pk)
 
     def shown(
         self,
@@ -957,70 +669,11 @@ class P2PApp:
         )
 
 
-MAX_MARKS_PER_PANEL = 20
 MISSING_IMAGE = "An image of this trial is missing on the server; tell the study team."
 DAMAGED_IMAGE = (
     "An image of this item is damaged on the server (its file no longer matches the checksum recorded when it was "
     "made), so the item is not shown; tell the study team. Nothing you submitted is affected."
 )
-
-
-def check_active_seconds(value: object) -> float | None:
-    """The page's active time (seconds visible and not idle), or None when unknown (old clients, the API). The
-    value comes from the page, so it is checked: a real number (not a bool or text), finite, >= 0; anything else
-    is a UserError and nothing is stored. Storage clamps it to the server's wall seconds."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"The active time must be a number of seconds, not {value!r}; nothing was saved.")
-    if not math.isfinite(value) or value < 0:
-        raise UserError(f"The active time must be a finite number of seconds >= 0, not {value!r}; nothing was saved.")
-    return float(value)
-
-
-def check_marks(
-    trial: TrialInfo, marks: Mapping[int, Sequence[tuple[float, float]]] | None, asked: bool
-) -> list[MarkPoint]:
-    """Marked points (position → [(x, y), …], image-normalised: x right, y down, each in [0, 1]) mapped to the
-    trial's image ids. Refused with a UserError (nothing stored): marks in a study that does not ask for them,
-    an unknown position, a point that is not two real numbers in [0, 1], more than ``MAX_MARKS_PER_PANEL`` on one
-    panel. ``None`` or empty lists: no marks."""
-    if marks is None:
-        return []
-    if not isinstance(marks, Mapping):
-        raise UserError("Marks must map an image position to a list of (x, y) points; nothing was saved.")
-    n = len(trial.shown_order)
-    given: dict[int, Sequence] = {}
-    for position, points in marks.items():
-        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= n:
-            raise UserError(f"Marks name image position {position!r}, which is not on this screen (1-{n}); "
-                            "nothing was saved.")
-        if points is None:
-            continue
-        if isinstance(points, (str, bytes)) or not isinstance(points, Sequence):
-            raise UserError(f"{panel_label(position)}: marks must be a list of (x, y) points; nothing was saved.")
-        if len(points):
-            given[position] = points
-    if given and not asked:
-        raise UserError("This study does not ask for marked points; nothing was saved.")
-    out: list[MarkPoint] = []
-    for position in sorted(given):
-        points = given[position]
-        label = panel_label(position)
-        if len(points) > MAX_MARKS_PER_PANEL:
-            raise UserError(f"{label}: at most {MAX_MARKS_PER_PANEL} marks per image, not {len(points)}; "
-                            "nothing was saved.")
-        for point in points:
-            ok = isinstance(point, Sequence) and not isinstance(point, (str, bytes)) and len(point) == 2 and all(
-                not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1
-                for v in point
-            )
-            if not ok:
-                raise UserError(f"{label}: a mark must be two numbers x, y between 0 and 1, not {point!r}; "
-                                "nothing was saved.")
-            out.append(MarkPoint(trial.shown_order[position - 1], float(point[0]), float(point[1])))
-    return out
-
 
 def _progress_counts(sequence: Sequence[assignment.Assignment], trials) -> dict[str, int]:
     """Progress through a rater's sequence: real items (``done``/``total``) and practice items apart
@@ -1042,60 +695,9 @@ def rater_plan(study: StudyDefinition, design_hash: str, slot: int) -> tuple[tup
     process (before, every submit recomputed it: 45–110 ms at 201 items × 50 raters)."""
     sequence = assignment.rater_sequence(study, slot)
     return sequence, assignment.sequence_panel_orders(study, slot, sequence)  # repeats get a new panel order
-
-
-def check_session_here(session: RaterSession | None, shown: object) -> None:
-    """A submit naming a trial the page shows, with no session on this server: the page was made by another
-    process (the server restarted, or a proxy in front of several servers is not sticky). Says so to the person
-    (:data:`SESSION_NOT_HERE`) and in the log, instead of a bare "not signed in"."""
-    if session is not None or shown is ANY_TRIAL or not str(shown or "").strip():
-        return
-    log.warning(
-        "a submit for trial %s arrived without a session on this server: the server was restarted since the page "
-        "was loaded, or the reverse proxy in front of several app servers is not sticky (docs/deploy.md); the "
-        "rater was asked to sign in again", str(shown)[:20],
-    )
-    raise UserError(SESSION_NOT_HERE)
-
-
 def database_unreachable(exc: BaseException) -> bool:
     """The database server could not be reached (restarting, network): see :func:`p2p_app.storage.unreachable`."""
     return unreachable(exc)
-
-
-def _check_study_session(study: StudyDefinition, session: RaterSession | None) -> None:
-    if session is None:
-        raise UserError(NOT_SIGNED_IN)
-    if session.study_key != study_key(study):
-        raise AccessDenied("This sign-in is not for this study.")
-
-
-def check_name(name: object) -> str:
-    """A typed name, cleaned for display (NFKC, no invisible characters), or a UserError."""
-    clean = display_name(name)
-    if not clean:
-        raise UserError("Type your name to sign in.")
-    if len(clean) > 100:
-        raise UserError("That name is too long (at most 100 characters).")
-    return clean
-
-
-def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, Any]]) -> list[Answer]:
-    """``chosen_real`` 1 on the one picked panel, 0 on the others; a missing or unknown pick → UserError."""
-    n = len(trial.shown_order)
-    labels = {panel_label(p): p for p in range(1, n + 1)}
-    raw = (answers.get(0) or {}).get(CHOSEN_REAL)
-    if raw is None or raw == "" or raw == []:
-        raise UserError("Pick the one image you believe is real before submitting.")
-    if isinstance(raw, (list, tuple)):
-        raise UserError("Pick exactly one image as the real one.")
-    if isinstance(raw, str) and raw.strip() in labels:
-        picked = labels[raw.strip()]
-    elif isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= n:
-        picked = raw
-    else:
-        raise UserError(f"{raw!r} is not one of the images on this screen ({', '.join(labels)}).")
-    return [Answer(image_id, CHOSEN_REAL, int(p == picked)) for p, image_id in enumerate(trial.shown_order, start=1)]
 
 
 EDITED_FOR_RATERS = ("This study cannot be opened: its study file was changed after the study was frozen, so it no "
@@ -1109,56 +711,3 @@ def edited_study_note(key: str, study_id: str) -> str:
             f"cannot open it. Put the frozen study file back, or raise its `version` (a new study, rated from "
             f"scratch) and run `p2p study generate {study_id}`.")
 
-
-def _ranking_answers(
-    trial: TrialInfo, questions: Sequence[Question], answers: Mapping[int, Mapping[str, Any]]
-) -> list[Answer]:
-    """One ``rank_<key>`` answer per panel and scale question; each must rank every judged panel once (1..m, m =
-    the panels without "can't judge"). A "can't judge" panel needs no rank: it is stored as can't judge (a rank
-    left in its box is ignored, as a score is)."""
-    n_panels = len(trial.shown_order)
-    cant = {p for p in range(1, n_panels + 1) if (answers.get(p) or {}).get("cant_judge") is True}
-    judged = [p for p in range(1, n_panels + 1) if p not in cant]
-    n = len(judged)
-    out: list[Answer] = []
-    for q in questions:
-        if q.kind != "scale":
-            continue
-        key = RANK_PREFIX + q.key
-        ranks: dict[int, int] = {}
-        for p in judged:
-            raw = (answers.get(p) or {}).get(key)
-            if raw is None or raw == "":
-                raise UserError(f"{q.label}: rank every image (1 = best); {panel_label(p)} has no rank yet.")
-            if isinstance(raw, str) and raw.strip().isdigit():
-                raw = int(raw.strip())
-            if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= n:
-                raise UserError(
-                    f"{q.label}: {panel_label(p)}'s rank must be a whole number from 1 to {n}, not {raw!r}."
-                )
-            ranks[p] = raw
-        if sorted(ranks.values()) != list(range(1, n + 1)):
-            twice = sorted({r for r in ranks.values() if list(ranks.values()).count(r) > 1})
-            but = f" (the {len(cant)} \"can't judge\" image(s) need none)" if cant else ""
-            raise UserError(f"{q.label}: each rank from 1 to {n} must be used once{but}; "
-                            f"{', '.join(map(str, twice))} is given twice.")
-        out += [Answer(image_id, key, None, (), True) if p in cant else Answer(image_id, key, ranks[p])
-                for p, image_id in enumerate(trial.shown_order, start=1)]
-    return out
-
-
-def _scale_value(raw: Any, q: Question) -> int | None:
-    """A scale answer as int, None when unanswered; out-of-range or non-numeric → UserError."""
-    if raw is None or raw == "":
-        return None
-    if isinstance(raw, str):
-        head = raw.strip().split(" ", 1)[0].rstrip(".:-")
-        if not head.lstrip("-").isdigit():
-            raise UserError(f"{q.label}: {raw!r} is not a score.")
-        raw = int(head)
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
-        raise UserError(f"{q.label}: {raw!r} is not a score.")
-    allowed = [v for v, _ in q.levels]
-    if int(raw) not in allowed:
-        raise UserError(f"{q.label}: {int(raw)} is out of range ({min(allowed)}–{max(allowed)}).")
-    return int(raw)

@@ -5,8 +5,11 @@ Design simulated (what a study in this project looks like):
 * ``n_prompts`` prompts, each generated with ``seeds_per_prompt`` seeds by every model; an *item* is one
   (prompt, seed slot) screen showing one image per model, plus one real control image for that prompt when
   ``include_real`` — in a shuffled panel order drawn per trial and stored in ``position``.
-* Every item is rated by ``overlap_k`` distinct raters (a trial = one item shown to one rater); a
-  ``repeat_fraction`` of trials is shown again later to the same rater (``is_repeat``) for intra-rater consistency.
+* Who sees what is the app's rule, not the simulator's own: every item goes to ``overlap_k`` distinct rater slots,
+  each slot's items come in its order with ``ceil(repeat_fraction × n)`` repeats (``is_repeat``) and
+  ``ceil(catch_rate × n)`` catch screens, exactly as :mod:`p2p_app.assignment` assigns slot r of a study named
+  ``study`` (version 1) with seed ``seed`` (:func:`app_sequences`, :func:`app_catch_gaps`), so simulated rater
+  loads (differing by at most one) and catch counts are the app's.
 * Score of rater r for image i on question q: ``round(quality[model, q] + bias[r, q] + effect[i, q] + noise)``
   clipped to 1..5, with ``bias ~ N(0, rater_bias_sd)``, ``effect ~ N(0, image_sd)``, ``noise ~ N(0, s_r)`` and
   ``s_r ~ U(rater_noise)``. Because rounding and clipping are monotone and everything else is shared, the expected
@@ -14,7 +17,8 @@ Design simulated (what a study in this project looks like):
 * ``careless_raters`` raters answer every image with one score in under a second (to exercise the rater flags);
   ``cant_judge_rate`` of (trial, image) panels are "can't judge"; timestamps follow each rater's sessions.
 
-Everything is vectorised with numpy (no per-row Python loop); 1,000,000 rows take a couple of seconds.
+The rows are vectorised with numpy (the assignment hashes once per item and slot); 1,000,000 rows take a few
+seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from .assignment import catch_count, catch_gaps, coverage, seed_namespace, slot_trials
 from .tidy import (
     ALIGNMENT,
     CATCH_BROKEN,
@@ -133,16 +138,41 @@ def _prompts(rng: np.random.Generator, n: int, modalities: Sequence[str]) -> tup
     return texts, mods
 
 
-def assign_raters(rng: np.random.Generator, n_items: int, n_raters: int, k: int) -> np.ndarray:
-    """n_items × k distinct raters per item: a random start on a shuffled rater circle plus random strides."""
-    circle = rng.permutation(n_raters)
-    start = rng.integers(0, n_raters, n_items)[:, None]
-    if k == 1:
-        return circle[start]
-    max_step = max(1, (n_raters - 1) // (k - 1))
-    steps = rng.integers(1, max_step + 1, (n_items, k - 1))
-    offsets = np.concatenate([np.zeros((n_items, 1), dtype=np.int64), np.cumsum(steps, axis=1)], axis=1)
-    return circle[(start + offsets) % n_raters]
+def app_coverage(n_items: int, n_raters: int, k: int, namespace: str) -> np.ndarray:
+    """n_items × k rater slots per item, as the app assigns them (:func:`p2p_app.assignment.coverage`: every item
+    to ``k`` distinct slots, slot loads differing by at most 1), hashed from ``namespace``."""
+    slots = coverage(n_items, n_raters, k, namespace)
+    return np.array(slots, dtype=np.int64).reshape(n_items, k)
+
+
+def item_key(i: int) -> str:
+    """The item id (and assignment key) of simulated item ``i`` (0-based)."""
+    return f"i{i + 1:05d}"
+
+
+def app_sequences(
+    n_items: int, n_raters: int, overlap_k: int, repeat_fraction: float, namespace: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per rater slot, its design trials in the app's order: (item index, is_repeat) arrays. Items, order and
+    repeats come from :mod:`p2p_app.assignment` (:func:`~p2p_app.assignment.coverage`,
+    :func:`~p2p_app.assignment.slot_trials`), so a simulated rater's load is what the app would give that slot."""
+    mine: list[list[str]] = [[] for _ in range(n_raters)]
+    for i, slots in enumerate(coverage(n_items, n_raters, overlap_k, namespace)):
+        for r in slots:
+            mine[r].append(item_key(i))
+    out = []
+    for r in range(n_raters):
+        trials = slot_trials(mine[r], repeat_fraction, namespace, r)
+        out.append((np.array([int(key[1:]) - 1 for key, _ in trials], dtype=np.int64),
+                    np.array([rep for _, rep in trials], dtype=bool)))  # fmt: skip
+    return out
+
+
+def app_catch_gaps(n_trials: int, catch_rate: float, namespace: str, slot: int) -> np.ndarray:
+    """The gaps (1-based: right after design trial g) that take the slot's catch screens in the app:
+    ``catch_count(catch_rate, n_trials)`` of them (:func:`p2p_app.assignment.catch_count`, the one definition of
+    ``catch_rate``: catch screens per design trial, rounded up), placed by :func:`p2p_app.assignment.catch_gaps`."""
+    return np.array(catch_gaps(n_trials, catch_count(catch_rate, n_trials), namespace, slot), dtype=np.int64)
 
 
 def frame_from_matrix(
@@ -230,15 +260,16 @@ def simulate_ratings(
 ) -> pd.DataFrame:
     """Simulate a study and return its tidy ratings frame (contract columns and dtypes, sorted by trial and panel).
 
-    ``catch_rate``: share of each rater's screens that are catch trials (one known real image and broken images,
-    ``catch`` "real"/"broken"), each right after a distinct regular screen (never two in a row); attentive raters
-    score them like real images / with about 1, careless raters with their one score. With ``catch_rate`` 0 (the
-    default) the frame is the same as before catch trials existed.
+    Rater slot r (``rater_id`` r+1) gets the items, order and repeats the app would give slot r of a study
+    ``study`` (version 1) assigned with seed ``seed`` (:func:`app_sequences`): ``ceil(repeat_fraction × n)``
+    repeats of a rater's ``n`` items. ``catch_rate``: as in a study file, ``ceil(catch_rate × n)`` catch screens for
+    a rater with ``n`` design trials (one known real image and broken images, ``catch`` "real"/"broken"), each
+    right after a distinct design trial the app would pick (never two in a row); attentive raters score them like
+    real images / with about 1, careless raters with their one score. Catch screens change no other row.
 
     ``models`` maps model name → true quality ``(realism, alignment)`` (or ``{"realism": .., "alignment": ..}``)
-    on the latent 1..5 scale; ``real_quality`` is the same for real control images. Rows =
-    ``n_prompts · seeds_per_prompt · overlap_k · (1 + repeat_fraction) · panels · 2`` with
-    ``panels = len(models) + include_real``.
+    on the latent 1..5 scale; ``real_quality`` is the same for real control images. Rows = design trials ·
+    ``panels · 2`` with ``panels = len(models) + include_real``.
     """
     check_inputs(n_raters, n_prompts, models, seeds_per_prompt, overlap_k, repeat_fraction, include_real,
                  cant_judge_rate, careless_raters)  # fmt: skip
@@ -247,136 +278,154 @@ def simulate_ratings(
     rng = np.random.default_rng(seed)
     names = list(models) + ([REAL_MODEL] if include_real else [])
     pairs = [_quality_pair(models[m]) for m in models] + ([_quality_pair(real_quality)] if include_real else [])
-    quality = np.array(pairs)
-    n_src, n_q = len(names), len(QUESTIONS)
     n_items = n_prompts * seeds_per_prompt
-    item_prompt = np.arange(n_items) // seeds_per_prompt
     item_seed = rng.integers(0, 2**31 - 1, n_items)
+    raters = _rating_raters(rng, n_raters, rater_bias_sd, rater_noise, seconds_per_image, careless_raters, start)
+    namespace = seed_namespace(study, 1, seed)
+    trials = _rating_trials(rng, app_sequences(n_items, n_raters, overlap_k, repeat_fraction, namespace), raters,
+                            len(names))  # fmt: skip
+    rows = _rating_rows(rng, trials, np.array(pairs), raters, n_items, image_sd, cant_judge_rate, comment_rate)
+    prompts, mods = _prompts(rng, n_prompts, list(modalities))
+    out = _rating_frame(trials, rows, names, item_seed, seeds_per_prompt, prompts, mods, raters.ids, study, seed)
+    if catch_rate > 0:
+        out = _with_rating_catch(out, rng, catch_rate, raters, np.array(_quality_pair(real_quality)), namespace)
+    return out
 
-    # raters
-    bias = rng.normal(0.0, rater_bias_sd, (n_raters, n_q))
+
+def _rating_raters(rng, n_raters, rater_bias_sd, rater_noise, seconds_per_image, careless_raters, start):
+    """Per rater: bias per question, noise SD, pace, careless flag and score, first-session start (ns)."""
+    bias = rng.normal(0.0, rater_bias_sd, (n_raters, len(QUESTIONS)))
     noise_sd = rng.uniform(rater_noise[0], rater_noise[1], n_raters)
     pace = seconds_per_image * np.exp(rng.normal(0.0, 0.3, n_raters))
     careless = np.zeros(n_raters, dtype=bool)
     careless[rng.choice(n_raters, careless_raters, replace=False)] = True
     pace[careless] = 0.6
     careless_score = rng.integers(3, 5, n_raters).astype(float)
-    rater_start = pd.Timestamp(start).value + rng.integers(0, 7 * 86_400, n_raters) * 1_000_000_000
+    start_ns = pd.Timestamp(start).value + rng.integers(0, 7 * 86_400, n_raters) * 1_000_000_000
+    width = max(3, len(str(n_raters)))
+    return types.SimpleNamespace(bias=bias, noise_sd=noise_sd, pace=pace, careless=careless,
+                                 careless_score=careless_score, start_ns=start_ns,
+                                 ids=[f"r{i + 1:0{width}d}" for i in range(n_raters)])  # fmt: skip
 
-    # trials: each item to overlap_k raters, plus repeats shown later to the same rater
-    raters = assign_raters(rng, n_items, n_raters, overlap_k)
-    t_item = np.repeat(np.arange(n_items), overlap_k)
-    t_rater = raters.ravel()
-    key = rng.random(len(t_item))
-    rep = rng.choice(len(t_item), int(round(repeat_fraction * len(t_item))), replace=False)
-    t_item = np.r_[t_item, t_item[rep]]
-    t_rater = np.r_[t_rater, t_rater[rep]]
-    t_repeat = np.r_[np.zeros(len(key), bool), np.ones(len(rep), bool)]
-    key = np.r_[key, key[rep] + (1 - key[rep]) * rng.random(len(rep))]
-    order = np.lexsort((key, t_rater))
-    t_item, t_rater, t_repeat = t_item[order], t_rater[order], t_repeat[order]
+
+def _rating_trials(rng, sequences, raters, n_src):
+    """The raters' design trials (from :func:`app_sequences`) with session timing, in time order (database ids
+    follow time): item, rater, is_repeat, order_index, seconds, shown/answered (ns)."""
+    t_item = np.concatenate([s[0] for s in sequences])
+    t_repeat = np.concatenate([s[1] for s in sequences])
+    t_rater = np.repeat(np.arange(len(sequences)), [len(s[0]) for s in sequences])
     n_trials = len(t_item)
-    first_of_rater = np.searchsorted(t_rater, np.arange(n_raters))
+    first_of_rater = np.searchsorted(t_rater, np.arange(len(sequences)))
     order_index = np.arange(n_trials) - first_of_rater[t_rater]
-
     # timing: sessions per rater; seconds per trial scale with the panels shown
-    seconds = np.round(n_src * pace[t_rater] * np.exp(rng.normal(0.0, 0.4, n_trials)), 3)
+    seconds = np.round(n_src * raters.pace[t_rater] * np.exp(rng.normal(0.0, 0.4, n_trials)), 3)
     gap = rng.exponential(15.0, n_trials) + (rng.random(n_trials) < 0.03) * rng.uniform(3_600, 72_000, n_trials)
     step = seconds + gap
     cum = np.cumsum(step) - step
     offset = cum - cum[first_of_rater[t_rater]]
-    shown_ns = rater_start[t_rater] + np.round(offset * 1e9).astype(np.int64)
+    shown_ns = raters.start_ns[t_rater] + np.round(offset * 1e9).astype(np.int64)
     answered_ns = shown_ns + np.round(seconds * 1e9).astype(np.int64)
-    by_time = np.argsort(shown_ns, kind="stable")  # database ids follow time
-    t_item, t_rater, t_repeat, order_index = t_item[by_time], t_rater[by_time], t_repeat[by_time], order_index[by_time]
-    seconds, shown_ns, answered_ns = seconds[by_time], shown_ns[by_time], answered_ns[by_time]
+    by_time = np.argsort(shown_ns, kind="stable")
+    return types.SimpleNamespace(item=t_item[by_time], rater=t_rater[by_time], repeat=t_repeat[by_time],
+                                 order_index=order_index[by_time], seconds=seconds[by_time],
+                                 shown_ns=shown_ns[by_time], answered_ns=answered_ns[by_time])  # fmt: skip
 
-    # rows: trial × position × question; the panel at each position is a per-trial shuffle
+
+def _rating_rows(rng, t, quality, raters, n_items, image_sd, cant_judge_rate, comment_rate):
+    """Rows trial × position × question: the panel at each position (a per-trial shuffle) and the score."""
+    n_trials, (n_src, n_q) = len(t.item), quality.shape
     panel_at = np.argsort(rng.random((n_trials, n_src)), axis=1)
     r_trial = np.repeat(np.arange(n_trials), n_src * n_q)
     r_posidx = np.tile(np.repeat(np.arange(n_src), n_q), n_trials)
     r_q = np.tile(np.arange(n_q), n_trials * n_src)
     r_panel = panel_at[r_trial, r_posidx]
-    r_rater = t_rater[r_trial]
-    r_item = t_item[r_trial]
-    r_image = r_item * n_src + r_panel
+    r_rater = t.rater[r_trial]
+    r_image = t.item[r_trial] * n_src + r_panel
     effect = rng.normal(0.0, image_sd, (n_items * n_src, n_q))
-    latent = (quality[r_panel, r_q] + bias[r_rater, r_q] + effect[r_image, r_q]
-              + noise_sd[r_rater] * rng.standard_normal(len(r_trial)))  # fmt: skip
+    latent = (quality[r_panel, r_q] + raters.bias[r_rater, r_q] + effect[r_image, r_q]
+              + raters.noise_sd[r_rater] * rng.standard_normal(len(r_trial)))  # fmt: skip
     value = np.clip(np.rint(latent), 1, 5)
-    value = np.where(careless[r_rater], careless_score[r_rater], value)
+    value = np.where(raters.careless[r_rater], raters.careless_score[r_rater], value)
     tp = r_trial * n_src + r_posidx  # (trial, panel) index
     cant = (rng.random(n_trials * n_src) < cant_judge_rate)[tp]
     value[cant] = np.nan
     n_tp = n_trials * n_src
     comment_pick = np.where(rng.random(n_tp) < comment_rate, rng.integers(1, len(_COMMENTS) + 1, n_tp), 0)
+    return types.SimpleNamespace(trial=r_trial, pos=r_posidx, q=r_q, panel=r_panel, rater=r_rater,
+                                 item=t.item[r_trial], image=r_image, value=value, cant=cant,
+                                 comment=comment_pick[tp])  # fmt: skip
 
-    # labels
-    prompts, mods = _prompts(rng, n_prompts, list(modalities))
-    width = max(3, len(str(n_raters)))
-    rater_ids = [f"r{i + 1:0{width}d}" for i in range(n_raters)]
-    item_ids = [f"i{i + 1:05d}" for i in range(n_items)]
-    prompt_ids = [f"p{i + 1:04d}" for i in range(n_prompts)]
+
+def _rating_frame(t, rows, names, item_seed, seeds_per_prompt, prompts, mods, rater_ids, study, seed):
+    """The tidy frame of a simulated rating study's design trials (see :func:`simulate_ratings`)."""
+    n_src, n_items = len(names), len(item_seed)
     # opaque image ids: an invertible scramble of the image index (unique, unrelated to model or prompt)
     mixed = np.arange(n_items * n_src, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
     mixed &= np.uint64((1 << 48) - 1)
-    image_ids = [f"img_{int(x):012x}" for x in mixed]
     is_real = np.array([n == REAL_MODEL for n in names])
-    r_prompt = item_prompt[r_item]
-    seed_vals = item_seed[r_item]
-    seed_col = pd.array(seed_vals, dtype="Int64")
-    seed_col[is_real[r_panel]] = pd.NA
-
-    def ts(ns: np.ndarray) -> pd.Series:
-        return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"))
-
+    r_prompt = rows.item // seeds_per_prompt
+    seed_col = pd.array(item_seed[rows.item], dtype="Int64")
+    seed_col[is_real[rows.panel]] = pd.NA
+    n = len(rows.trial)
+    zeros = np.zeros(n, np.int64)
     out = pd.DataFrame(
         {
-            "study": _strings([study], np.zeros(len(r_trial), np.int64)),
-            "rater_id": _strings(rater_ids, r_rater),
-            "item_id": _strings(item_ids, r_item),
-            "trial_id": (r_trial + 1).astype(np.int64),
-            "image_id": _strings(image_ids, r_image),
-            "model": _strings(names, r_panel),
-            "source": _strings([REAL_SOURCE if r else GENERATED_SOURCE for r in is_real], r_panel),
-            "prompt_id": _strings(prompt_ids, r_prompt),
+            "study": _strings([study], zeros),
+            "rater_id": _strings(rater_ids, rows.rater),
+            "item_id": _strings([item_key(i) for i in range(n_items)], rows.item),
+            "trial_id": (rows.trial + 1).astype(np.int64),
+            "image_id": _strings([f"img_{int(x):012x}" for x in mixed], rows.image),
+            "model": _strings(names, rows.panel),
+            "source": _strings([REAL_SOURCE if r else GENERATED_SOURCE for r in is_real], rows.panel),
+            "prompt_id": _strings([f"p{i + 1:04d}" for i in range(len(prompts))], r_prompt),
             "prompt": _strings(prompts, r_prompt),
             "modality": _strings(mods, r_prompt),
             "seed": seed_col,
-            "position": (r_posidx + 1).astype(np.int64),
-            "n_panels": np.full(len(r_trial), n_src, dtype=np.int64),
-            "order_index": order_index[r_trial].astype(np.int64),
-            "question": _strings(QUESTIONS, r_q),
-            "value": value,
-            "choices": _strings([""], np.zeros(len(r_trial), np.int64)),
-            "cant_judge": cant,
-            "comment": _strings(("",) + _COMMENTS, comment_pick[tp]),
-            "shown_at": ts(shown_ns[r_trial]),
-            "answered_at": ts(answered_ns[r_trial]),
-            "seconds": seconds[r_trial],
-            "is_repeat": t_repeat[r_trial],
-            **{c: _strings([v], np.zeros(len(r_trial), np.int64)) if isinstance(v, str) else np.full(len(r_trial), v)
-               for c, v in TIDY_DEFAULTS.items()},
+            "position": (rows.pos + 1).astype(np.int64),
+            "n_panels": np.full(n, n_src, dtype=np.int64),
+            "order_index": t.order_index[rows.trial].astype(np.int64),
+            "question": _strings(QUESTIONS, rows.q),
+            "value": rows.value,
+            "choices": _strings([""], zeros),
+            "cant_judge": rows.cant,
+            "comment": _strings(("",) + _COMMENTS, rows.comment),
+            "shown_at": _utc(t.shown_ns[rows.trial]),
+            "answered_at": _utc(t.answered_ns[rows.trial]),
+            "seconds": t.seconds[rows.trial],
+            "is_repeat": t.repeat[rows.trial],
+            **{c: _strings([v], zeros) if isinstance(v, str) else np.full(n, v) for c, v in TIDY_DEFAULTS.items()},
         }
     )
-    out = out.loc[:, list(TIDY_COLUMNS)]
-    if catch_rate > 0:
-        latent_real = np.array(_quality_pair(real_quality))
-        out = _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real)
-    return out
+    return out.loc[:, list(TIDY_COLUMNS)]
 
 
-def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score, bias, noise_sd, latent_real):
-    """Insert catch screens into a simulated rating study (see ``simulate_ratings``); trial ids and order indices
-    are renumbered in time order."""
+def _utc(ns: np.ndarray) -> pd.Series:
+    return pd.Series(pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]")).tz_localize("UTC"))
+
+
+def _catch_anchors(out, catch_rate, rater_ids, namespace):
+    """The design trials the app puts a catch screen after (:func:`app_catch_gaps`), one row each, with the time
+    left before the rater's next trial (``room_ns``; a long pause after the rater's last trial)."""
     trials = out.drop_duplicates("trial_id")
-    n_src = int(out["n_panels"].iloc[0])
     code = {r: i for i, r in enumerate(rater_ids)}
     anchors = []
-    for _, t in trials.groupby("rater_id", sort=True):
-        n_c = min(len(t), int(round(catch_rate * len(t) / (1 - catch_rate))))
-        anchors.append(t.iloc[np.sort(rng.choice(len(t), n_c, replace=False))])
-    a = pd.concat(anchors, ignore_index=True)
+    for rater, t in trials.groupby("rater_id", sort=True):
+        t = t.sort_values("order_index", kind="stable")
+        shown = t["shown_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+        answered = t["answered_at"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+        room = np.r_[shown[1:], answered[-1] + 3_600 * 10**9] - answered
+        at = app_catch_gaps(len(t), catch_rate, namespace, code[rater]) - 1
+        anchors.append(t.iloc[at].assign(room_ns=room[at], answered_ns=answered[at]))
+    return pd.concat(anchors, ignore_index=True)
+
+
+def _with_rating_catch(out, rng, catch_rate, raters, latent_real, namespace):
+    """Insert catch screens into a simulated rating study (see ``simulate_ratings``): each right after the design
+    trial the app picks (:func:`_catch_anchors`), inside the pause before the rater's next trial, so no other row
+    changes; trial ids and order indices are renumbered in time order."""
+    a = _catch_anchors(out, catch_rate, raters.ids, namespace)
+    n_src = int(out["n_panels"].iloc[0])
+    code = {r: i for i, r in enumerate(raters.ids)}
     n_c = len(a)
     rater = a["rater_id"].map(code).to_numpy(dtype=np.int64)
     real_slot = rng.integers(0, n_src, n_c)
@@ -385,10 +434,12 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
     c_q = np.tile(np.arange(2), n_c * n_src)
     is_real = c_pos == real_slot[c_trial]
     r = rater[c_trial]
-    latent = np.where(is_real, latent_real[c_q], 1.0) + bias[r, c_q] + noise_sd[r] * rng.standard_normal(len(r))
-    value = np.where(careless[r], careless_score[r], np.clip(np.rint(latent), 1, 5))
-    shown = a["answered_at"] + pd.Timedelta(seconds=1)
-    secs = a["seconds"].to_numpy()
+    latent = (np.where(is_real, latent_real[c_q], 1.0) + raters.bias[r, c_q]
+              + raters.noise_sd[r] * rng.standard_normal(len(r)))  # fmt: skip
+    value = np.where(raters.careless[r], raters.careless_score[r], np.clip(np.rint(latent), 1, 5))
+    room = np.maximum(a["room_ns"].to_numpy(dtype=np.int64) // 3, 1)
+    shown_ns = a["answered_ns"].to_numpy(dtype=np.int64) + np.minimum(1_000_000_000, room)
+    secs_ns = np.minimum(np.round(a["seconds"].to_numpy() * 1e9).astype(np.int64), room)
     rows = pd.DataFrame({
         "study": out["study"].iloc[0], "rater_id": a["rater_id"].to_numpy()[c_trial],
         "item_id": [f"catch-{i + 1:05d}" for i in c_trial], "trial_id": -1 - c_trial,
@@ -398,13 +449,17 @@ def _with_rating_catch(out, rng, catch_rate, rater_ids, careless, careless_score
         "prompt_id": "", "prompt": "catch trial", "modality": "colonoscopy",
         "seed": pd.array([pd.NA] * len(r), dtype="Int64"), "position": c_pos + 1, "n_panels": n_src,
         "order_index": 0, "question": np.array(QUESTIONS)[c_q], "value": value, "choices": "", "cant_judge": False,
-        "comment": "", "shown_at": shown.to_numpy()[c_trial],
-        "answered_at": (shown + pd.to_timedelta(secs, unit="s")).to_numpy()[c_trial],
-        "seconds": secs[c_trial], "is_repeat": False, "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
+        "comment": "", "shown_at": _utc(shown_ns[c_trial]), "answered_at": _utc((shown_ns + secs_ns)[c_trial]),
+        "seconds": (secs_ns / 1e9)[c_trial], "is_repeat": False,
+        "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
         "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
         "rater_group": "", "active_seconds": np.nan, "practice": False,
     })  # fmt: skip
-    both = pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True)
+    return _renumber(pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True))
+
+
+def _renumber(both: pd.DataFrame) -> pd.DataFrame:
+    """Trial ids in time order and each rater's order indices from 0, rows sorted by trial, position, question."""
     first = both.drop_duplicates("trial_id")[["trial_id", "rater_id", "shown_at"]]
     first = first.sort_values(["shown_at", "trial_id"], kind="stable")
     new_id = pd.Series(np.arange(1, len(first) + 1), index=first["trial_id"].to_numpy())
@@ -496,131 +551,110 @@ def _design_study(
     names = ([REAL_MODEL] if include_real else []) + list(models) + [BROKEN_MODEL]
     quality = np.array(([float(real_quality)] if include_real else []) + [float(models[m]) for m in models]
                        + [BROKEN_QUALITY])  # fmt: skip
-    n_panels = len(names) - 1
-    real_code = names.index(REAL_MODEL) if include_real else -1
-    broken_code = len(names) - 1
-
     # raters: groups in turn; careless raters perceive nothing (discrimination 0: random picks and orders)
     groups = list(rater_groups)
     r_group = np.arange(n_raters) % len(groups)
-    disc = np.array([float(rater_groups[g]) for g in groups])[r_group]
     careless = np.zeros(n_raters, dtype=bool)
     careless[rng.choice(n_raters, careless_raters, replace=False)] = True
-    disc = np.where(careless, 0.0, disc)
+    disc = np.where(careless, 0.0, np.array([float(rater_groups[g]) for g in groups])[r_group])
+    t = _design_sequence(n_items, n_raters, overlap_k, catch_rate, seed_namespace(study, 1, seed))
+    panels, value = _design_answers(rng, design, t.catch, disc[t.rater], names, quality, include_real, real_quality)
+    seconds = np.round(panels.shape[1] * seconds_per_panel * np.exp(rng.normal(0.0, 0.4, len(t.rater))), 3)
+    seconds = np.where(careless, 0.5, 1.0)[t.rater] * seconds
+    step = seconds + rng.exponential(15.0, len(t.rater))
+    cum = np.cumsum(step) - step
+    offset = cum - cum[np.searchsorted(t.rater, t.rater)]
+    shown_ns = pd.Timestamp(start).value + (np.round(offset * 1e9).astype(np.int64)
+                                            + t.rater * 3_600 * 1_000_000_000)  # fmt: skip
+    t.seconds, t.shown_ns, t.answered_ns = seconds, shown_ns, shown_ns + np.round(seconds * 1e9).astype(np.int64)
+    return _design_frame(rng, t, panels, value, names, include_real, question, groups, r_group, study)
 
-    # regular trials, then catch trials slotted into each rater's sequence (distinct slots: never adjacent)
-    raters = assign_raters(rng, n_items, n_raters, overlap_k)
-    t_item = np.repeat(np.arange(n_items), overlap_k)
-    t_rater = raters.ravel()
-    key = rng.random(len(t_item))
-    order = np.lexsort((key, t_rater))
-    t_item, t_rater = t_item[order], t_rater[order]
-    t_catch = np.zeros(len(t_item), dtype=bool)
+
+def _design_sequence(n_items, n_raters, overlap_k, catch_rate, namespace):
+    """Every rater's trials in order: the app's items and order (:func:`app_sequences`, no repeats) with catch
+    screens after the design trials the app picks (:func:`app_catch_gaps`); each catch screen is its own item
+    (``n_items + j``)."""
     seq_rater, seq_item, seq_catch = [], [], []
-    n_catch_items = 0
-    for r in range(n_raters):
-        items = t_item[t_rater == r]
-        n_c = int(round(catch_rate * len(items) / (1 - catch_rate))) if len(items) else 0
-        n_c = min(n_c, len(items) + 1)
-        slots = np.sort(rng.choice(len(items) + 1, n_c, replace=False))
-        is_c = np.zeros(len(items) + n_c, dtype=bool)
-        is_c[slots + np.arange(n_c)] = True
+    n_catch = 0
+    for r, (items, _) in enumerate(app_sequences(n_items, n_raters, overlap_k, 0.0, namespace)):
+        gaps = app_catch_gaps(len(items), catch_rate, namespace, r)
+        is_c = np.zeros(len(items) + len(gaps), dtype=bool)
+        is_c[gaps + np.arange(len(gaps))] = True  # after design trial g (1-based) and the j catch screens before
         merged = np.empty(len(is_c), dtype=np.int64)
         merged[~is_c] = items
-        merged[is_c] = n_items + n_catch_items + np.arange(n_c)  # each catch screen is its own item
-        n_catch_items += n_c
+        merged[is_c] = n_items + n_catch + np.arange(len(gaps))
+        n_catch += len(gaps)
         seq_rater.append(np.full(len(is_c), r))
         seq_item.append(merged)
         seq_catch.append(is_c)
-    t_rater, t_item = np.concatenate(seq_rater), np.concatenate(seq_item)
-    t_catch = np.concatenate(seq_catch) if seq_catch else t_catch
-    n_trials = len(t_rater)
-    order_index = np.arange(n_trials) - np.searchsorted(t_rater, t_rater)
+    t_rater = np.concatenate(seq_rater)
+    return types.SimpleNamespace(rater=t_rater, item=np.concatenate(seq_item), catch=np.concatenate(seq_catch),
+                                 order_index=np.arange(len(t_rater)) - np.searchsorted(t_rater, t_rater),
+                                 n_catch=n_catch, n_items=n_items)  # fmt: skip
 
-    # panels: a regular screen shows every source once; a catch screen one known real image and broken images
-    regular = np.array([i for i in range(len(names) - 1)])
+
+def _design_answers(rng, design, t_catch, t_disc, names, quality, include_real, real_quality):
+    """Per trial, the source code at each panel (-1: a real catch image in a ranking without real images) and the
+    answer: a regular screen shows every source once, a catch screen one known real image and broken images."""
+    n_panels = len(names) - 1
+    real_code = names.index(REAL_MODEL) if include_real else -1
+    broken_code = len(names) - 1
     catch_panels = np.r_[real_code if include_real else 0, np.full(n_panels - 1, broken_code)]
-    panels = np.where(t_catch[:, None], catch_panels[None, :], regular[None, :])  # trial × slot → source code
-    perm = np.argsort(rng.random((n_trials, n_panels)), axis=1)  # shuffled positions per trial
+    panels = np.where(t_catch[:, None], catch_panels[None, :], np.arange(n_panels)[None, :])  # trial × slot
+    perm = np.argsort(rng.random((len(t_catch), n_panels)), axis=1)  # shuffled positions per trial
     panels = np.take_along_axis(panels, perm, axis=1)
     if not include_real:  # catch screens in a ranking without real images: the first slot holds a real catch
         first_slot = np.argmin(perm, axis=1)
         panels[t_catch, first_slot[t_catch]] = -1
     q = np.where(panels == -1, float(real_quality), quality[np.maximum(panels, 0)])
-    u = disc[t_rater][:, None] * q + rng.gumbel(size=q.shape)  # Luce: picks and orders are Plackett–Luce
+    u = t_disc[:, None] * q + rng.gumbel(size=q.shape)  # Luce: picks and orders are Plackett–Luce
     if design == "forced_choice":
-        value = (np.arange(n_panels)[None, :] == np.argmax(u, axis=1)[:, None]).astype(float)
-    else:
-        value = (np.argsort(np.argsort(-u, axis=1), axis=1) + 1).astype(float)
+        return panels, (np.arange(n_panels)[None, :] == np.argmax(u, axis=1)[:, None]).astype(float)
+    return panels, (np.argsort(np.argsort(-u, axis=1), axis=1) + 1).astype(float)
 
-    # rows: trial × position
+
+def _design_frame(rng, t, panels, value, names, include_real, question, groups, r_group, study):
+    """The tidy frame (rows trial × position) of a forced-choice or ranking simulation."""
+    n_trials, n_panels = panels.shape
+    real_code = names.index(REAL_MODEL) if include_real else -1
+    broken_code = len(names) - 1
     r_trial = np.repeat(np.arange(n_trials), n_panels)
     r_pos = np.tile(np.arange(n_panels), n_trials)
     r_src = panels.ravel()
-    is_catch_row = t_catch[r_trial]
-    r_name = np.where(r_src == -1, names.index(BROKEN_MODEL) + 1, r_src)  # -1: real catch (label below)
-    labels = names + [REAL_MODEL]
+    is_catch_row = t.catch[r_trial]
+    r_name = np.where(r_src == -1, broken_code + 1, r_src)  # -1: real catch (label below)
     r_real = (r_name == real_code) | (r_name == len(names))
     catch_code = np.where(is_catch_row, np.where(r_real, 1, 2), 0)
     kind_code = np.where(catch_code == 2, rng.integers(1, len(CATCH_KINDS) + 1, len(r_trial)), 0)
-    seconds = np.round(n_panels * seconds_per_panel * np.exp(rng.normal(0.0, 0.4, n_trials)), 3)
-    seconds = np.where(careless, 0.5, 1.0)[t_rater] * seconds
-    step = seconds + rng.exponential(15.0, n_trials)
-    first_of = np.searchsorted(t_rater, t_rater)
-    cum = np.cumsum(step) - step
-    offset = cum - cum[first_of]
-    shown_ns = pd.Timestamp(start).value + (np.round(offset * 1e9).astype(np.int64)
-                                            + t_rater * 3_600 * 1_000_000_000)  # fmt: skip
-    answered_ns = shown_ns + np.round(seconds * 1e9).astype(np.int64)
-    image_of = np.where(is_catch_row, 10_000_000 + r_trial * n_panels + r_pos, t_item[r_trial] * n_panels + r_src)
-    prompts, mods = _prompts(rng, n_items, ["colonoscopy"])
-    n_all_items = n_items + n_catch_items
-    r_item = t_item[r_trial]
-    prompt_code = np.where(r_item < n_items, r_item, 0)
-    item_seed = rng.integers(0, 2**31 - 1, n_all_items)
-    seed_col = pd.array(item_seed[r_item], dtype="Int64")
+    image_of = np.where(is_catch_row, 10_000_000 + r_trial * n_panels + r_pos, t.item[r_trial] * n_panels + r_src)
+    prompts, mods = _prompts(rng, t.n_items, ["colonoscopy"])
+    r_item = t.item[r_trial]
+    prompt_code = np.where(r_item < t.n_items, r_item, 0)
+    seed_col = pd.array(rng.integers(0, 2**31 - 1, t.n_items + t.n_catch)[r_item], dtype="Int64")
     seed_col[r_real | (r_name == broken_code)] = pd.NA
+    n_raters = len(r_group)
     width = max(3, len(str(n_raters)))
-    rater_ids = [f"r{i + 1:0{width}d}" for i in range(n_raters)]
-    item_ids = [f"i{i + 1:05d}" for i in range(n_items)] + [f"c{i + 1:05d}" for i in range(n_catch_items)]
-
-    def ts(ns: np.ndarray) -> pd.Series:
-        return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize("UTC"))
-
-    n_rows = len(r_trial)
-    zeros = np.zeros(n_rows, np.int64)
-    out = pd.DataFrame(
-        {
-            "study": _strings([study], zeros),
-            "rater_id": _strings(rater_ids, t_rater[r_trial]),
-            "item_id": _strings(item_ids, r_item),
-            "trial_id": (r_trial + 1).astype(np.int64),
-            "image_id": pd.Series([f"img_{int(x):09d}" for x in image_of], dtype="str"),
-            "model": _strings(labels, r_name),
-            "source": _strings([GENERATED_SOURCE, REAL_SOURCE], r_real.astype(np.int64)),
-            "prompt_id": _strings([f"p{i + 1:04d}" for i in range(n_items)], prompt_code),
-            "prompt": _strings(prompts, prompt_code),
-            "modality": _strings(mods, prompt_code),
-            "seed": seed_col,
-            "position": (r_pos + 1).astype(np.int64),
-            "n_panels": np.full(n_rows, n_panels, dtype=np.int64),
-            "order_index": order_index[r_trial].astype(np.int64),
-            "question": _strings([question], zeros),
-            "value": value.ravel(),
-            "choices": _strings([""], zeros),
-            "cant_judge": np.zeros(n_rows, dtype=bool),
-            "comment": _strings([""], zeros),
-            "shown_at": ts(shown_ns[r_trial]),
-            "answered_at": ts(answered_ns[r_trial]),
-            "seconds": seconds[r_trial],
-            "is_repeat": np.zeros(n_rows, dtype=bool),
-            "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
-            "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
-            "rater_group": _strings(groups, r_group[t_rater[r_trial]]),
-            "active_seconds": np.full(n_rows, np.nan),
-            "practice": np.zeros(n_rows, dtype=bool),
-        }
-    )
+    item_ids = [item_key(i) for i in range(t.n_items)] + [f"c{i + 1:05d}" for i in range(t.n_catch)]
+    n_rows, zeros = len(r_trial), np.zeros(len(r_trial), np.int64)
+    out = pd.DataFrame({
+        "study": _strings([study], zeros),
+        "rater_id": _strings([f"r{i + 1:0{width}d}" for i in range(n_raters)], t.rater[r_trial]),
+        "item_id": _strings(item_ids, r_item), "trial_id": (r_trial + 1).astype(np.int64),
+        "image_id": pd.Series([f"img_{int(x):09d}" for x in image_of], dtype="str"),
+        "model": _strings(names + [REAL_MODEL], r_name),
+        "source": _strings([GENERATED_SOURCE, REAL_SOURCE], r_real.astype(np.int64)),
+        "prompt_id": _strings([f"p{i + 1:04d}" for i in range(t.n_items)], prompt_code),
+        "prompt": _strings(prompts, prompt_code), "modality": _strings(mods, prompt_code), "seed": seed_col,
+        "position": (r_pos + 1).astype(np.int64), "n_panels": np.full(n_rows, n_panels, dtype=np.int64),
+        "order_index": t.order_index[r_trial].astype(np.int64), "question": _strings([question], zeros),
+        "value": value.ravel(), "choices": _strings([""], zeros), "cant_judge": np.zeros(n_rows, dtype=bool),
+        "comment": _strings([""], zeros), "shown_at": _utc(t.shown_ns[r_trial]),
+        "answered_at": _utc(t.answered_ns[r_trial]), "seconds": t.seconds[r_trial],
+        "is_repeat": np.zeros(n_rows, dtype=bool), "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
+        "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
+        "rater_group": _strings(groups, r_group[t.rater[r_trial]]), "active_seconds": np.full(n_rows, np.nan),
+        "practice": np.zeros(n_rows, dtype=bool),
+    })  # fmt: skip
     return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
 
 
@@ -644,8 +678,10 @@ def simulate_forced_choice(
     Each of ``n_items`` screens shows the real image and one image per model, shuffled, to ``overlap_k`` raters.
     A rater of group g perceives panel realism ``rater_groups[g] · quality + Gumbel noise`` and picks the highest,
     so the true accuracy of that group is ``choice_probabilities(models, real_quality, rater_groups[g])["real"]``.
-    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: share of each rater's
-    screens that are catch trials (one known real image among broken ones), never two in a row."""
+    ``careless_raters`` pick at random (discrimination 0) and answer fast. ``catch_rate``: as in a study file,
+    ``ceil(catch_rate × n)`` catch screens (one known real image among broken ones) for a rater with ``n`` design
+    screens, after the screens the app would pick (:func:`app_catch_gaps`), never two in a row. Raters get the items
+    and order the app would give their slot (:func:`app_sequences`)."""
     return _design_study("forced_choice", CHOSEN_REAL, n_raters, n_items, models, real_quality, True, overlap_k,
                          rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start, seed)  # fmt: skip
 
@@ -672,7 +708,8 @@ def simulate_ranking(
     Each screen shows one image per model (plus the real one with ``include_real``) and the rater orders them by
     ``discrimination · quality + Gumbel noise`` — exactly a Plackett–Luce model with log-strengths
     ``discrimination · quality``, so the true order is the order of ``models``' qualities. Catch screens: one known
-    real image among broken ones; careless raters order at random."""
+    real image among broken ones, ``ceil(catch_rate × n)`` per rater placed as the app places them (as in
+    :func:`simulate_forced_choice`); careless raters order at random."""
     return _design_study("ranking", RANK_PREFIX + question, n_raters, n_items, models, real_quality, include_real,
                          overlap_k, rater_groups, careless_raters, catch_rate, seconds_per_panel, study, start,
                          seed)  # fmt: skip

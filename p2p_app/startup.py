@@ -2,11 +2,12 @@
 
 Every way in goes through here: ``p2p serve``, ``app.py`` (Spaces), every other CLI command and the tests.
 :func:`create` builds the config, the studies, the storage and the model registry and hands them to the
-service (:class:`~p2p_app.service.P2PApp`); nothing heavy happens (no model is built or loaded, torch is not
-imported). :func:`serve` binds its port first (a taken port is reported before anything slow happens), answers
-at once, and then, in one background thread, loads the models and prepares every study that is not ready yet
-(generate its images, import its real images, freeze it) under the policy :func:`should_prepare` states. How far
-preparation has got is kept in :class:`~p2p_app.service.Readiness` on the app; the study tab and the log show it
+service (:class:`~p2p_app.service.P2PApp`); :func:`create_desk` puts the researcher's desk on it. Nothing heavy
+happens (no model is built or loaded, torch is not imported). :func:`serve` binds its port first (a taken port
+is reported before anything slow happens), answers at once, and then, in one background thread, loads the models
+and prepares every study that is not ready yet (generate its images, import its real images, freeze it) under the
+policy :func:`should_prepare` states. How far preparation has got is kept in
+:class:`~p2p_app.readiness.Readiness` on the app; the study tab and the log show it
 ("being prepared: 37 / 114 images").
 """
 
@@ -24,6 +25,7 @@ from generators import Registry
 
 from . import reader
 from .config import load_config
+from .desk import ResearchDesk
 from .model_server import ModelService
 from .service import P2PApp, StudyProgress, edited_study_note
 from .storage import Storage
@@ -61,6 +63,12 @@ def create(
     if load_models:
         registry.load_all()
     return app
+
+
+def create_desk(config_path: str | Path | None = None, **kwargs: Any) -> ResearchDesk:
+    """The researcher's desk (:class:`~p2p_app.desk.ResearchDesk`) over the app :func:`create` builds with the same
+    arguments: what every researcher command of the CLI works through."""
+    return ResearchDesk(create(config_path, **kwargs))
 
 
 def create_model_service(

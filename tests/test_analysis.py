@@ -11,6 +11,7 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
 
 from p2p_app import analysis as A
+from p2p_app.analysis import reliability
 from p2p_app.simulate import frame_from_matrix, simulate_ratings, true_order
 
 nan = np.nan
@@ -74,7 +75,7 @@ def test_alpha_bootstrap_formula_equals_library_at_observed_counts(level):
     vc = np.stack([(data == v).sum(0) for v in levels], axis=1)
     vc = vc[vc.sum(1) >= 2]
     pats, counts = np.unique(vc, axis=0, return_counts=True)
-    ours = A._alpha_from_patterns(pats, counts[None, :].astype(float), levels, level)[0]
+    ours = reliability._alpha_from_patterns(pats, counts[None, :].astype(float), levels, level)[0]
     assert ours == pytest.approx(krippendorff.alpha(data, level_of_measurement=level), abs=1e-12)
 
 
@@ -90,10 +91,10 @@ def _alpha_arrays(matrix: np.ndarray):
     return table, unit, col, rater, levels.astype(float)
 
 
-@pytest.mark.parametrize("block", [A._ALPHA_BLOCK, 1])  # one block, and one pattern per block
+@pytest.mark.parametrize("block", [reliability._ALPHA_BLOCK, 1])  # one block, and one pattern per block
 def test_alpha_delete_one_replicates_equal_the_library_on_the_reduced_data(block, monkeypatch):
     """The closed-form jackknife replicates (delete a rater, a unit, an answer) are α of the reduced data."""
-    monkeypatch.setattr(A, "_ALPHA_BLOCK", block)
+    monkeypatch.setattr(reliability, "_ALPHA_BLOCK", block)
     rng = np.random.default_rng(8)
     m = np.clip(np.rint(3 + rng.normal(0, 0.5, (5, 1)) + rng.normal(0, 0.8, (1, 14)) + rng.normal(0, 0.7, (5, 14))),
                 1, 5)  # fmt: skip
@@ -101,7 +102,7 @@ def test_alpha_delete_one_replicates_equal_the_library_on_the_reduced_data(block
     m[:2, np.sum(~np.isnan(m), axis=0) < 3] = 2.0  # every unit keeps two or more answers when one is deleted
     table, unit, col, rater, levels = _alpha_arrays(m)
     for level in ("ordinal", "interval", "nominal"):
-        alpha, a_rater, a_unit, a_answer = A._alpha_delete_one(table, unit, col, rater, levels, level)
+        alpha, a_rater, a_unit, a_answer = reliability._alpha_delete_one(table, unit, col, rater, levels, level)
 
         def lib(x):
             return krippendorff.alpha(x, level_of_measurement=level, value_domain=levels)
@@ -130,10 +131,10 @@ def _alpha_coverage(n_studies: int, n_r: int, n_i: int, k: int, seed: int) -> tu
         latent = 3.0 + rng.normal(0, 0.4, n_r)[rater] + rng.normal(0, 0.5, n_i)[image] + rng.normal(0, 0.7, len(rater))
         levels, col = np.unique(np.clip(np.rint(latent), 1, 5), return_inverse=True)
         table = A.fleiss_table(image, col, n_i, len(levels))
-        ci = A._alpha_jackknife(table, image, col, rater, levels, "ordinal", 0.95)
+        ci = reliability._alpha_jackknife(table, image, col, rater, levels, "ordinal", 0.95)
         new += ci["ci_low"] <= truth <= ci["ci_high"]
-        pats, w = A._resample_patterns(rng, table, 200)
-        lo, hi = np.nanpercentile(A._alpha_from_patterns(pats, w, levels, "ordinal"), [2.5, 97.5])
+        pats, w = reliability._resample_patterns(rng, table, 200)
+        lo, hi = np.nanpercentile(reliability._alpha_from_patterns(pats, w, levels, "ordinal"), [2.5, 97.5])
         old += lo <= truth <= hi
     return new / n_studies, old / n_studies
 
@@ -149,7 +150,7 @@ def test_alpha_ci_coverage_with_raters_random():
 
 def test_alpha_ci_needs_three_raters():
     table, unit, col, rater, levels = _alpha_arrays(np.array([[1, 2, 3, 4, 2.0], [1, 2, 4, 4, 3]]))
-    ci = A._alpha_jackknife(table, unit, col, rater, levels, "ordinal", 0.95)
+    ci = reliability._alpha_jackknife(table, unit, col, rater, levels, "ordinal", 0.95)
     assert np.isnan(ci["ci_low"]) and np.isnan(ci["ci_high"])
 
 
@@ -168,7 +169,8 @@ def test_fleiss_table_equals_aggregate_raters():
     table = A.fleiss_table(unit, codes, 30, len(cats))
     np.testing.assert_array_equal(table, aggregate_raters(FLEISS_1971)[0])
     pats, counts = np.unique(table, axis=0, return_counts=True)
-    assert A._fleiss_from_patterns(pats, counts[None, :].astype(float))[0] == pytest.approx(fleiss_kappa(table))
+    ours = reliability._fleiss_from_patterns(pats, counts[None, :].astype(float))[0]
+    assert ours == pytest.approx(fleiss_kappa(table))
 
 
 def test_fleiss_unequal_rater_counts_keep_first_m_and_drop_short_units():
@@ -202,15 +204,6 @@ def test_auc_hand_computed():
     # ties count one half: real (4, 2) vs generated (4, 1): 0.5 + 1 + 0 + 1 = 2.5 of 4
     df = frame_from_matrix(np.array([[4.0, 2.0, 4.0, 1.0]]), unit_models=["real", "real", "gen", "gen"])
     assert _row(A.real_vs_generated(df, n_boot=0), model="gen")["auc"] == pytest.approx(0.625)
-
-
-def test_auc_from_level_totals_equals_sklearn():
-    rng = np.random.default_rng(1)
-    real, gen = rng.integers(1, 6, 300), rng.integers(1, 6, 250)
-    pos = np.bincount(real, minlength=6)[1:].astype(float)
-    neg = np.bincount(gen, minlength=6)[1:].astype(float)
-    expected = roc_auc_score(np.r_[np.ones(300), np.zeros(250)], np.r_[real, gen])
-    assert A._auc_from_level_totals(pos, neg) == pytest.approx(expected, abs=1e-12)
 
 
 def test_roc_points_and_pass_rate_agree():
@@ -601,12 +594,12 @@ def test_reader_study_jackknife_deletes_a_prompts_images_together():
     df = _prompt_study()
     rs = A.reader_study(df).set_index("comparison").loc["model-a"]
     assert rs["n_prompts"] == 12 and rs["n_cases"] == 48
-    prep = A._prepare(df)
-    res = A._reader_study_result(prep, "realism", 0.95)[0]
+    prep = A.prepare(df)
+    res = A.reader_study_result(prep, "realism", 0.95)[0]
     assert res.n_clusters == 12
     # the same data, each image its own case (the old analysis): a smaller SE, as the seeds' shared difficulty is lost
     one = df.assign(prompt_id=df["image_id"].astype(str).astype(df["prompt_id"].dtype))
-    res_img = A._reader_study_result(A._prepare(one), "realism", 0.95)[0]
+    res_img = A.reader_study_result(A.prepare(one), "realism", 0.95)[0]
     assert res_img.n_clusters == 48
     assert res.treatment_table["se"].iloc[0] > 1.2 * res_img.treatment_table["se"].iloc[0]
     assert rs["se"] == pytest.approx(res.treatment_table["se"].iloc[0])
@@ -677,6 +670,6 @@ def test_alpha_interval_is_bounded_and_contains_alpha():
     assert A.bounded_interval(-1.2, -2.0, 0.1, -1.0, 1.0) == {"ci_low": -1.2, "ci_high": 0.1}  # α̂ < −1 stays inside
     data = np.array([[1, 2, 3, 4, 2.0, 5], [1, 3, 4, 4, 3, 5], [2, 2, 3, 5, 1, 4]])
     table, unit, col, rater, levels = _alpha_arrays(data)
-    ci = A._alpha_jackknife(table, unit, col, rater, levels, "ordinal", 0.95)
+    ci = reliability._alpha_jackknife(table, unit, col, rater, levels, "ordinal", 0.95)
     alpha = krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal")
     assert -1 <= ci["ci_low"] <= alpha <= ci["ci_high"] <= 1

@@ -118,3 +118,55 @@ def test_the_checker_sees_a_cycle(tmp_path, monkeypatch):
         assert "p2p_app.service" in str(exc) and "p2p_app.storage" in str(exc)
     else:
         raise AssertionError("a cycle went unnoticed")
+
+
+# The layers of docs/ARCHITECTURE.md, bottom-up: a module imports only from its own layer or the ones below. A package
+# name covers its submodules. A new module must be placed here (the test says so), which keeps the map in the docs true.
+LAYERS: dict[str, int] = {
+    # pure core
+    **dict.fromkeys(
+        ["p2p_app", "text", "tidy", "config", "blinding", "limits", "serving", "study", "assignment",
+         "designs", "mrmc", "analysis", "contextual_bt", "rtools", "metrics", "metrics_run", "metrics_report",
+         "export", "simulate", "report", "plan", "readiness"], 0),
+    # storage
+    **dict.fromkeys(["storage", "budget", "migrations"], 1),
+    # service: the rater's surface and its parts (form checks, sessions, the image cache, catch images)
+    **dict.fromkeys(["service", "forms", "sessions", "image_store", "catch_images", "model_server"], 2),
+    # operations
+    **dict.fromkeys(["batch", "reader", "pack", "desk"], 3),
+    # front ends, then the composition root that builds them, then the CLI that starts it
+    "ui": 4,
+    "startup": 5,
+    "cli": 6,
+}
+
+
+def layer(module: str) -> int:
+    short = module.removeprefix("p2p_app.") if module != "p2p_app" else "p2p_app"
+    while short:
+        if short in LAYERS:
+            return LAYERS[short]
+        short = short.rsplit(".", 1)[0] if "." in short else ""
+    raise AssertionError(f"{module} has no layer: place it in LAYERS (tests/test_architecture.py) and docs/ARCHITECTURE.md")
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    upward = [
+        f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+        for name, targets in graph().items()
+        for target in targets
+        if layer(target) > layer(name)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layer_checker_sees_an_upward_import(monkeypatch):
+    real = graph()
+    real["p2p_app.analysis"].add("p2p_app.service")
+    monkeypatch.setattr(__import__(__name__), "graph", lambda: real)
+    try:
+        test_no_module_imports_from_a_layer_above_its_own()
+    except AssertionError as exc:
+        assert "p2p_app.analysis (layer 0) imports p2p_app.service (layer 2)" in str(exc)
+    else:
+        raise AssertionError("an upward import went unnoticed")

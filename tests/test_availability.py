@@ -324,7 +324,6 @@ def test_a_read_only_data_folder_stops_the_start_with_a_clear_message(tmp_path, 
 
     from click.testing import CliRunner
 
-    from p2p_app import storage as storage_module
     from p2p_app.cli import main
 
     def read_only(*args, **kwargs):
@@ -332,7 +331,7 @@ def test_a_read_only_data_folder_stops_the_start_with_a_clear_message(tmp_path, 
 
     data = tmp_path / "data"
     (data / "images").mkdir(parents=True)
-    monkeypatch.setattr(storage_module.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     result = CliRunner().invoke(main, ["serve", "--data-dir", str(data), "--port", "1"])
     assert result.exit_code != 0 and "cannot be written (Read-only file system)" in result.output, result.output
     assert str(data) in result.output and "P2P_DATA_DIR" in result.output

@@ -49,9 +49,10 @@ def test_forced_choice_plan_uses_the_rater_clustered_interval_and_test():
     t = P.plan_study((4, 10), (50,), design="forced_choice", models=3, effect=0.2, noise=0.0, sims=200, seed=2)
     row = t.set_index("raters").loc[10]
     assert row["answers_per_sim"] == 500
-    # raters alike: the clustered width is on average about the exact binomial one (t on 9 df: a little wider)
+    # raters alike: the clustered width is on average about the exact binomial one (t on 9 df: a little wider,
+    # t/z = 1.154 times E[s/sigma] = 0.97, so about 1.12 times; 200 simulations scatter it by about 0.016)
     lo, hi = D.clopper_pearson(0.45 * 500, 500, 0.95)
-    assert float(hi - lo) < row["mean_ci_width"] < 1.15 * float(hi - lo)
+    assert float(hi - lo) < row["mean_ci_width"] < 1.18 * float(hi - lo)
     assert row["power"] == 1.0 and t["power"].iloc[0] > 0.9
 
 
@@ -104,13 +105,15 @@ def test_ranking_simulation_counts_wins_like_the_report():
 
 def test_ranking_pilot_estimates_strengths_gap_and_rater_spread():
     models = {"a": 1.0, "b": 0.2, "c": -0.4}
-    df = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6)
+    # seed 8: over seeds 0-19 the effect estimate has mean 0.82, SD 0.13 (the old assignment: 0.80, 0.13); seed 6, used
+    # before the simulator took the app's assignment, now draws 1.12 (2.5 SD out)
+    df = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=8)
     est = P.pilot_parameters(df)
     assert est["design"] == "ranking" and est["models"] == 3
     assert est["effect"] == pytest.approx(0.8, abs=0.25)
     assert np.array(est["utilities"]) == pytest.approx(np.array([1.0, 0.2, -0.4]) - 0.8 / 3, abs=0.25)
     assert est["noise"] < 0.25  # every rater ranks by the same strengths
-    spread = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=6,
+    spread = S.simulate_ranking(n_raters=12, n_items=60, models=models, overlap_k=4, seed=8,
                                 rater_groups={"low": 0.2, "high": 3.0})  # raters who disagree in strength
     assert P.pilot_parameters(spread)["noise"] > est["noise"] + 0.2
     t = P.plan_study((4,), (20,), pilot=df, sims=10)
@@ -165,3 +168,68 @@ def test_cli_plan_runs_from_a_pilot_without_torch_or_a_database(tmp_path):
     assert "design forced_choice" in r.stdout and (tmp_path / "p.html").exists()
     assert not list(tmp_path.glob("**/*.db")) and not (tmp_path / "p2p_data").exists()
 
+
+
+# --- planning without a pilot: Obuchowski–Rockette closed form (issue 22) ------------------------------------------
+
+# MRMCsamplesize 1.0.0, ?sampleSize_MRMC, the three documented examples and their printed output (pkgdown reference
+# page docs/reference/sampleSize_MRMC.html of github.com/technOslerphile/MRMCsamplesize):
+# (arguments, printed variance components, printed sample size results)
+MRMCSAMPLESIZE_EXAMPLES = [
+    (dict(readers=10, effect=0.10, auc=0.75, reader_range=0.1, within_range=0.05, ratio=1, r1=0.47),
+     dict(var_tr=0.0002111701, var_e=0.007370216, var_r=0.00105585, var_w=0.001963495, cov1=0.003464002,
+          cov2=0.002211065, cov3=0.002211065),
+     dict(units=25, diseased=25, controls=25, cases=50, reads=1000)),
+    (dict(readers=20, effect=0.05, auc=0.75, reader_range=0.2, within_range=0.05, ratio=1, r1=0.47, icc=0.5,
+          cluster_size=1.25),
+     dict(var_tr=0.0005734828, var_e=0.002583854, var_r=0.002867414, var_w=0.001963495, cov1=0.001214412,
+          cov2=0.0007751563, cov3=0.0007751563),
+     dict(units=218, diseased=197, controls=197, cases=394, reads=15760)),
+    (dict(readers=15, effect=0.05, auc=0.75, reader_range=0.2, within_range=0.025, ratio=1, r1=0.5, icc=0.5,
+          cluster_size=1.25, endpoint="sensitivity"),
+     dict(var_tr=0.0006637031, var_e=0.002311773, var_r=0.003318516, var_w=0.0004908739, cov1=0.001155886,
+          cov2=0.0006935318, cov3=0.0006935318),
+     dict(units=103, diseased=93, controls=93, cases=186, reads=5580)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args, components, sizes", MRMCSAMPLESIZE_EXAMPLES)
+def test_or_sizing_reproduces_mrmcsamplesize_documented_examples(args, components, sizes):
+    got = P.or_sample_size(**args)
+    for key, printed in components.items():  # printed to 7 significant digits
+        assert got[key] == pytest.approx(printed, rel=1e-6), key
+    assert {key: got[key] for key in sizes} == sizes
+
+
+def test_or_power_matches_the_sizing_and_grows_with_readers_and_cases():
+    kw = dict(auc=0.75, effect=0.10, reader_range=0.1, within_range=0.05)
+    assert P.or_power(10, 25, **kw) >= 0.8 > P.or_power(10, 24, **kw)  # the 25 diseased cases the sizing found
+    assert P.or_power(10, 200, **kw) > P.or_power(10, 50, **kw) > P.or_power(10, 25, **kw)
+    assert P.or_power(20, 25, **kw) > P.or_power(10, 25, **kw)
+    assert P.expected_range(2) == pytest.approx(2 / np.sqrt(np.pi)) and P.noncentrality(0.05, 0.8, 1, 1e6) == (
+        pytest.approx(7.849, abs=1e-3))  # z test: (1.960 + 0.842)^2
+    t = P.sizing_table((3, 10, 20), **kw)
+    assert t["cases"].tolist() == [0, 50, 16] and np.isnan(t["power"].iloc[0]) and (t["power"].iloc[1:] >= 0.8).all()
+    # Hillis's denominator df (what the report's analysis uses) need fewer cases when r2 > r3, still with the power
+    hillis = P.or_sample_size(20, r2=0.35, ddf="hillis", **{**kw, "effect": 0.05, "reader_range": 0.2})
+    plain = P.or_sample_size(20, r2=0.35, **{**kw, "effect": 0.05, "reader_range": 0.2})
+    assert 0 < hillis["units"] < plain["units"]
+    assert P.or_power(20, hillis["units"], r2=0.35, ddf="hillis", **{**kw, "effect": 0.05, "reader_range": 0.2}) >= 0.8
+
+
+def test_cli_plan_without_a_pilot_prints_the_table_and_warns_below_five_readers(tmp_path):
+    spec = "auc=0.75,effect=0.1,reader_range=0.1,within_range=0.05"
+    r = CliRunner().invoke(main, ["plan", "--anticipated", spec, "--raters", "2,10,20", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 0, r.output
+    assert "Obuchowski-Rockette" in r.output and "readers  diseased  controls  cases  reads  power" in r.output
+    row = next(line.split() for line in r.output.splitlines() if line.split()[:1] == ["10"])
+    assert row[:5] == ["10", "25", "25", "50", "1000"]
+    assert "Warning: fewer than 5 readers (2)" in r.output and "iMRMC" in r.output
+    assert not (tmp_path / "x").exists()  # no simulation, no page
+    r = CliRunner().invoke(main, ["plan", "--anticipated", spec, "--raters", "5,10"])
+    assert r.exit_code == 0 and "Warning" not in r.output
+    assert P.reader_warning((4, 8)).startswith("Warning: fewer than 5 readers (4)") and P.reader_warning((5,)) == ""
+    for bad, message in (("auc=0.75,effect=0.1", "needs reader_range"), ("auc=1.5,effect=0.1,reader_range=0.1,"
+                         "within_range=0.05", "auc must be between 0 and 1"), ("speed=3", "key=value pairs")):
+        r = CliRunner().invoke(main, ["plan", "--anticipated", bad])
+        assert r.exit_code != 0 and message in r.output, r.output

@@ -279,3 +279,48 @@ def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
         app.previous_trial(st, s, None)
     again = app.submit_trial(st, s, first.trial_id, {1: {"realism": 5, "alignment": 5}})
     assert again.status == "duplicate" and app.storage.rating_history(first.trial_id) == []
+
+
+def test_the_desk_serves_the_cli_and_the_admin_screen_alike(study_app, tmp_path):
+    """The researcher's desk: prepare, invite, progress, export by suffix, the admin downloads and overview, the
+    report; unknown studies are refused with a message to show."""
+    from p2p_app.desk import ResearchDesk
+
+    app, st = study_app
+    desk = ResearchDesk(app)
+    assert desk.study("mini") is st and desk.study(study_key(st)) is st
+    with pytest.raises(UserError, match="unknown study 'nope'"):
+        desk.study("nope")
+    assert desk.prepare(st).frozen and desk.verify(st).ok
+    session, token = desk.invite(st, "ann")
+    assert token and answer_all(app, st, session) > 0
+    rater, new_token = desk.reissue(st, "ann")
+    assert rater.pk == session.rater_pk and new_token != token
+    assert desk.progress(st).set_index("name").loc["ann", "done"] > 0
+    assert [r.name for r in desk.raters(st)] == ["ann"]
+    out = tmp_path / "out"
+    out.mkdir()
+    assert "answers (wide, csv)" in desk.export(out / "w.csv", "mini", "wide")
+    with pytest.raises(UserError, match="unknown study"):
+        desk.export(out / "x.csv", "nope")
+    with pytest.raises(UserError, match="needs --study"):
+        desk.export(out / "m.csv", None, "metrics")
+    for kind in ("long", "wide", "parquet", "marks", "report"):
+        assert desk.download(kind, study_key(st), out).stat().st_size > 0
+    with pytest.raises(AccessDenied):
+        desk.download("long", "nope@v1", out)
+    page, n = desk.report("mini", n_boot=20)
+    assert n > 0 and "Mini study" in page
+    view = desk.overview(study_key(st))
+    assert view.answers == n and view.raters == 1 and view.figures and view.metrics is None
+
+
+def test_create_desk_builds_the_desk_on_the_apps_factory(tmp_path, demo_registry):
+    from p2p_app.startup import create_desk
+
+    desk = create_desk(data_dir=tmp_path / "data", registry=demo_registry)
+    try:
+        assert desk.storage is desk.app.storage and desk.config.data_dir == tmp_path / "data"
+        assert desk.ratings(None).empty
+    finally:
+        desk.storage.close()

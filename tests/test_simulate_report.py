@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from p2p_app import analysis as A
+from p2p_app.assignment import repeat_count
 from p2p_app.report import build_report, figures
 from p2p_app.simulate import DEFAULT_MODELS, frame_from_matrix, simulate_ratings, true_order
 
@@ -30,7 +33,9 @@ def test_simulated_frame_follows_the_contract(study):
 def test_simulated_design(study):
     panels = len(DEFAULT_MODELS) + 1
     first_trials = 16 * 2 * 3
-    n_repeat = round(0.15 * first_trials)
+    loads = study[~study["is_repeat"]].drop_duplicates("trial_id").groupby("rater_id").size()
+    assert loads.sum() == first_trials and loads.max() - loads.min() <= 1  # the app's balanced loads
+    n_repeat = sum(repeat_count(0.15, int(n)) for n in loads)  # ceil(0.15 n) per rater, as the app repeats
     assert len(study) == (first_trials + n_repeat) * panels * 2
     assert study["trial_id"].nunique() == first_trials + n_repeat
     assert set(study["model"]) == {*DEFAULT_MODELS, "real"}
@@ -186,3 +191,68 @@ def test_a_series_has_one_colour_in_every_panel_as_its_legend_shows(study):
         colours = drawn_colours(f)
         assert len(colours) > 1 and all(len(c) == 1 for c in colours.values()), colours
         assert len({c for cs in colours.values() for c in cs}) == len(colours)
+
+
+# --- the simulator assigns as the app does (issue 20) --------------------------------------------------------------
+
+
+def _app_study(design: str, study_id: str, n_raters: int, n_items: int, k: int, repeat: float, catch: float):
+    """The study definition the app would run for a simulated design (one seed per prompt: item i = prompt i)."""
+    from p2p_app.study import PromptRow, StudyDefinition
+
+    prompts = tuple(PromptRow(f"p{i:04d}", f"prompt {i}", Path(f"real{i}.png"), i + 2) for i in range(n_items))
+    return StudyDefinition(
+        id=study_id, version=1, title="t", instructions="i", modality="colonoscopy",
+        models=("model-a", "model-b", "model-c"), seeds=(1,), prompts=prompts, controls=(),
+        raters=tuple(f"r{i}" for i in range(n_raters)), n_raters=n_raters, overlap_k=k, repeat_fraction=repeat,
+        design={"rating": "side_by_side"}.get(design, design), catch_rate=catch,
+        catch_kinds=("noise",) if catch else (),
+    )  # fmt: skip
+
+
+def _per_slot(seqs) -> dict:
+    return {"load": [sum(not a.is_catch for a in s) for s in seqs],
+            "repeats": [sum(a.is_repeat for a in s) for s in seqs],
+            "catch": [sum(a.is_catch for a in s) for s in seqs],
+            "catch_at": [[a.order_index for a in s if a.is_catch] for s in seqs]}  # fmt: skip
+
+
+def _simulated_per_slot(df: pd.DataFrame, n_raters: int) -> tuple[dict, list]:
+    trials = df.drop_duplicates("trial_id").copy()
+    trials["slot"] = trials["rater_id"].str[1:].astype(int) - 1
+    trials["is_catch"] = trials["catch"] != ""
+    by = [trials[trials["slot"] == r].sort_values("order_index") for r in range(n_raters)]
+    items = [set(t.loc[~t["is_catch"], "item_id"].str[1:].astype(int) - 1) for t in by]
+    return {"load": [int((~t["is_catch"]).sum()) for t in by], "repeats": [int(t["is_repeat"].sum()) for t in by],
+            "catch": [int(t["is_catch"].sum()) for t in by],
+            "catch_at": [t.loc[t["is_catch"], "order_index"].tolist() for t in by]}, items  # fmt: skip
+
+
+@pytest.mark.parametrize("design", ["rating", "forced_choice", "ranking"])
+def test_simulated_loads_repeats_and_catch_screens_are_the_apps(design):
+    """Over a grid of raters × items × overlap × catch_rate, every simulated rater slot has the items, the number of
+    design trials and repeats, and the catch screens (count and place in the sequence) that
+    ``p2p_app.assignment.rater_sequence`` gives that slot of the equivalent study."""
+    from p2p_app import simulate as S
+    from p2p_app.assignment import item_coverage, rater_sequence
+
+    seed = 3
+    for n_raters, n_items, k, catch in itertools.product((3, 8), (7, 20), (1, 2, 3), (0.0, 0.1, 0.25)):
+        repeat = 0.2 if design == "rating" else 0.0
+        if design == "rating":
+            df = simulate_ratings(n_raters=n_raters, n_prompts=n_items, seeds_per_prompt=1, overlap_k=k,
+                                  repeat_fraction=repeat, catch_rate=catch, seed=seed)  # fmt: skip
+            name = "sim"
+        else:
+            sim = S.simulate_forced_choice if design == "forced_choice" else S.simulate_ranking
+            df = sim(n_raters=n_raters, n_items=n_items, overlap_k=k, catch_rate=catch, seed=seed)
+            name = "sim-forced-choice" if design == "forced_choice" else "sim-ranking"
+        study = _app_study(design, name, n_raters, n_items, k, repeat, catch)
+        app = _per_slot([rater_sequence(study, r, seed) for r in range(n_raters)])
+        got, items = _simulated_per_slot(df, n_raters)
+        where = f"{design}: {n_raters} raters, {n_items} items, k={k}, catch_rate={catch}"
+        assert got == app, where
+        index = {item.key: i for i, item in enumerate(study.items())}
+        cover = item_coverage(study, seed)
+        assert items == [{index[key] for key, slots in cover.items() if r in slots} for r in range(n_raters)], where
+        assert max(app["load"]) - min(app["load"]) <= 1 + max(app["repeats"]), where  # balanced, as the app is

@@ -104,6 +104,21 @@ def test_other_rater_cannot_submit_or_reveal(storage):
         storage.trial_models(trial.id, other.pk)
 
 
+def test_storage_is_the_one_authority_on_trial_ownership(storage):
+    """own_trial and every read of a rater's trial refuse another rater's trial and a missing one alike."""
+    rater, images, trial = make_trial(storage)
+    other = storage.sign_in_rater("Someone else")
+    assert storage.own_trial(trial.id, rater.pk) == trial
+    storage.record_ratings(trial.id, rater.pk, full_answers(images))
+    for pk, trial_id in ((other.pk, trial.id), (rater.pk, trial.id + 999)):
+        for read in (storage.own_trial, storage.trial_answers, storage.trial_marks, storage.trial_models):
+            with pytest.raises(AccessDenied, match="not yours"):
+                read(trial_id, pk)
+        with pytest.raises(AccessDenied, match="not yours"):
+            storage.record_ratings(trial_id, pk, full_answers(images), allow_changes=True)
+    assert storage.trial_answers(trial.id, rater.pk)[1]["realism"] == 3
+
+
 def test_changed_answers_keep_history(storage):
     rater, images, trial = make_trial(storage)
     storage.record_ratings(trial.id, rater.pk, full_answers(images, 2))

@@ -298,6 +298,19 @@ def test_bad_settings_refused(tmp_path, key, value, reason):
     refused(toml, toml, _line_of(toml, f"{key} ="), reason)
 
 
+def test_rater_names_compare_as_the_app_compares_them_at_sign_in(tmp_path):
+    """Listed rater names, groups and group look-ups go through ``text.name_key`` (case, width, invisible
+    characters and whitespace runs do not make two names different), as signing in does."""
+    for twin in ("\uff21nn", "ann\u200b", "ANN"):  # full-width A, a zero-width space, capitals
+        toml = make_study(tmp_path / f"t{len(twin)}{ord(twin[0])}", raters=["ann", twin, "ben"])
+        refused(toml, toml, _line_of(toml, "raters ="), "raters listed twice")
+    toml = make_study(tmp_path / "g", raters=["Ann Lee", "ben", "cat"],
+                      rater_groups={"resident": ["\uff41nn  lee"], "senior": ["BEN"]})
+    study = load_study(toml, known_models=MODELS)
+    assert study.rater_groups == (("resident", ("Ann Lee",)), ("senior", ("ben",)))
+    assert study.rater_group(" ann\u200b lee ") == "resident" and study.rater_group("cat") == ""
+
+
 def test_unknown_key_refused_with_its_line(tmp_path):
     toml = make_study(tmp_path, overlap=2)
     refused(toml, toml, _line_of(toml, "overlap ="), "unknown key 'overlap'")

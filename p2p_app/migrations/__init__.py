@@ -3,7 +3,7 @@
 Revision ``0001`` is the schema of release 53ee3b6, the last one made without migrations; a database made by
 that release has tables but no ``alembic_version`` and is stamped ``0001`` before upgrading. A new database runs
 every revision from the start, so there is one way to a schema. To change the schema: edit the models in
-``p2p_app/storage.py``, then write a revision in ``versions/`` (``alembic revision --autogenerate`` against a
+``p2p_app/storage/schema.py``, then write a revision in ``versions/`` (``alembic revision --autogenerate`` against a
 database at head, with this folder as ``script_location``) and check it with ``tests/test_migrations.py``.
 """
 

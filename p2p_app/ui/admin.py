@@ -20,15 +20,10 @@ import gradio as gr
 import pandas as pd
 from gradio import processing_utils
 
-from .. import export as exporter
-from .. import reader
-from ..analysis import analyze
-from ..metrics_report import metric_table
-from ..metrics_run import load_metrics, summarize
-from ..report import FIGURE_NAMES, build_report, figures
+from ..desk import MetricsView, ResearchDesk
+from ..report import FIGURE_NAMES
 from ..service import P2PApp, edited_study_note
 from ..storage import LIVE_STUDY, AccessDenied
-from ..study import rater_group_map
 from .common import guarded
 from .page import ADMIN, Css
 
@@ -83,6 +78,7 @@ class AdminScreen:
 
     def __init__(self, app: P2PApp, demo: gr.Blocks | None = None):
         self.app = app
+        self.desk = ResearchDesk(app)  # the researcher operations: analysis, exports, report
         self._banners()
         self.message = gr.Markdown(visible=False, elem_id=ADMIN.message)
         with gr.Column():
@@ -161,27 +157,17 @@ class AdminScreen:
             btn.click(self.download_handler(kind), self.which, [self.download, self.message], api_visibility="private")
 
 
-def _admin_checks(app: P2PApp):
-    """The checks every admin handler makes: ``require`` (signed in as admin) and ``frame_for`` (the study's
-    ratings)."""
-
-    def require(request: gr.Request | None) -> None:
-        # Gradio sets username only from the admin app's own access-token cookie (see AdminGate)
-        if request is None or getattr(request, "username", None) != ADMIN_USER:
-            raise AccessDenied("Sign in as admin first.")
-
-    def frame_for(key: str) -> pd.DataFrame:
-        if key != LIVE_STUDY and key not in app.studies:
-            raise AccessDenied("Unknown study.")
-        return app.storage.ratings_frame(key, rater_group_map(app.studies.values()))
-
-    return require, frame_for
+def _require(request: gr.Request | None) -> None:
+    """Every admin handler's check: signed in as admin."""
+    # Gradio sets username only from the admin app's own access-token cookie (see AdminGate)
+    if request is None or getattr(request, "username", None) != ADMIN_USER:
+        raise AccessDenied("Sign in as admin first.")
 
 
 def _refresh_handler(app: P2PApp, w: AdminScreen):
     """The Refresh handler (analysis, progress, metrics) of the admin screen ``w``."""
     guard = guarded(w.message)
-    require, frame_for = _admin_checks(app)
+    desk, require = w.desk, _require
     message, summary, raters_table, per_hour = w.message, w.summary, w.raters_table, w.per_hour
     short_table = w.short_table
     stats_table, plots, metrics_note, metrics_table = w.stats_table, w.plots, w.metrics_note, w.metrics_table
@@ -190,46 +176,29 @@ def _refresh_handler(app: P2PApp, w: AdminScreen):
     @guard
     def on_refresh(key: str, request: gr.Request) -> dict:
         require(request)
-        df = frame_for(key)
-        if key == LIVE_STUDY:
-            prog = (df.groupby(["rater_id", "rater_name"])["trial_id"].nunique().rename("trials").reset_index()
-                    if not df.empty else pd.DataFrame(columns=["rater_id", "rater_name", "trials"]))
-            short = pd.DataFrame(columns=["item_id", "raters", "k", "short_of_k"])
-        else:
-            st = app.studies[key]
-            prog = reader.progress_frame(app, st)
-            cov = reader.coverage_frame(app, st)
-            short = cov[cov["short_of_k"]]
-        hours = (df.assign(hour=df["answered_at"].dt.floor("h")).groupby("hour").size().rename("answers").reset_index()
-                 if not df.empty else pd.DataFrame(columns=["hour", "answers"]))
-        marks = app.storage.marks_frame(key)
-        result = analyze(df, n_boot=200, seed=0, marks=marks if len(marks) else None)
-        figs = list(figures(result, df, progress=None if key == LIVE_STUDY else prog).values())[:FIGURE_SLOTS]
+        view = desk.overview(key)
         updates = {
-            summary: gr.Markdown(f"**{len(df)}** answers from **{df['rater_id'].nunique() if not df.empty else 0}** raters."
-                                 + damaged_note(app)),
-            raters_table: prog,
-            per_hour: hours.astype({"hour": str}) if not hours.empty else hours,
-            short_table: short,
-            stats_table: result.scores,
+            summary: gr.Markdown(f"**{view.answers}** answers from **{view.raters}** raters." + damaged_note(app)),
+            raters_table: view.progress,
+            per_hour: view.per_hour,
+            short_table: view.short,
+            stats_table: view.scores,
             message: gr.Markdown(visible=False),
         }
-        updates.update(metrics_updates(key, df))
+        updates.update(metrics_updates(key, view.metrics))
+        figs = view.figures[:FIGURE_SLOTS]
         for i, plot in enumerate(plots):
             updates[plot] = gr.Plot(value=figs[i], visible=True) if i < len(figs) else gr.Plot(visible=False)
         return updates
 
-    def metrics_updates(key: str, df: pd.DataFrame) -> dict:
-        loaded = load_metrics(app.config.data_dir, key)
-        if loaded is None:
+    def metrics_updates(key: str, metrics: MetricsView | None) -> dict:
+        if metrics is None:
             empty = pd.DataFrame()
             return {metrics_note: gr.Markdown(f"No metrics yet: run `p2p metrics {key} --encoder NAME`."),
                     metrics_table: empty, agreement_table: empty, copies_table: empty}
-        agreement = summarize(loaded, df, n_boot=200, seed=0)
-        copies = agreement.copies.drop(columns=["path"], errors="ignore")
-        return {metrics_note: gr.Markdown(f"Encoders: {', '.join(loaded.encoders)}. The HTML report shows the "
+        return {metrics_note: gr.Markdown(f"Encoders: {', '.join(metrics.encoders)}. The HTML report shows the "
                                           "scatter and the near-copies side by side."),
-                metrics_table: metric_table(loaded), agreement_table: agreement.table, copies_table: copies}
+                metrics_table: metrics.table, agreement_table: metrics.agreement, copies_table: metrics.copies}
 
     return on_refresh
 
@@ -237,44 +206,20 @@ def _refresh_handler(app: P2PApp, w: AdminScreen):
 def _download_handlers(app: P2PApp, w: AdminScreen):
     """``download_handler(kind)``: the handler of an export button (long, wide, parquet, marks, report) of ``w``."""
     guard = guarded(w.message)
-    require, frame_for = _admin_checks(app)
+    desk, require = w.desk, _require
     message, download = w.message, w.download
 
     def download_handler(kind: str):
         @guard
         def handler(key: str, request: gr.Request) -> dict:
             require(request)
-            df = frame_for(key)
             with tempfile.TemporaryDirectory(prefix="p2p-admin-") as tmp:  # gone when the handler returns
-                path = write(kind, key, df, Path(tmp))
+                path = desk.download(kind, key, Path(tmp))
                 # the only copy left is in Gradio's cache, which the guard deletes once downloaded
                 cached = processing_utils.save_bytes_to_cache(path.read_bytes(), path.name, download.GRADIO_CACHE)
             return {download: cached, message: gr.Markdown(visible=False)}
 
         return handler
-
-    def write(kind: str, key: str, df: pd.DataFrame, out_dir: Path) -> Path:
-        stem = key.replace("@", "_")
-        if kind == "long":
-            path = out_dir / f"{stem}_ratings_long.csv"
-            exporter.write_long_csv(df, path)
-        elif kind == "wide":
-            path = out_dir / f"{stem}_ratings_wide.csv"
-            exporter.write_wide_csv(df, path)
-        elif kind == "parquet":
-            path = out_dir / f"{stem}_ratings.parquet"
-            exporter.write_parquet(df, path)
-        elif kind == "marks":
-            path = out_dir / f"{stem}_marks.csv"
-            exporter.write_marks_csv(app.storage.marks_frame(key), path)
-        else:
-            path = out_dir / f"{stem}_report.html"
-            title = app.studies[key].title if key in app.studies else f"{app.config.title}: live arena"
-            progress = reader.progress_frame(app, app.studies[key]) if key in app.studies else None
-            marks = app.storage.marks_frame(key)
-            path.write_text(build_report(df, title, progress=progress, n_boot=500, marks=marks if len(marks) else None,
-                                         metrics=load_metrics(app.config.data_dir, key)), encoding="utf-8")
-        return path
 
     return download_handler
 

@@ -6,13 +6,9 @@
 // measured itself, so a page cannot claim more time than passed.
 const IDLE_MS = 30000;
 const TICK_MS = 250;
+const {field, laidOut, isSubmit} = window.p2p;
 let lastInput = Date.now();
-for (const type of ['pointermove', 'pointerdown', 'keydown', 'wheel', 'scroll', 'touchstart', 'input']) {
-  // only what the person does: the page's own events (this file's field updates included) are not activity
-  document.addEventListener(type, (e) => { if (e.isTrusted) lastInput = Date.now(); }, { capture: true, passive: true });
-}
 const counts = new WeakMap(); // screen element -> {trial, active (ms), at (ms)}
-const field = (screen, cls) => screen.querySelector(`.${cls} textarea, .${cls} input`);
 
 function tick() {
   const now = Date.now();
@@ -23,7 +19,7 @@ function tick() {
     let c = counts.get(screen);
     if (!c || c.trial !== trial) { c = { trial, active: 0, at: now }; counts.set(screen, c); }
     // a throttled or hidden page ticks late: never count more than two ticks at once
-    if (counting && trial && screen.offsetParent) c.active += Math.min(now - c.at, 2 * TICK_MS);
+    if (counting && trial && laidOut(screen)) c.active += Math.min(now - c.at, 2 * TICK_MS);
     c.at = now;
     write(screen, c);
   }
@@ -38,11 +34,18 @@ function write(screen, c) {
   out.dispatchEvent(new Event('input', { bubbles: true }));
 }
 
-setInterval(tick, TICK_MS);
-document.addEventListener('visibilitychange', tick);
-// Before Submit's own handler reads the fields (capture phase runs first; Ctrl+Enter clicks the button too).
-document.addEventListener('click', (e) => {
-  const button = e.target.closest && e.target.closest('button');
-  const screen = button && button.closest('.p2p-screen');
-  if (screen && /^Submit/.test(button.innerText.trim())) tick();
-}, { capture: true });
+// Time-driven (a tick every 250 ms), not change-driven: no update of its own.
+window.p2p.register('activity', {init() {
+  for (const type of ['pointermove', 'pointerdown', 'keydown', 'wheel', 'scroll', 'touchstart', 'input']) {
+    // only what the person does: the page's own events (this file's field updates included) are not activity
+    document.addEventListener(type, (e) => { if (e.isTrusted) lastInput = Date.now(); }, { capture: true, passive: true });
+  }
+  setInterval(tick, TICK_MS);
+  document.addEventListener('visibilitychange', tick);
+  // Before Submit's own handler reads the fields (capture phase runs first; Ctrl+Enter clicks the button too).
+  document.addEventListener('click', (e) => {
+    const button = window.p2p.closest(e.target, 'button');
+    const screen = button && button.closest('.p2p-screen');
+    if (screen && isSubmit(button)) tick();
+  }, { capture: true });
+}});

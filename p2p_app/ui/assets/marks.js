@@ -10,12 +10,9 @@ const CLICK_PX = 5;      // a pointer that moved further is a drag, not a click
 const MAX_PER_IMAGE = 20;
 const views = new WeakMap(); // viewer -> {on, marks: Map(position -> [[x, y]]), trial on screen}
 const downs = new Map();     // pointerId -> {x, y}
-const viewerOf = (el) => el && el.closest && el.closest('.p2p-viewer');
-const frameOf = (el) => el && el.closest && el.closest('.p2p-panel .image-frame');
-const fieldOf = (viewer) => {
-  const screen = viewer.closest('.p2p-screen');
-  return screen && screen.querySelector('.p2p-marks textarea, .p2p-marks input');
-};
+const {viewerOf, frameOf} = window.p2p;
+const pageField = (screen, cls) => window.p2p.field(screen, cls);
+const fieldOf = (viewer) => pageField(viewer.closest('.p2p-screen'), 'p2p-marks');
 const panelsOf = (viewer) => [...viewer.querySelectorAll('.p2p-panel')];
 const round = (v) => Math.round(Math.min(1, Math.max(0, v)) * 1e4) / 1e4;
 const viewOf = (viewer) => {
@@ -102,7 +99,7 @@ function sync() {
     const field = fieldOf(viewer);
     if (!field) continue;
     const screen = viewer.closest('.p2p-screen');
-    const shown = screen && screen.querySelector('.p2p-shown textarea, .p2p-shown input');
+    const shown = pageField(screen, 'p2p-shown');
     const trial = shown ? shown.value : '';
     const v = viewOf(viewer);
     if (trial !== v.trial) {
@@ -134,25 +131,25 @@ function clickAt(viewer, frame, e) {
   save(viewer);
 }
 
-document.addEventListener('pointerdown', (e) => downs.set(e.pointerId, {x: e.clientX, y: e.clientY}), true);
-document.addEventListener('pointerup', (e) => {
-  const down = downs.get(e.pointerId);
-  downs.delete(e.pointerId);
-  const frame = frameOf(document.elementFromPoint(e.clientX, e.clientY)) || frameOf(e.target);
-  const viewer = viewerOf(frame);
-  if (!viewer || !viewOf(viewer).on || !down) return;
-  if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_PX) return;  // a drag (pan), not a mark
-  clickAt(viewer, frame, e);
-}, true);
-document.addEventListener('click', (e) => {
-  const btn = e.target.closest && e.target.closest('[data-p2p-mark]');
-  const viewer = viewerOf(btn);
-  if (!viewer) return;
-  const v = viewOf(viewer);
-  if (btn.dataset.p2pMark === 'toggle') { v.on = !v.on; draw(viewer); }
-  if (btn.dataset.p2pMark === 'clear') { v.marks = new Map(); save(viewer); }
-});
-setInterval(sync, 300);
-new MutationObserver(() => requestAnimationFrame(sync)).observe(document.body, {
-  subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'style'],
-});
+function init() {
+  document.addEventListener('pointerdown', (e) => downs.set(e.pointerId, {x: e.clientX, y: e.clientY}), true);
+  document.addEventListener('pointerup', (e) => {
+    const down = downs.get(e.pointerId);
+    downs.delete(e.pointerId);
+    const frame = frameOf(document.elementFromPoint(e.clientX, e.clientY)) || frameOf(e.target);
+    const viewer = viewerOf(frame);
+    if (!viewer || !viewOf(viewer).on || !down) return;
+    if (Math.hypot(e.clientX - down.x, e.clientY - down.y) > CLICK_PX) return;  // a drag (pan), not a mark
+    clickAt(viewer, frame, e);
+  }, true);
+  document.addEventListener('click', (e) => {
+    const btn = window.p2p.closest(e.target, '[data-p2p-mark]');
+    const viewer = viewerOf(btn);
+    if (!viewer) return;
+    const v = viewOf(viewer);
+    if (btn.dataset.p2pMark === 'toggle') { v.on = !v.on; draw(viewer); }
+    if (btn.dataset.p2pMark === 'clear') { v.marks = new Map(); save(viewer); }
+  });
+  setInterval(sync, 300);  // besides the page's changes: Gradio may set a field's value without a DOM change
+}
+window.p2p.register('marks', {init, update: sync, watch: {nodes: true, attributes: ['src', 'style']}});

@@ -9,18 +9,13 @@
 const closeToasts = () => document.querySelectorAll('[data-testid="toast-close"], .toast-close').forEach(b => b.click());
 let messages = 0;
 let reveal = '';
-let scheduled = false;
 const check = () => {
-  scheduled = false;
   const n = document.querySelectorAll('.block.p2p-message').length;
   if (n < messages) closeToasts();
   messages = n;
-  const box = [...document.querySelectorAll('.block.p2p-reveal')].find(e => e.offsetParent);
+  const box = [...document.querySelectorAll('.block.p2p-reveal')].find(window.p2p.laidOut);
   const text = box ? box.innerText.trim() : '';
   if (text && text !== reveal) box.scrollIntoView({block: 'nearest'});
   reveal = text;
 };
-new MutationObserver(() => {
-  if (!scheduled) { scheduled = true; requestAnimationFrame(check); }
-}).observe(document.body, {childList: true, subtree: true, characterData: true});
-check();
+window.p2p.register('notices', {update: check, watch: {nodes: true, text: true}});

@@ -7,17 +7,17 @@
 //   scrolled, typed or clicked meanwhile.
 // - On touch devices (no hover, coarse pointer) keyboard hints such as "(Ctrl+Enter)" are taken out of button labels.
 const MARGIN = 8, SETTLE_MS = 2000, WATCH_MS = 10 * 60 * 1000;  // generation can take minutes
-const shown = (el) => !!el && el.getClientRects().length > 0;
-const images = (viewer) => [...viewer.querySelectorAll('.p2p-panel .image-frame img')].filter(shown);
-const keyOf = (viewer) => images(viewer).map((img) => img.getAttribute('src') || '').join('|');
+const {shown, images, keyOf} = window.p2p;
 const viewers = () => [...document.querySelectorAll('.p2p-viewer')].filter((v) => shown(v) && images(v).length);
 let watch = null;  // after a p2p-next click: {keys: viewer -> its images then, until: give up (ms)}
 
-document.addEventListener('click', (e) => {
-  if (!(e.target.closest && e.target.closest('.p2p-next'))) return;
-  const keys = new Map([...document.querySelectorAll('.p2p-viewer')].map((v) => [v, keyOf(v)]));
-  watch = {keys, until: performance.now() + WATCH_MS};
-}, true);
+function init() {
+  document.addEventListener('click', (e) => {
+    if (!window.p2p.closest(e.target, '.p2p-next')) return;
+    const keys = new Map([...document.querySelectorAll('.p2p-viewer')].map((v) => [v, keyOf(v)]));
+    watch = {keys, until: performance.now() + WATCH_MS};
+  }, true);
+}
 
 // The item's first line: the last visible .p2p-trial-top before the viewer (else the viewer itself).
 function topOf(viewer) {
@@ -71,11 +71,5 @@ function stripHints() {
     }
   }
 }
-let pending = false;
-new MutationObserver(() => {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(() => { pending = false; check(); stripHints(); });
-}).observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true,
-                           attributeFilter: ['src', 'class', 'style']});
-stripHints();
+window.p2p.register('reading', {init, update() { check(); stripHints(); },
+                                 watch: {nodes: true, text: true, attributes: ['src', 'class', 'style']}});

@@ -7,11 +7,7 @@
 const MAX = 8, STEP = 1.25, GREY_TOLERANCE = 6, SAMPLE = 64;
 const states = new WeakMap();  // viewer element -> {s, x, y, b, c, key, grey}
 const greyBySrc = new Map();   // image source -> true / false (each image is checked once)
-const shown = (el) => !!el && el.getClientRects().length > 0;
-const frameOf = (el) => el && el.closest && el.closest('.p2p-panel .image-frame');
-const viewerOf = (el) => el && el.closest && el.closest('.p2p-viewer');
-const images = (viewer) => [...viewer.querySelectorAll('.p2p-panel .image-frame img')].filter(shown);
-const keyOf = (viewer) => images(viewer).map((img) => img.getAttribute('src') || '').join('|');
+const {frameOf, viewerOf, images, keyOf} = window.p2p;
 const fresh = () => ({s: 1, x: 0, y: 0, b: 1, c: 1, key: '', grey: false});
 const stateOf = (viewer) => {
   let st = states.get(viewer);
@@ -115,17 +111,9 @@ function refresh() {
   }
 }
 
-let pending = false;
-const schedule = () => {
-  if (pending) return;
-  pending = true;
-  requestAnimationFrame(() => { pending = false; refresh(); });
-};
-new MutationObserver(schedule).observe(document.body, {
-  subtree: true, childList: true, attributes: true, attributeFilter: ['src', 'class', 'style', 'hidden'],
-});
-document.addEventListener('load', (e) => { if (e.target.tagName === 'IMG') schedule(); }, true);
-schedule();
+window.p2p.register('zoom', {update: refresh, watch: {nodes: true, attributes: ['src', 'class', 'style', 'hidden']}});
+// An image that finished loading can now be checked for greyscale: one more update (not a change to the page).
+document.addEventListener('load', (e) => { if (e.target.tagName === 'IMG') window.p2p.schedule('zoom'); }, true);
 
 // Wheel: zoom around the pointer. At 100% zooming out (and at the maximum zooming in) leaves the wheel to the page.
 document.addEventListener('wheel', (e) => {
@@ -180,7 +168,7 @@ document.addEventListener('dragstart', (e) => { if (frameOf(e.target)) e.prevent
 // Keys on a focused image (Gradio wraps each image in a focusable button): + / - zoom, 0 resets, arrows pan.
 document.addEventListener('keydown', (e) => {
   const el = document.activeElement;
-  const container = el && el.closest && el.closest('.p2p-panel .image-container');
+  const container = window.p2p.closest(el, '.p2p-panel .image-container');
   const viewer = viewerOf(container);
   if (!viewer || e.ctrlKey || e.metaKey || e.altKey) return;
   const step = 0.1 / stateOf(viewer).s;
@@ -195,7 +183,7 @@ document.addEventListener('keydown', (e) => {
 
 // Toolbar buttons and the window/level sliders.
 document.addEventListener('click', (e) => {
-  const btn = e.target.closest && e.target.closest('[data-p2p-zoom], button[data-p2p-wl]');
+  const btn = window.p2p.closest(e.target, '[data-p2p-zoom], button[data-p2p-wl]');
   const viewer = viewerOf(btn);
   if (!viewer) return;
   const what = btn.dataset.p2pZoom || btn.dataset.p2pWl;
@@ -205,7 +193,7 @@ document.addEventListener('click', (e) => {
   else if (btn.dataset.p2pWl === 'reset') resetWindow(viewer);
 });
 document.addEventListener('input', (e) => {
-  const input = e.target.closest && e.target.closest('input[data-p2p-wl]');
+  const input = window.p2p.closest(e.target, 'input[data-p2p-wl]');
   const viewer = viewerOf(input);
   const value = input && Number(input.value);
   if (!viewer || !Number.isFinite(value)) return;
