@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_app, running_server
+from browser_client import any_study
 from test_browser import browser  # noqa: F401 - the module-scoped Chromium fixture
 from test_design_screens import design_study
 
@@ -133,7 +134,7 @@ def test_cant_judge_panel_needs_no_rank(server, open_page):
     page.keyboard.press("1")
     page.wait_for_timeout(200)
     assert [boxes.nth(0).input_value(), boxes.nth(1).input_value()] == ["1", "1"]
-    page.locator("button:visible", has_text="Submit and continue").click()
+    page.locator(f"{any_study('submit')}:visible").click()
     deadline = 100
     while not stored(app, "Dr Cant") and deadline:
         page.wait_for_timeout(100)

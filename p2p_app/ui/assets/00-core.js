@@ -65,8 +65,8 @@ const p2p = {
   images: (viewer) => [...viewer.querySelectorAll('.p2p-panel .image-frame img')].filter(p2p.shown),
   // What a viewer shows, as its image sources: another key means another item.
   keyOf: (viewer) => p2p.images(viewer).map((img) => img.getAttribute('src') || '').join('|'),
-  // Submit buttons ("Submit and continue (Ctrl+Enter)", the arena's "Submit ratings ...").
-  isSubmit: (button) => !!button && /^Submit/.test(button.innerText.trim()),
+  // A screen's Submit button: the declared class (ui/page.py Css.SUBMIT, sent as window.p2pPage), never its label.
+  isSubmit: (button) => !!button && !!button.closest('.' + (((window.p2pPage || {}).classes || {}).submit || 'p2p-submit')),
   submitButton: () => [...document.querySelectorAll('button')].find((b) => p2p.laidOut(b) && p2p.isSubmit(b)),
   // Keys: a digit 1-9 pressed without Ctrl/Cmd/Alt (its number, else 0), and the element with the keyboard focus.
   digit: (e) => (/^[1-9]$/.test(e.key) && !e.ctrlKey && !e.metaKey && !e.altKey ? Number(e.key) : 0),
