@@ -27,8 +27,8 @@ from .registry import ModelSpec, Registry, build_generator
 _LAZY = {
     "DiffusersGenerator": "diffusers_backend",
     "RemoteGenerator": "remote",
-    "DevicePool": "diffusers_backend",
-    "Placement": "diffusers_backend",
+    "DevicePool": "devices",
+    "Placement": "devices",
     "build_tiny": "tiny",
     "ensure_tiny": "tiny",
     "build_tiny_lora": "tiny",
