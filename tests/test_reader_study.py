@@ -47,11 +47,17 @@ def small_study(folder: Path, **overrides) -> Path:
     return write_study(folder, settings, prompts, controls)
 
 
+def served_study(tmp_path, demo_registry, **overrides):
+    """A demo app serving one small study (``overrides`` go to :func:`small_study`)."""
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", **overrides), known_models=[m.name for m in app.config.models])
+    app.studies = {study_key(st): st}
+    return app, st
+
+
 @pytest.fixture()
 def study_app(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry)
     yield app, st
     app.storage.close()
 
@@ -142,9 +148,7 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
 
 
 def test_unique_answers_and_history(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
     reader.prepare_study(app, st)
     s = invite(app, st, "cat")
     shown = app.next_trial(st, s)
@@ -189,10 +193,7 @@ def test_sign_in_rules(study_app):
 
 def test_open_study_makes_a_new_rater_per_sign_in(tmp_path, demo_registry):
     """Typing an existing rater's name in an open study makes a new rater: it never shows her answers."""
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", raters=[], open=True, n_raters=3, allow_answer_changes=True),
-                    known_models=[m.name for m in app.config.models])  # fmt: skip
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry, raters=[], open=True, n_raters=3, allow_answer_changes=True)
     reader.prepare_study(app, st)
     alice = app.study_sign_in(st, name="Alice")
     assert alice.new_code  # her resume code, to show once
@@ -212,9 +213,7 @@ def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
     """The page names the trial it shows: a replay after moving on never lands on the next item."""
     from p2p_app.service import StalePage
 
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
     first = app.next_trial(st, s)
@@ -251,9 +250,7 @@ def test_shipped_studies_load_with_the_demo_models(app):
 
 
 def test_going_back_to_change_an_answer(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
     reader.prepare_study(app, st)
     s = invite(app, st, "ann")
     first = app.next_trial(st, s)
