@@ -67,6 +67,13 @@ def invite(app, st, name):
     return reader.add_rater(app, st, name)[0]
 
 
+def first_trial(app, st, name):
+    """Prepare the study, invite rater ``name`` and show them their first item: (their session, the trial)."""
+    reader.prepare_study(app, st)
+    s = invite(app, st, name)
+    return s, app.next_trial(st, s)
+
+
 def answer_all(app, st, session, value=3):
     """Answer the rater's whole sequence; returns the number of trials answered."""
     n = 0
@@ -149,9 +156,7 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
 
 def test_unique_answers_and_history(tmp_path, demo_registry):
     app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
-    reader.prepare_study(app, st)
-    s = invite(app, st, "cat")
-    shown = app.next_trial(st, s)
+    s, shown = first_trial(app, st, "cat")
     ans = {p.position: {"realism": 2, "alignment": 2} for p in shown.panels}
     assert app.submit_trial(st, s, shown.trial_id, ans).status == "stored"
     ans[1]["realism"] = 5
@@ -164,9 +169,7 @@ def test_unique_answers_and_history(tmp_path, demo_registry):
 
 def test_cant_judge_is_recorded_not_scored(study_app):
     app, st = study_app
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    shown = app.next_trial(st, s)
+    s, shown = first_trial(app, st, "ann")
     app.submit_trial(st, s, shown.trial_id, {1: {"cant_judge": True}})
     df = app.storage.ratings_frame()
     assert df["cant_judge"].all() and df["value"].isna().all()
@@ -214,9 +217,7 @@ def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
     from p2p_app.service import StalePage
 
     app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    s, first = first_trial(app, st, "ann")
     body = {p.position: {"realism": 2, "alignment": 2} for p in first.panels}
     assert app.submit_trial(st, s, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
     second = app.next_trial(st, s)
@@ -251,9 +252,7 @@ def test_shipped_studies_load_with_the_demo_models(app):
 
 def test_going_back_to_change_an_answer(tmp_path, demo_registry):
     app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    s, first = first_trial(app, st, "ann")
     app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
     second = app.next_trial(st, s)
     back = app.previous_trial(st, s, second.order_index)
@@ -268,9 +267,7 @@ def test_going_back_to_change_an_answer(tmp_path, demo_registry):
 
 def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
     app, st = study_app
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    s, first = first_trial(app, st, "ann")
     app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
     with pytest.raises(UserError, match="does not allow"):
         app.previous_trial(st, s, None)
