@@ -204,10 +204,16 @@ def study() -> None:
     """Frozen reader studies: generate, verify, progress."""
 
 
-@study.command("generate")
-@click.argument("name")
-@_common
-@_domain_errors
+def _study_command(command_name: str) -> Callable[[Callable], Callable]:
+    """`p2p study COMMAND_NAME NAME` with the common options: the frame every study sub-command shares."""
+
+    def decorate(fn: Callable) -> Callable:
+        return study.command(command_name)(click.argument("name")(_common(_domain_errors(fn))))
+
+    return decorate
+
+
+@_study_command("generate")
 def study_generate(name, config_path, data_dir, database_url) -> None:
     """Pre-generate NAME's images, import its real images, and freeze it."""
     quiet_library_progress()
@@ -232,11 +238,8 @@ def study_generate(name, config_path, data_dir, database_url) -> None:
         sys.exit(1)
 
 
-@study.command("pack")
-@click.argument("name")
+@_study_command("pack")
 @click.argument("out", type=click.Path(file_okay=False))
-@_common
-@_domain_errors
 def study_pack(name, out, config_path, data_dir, database_url) -> None:
     """Write frozen study NAME as a self-contained pack in OUT (served with no model: presenter mode)."""
     from .pack import pack_study
@@ -247,10 +250,7 @@ def study_pack(name, out, config_path, data_dir, database_url) -> None:
     click.echo(f"Serve it with: p2p serve --config {Path(report.folder) / 'config.toml'}  (no model, no torch needed)")
 
 
-@study.command("verify")
-@click.argument("name")
-@_common
-@_domain_errors
+@_study_command("verify")
 def study_verify(name, config_path, data_dir, database_url) -> None:
     """Check that NAME's design and every image are unchanged since it was frozen."""
     desk = _open_desk(config_path, data_dir, database_url, read_only=True)
@@ -262,10 +262,7 @@ def study_verify(name, config_path, data_dir, database_url) -> None:
     click.echo(f"{report.study}: OK, design and images unchanged")
 
 
-@study.command("status")
-@click.argument("name")
-@_common
-@_domain_errors
+@_study_command("status")
 def study_status(name, config_path, data_dir, database_url) -> None:
     """Per-rater progress of NAME."""
     desk = _open_desk(config_path, data_dir, database_url, read_only=True)
@@ -278,30 +275,34 @@ def raters() -> None:
     """Study raters and their invite links."""
 
 
+def _invite_command(fn: Callable) -> Callable:
+    """NAME, --study and --base-url (plus the common options), shared by the commands that print an invite link."""
+    fn = _domain_errors(fn)
+    fn = _common(fn)
+    fn = click.option("--base-url", default="http://127.0.0.1:7860/", show_default=True,
+                      help="Public address of the app.")(fn)
+    fn = click.option("--study", "study_name", required=True, help="Study id (or id@vN).")(fn)
+    return click.argument("name")(fn)
+
+
+def _echo_invite(rater, token: str, base_url: str) -> None:
+    click.echo(f"{rater.name} ({rater.public_id}) → {base_url.rstrip('/')}/?token={token}")
+
+
 @raters.command("add")
-@click.argument("name")
-@click.option("--study", "study_name", required=True, help="Study id (or id@vN).")
-@click.option("--base-url", default="http://127.0.0.1:7860/", show_default=True, help="Public address of the app.")
-@_common
-@_domain_errors
+@_invite_command
 def raters_add(name, study_name, base_url, config_path, data_dir, database_url) -> None:
     """Create rater NAME for a study and print their personal invite link."""
     desk = _open_desk(config_path, data_dir, database_url, read_only=True)
-    session, token = desk.invite(desk.study(study_name), name)
-    click.echo(f"{session.name} ({session.public_id}) → {base_url.rstrip('/')}/?token={token}")
+    _echo_invite(*desk.invite(desk.study(study_name), name), base_url)
 
 
 @raters.command("reissue")
-@click.argument("name")
-@click.option("--study", "study_name", required=True, help="Study id (or id@vN).")
-@click.option("--base-url", default="http://127.0.0.1:7860/", show_default=True, help="Public address of the app.")
-@_common
-@_domain_errors
+@_invite_command
 def raters_reissue(name, study_name, base_url, config_path, data_dir, database_url) -> None:
     """Make a new invite link for rater NAME of a study (the old link stops working)."""
     desk = _open_desk(config_path, data_dir, database_url, read_only=True)
-    rater, token = desk.reissue(desk.study(study_name), name)
-    click.echo(f"{rater.name} ({rater.public_id}) → {base_url.rstrip('/')}/?token={token}")
+    _echo_invite(*desk.reissue(desk.study(study_name), name), base_url)
 
 
 @raters.command("list")

@@ -247,34 +247,14 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AppConfig:
     examples = _examples(path, raw.get("examples", {}))
 
     base = path.resolve().parent
-    data_dir = Path(values["data_dir"]).expanduser()
-    return AppConfig(
-        title=values["title"],
-        demo_models=values["demo_models"],
-        reveal_after_rating=values["reveal_after_rating"],
-        access_code=values["access_code"],
-        admin_password=values["admin_password"],
-        presentation_size=values["presentation_size"],
-        max_prompt_chars=values["max_prompt_chars"],
-        data_dir=data_dir,
-        model_dir=values["model_dir"],
-        database_url=values["database_url"],
-        studies=tuple((base / p).resolve() for p in values["studies"]),
-        pack=(base / values["pack"]).resolve() if values["pack"] else None,
-        models=models,
-        examples=examples,
-        source=path.resolve(),
-        arena_judgement=values["arena_judgement"],
-        model_token=values["model_token"],
-        model_timeout=values["model_timeout"],
-        arena_limits=values["arena_limits"],
-        arena_per_address_per_hour=values["arena_per_address_per_hour"],
-        arena_per_session_per_hour=values["arena_per_session_per_hour"],
-        arena_disk_budget_mb=values["arena_disk_budget_mb"],
-        disk_reserve_mb=values["disk_reserve_mb"],
-        behind_proxy=values["behind_proxy"],
-        admin_trusted_networks=tuple(values["admin_trusted_networks"]),
-    )
+    # Every setting is a field of AppConfig of the same name; these few are turned from their file form.
+    converted = {
+        "data_dir": Path(values["data_dir"]).expanduser(),
+        "studies": tuple((base / p).resolve() for p in values["studies"]),
+        "pack": (base / values["pack"]).resolve() if values["pack"] else None,
+        "admin_trusted_networks": tuple(values["admin_trusted_networks"]),
+    }
+    return AppConfig(**{**values, **converted}, models=models, examples=examples, source=path.resolve())
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

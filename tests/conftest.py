@@ -110,11 +110,25 @@ def running_server(app):
 # Without either the PostgreSQL variants are skipped, saying why.
 
 
+@contextmanager
+def pg_cluster_or_skip():
+    """A throwaway PostgreSQL cluster (``deploy_harness.pg_cluster``) for the block, or a skip saying why not."""
+    from deploy_harness import Unavailable, pg_cluster
+
+    try:
+        cluster = pg_cluster()
+        server = cluster.__enter__()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        cluster.__exit__(None, None, None)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """Base URL of a PostgreSQL server (no database part), or a skip with the reason."""
-    from deploy_harness import Unavailable, pg_cluster
-
     given = os.environ.get("P2P_TEST_DATABASE_URL")
     if given:
         try:
@@ -123,15 +137,8 @@ def pg_server():
             pytest.skip("psycopg (v3) is not installed: pip install -e '.[test]'")
         yield given.rsplit("/", 1)[0] + "/"
         return
-    try:
-        cluster = pg_cluster()
-        server = cluster.__enter__()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    try:
+    with pg_cluster_or_skip() as server:
         yield server.url
-    finally:
-        cluster.__exit__(None, None, None)
 
 
 @pytest.fixture()

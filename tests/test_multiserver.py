@@ -126,17 +126,12 @@ def test_a_submit_without_a_session_on_this_server_says_sign_in_again_and_logs_w
 def test_a_postgresql_restart_gives_a_clear_try_again_and_the_next_request_works(tmp_path):
     import gradio as gr
 
-    from deploy_harness import pg_cluster
+    from conftest import pg_cluster_or_skip
     from p2p_app.service import DATABASE_UNREACHABLE, database_unreachable
     from p2p_app.storage import Storage
     from p2p_app.ui.common import guarded
 
-    try:
-        cluster_cm = pg_cluster()
-        pg = cluster_cm.__enter__()
-    except Unavailable as exc:
-        pytest.skip(str(exc))
-    try:
+    with pg_cluster_or_skip() as pg:
         storage = Storage(pg.create_database("restart"), tmp_path / "images")
         storage.add_rater("before", "live")
         assert len(storage.raters()) == 1  # the pool now holds a connection
@@ -151,8 +146,6 @@ def test_a_postgresql_restart_gives_a_clear_try_again_and_the_next_request_works
         pg.start()
         assert [r.name for r in storage.raters()] == ["before"]  # the first request after the restart works
         storage.close()
-    finally:
-        cluster_cm.__exit__(None, None, None)
 
 
 @pytest.mark.skipif(nginx_binary() is None, reason="no nginx: apt-get install nginx (the multi-server test needs it)")

@@ -47,11 +47,17 @@ def small_study(folder: Path, **overrides) -> Path:
     return write_study(folder, settings, prompts, controls)
 
 
+def served_study(tmp_path, demo_registry, **overrides):
+    """A demo app serving one small study (``overrides`` go to :func:`small_study`)."""
+    app = make_app(tmp_path / "data", demo_registry)
+    st = load_study(small_study(tmp_path / "mini", **overrides), known_models=[m.name for m in app.config.models])
+    app.studies = {study_key(st): st}
+    return app, st
+
+
 @pytest.fixture()
 def study_app(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry)
     yield app, st
     app.storage.close()
 
@@ -59,6 +65,13 @@ def study_app(tmp_path, demo_registry):
 def invite(app, st, name):
     """A listed rater, invited the way `p2p raters add` does (their link is the only way in)."""
     return reader.add_rater(app, st, name)[0]
+
+
+def first_trial(app, st, name):
+    """Prepare the study, invite rater ``name`` and show them their first item: (their session, the trial)."""
+    reader.prepare_study(app, st)
+    s = invite(app, st, name)
+    return s, app.next_trial(st, s)
 
 
 def answer_all(app, st, session, value=3):
@@ -142,12 +155,8 @@ def test_resume_after_restart(study_app, demo_registry, tmp_path):
 
 
 def test_unique_answers_and_history(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
-    reader.prepare_study(app, st)
-    s = invite(app, st, "cat")
-    shown = app.next_trial(st, s)
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
+    s, shown = first_trial(app, st, "cat")
     ans = {p.position: {"realism": 2, "alignment": 2} for p in shown.panels}
     assert app.submit_trial(st, s, shown.trial_id, ans).status == "stored"
     ans[1]["realism"] = 5
@@ -160,9 +169,7 @@ def test_unique_answers_and_history(tmp_path, demo_registry):
 
 def test_cant_judge_is_recorded_not_scored(study_app):
     app, st = study_app
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    shown = app.next_trial(st, s)
+    s, shown = first_trial(app, st, "ann")
     app.submit_trial(st, s, shown.trial_id, {1: {"cant_judge": True}})
     df = app.storage.ratings_frame()
     assert df["cant_judge"].all() and df["value"].isna().all()
@@ -189,10 +196,7 @@ def test_sign_in_rules(study_app):
 
 def test_open_study_makes_a_new_rater_per_sign_in(tmp_path, demo_registry):
     """Typing an existing rater's name in an open study makes a new rater: it never shows her answers."""
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", raters=[], open=True, n_raters=3, allow_answer_changes=True),
-                    known_models=[m.name for m in app.config.models])  # fmt: skip
-    app.studies = {study_key(st): st}
+    app, st = served_study(tmp_path, demo_registry, raters=[], open=True, n_raters=3, allow_answer_changes=True)
     reader.prepare_study(app, st)
     alice = app.study_sign_in(st, name="Alice")
     assert alice.new_code  # her resume code, to show once
@@ -212,12 +216,8 @@ def test_replayed_or_stale_submit_is_refused(tmp_path, demo_registry):
     """The page names the trial it shows: a replay after moving on never lands on the next item."""
     from p2p_app.service import StalePage
 
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
+    s, first = first_trial(app, st, "ann")
     body = {p.position: {"realism": 2, "alignment": 2} for p in first.panels}
     assert app.submit_trial(st, s, first.trial_id, body, shown=str(first.trial_id)).status == "stored"
     second = app.next_trial(st, s)
@@ -251,12 +251,8 @@ def test_shipped_studies_load_with_the_demo_models(app):
 
 
 def test_going_back_to_change_an_answer(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", allow_answer_changes=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    app, st = served_study(tmp_path, demo_registry, allow_answer_changes=True)
+    s, first = first_trial(app, st, "ann")
     app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3, "comment": "hm"}})
     second = app.next_trial(st, s)
     back = app.previous_trial(st, s, second.order_index)
@@ -271,9 +267,7 @@ def test_going_back_to_change_an_answer(tmp_path, demo_registry):
 
 def test_going_back_is_refused_when_the_study_forbids_changes(study_app):
     app, st = study_app
-    reader.prepare_study(app, st)
-    s = invite(app, st, "ann")
-    first = app.next_trial(st, s)
+    s, first = first_trial(app, st, "ann")
     app.submit_trial(st, s, first.trial_id, {1: {"realism": 2, "alignment": 3}})
     with pytest.raises(UserError, match="does not allow"):
         app.previous_trial(st, s, None)

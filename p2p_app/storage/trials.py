@@ -32,6 +32,11 @@ NOT_YOURS = "This trial is not yours."
 OwnedTrial = TypeVar("OwnedTrial", Trial, TrialInfo)
 
 
+def _stored_answer(a: Answer) -> dict[str, Any]:
+    """An answer as a rating row stores it: the fields a changed answer replaces and RatingHistory keeps."""
+    return {"value": a.value, "choices": "|".join(a.choices), "cant_judge": a.cant_judge, "comment": a.comment}
+
+
 def check_owner(trial: OwnedTrial | None, rater_pk: int) -> OwnedTrial:
     """``trial`` (a row or a record) when it exists and belongs to ``rater_pk``; :class:`AccessDenied` otherwise,
     the same for a trial that does not exist, so a refusal tells nothing about other raters' trials. The one
@@ -217,10 +222,7 @@ class TrialStore(Database):
                     image_id=a.image_id,
                     question=a.question,
                     attempt=prior.get((a.image_id, a.question), 0),
-                    value=a.value,
-                    choices="|".join(a.choices),
-                    cant_judge=a.cant_judge,
-                    comment=a.comment,
+                    **_stored_answer(a),
                     position=positions[a.image_id],
                     answered_at=now,
                     seconds=seconds,
@@ -261,23 +263,15 @@ class TrialStore(Database):
         changed = 0
         for a in answers:
             r = existing.get((a.image_id, a.question))
-            new = (a.value, "|".join(a.choices), a.cant_judge, a.comment)
+            new = _stored_answer(a)
             if r is None:
                 raise StorageError(f"question {a.question!r} was not part of the original answers")
-            if (r.value, r.choices, r.cant_judge, r.comment) == new:
+            old = {name: getattr(r, name) for name in new}
+            if old == new:
                 continue
-            s.add(
-                RatingHistory(
-                    rating_id=r.id,
-                    value=r.value,
-                    choices=r.choices,
-                    cant_judge=r.cant_judge,
-                    comment=r.comment,
-                    answered_at=aware(r.answered_at),
-                    replaced_at=now,
-                )
-            )
-            r.value, r.choices, r.cant_judge, r.comment = new
+            s.add(RatingHistory(rating_id=r.id, **old, answered_at=aware(r.answered_at), replaced_at=now))
+            for name, value in new.items():
+                setattr(r, name, value)
             r.answered_at = now
             changed += 1
         return RecordResult("changed" if changed else "duplicate", changed)

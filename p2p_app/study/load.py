@@ -118,17 +118,22 @@ def _key_lines(text: str) -> dict[tuple[str, int, str], int]:
     return lines
 
 
+def _read_text(path: Path, encoding: str, missing: str) -> str:
+    """The file's text, decoded strictly; a missing file or bad bytes is a StudyError naming the file."""
+    try:
+        return path.read_bytes().decode(encoding)
+    except FileNotFoundError:
+        raise StudyError(path, None, missing) from None
+    except UnicodeDecodeError as exc:
+        raise StudyError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
 class _Toml:
     """The parsed study.toml plus where its keys are, for error messages."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise StudyError(path, None, "study file not found") from None
-        except UnicodeDecodeError as exc:
-            raise StudyError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        text = _read_text(path, "utf-8", "study file not found")
         try:
             self.data: dict[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -471,12 +476,7 @@ def read_csv_rows(path: Path, columns: tuple[tuple[str, ...], tuple[str, ...]]) 
     reads (prompt banks, captions, batch prompt lists) goes through here, so errors name the true line (a quoted
     field may span lines) and the same rules hold everywhere. ``columns``: (required, optional) names."""
     required, optional = columns
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise StudyError(path, None, "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise StudyError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = _read_text(path, "utf-8-sig", "file not found")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     expected = ",".join(required) + "".join(f"[,{c}]" for c in optional)
     rows: list[tuple[int, dict[str, str]]] = []
@@ -528,22 +528,25 @@ def _image_sha256(csv_path: Path, line: int, image: Path) -> str:
     return hashlib.sha256(image.read_bytes()).hexdigest()
 
 
-def _check_id(csv_path: Path, line: int, column: str, value: str, seen: dict[str, int]) -> None:
-    if not value:
-        raise StudyError(csv_path, line, f"{column} is empty")
-    if not _NAME_RE.match(value):
-        raise StudyError(csv_path, line, f"{column} {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
-    if value in seen:
-        raise StudyError(csv_path, line, f"duplicate {column} {value!r} (first on line {seen[value]})")
-    seen[value] = line
+def _rows_with_ids(path: Path, columns: tuple[tuple[str, ...], tuple[str, ...]], column: str):
+    """``read_csv_rows``'s rows, each one's ``column`` checked: not empty, a valid name, not on an earlier row."""
+    seen: dict[str, int] = {}
+    for line, row in read_csv_rows(path, columns):
+        value = row[column]
+        if not value:
+            raise StudyError(path, line, f"{column} is empty")
+        if not _NAME_RE.match(value):
+            raise StudyError(path, line, f"{column} {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        if value in seen:
+            raise StudyError(path, line, f"duplicate {column} {value!r} (first on line {seen[value]})")
+        seen[value] = line
+        yield line, row
 
 
 def _read_prompts(path: Path) -> tuple[PromptRow, ...]:
-    seen: dict[str, int] = {}
     out: list[PromptRow] = []
-    for line, row in read_csv_rows(path, PROMPT_COLUMNS):
+    for line, row in _rows_with_ids(path, PROMPT_COLUMNS, "prompt_id"):
         prompt_id, prompt = row["prompt_id"], squash(row["prompt"])
-        _check_id(path, line, "prompt_id", prompt_id, seen)
         if not prompt:
             raise StudyError(path, line, f"prompt {prompt_id!r} has empty text")
         real, sha = None, ""
@@ -561,11 +564,9 @@ def _read_prompts(path: Path) -> tuple[PromptRow, ...]:
 
 
 def _read_controls(path: Path) -> tuple[ControlImage, ...]:
-    seen: dict[str, int] = {}
     out: list[ControlImage] = []
-    for line, row in read_csv_rows(path, CONTROL_COLUMNS):
+    for line, row in _rows_with_ids(path, CONTROL_COLUMNS, "control_id"):
         control_id, caption = row["control_id"], squash(row["caption"])
-        _check_id(path, line, "control_id", control_id, seen)
         if not row["file"]:
             raise StudyError(path, line, f"control {control_id!r} names no file")
         if not caption:
