@@ -86,8 +86,10 @@ def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None,
 
 
 def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
-    """Stored marks (position → points) as the page's ``p2p-marks`` field shows them."""
-    return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
+    """Stored marks (position → points: (x, y), or (x, y, confidence)) as the page's ``p2p-marks`` field shows
+    them."""
+    return json.dumps({str(p): [[float(v[0]), float(v[1]), *(int(c) for c in v[2:])] for v in pts]
+                       for p, pts in sorted(marks.items()) if pts})
 
 
 def address_of(app: P2PApp, request: gr.Request | None) -> str:
