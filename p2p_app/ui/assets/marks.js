@@ -152,7 +152,9 @@ function clickAt(viewer, frame, e) {
   if (hit >= 0) {
     points.splice(hit, 1);
     const p = v.picked;
-    if (p && p.position === position) v.picked = p.index === hit ? null : {position, index: p.index - (p.index > hit ? 1 : 0)};
+    if (p && p.position === position) {
+      v.picked = p.index === hit ? null : {position, index: p.index - (p.index > hit ? 1 : 0)};
+    }
   } else if (points.length < MAX_PER_IMAGE) {
     points.push([round((e.clientX - r.left) / r.width), round((e.clientY - r.top) / r.height)]);
     if (asksConfidence(viewer)) v.picked = {position, index: points.length - 1};
