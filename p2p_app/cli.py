@@ -338,18 +338,21 @@ def report(name, out, bootstrap, pool_live, config_path, data_dir, database_url)
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--tool", "tools", type=click.Choice(["mrmcaov", "rjafroc", "imrmc", "all"]), multiple=True,
               default=("all",), show_default=True,
-              help="Which tool's files (repeat for several): MRMCaov long CSV + R script, RJafroc Excel (ROC), iMRMC "
-                   "input file.")
+              help="Which tool's files (repeat for several): MRMCaov long CSV + R script, RJafroc Excel (ROC; with "
+                   "mark confidences also rjafroc_hrauc.xlsx, the marks' inferred ROC), iMRMC input file.")
 @click.option("--question", default="realism", show_default=True, help="The score that rates each image.")
 @_common
 @_domain_errors
 def export_r(name, outdir, tools, question, config_path, data_dir, database_url) -> None:
     """Write study NAME's reader study (real vs generated) for the R tools MRMCaov, RJafroc and iMRMC into OUTDIR."""
     from .rtools import TOOLS, export_r as write
+    from .study import study_key
 
-    df = _open_desk(config_path, data_dir, database_url, read_only=True).study_ratings(name)[1]
+    desk = _open_desk(config_path, data_dir, database_url, read_only=True)
+    st, df = desk.study_ratings(name)
+    marks = desk.storage.marks_frame(study_key(st)) if st is not None else None
     chosen = TOOLS if "all" in tools else tuple(dict.fromkeys(tools))
-    for path in write(df, outdir, chosen, question):
+    for path in write(df, outdir, chosen, question, marks=marks):
         click.echo(f"Wrote {path}")
 
 

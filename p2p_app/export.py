@@ -102,6 +102,8 @@ MARK_EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "position": '1-based panel position of the image on that screen (1 = "Image A")',
         "x": "horizontal position of the mark as a share of the image width, 0 = left edge, 1 = right edge",
         "y": "vertical position of the mark as a share of the image height, 0 = top edge, 1 = bottom edge",
+        "confidence": "how sure the rater is that the mark is an artifact, 1 (barely) to 5 (certain), in studies "
+                      "with mark_confidence; empty otherwise",
         "practice": "true when marked on a practice item (left out of the heat maps)",
         "marked_at": "when the mark was stored with the answers (ISO 8601, UTC)",
         "replaced_at": "when a changed answer replaced this mark (ISO 8601, UTC); empty for the current marks",

@@ -15,7 +15,7 @@ from .blinding import panel_label
 from .storage import Answer, MarkPoint, TrialInfo
 from .study import Question
 from .text import clean_comment, display_name
-from .tidy import CHOSEN_REAL, RANK_PREFIX
+from .tidy import CHOSEN_REAL, MARK_CONFIDENCES, RANK_PREFIX
 
 
 class UserError(ValueError):
@@ -175,12 +175,13 @@ def check_active_seconds(value: object) -> float | None:
 
 
 def check_marks(
-    trial: TrialInfo, marks: Mapping[int, Sequence[tuple[float, float]]] | None, asked: bool
+    trial: TrialInfo, marks: Mapping[int, Sequence[Sequence[float]]] | None, asked: bool, confidence: bool = False
 ) -> list[MarkPoint]:
     """Marked points (position → [(x, y), …], image-normalised: x right, y down, each in [0, 1]) mapped to the
     trial's image ids. Refused with a UserError (nothing stored): marks in a study that does not ask for them,
     an unknown position, a point that is not two real numbers in [0, 1], more than ``MAX_MARKS_PER_PANEL`` on one
-    panel. ``None`` or empty lists: no marks."""
+    panel. ``None`` or empty lists: no marks. With ``confidence`` (a study with ``mark_confidence``) every point is
+    (x, y, c) with c a whole number 1-5 (:func:`check_mark_confidence`); without it a third value is refused."""
     if marks is None:
         return []
     if not isinstance(marks, Mapping):
@@ -207,15 +208,35 @@ def check_marks(
             raise UserError(f"{label}: at most {MAX_MARKS_PER_PANEL} marks per image, not {len(points)}; "
                             "nothing was saved.")
         for point in points:
-            ok = isinstance(point, Sequence) and not isinstance(point, (str, bytes)) and len(point) == 2 and all(
+            ok = isinstance(point, Sequence) and not isinstance(point, (str, bytes)) and len(point) in (2, 3) and all(
                 not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1
-                for v in point
+                for v in point[:2]
             )
             if not ok:
                 raise UserError(f"{label}: a mark must be two numbers x, y between 0 and 1, not {point!r}; "
                                 "nothing was saved.")
-            out.append(MarkPoint(trial.shown_order[position - 1], float(point[0]), float(point[1])))
+            conf = check_mark_confidence(label, point, confidence)
+            out.append(MarkPoint(trial.shown_order[position - 1], float(point[0]), float(point[1]), conf))
     return out
+
+
+def check_mark_confidence(label: str, point: Sequence, asked: bool) -> int | None:
+    """A mark's confidence (the third value of ``point``), 1-5, in a study that asks for it (``asked``), else
+    None. Refused (UserError, nothing stored): a missing confidence when asked, one given when not asked, anything
+    but a whole number 1-5 (0, 6, 2.5, text, NaN, true)."""
+    if not asked:
+        if len(point) == 3:
+            raise UserError(f"{label}: this study does not ask for a mark's confidence; nothing was saved.")
+        return None
+    if len(point) != 3:
+        raise UserError(f"{label}: choose a confidence for every mark (press 1-5 after placing it: 1 = barely "
+                        "suspect, 5 = certain it is an artifact); nothing was saved.")
+    c = point[2]
+    if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c != int(c) \
+            or int(c) not in MARK_CONFIDENCES:
+        raise UserError(f"{label}: a mark's confidence must be a whole number from 1 to 5, not {c!r}; "
+                        "nothing was saved.")
+    return int(c)
 
 
 def _forced_choice_answers(trial: TrialInfo, answers: Mapping[int, Mapping[str, Any]]) -> list[Answer]:

@@ -142,6 +142,18 @@ READING_SECTIONS: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] 
         ("marks",),
         ("marks",),
     ),
+    # issue 22: a study whose marks carry a confidence (mark_confidence)
+    (
+        "Inferred ROC of artifact marks",
+        "Each rater's highest mark confidence on an image (1-5; 0 when the rater did not mark it) is that image's "
+        "score for 'this image has artifacts' (RJafroc's HrAuc). The reader study above is run on it: per model, "
+        "the reader-averaged AUC is the chance that one of the model's images scores higher than a real image (ties "
+        "count half), 0.5 = the marks do not tell them apart, with its Obuchowski–Rockette interval; then the "
+        "differences between models and the F test. Free marks have no true locations, so marks are not scored as "
+        "hits (no FROC).",
+        (),
+        ("inferred_roc",),
+    ),
 )
 
 

@@ -17,8 +17,15 @@ Obuchowski–Rockette numbers (:func:`p2p_app.mrmc.or_analysis`; ``tests/test_rt
   ``LL`` (``ReaderID, ModalityID, CaseID, LesionID, LL_Rating``: the positive cases); ``rjafroc_cases.csv`` maps
   the integer ``CaseID`` to the image). ``Truth`` lists per case the readers and treatments that read it. RJafroc's
   factorial (FCTRL) analysis assumes every case is read in every treatment: for a nested-cases study use MRMCaov or
-  iMRMC (``rjafroc_README.txt`` says so when it applies). The HrAuc layout (the highest-rated artifact mark per
-  image as its score) needs a confidence per mark, which marks do not carry yet: not exported.
+  iMRMC (``rjafroc_README.txt`` says so when it applies).
+* **RJafroc, inferred ROC of artifact marks** (``rjafroc_hrauc.xlsx``, ``rjafroc_hrauc_cases.csv``; written with
+  ``rjafroc`` when the study's marks carry confidences, ``mark_confidence``): the same layout, with each image's
+  highest mark confidence as its rating (0 = not marked; :mod:`p2p_app.hrauc`) and the truth turned round — the
+  generated images are the "diseased" cases (``LL``, one lesion each, ``LesionID`` 1), the real images the
+  non-diseased ones (``NL``). That is RJafroc's convention for ROC data held in FROC form: the highest rating of a
+  case goes to ``NL`` for a non-diseased and to ``LL`` for a diseased case, so RJafroc's ROC figure of merit on this
+  file is the HrAuc of the marks. Free marks have no truth locations, so the marks themselves are not written as
+  FROC lesion localisations.
 * **iMRMC** (``imrmc.imrmc``: free-text header, ``NR:``, ``N0:``, ``N1:``, ``NM:``, then ``BEGIN DATA:``; one truth
   row per case ``-1,<case>,0,<truth>`` and one row per rating ``<reader>,<case>,<treatment>,<score>``; case ids are
   integers, as iMRMC and RJafroc's reader of it need). iMRMC analyses designs that are not fully crossed.
@@ -36,6 +43,7 @@ import pandas as pd
 
 from .designs import catch_trial_mask
 from .mrmc import MRMC_COLUMNS, check_mrmc_frame
+from .hrauc import HR_QUESTION, has_confidences, hr_ratings
 from .tidy import REAL_SOURCE, REALISM, without_practice
 
 TOOLS = ("mrmcaov", "rjafroc", "imrmc")
@@ -132,8 +140,8 @@ def write_mrmcaov(frame: pd.DataFrame, outdir: Path) -> list[Path]:
     return [csv, script]
 
 
-def write_rjafroc(frame: pd.DataFrame, outdir: Path) -> list[Path]:
-    """``rjafroc.xlsx`` (Truth, NL, LL; ROC), ``rjafroc_cases.csv`` and, for nested cases, ``rjafroc_README.txt``."""
+def write_rjafroc(frame: pd.DataFrame, outdir: Path, stem: str = "rjafroc") -> list[Path]:
+    """``<stem>.xlsx`` (Truth, NL, LL; ROC), ``<stem>_cases.csv`` and, for nested cases, ``<stem>_README.txt``."""
     from openpyxl import Workbook
 
     check_mrmc_frame(frame)
@@ -159,13 +167,13 @@ def write_rjafroc(frame: pd.DataFrame, outdir: Path) -> list[Path]:
             ll.append([str(r), str(t), int(cid[c]), 1, float(v)])
         else:
             nl.append([str(r), str(t), int(cid[c]), float(v)])
-    path = outdir / "rjafroc.xlsx"
+    path = outdir / f"{stem}.xlsx"
     wb.save(path)
-    cases = outdir / "rjafroc_cases.csv"
+    cases = outdir / f"{stem}_cases.csv"
     ids.to_csv(cases, index=False)
     written = [path, cases]
     if nested_cases(frame):
-        note = outdir / "rjafroc_README.txt"
+        note = outdir / f"{stem}_README.txt"
         note.write_text(
             "Cases are nested within treatments here (each model's own generated images are read only under that "
             "model; the real images under every model). The Truth sheet lists, per case, the treatments and readers "
@@ -203,15 +211,33 @@ def write_imrmc(frame: pd.DataFrame, outdir: Path, title: str = "Prompt to Polyp
     return [path]
 
 
-def export_r(df: pd.DataFrame, outdir: str | Path, tools=TOOLS, question: str = REALISM) -> list[Path]:
+def hrauc_frame(df: pd.DataFrame, marks: pd.DataFrame) -> pd.DataFrame:
+    """The inferred ROC of the marks (:mod:`p2p_app.hrauc`) as an MRMC frame in RJafroc's orientation: truth 1 =
+    generated image (diseased), 0 = real; rating = the image's highest mark confidence, 0 when unmarked; the same
+    raters and images as :func:`mrmc_frame` would keep."""
+    frame = mrmc_frame(hr_ratings(df, marks), HR_QUESTION)
+    return frame.assign(truth=1 - frame["truth"].to_numpy(dtype=int))
+
+
+def write_rjafroc_hrauc(frame: pd.DataFrame, outdir: Path) -> list[Path]:
+    """``rjafroc_hrauc.xlsx`` / ``_cases.csv`` of :func:`hrauc_frame` (module docstring)."""
+    return write_rjafroc(frame, outdir, stem="rjafroc_hrauc")
+
+
+def export_r(
+    df: pd.DataFrame, outdir: str | Path, tools=TOOLS, question: str = REALISM, marks: pd.DataFrame | None = None
+) -> list[Path]:
     """Write the reader study of the tidy frame ``df`` for each of ``tools`` (any of ``TOOLS``) into ``outdir``
-    (created if missing); returns the files written. Nothing is written when the data cannot be exported."""
+    (created if missing); returns the files written. Nothing is written when the data cannot be exported. With
+    ``rjafroc`` and ``marks`` (the marks frame) that carry confidences, also the inferred ROC of the marks
+    (:func:`write_rjafroc_hrauc`)."""
     unknown = [t for t in tools if t not in TOOLS]
     if unknown or not tools:
         raise ValueError(f"unknown tool(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TOOLS)}")
     frame = mrmc_frame(df, question)
     if "rjafroc" in tools or "imrmc" in tools:
         _check_labels(frame)
+    hr = hrauc_frame(df, marks) if "rjafroc" in tools and has_confidences(marks) else None
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise ValueError(f"{outdir} exists and is not a folder")
@@ -221,4 +247,6 @@ def export_r(df: pd.DataFrame, outdir: str | Path, tools=TOOLS, question: str = 
     for tool in TOOLS:
         if tool in tools:
             written += writers[tool](frame, outdir)
+    if hr is not None:
+        written += write_rjafroc_hrauc(hr, outdir)
     return written

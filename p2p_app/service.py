@@ -564,7 +564,7 @@ class P2PApp:
         shown: object = ANY_TRIAL,
         reopened: bool = False,
         active_seconds: float | None = None,
-        marks: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+        marks: Mapping[int, Sequence[Sequence[float]]] | None = None,
     ) -> SubmitResult:
         """Store the answers to the session's current item.
 
@@ -575,7 +575,8 @@ class P2PApp:
 
         ``active_seconds``: the page's measure of time visible and not idle (:func:`check_active_seconds`).
         ``marks``: position → [(x, y), …] image-normalised points where the image looks wrong, only in a study
-        with ``mark_artifacts`` (:func:`check_marks`); stored with the answers, in one transaction."""
+        with ``mark_artifacts`` (:func:`check_marks`; with ``mark_confidence`` each point is (x, y, confidence 1-5));
+        stored with the answers, in one transaction."""
         check_session_here(session, shown)
         check_study_session(study, session)
         if shown is not ANY_TRIAL:
@@ -588,7 +589,7 @@ class P2PApp:
         allow_changes = study.allow_answer_changes and (reopened or shown is ANY_TRIAL)
         if trial.submitted_at is not None and not allow_changes:
             return SubmitResult("duplicate", (), ALREADY_ANSWERED)
-        points = check_marks(trial, marks, study.mark_artifacts)
+        points = check_marks(trial, marks, study.mark_artifacts, study.mark_confidence)
         stored = build_answers(trial, study.questions, answers, design=study.design)
         result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes, active_seconds=active,
                              marks=points)

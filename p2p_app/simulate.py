@@ -768,12 +768,15 @@ def simulate_marks(
     spread: float = 0.04,
     background: float = 0.3,
     seed: int = 0,
+    confidence: bool = False,
 ) -> pd.DataFrame:
     """Marked points (``p2p_app.tidy.MARK_COLUMNS``) on the images of ratings frame ``df``: for every image shown
     on a trial, ``Poisson(marks_per_image)`` points near its model's hot spot (``hot_spots``: model → (x, y),
     image-normalised, x right, y down; normal with sd ``spread``, clipped to [0, 1]) — the known truth a heat map
     must recover — plus ``Poisson(background)`` points anywhere (uniform); a model without a hot spot gets only
-    the background. At most 20 points per image (the app's limit)."""
+    the background. At most 20 points per image (the app's limit). ``confidence`` (a study with
+    ``mark_confidence``): a hot-spot point gets a confidence uniform on 3-5, a background point one on 1-3 (drawn
+    after the points, so the points are those drawn without it); otherwise the column is missing."""
     from .tidy import MARK_COLUMNS, MARK_DTYPES
 
     for model, (x, y) in hot_spots.items():
@@ -794,6 +797,7 @@ def simulate_marks(
     pts_bg = rng.random((len(row_bg), 2))
     rows = np.concatenate([row_hot, row_bg])
     pts = np.concatenate([pts_hot, pts_bg]).reshape(-1, 2)
+    conf = np.concatenate([rng.integers(3, 6, len(row_hot)), rng.integers(1, 4, len(row_bg))]) if confidence else None
     order = np.argsort(rows, kind="stable")
     rows, pts = rows[order], pts[order]
     s = shown.iloc[rows]
@@ -803,6 +807,7 @@ def simulate_marks(
         "item_id": s["item_id"].to_numpy(), "image_id": s["image_id"].to_numpy(), "model": s["model"].to_numpy(),
         "source": s["source"].to_numpy(), "prompt_id": s["prompt_id"].to_numpy(),
         "position": s["position"].to_numpy(), "x": pts[:, 0], "y": pts[:, 1],
+        "confidence": pd.array(conf[order] if conf is not None else [pd.NA] * len(rows), dtype="Int64"),
         "practice": practice.fillna(False).to_numpy(dtype=bool), "marked_at": s["answered_at"].reset_index(drop=True),
         "replaced_at": pd.Series(pd.NaT, index=range(len(s)), dtype="datetime64[ns, UTC]"),
     })  # fmt: skip

@@ -82,13 +82,18 @@ MARK_DTYPES: Mapping[str, str] = types.MappingProxyType(
         "position": "int64",
         "x": "float64",
         "y": "float64",
+        "confidence": "Int64",
         "practice": "bool",
         "marked_at": "datetime64[ns, UTC]",
         "replaced_at": "datetime64[ns, UTC]",
     }
 )
 """Columns of the marks frame (``Storage.marks_frame``, ``simulate.simulate_marks``, ``export.write_marks_csv``):
-one row per point a rater marked as looking wrong; ``x``, ``y`` image-normalised in [0, 1] (x right, y down)."""
+one row per point a rater marked as looking wrong; ``x``, ``y`` image-normalised in [0, 1] (x right, y down);
+``confidence`` 1-5 in studies with ``mark_confidence``, else missing."""
+
+MARK_CONFIDENCES: tuple[int, ...] = (1, 2, 3, 4, 5)
+"""A mark's confidence that it is an artifact (``mark_confidence``): 1 = barely suspect … 5 = certain."""
 
 MARK_COLUMNS: tuple[str, ...] = tuple(MARK_DTYPES)
 

@@ -126,7 +126,7 @@ LAYERS: dict[str, int] = {
     # pure core
     **dict.fromkeys(
         ["p2p_app", "text", "tidy", "config", "blinding", "limits", "serving", "study", "assignment",
-         "designs", "mrmc", "analysis", "contextual_bt", "rtools", "metrics", "metrics_run", "metrics_report",
+         "designs", "mrmc", "hrauc", "analysis", "contextual_bt", "rtools", "metrics", "metrics_run", "metrics_report",
          "export", "simulate", "report", "plan", "readiness"], 0),
     # storage
     **dict.fromkeys(["storage", "budget", "migrations"], 1),

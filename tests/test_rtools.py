@@ -30,8 +30,8 @@ def read_mrmcaov(folder: Path) -> pd.DataFrame:
                          "rating": [float(r["response"]) for r in rows]})  # fmt: skip
 
 
-def read_rjafroc(folder: Path) -> pd.DataFrame:
-    wb = load_workbook(folder / "rjafroc.xlsx", read_only=True)
+def read_rjafroc(folder: Path, name: str = "rjafroc.xlsx") -> pd.DataFrame:
+    wb = load_workbook(folder / name, read_only=True)
     assert wb.sheetnames == ["Truth", "NL", "LL"]
     truth_rows = list(wb["Truth"].iter_rows(values_only=True))
     assert truth_rows[0] == ("CaseID", "LesionID", "Weight", "ReaderID", "ModalityID", "Paradigm")

@@ -90,6 +90,7 @@ from ..designs import (
     forced_choice_screens,
     ranking_tables,
 )
+from ..hrauc import has_confidences
 from ..mrmc import or_analysis
 from ..tidy import (  # re-exported: the contract lives there
     ALIGNMENT,
@@ -114,6 +115,7 @@ from ..tidy import (  # re-exported: the contract lives there
 )
 from .compare import (
     auc_interval,
+    inferred_roc,
     pairwise_table,
     pairwise_tests,
     real_table,
@@ -272,6 +274,8 @@ class Analysis:
     """Artifact marks per model (:func:`mark_heatmaps`), when marks were given."""
     mark_grids: Mapping[str, np.ndarray] | None = None
     """Model → marks per image rated on the fixed grid (rows = y from the top, columns = x), when marks were given."""
+    inferred_roc: pd.DataFrame | None = None
+    """The marks' inferred ROC (:func:`inferred_roc`, HrAuc), when the marks carry confidences."""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Table name → table, in reading order."""
@@ -410,6 +414,7 @@ def _analyze(
         ci_level=ci_level,
         **designs,
         **(dict(zip(("marks", "mark_grids"), mark_heatmaps(df, marks))) if marks is not None else {}),
+        **({"inferred_roc": inferred_roc(df, marks, ci_level, models)} if has_confidences(marks) else {}),
     )
 
 

@@ -12,6 +12,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 from statsmodels.stats.multitest import multipletests
 
+from ..hrauc import HR_QUESTION, hr_ratings, reader_frame
 from ..mrmc import or_analysis
 from ..tidy import REALISM, not_computable, result_table
 from .crossed import bounded_interval, crossed_mean_ci, mean_ci_note
@@ -78,6 +79,18 @@ def reader_study(
     ``n_readers`` counts those used). Columns: ``READER_STUDY_COLUMNS``."""
     prep = prepare(df, models)
     return reader_study_table(prep, reader_study_result(prep, question, ci_level))
+
+
+def inferred_roc(
+    df: pd.DataFrame, marks: pd.DataFrame, ci_level: float = DEFAULT_CI_LEVEL, models: Sequence[str] = ()
+) -> pd.DataFrame:
+    """The inferred ROC of artifact marks with confidences (:mod:`p2p_app.hrauc`, RJafroc's HrAuc): per rater and
+    image the highest confidence among its marks (0 when unmarked) is the image's "synthetic" score, and the reader
+    study above (:func:`reader_study`: one row per model, its pairs, the F test; same raters, clusters and rules)
+    runs on it. ``estimate`` of a model's row = P(a generated image of that model scores higher than a real one)
+    + ½ P(tie), averaged over raters: 0.5 = the marks do not tell the model's images from real ones, 1 = always.
+    Columns: ``READER_STUDY_COLUMNS``."""
+    return reader_study(reader_frame(hr_ratings(df, marks)), HR_QUESTION, ci_level, models)
 
 
 def reader_study_result(prep: Prepared, question: str, ci_level: float):

@@ -39,7 +39,7 @@ class FrameStore(Database):
         prompt_id = func.coalesce(func.nullif(Trial.prompt_id, ""), Image.prompt_id)  # the trial's, as ratings_frame
         q = (
             select(Study.study_id, Study.version, Rater.public_id, Trial.id, Trial.item_key, Mark.image_id,
-                   Image.model, Image.source, prompt_id, Mark.position, Mark.x, Mark.y, Trial.practice,
+                   Image.model, Image.source, prompt_id, Mark.position, Mark.x, Mark.y, Mark.confidence, Trial.practice,
                    Mark.marked_at, Mark.replaced_at)
             .join(Trial, Trial.id == Mark.trial_id)
             .join(Rater, Rater.id == Mark.rater_pk)
@@ -55,9 +55,9 @@ class FrameStore(Database):
         records = [
             {"study": f"{sid}@v{ver}" if sid is not None else LIVE_STUDY, "rater_id": pub, "trial_id": tid,
              "item_id": item, "image_id": iid, "model": model, "source": source, "prompt_id": pid or "",
-             "position": pos, "x": float(x), "y": float(y), "practice": bool(practice),
+             "position": pos, "x": float(x), "y": float(y), "confidence": conf, "practice": bool(practice),
              "marked_at": aware(marked), "replaced_at": aware(replaced)}
-            for sid, ver, pub, tid, item, iid, model, source, pid, pos, x, y, practice, marked, replaced in rows
+            for sid, ver, pub, tid, item, iid, model, source, pid, pos, x, y, conf, practice, marked, replaced in rows
         ]
         return marks_frame(records)
 

@@ -74,11 +74,13 @@ class Answer:
 
 @dataclass(frozen=True)
 class MarkPoint:
-    """One marked point on one image of a trial (image-normalised, x right, y down, in [0, 1])."""
+    """One marked point on one image of a trial (image-normalised, x right, y down, in [0, 1]); ``confidence``:
+    how sure the rater is that it is an artifact, 1-5 (studies with ``mark_confidence``), else None."""
 
     image_id: str
     x: float
     y: float
+    confidence: int | None = None
 
 
 @dataclass(frozen=True)

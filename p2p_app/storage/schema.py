@@ -160,6 +160,8 @@ class Mark(Base):
     position: Mapped[int] = mapped_column(Integer)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
+    # how sure the rater is that it is an artifact, 1-5 (studies with ``mark_confidence``); NULL = not asked
+    confidence: Mapped[int | None] = mapped_column(Integer, nullable=True)
     marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     replaced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..tidy import MARK_CONFIDENCES
 from .engine import Database, retried
 from .records import (
     AccessDenied,
@@ -59,6 +60,8 @@ def check_submission(answers: Sequence[Answer], active_seconds: float | None, ma
     for m in marks:
         if not (0.0 <= m.x <= 1.0 and 0.0 <= m.y <= 1.0):
             raise StorageError(f"a marked point must lie in [0, 1] x [0, 1], not ({m.x!r}, {m.y!r})")
+        if m.confidence is not None and (isinstance(m.confidence, bool) or m.confidence not in MARK_CONFIDENCES):
+            raise StorageError(f"a mark's confidence must be one of 1-5, not {m.confidence!r}")
 
 
 def panel_positions(t: Trial, named: Sequence[Answer | MarkPoint] = ()) -> dict[str, int]:
@@ -238,23 +241,26 @@ class TrialStore(Database):
         (``replaced_at``). True when anything changed."""
         current = list(s.scalars(select(Mark).where(Mark.trial_id == t.id, Mark.replaced_at.is_(None))
                                  .order_by(Mark.id)))
-        if [(m.image_id, m.x, m.y) for m in current] == [(m.image_id, float(m.x), float(m.y)) for m in marks]:
+        if [(m.image_id, m.x, m.y, m.confidence) for m in current] == [
+            (m.image_id, float(m.x), float(m.y), m.confidence) for m in marks
+        ]:
             return False
         for m in current:
             m.replaced_at = now
         for m in marks:
             s.add(Mark(trial_id=t.id, rater_pk=t.rater_pk, image_id=m.image_id, position=positions[m.image_id],
-                       x=float(m.x), y=float(m.y), marked_at=now))
+                       x=float(m.x), y=float(m.y), confidence=m.confidence, marked_at=now))
         return True
 
-    def trial_marks(self, trial_id: int, rater_pk: int) -> dict[int, list[tuple[float, float]]]:
-        """A trial's current marks as the page sends them: position → [(x, y), …] (only the trial's rater)."""
+    def trial_marks(self, trial_id: int, rater_pk: int) -> dict[int, list[tuple]]:
+        """A trial's current marks as the page sends them: position → [(x, y), …], or (x, y, confidence) for a
+        mark with a confidence (only the trial's rater)."""
         with self._read() as s:
             self._owned(s, trial_id, rater_pk)
-            out: dict[int, list[tuple[float, float]]] = {}
+            out: dict[int, list[tuple]] = {}
             for m in s.scalars(select(Mark).where(Mark.trial_id == trial_id, Mark.replaced_at.is_(None))
                                .order_by(Mark.id)):
-                out.setdefault(m.position, []).append((m.x, m.y))
+                out.setdefault(m.position, []).append((m.x, m.y) if m.confidence is None else (m.x, m.y, m.confidence))
             return out
 
     @staticmethod

@@ -27,6 +27,7 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     repeat_fraction = 0.1           # optional (0.0); share of a rater's items shown again, [0, 0.5]
     allow_answer_changes = false    # optional (false); may a rater revise a stored answer
     mark_artifacts = false          # optional (false); raters may click points where an image looks wrong
+    mark_confidence = false         # optional (false); each mark gets a confidence 1-5 (the inferred ROC)
     raters = ["dr_a", "dr_b"]       # planned raters (names), or:
     open = true                     # an open study: anyone joins with a name ...
     n_raters = 6                    # ... into one of n_raters rater slots (required when open)

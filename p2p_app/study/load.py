@@ -69,6 +69,7 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "catch_kinds": list,
     "rater_groups": dict,
     "mark_artifacts": bool,
+    "mark_confidence": bool,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
@@ -193,6 +194,9 @@ def load_study(
     _check_design_needs(toml, header["design"], models, prompts_path, prompts)
     catch_rate, catch_kinds = _check_catch(toml, data, prompts, controls)
     rater_groups = _check_groups(toml, data.get("rater_groups"), raters, is_open)
+    if data.get("mark_confidence", False) and not data.get("mark_artifacts", False):
+        raise toml.error("mark_confidence", "mark_confidence = true needs mark_artifacts = true (a confidence is "
+                         "given per artifact mark)")
 
     return StudyDefinition(
         **header,
@@ -211,6 +215,7 @@ def load_study(
         catch_kinds=catch_kinds,
         rater_groups=rater_groups,
         mark_artifacts=data.get("mark_artifacts", False),
+        mark_confidence=data.get("mark_confidence", False),
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,

@@ -249,6 +249,7 @@ class StudyDefinition:
     catch_kinds: tuple[str, ...] = ()
     rater_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, rater names), in file order
     mark_artifacts: bool = False  # raters may click points on an image where it looks wrong
+    mark_confidence: bool = False  # each mark carries a confidence 1-5 (needs mark_artifacts): the inferred ROC
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -445,6 +446,7 @@ class StudyDefinition:
             **({"practice": [p.prompt_id for p in self.prompts if p.practice]}
                if any(p.practice for p in self.prompts) else {}),
             **({"mark_artifacts": True} if self.mark_artifacts else {}),
+            **({"mark_confidence": True} if self.mark_confidence else {}),
             **({"wrong_anatomy": WRONG_ANATOMY_METHOD} if "wrong_anatomy" in self.catch_kinds else {}),
         }
 

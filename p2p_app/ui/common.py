@@ -41,11 +41,13 @@ def page_js(app: P2PApp | None = None) -> str:
     return "() => {\n" + f"window.p2pPage = window.p2pPage || {data};\n" + "\n".join(parts) + "\n}"
 
 
-def viewer_tools(marks: bool = False) -> str:
+def viewer_tools(marks: bool = False, confidence: bool = False) -> str:
     """The toolbar above a trial's panels (zoom, window/level; driven by ``assets/zoom.js``; with ``marks`` the
-    artifact-marking buttons of ``assets/marks.js``), as markup."""
+    artifact-marking buttons of ``assets/marks.js``, with ``confidence`` its confidence chooser), as markup."""
     tools = (ASSETS / "viewer.html").read_text(encoding="utf-8")
-    return tools.replace("<!-- marks -->", (ASSETS / "marks.html").read_text(encoding="utf-8") if marks else "")
+    mark_tools = (ASSETS / "marks.html").read_text(encoding="utf-8").replace(
+        "<!-- confidence -->", (ASSETS / "marks-confidence.html").read_text(encoding="utf-8") if confidence else "")
+    return tools.replace("<!-- marks -->", mark_tools if marks else "")
 
 
 def page_field(kind: str, elem_id: str | None = None) -> gr.Textbox:
@@ -86,8 +88,10 @@ def page_measures(active_text: Any, marks_text: Any = "") -> tuple[float | None,
 
 
 def marks_text(marks: Mapping[int, Sequence[Sequence[float]]]) -> str:
-    """Stored marks (position → points) as the page's ``p2p-marks`` field shows them."""
-    return json.dumps({str(p): [[float(x), float(y)] for x, y in pts] for p, pts in sorted(marks.items()) if pts})
+    """Stored marks (position → points: (x, y), or (x, y, confidence)) as the page's ``p2p-marks`` field shows
+    them."""
+    return json.dumps({str(p): [[float(v[0]), float(v[1]), *(int(c) for c in v[2:])] for v in pts]
+                       for p, pts in sorted(marks.items()) if pts})
 
 
 def address_of(app: P2PApp, request: gr.Request | None) -> str:
@@ -175,16 +179,17 @@ class PanelWidgets:
 
 def build_panels(
     n: int, questions: Sequence[Question], with_cant_judge: bool = True, rank: bool = False, marks: bool = False,
-    ids: Callable[[int], PanelIds] | None = None,
+    ids: Callable[[int], PanelIds] | None = None, mark_confidence: bool = False,
 ) -> list[PanelWidgets]:
     """``n`` panels; ``rank`` (the ranking design): each scale question is a rank dropdown ``rank_<key>``
     (1 = best, 1..n) instead of a radio of scores; the service refuses a rank given twice. ``marks``: the toolbar
-    offers artifact marking (assets/marks.js; the screen needs a ``page_field("p2p-marks")``). ``ids``: panel
+    offers artifact marking (assets/marks.js; the screen needs a ``page_field("p2p-marks")``), with
+    ``mark_confidence`` a confidence 1-5 per mark. ``ids``: panel
     index → its declared ids (``page.py``, e.g. ``ARENA.panel``)."""
     panels: list[PanelWidgets] = []
     # the viewer (assets/zoom.js): one zoom/pan and window/level state for every panel image inside .p2p-viewer
     with gr.Column(elem_classes=[Css.VIEWER]):
-        gr.HTML(viewer_tools(marks), elem_classes=[Css.VIEWER_TOOLS], js_on_load=None)
+        gr.HTML(viewer_tools(marks, mark_confidence), elem_classes=[Css.VIEWER_TOOLS], js_on_load=None)
         with gr.Row(equal_height=False, elem_classes=[Css.PANELS]):
             for i in range(n):
                 panels.append(_panel(i, n, questions, with_cant_judge, rank, ids(i) if ids else None))

@@ -72,6 +72,9 @@ class ScriptCss:
     MARK_LAYER = "p2p-mark-layer"
     MARK_COUNT = "p2p-mark-count"
     MARKING = "p2p-marking"
+    MARK_CHOOSER = "p2p-mark-chooser"  # the confidence buttons 1-5 (mark_confidence)
+    MARK_UNRATED = "p2p-mark-unrated"  # a mark without its confidence yet
+    MARK_PICKED = "p2p-mark-picked"  # the selected mark, whose confidence the digits set
 
 
 class Markup:
@@ -81,6 +84,7 @@ class Markup:
     ZOOM = "data-p2p-zoom"  # in, out, reset
     WINDOW_LEVEL = "data-p2p-wl"  # brightness, contrast (sliders), reset
     MARK = "data-p2p-mark"  # toggle, clear
+    MARK_CONFIDENCE = "data-p2p-conf"  # 1-5: the selected mark's confidence (mark_confidence)
 
 
 class Field:

@@ -120,12 +120,16 @@ class StudyScreen:
             self.prompt_md = gr.Markdown(elem_id=ids.prompt)
             if st.mark_artifacts:
                 gr.Markdown("Press **Mark artifacts**, then click each spot where an image looks wrong (click a mark "
-                            "again to remove it). Zoom and pan work as before.")
+                            "again to remove it). Zoom and pan work as before." + (
+                                " After placing a mark, press a key **1-5** (or its button) for how sure you are "
+                                "that it is an artifact: 1 = barely suspect, 5 = certain." if st.mark_confidence
+                                else ""))
             # forced choice: the screen's one pick, above the ratings (the instructions say to pick first; the panel
             # count is constant, so are the choices)
             self.pick = build_pick(self.n_panels, ids.pick) if self.forced_choice else gr.State(None)
             self.panels = build_panels(self.n_panels, st.questions, with_cant_judge=True, rank=st.design == "ranking",
-                                       marks=st.mark_artifacts, ids=ids.panel)  # fmt: skip
+                                       marks=st.mark_artifacts, ids=ids.panel,
+                                       mark_confidence=st.mark_confidence)  # fmt: skip
             # the trial the page shows, sent back with Submit: a replayed or stale submit names another one
             self.shown_field = page_field(Field.SHOWN, ids.shown)
             # seconds visible and not idle, measured by the page
