@@ -94,7 +94,9 @@ from .model import (
     CATCH_REAL_KIND,
     COMMENT,
     CONTROL_PREFIX,
+    DEFAULT_NOTICE_WORDS,
     DEFAULT_QUESTIONS,
+    DISCLOSED_ORDERS,
     DISCLOSED_PREFIX,
     DISCLOSURE_TEXT,
     NAIVE_PREFIX,
@@ -128,6 +130,8 @@ from .model import (
 from .write import toml_value, write_study
 
 __all__ = [
+    "DEFAULT_NOTICE_WORDS",
+    "DISCLOSED_ORDERS",
     "DISCLOSED_PREFIX",
     "DISCLOSURE_TEXT",
     "NAIVE_PREFIX",
