@@ -237,3 +237,98 @@ def test_simulator_refuses_bad_probabilities():
     with pytest.raises(ValueError, match="probabilities"):
         simulate_naive_disclosed(models={"m": (0.0, 0.5)})
     assert set(simulate_naive_disclosed(n_raters=2, images_per_model=2, n_real=1)["phase"]) == {"naive", "disclosed"}
+
+
+# ------------------------------------------------------------------------------ over the browser protocol, then report
+
+
+def _texts(value) -> list[str]:
+    """Every string inside a component's props or an update (labels, values, choices, info)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() if k not in ("elem_id", "elem_classes", "key", "__type__") for t in _texts(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def _subtree(layout: dict, component_id: int) -> set[int]:
+    """The ids of ``component_id`` and everything inside it in the config's layout."""
+    def walk(node, inside):
+        inside = inside or node["id"] == component_id
+        found = {node["id"]} if inside else set()
+        for child in node.get("children", []):
+            found |= walk(child, inside)
+        return found
+    return walk(layout, False)
+
+
+def _primes(texts) -> list[str]:
+    return [t for t in texts if priming_word(t)]
+
+
+@pytest.mark.e2e
+def test_naive_disclosed_over_the_browser_protocol_to_export_and_report(naive_app, tmp_path):
+    from browser_client import BrowserSession, study
+    from click.testing import CliRunner
+    from conftest import running_server
+
+    from p2p_app.cli import main
+    from p2p_app.desk import ResearchDesk
+    from p2p_app.ui.page import page_data
+
+    app = naive_app
+    st = prepared(app, naive_study(tmp_path / "s", raters=["ann", "ben"], overlap_k=2))
+    tokens = {name: reader.add_rater(app, st, name)[1] for name in st.raters}
+    ids = study(0)
+    assert not _primes(_texts(page_data(app)["ids"]["studies"][0]))  # the page's declared parts: neutral names
+    with running_server(app) as url:
+        for n_rater, (name, token) in enumerate(tokens.items()):
+            page = BrowserSession(url, query=f"token={token}")
+            tab = _subtree(page.config["layout"], page.by_id(ids.tab))
+            shown_text = _texts([page.components[c].get("props", {}) for c in tab])
+            assert "Image quality" in shown_text and not _primes(shown_text)  # phase 1's page config: no mention
+            out = page.trigger(page.by_id(ids.signin))
+            quality = page.answers(ids, "quality")[0]
+            comment = page.answers(ids, "comment")[0]
+            call = page.by_id(ids.call)
+            for step in range(6):  # phase 1: every update the page gets is free of any mention of synthesis
+                assert not _primes(_texts(list(out.values()))), _primes(_texts(list(out.values())))
+                assert page.visible[page.by_id(ids.screen)] and not page.visible[call]
+                page.set(quality, 1 + step % 5)
+                page.set(comment, "looks artificial" if step % 3 == 0 else "")
+                out = page.trigger(page.by_id(ids.submit))
+            assert app.storage.count_ratings() > 0
+            interlude = page.by_id(ids.interlude)
+            assert page.visible[interlude] and not page.visible[page.by_id(ids.screen)]
+            assert any("made by a computer model" in t for t in _texts(list(out.values())))
+            page.trigger(page.by_id(ids.interlude_ok))
+            assert page.visible[page.by_id(ids.screen)] and not page.visible[interlude] and page.visible[call]
+            before = app.storage.count_ratings()
+            page.set(call, None)
+            out = page.trigger(page.by_id(ids.submit))  # no call: refused, nothing stored
+            assert app.storage.count_ratings() == before
+            for step in range(6):
+                page.set(call, 2 if step % 2 else 5)
+                page.trigger(page.by_id(ids.submit))
+            assert any("All items are done" in str(v) for v in page.values.values())
+            page.close()
+    out_csv = tmp_path / "ratings.csv"
+    res = CliRunner().invoke(main, ["export", str(out_csv), "--study", st.id, "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(out_csv, keep_default_na=False)
+    assert set(df["phase"]) == {"naive", "disclosed"}
+    unusual = df[df["question"] == UNUSUAL_KEY]
+    assert len(unusual) == 12 and (unusual["comment"] == "looks artificial").sum() == 4
+    assert sorted(df.loc[df["question"] == SOURCE_CALL_KEY, "value"].astype(float).unique()) == [2.0, 5.0]
+    page_html, answers = ResearchDesk(app).report(st.id, n_boot=20)  # the researcher's report (CLI, admin screen)
+    assert answers == len(df)
+    assert "Detection before and after disclosure" in page_html and "Keyword rule" in page_html
+    assert "looks artificial" in page_html and "synthe\\w*" in page_html
+
+
+def test_shipped_example_loads_with_the_demo_models(app):
+    st = load_study(ROOT / "studies" / "colonoscopy_naive_disclosed", known_models=[m.name for m in app.config.models])
+    assert st.design == "naive_disclosed" and st.disclosed_order == "fresh" and "synthe*" in st.notice_words
+    assert len(st.disclosed_items()) == len(st.items()) == 9

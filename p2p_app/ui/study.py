@@ -101,6 +101,8 @@ class StudyScreen:
             "Open your personal invite link; or type your name to start (you get a personal resume code), "
             "or your resume code to continue." if st.open else INVITE_ONLY
         )
+        if self.two_phase:  # phase 1 never mentions models, not even the live arena's
+            invite = invite.split(" Anyone can try the models")[0]
         with gr.Column(elem_id=ids.signin_box) as self.signin_box:
             self.header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}", elem_id=ids.header)
             # "being prepared: 37 / 114 images" while start-up prepares the study
