@@ -296,6 +296,7 @@ def test_naive_disclosed_over_the_browser_protocol_to_export_and_report(naive_ap
             for step in range(6):  # phase 1: every update the page gets is free of any mention of synthesis
                 assert not _primes(_texts(list(out.values()))), _primes(_texts(list(out.values())))
                 assert page.visible[page.by_id(ids.screen)] and not page.visible[call]
+                assert page.values[comment] == "" and page.values[quality] is None  # a new screen starts empty
                 page.set(quality, 1 + step % 5)
                 page.set(comment, "looks artificial" if step % 3 == 0 else "")
                 out = page.trigger(page.by_id(ids.submit))

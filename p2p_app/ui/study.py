@@ -163,7 +163,8 @@ class StudyScreen:
                 value = None if disclosed else shown.answers.get(position, {}).get(key)
                 empty = [] if isinstance(w, gr.CheckboxGroup) else None
                 updates[w] = w.__class__(value=empty if value is None else value, visible=not disclosed)
-            updates[p.comment] = gr.Textbox(label=UNUSUAL.label, visible=not disclosed)
+            text = "" if disclosed else shown.answers.get(position, {}).get("comment") or ""
+            updates[p.comment] = gr.Textbox(value=text, label=UNUSUAL.label, visible=not disclosed)
         stored = shown.answers.get(1, {}).get(SOURCE_CALL_KEY)
         updates[self.call] = gr.Radio(choices=choices_for(SOURCE_CALL), label=SOURCE_CALL.label, value=stored,
                                       visible=True) if disclosed else gr.Radio(choices=[], value=None, visible=False)
