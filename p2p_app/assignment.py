@@ -42,7 +42,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .study import CATCH_PREFIX, CONTROL_PREFIX, StudyDefinition, StudyItem
+from .study import CATCH_PREFIX, CONTROL_PREFIX, DISCLOSED_PREFIX, NAIVE_PREFIX, StudyDefinition, StudyItem
 from .text import name_key
 
 
@@ -102,7 +102,7 @@ def coverage(
 
 
 def _stratum(item: StudyItem) -> str:
-    if item.key.startswith(CONTROL_PREFIX):
+    if item.key.removeprefix(NAIVE_PREFIX).startswith(CONTROL_PREFIX):
         return "control"
     if item.n_panels == 1:
         return item.slots[0].model
@@ -170,9 +170,24 @@ def rater_sequence(study: StudyDefinition, slot: int, seed: int | None = None) -
     trials = with_catch_trials(study, slot, slot_trials(mine, study.repeat_fraction, base, slot), base)
     practice = sorted((item.key for item in study.practice_items()),
                       key=lambda key: (_h("practice", base, slot, key), key))
+    trials += disclosed_trials(study, trials, base, slot)
     return tuple(Assignment(i, key, False, True) for i, key in enumerate(practice)) + tuple(
         Assignment(len(practice) + i, key, repeat) for i, (key, repeat) in enumerate(trials)
     )
+
+
+def disclosed_trials(study: StudyDefinition, trials: Sequence[tuple[str, bool]], base: str,
+                     slot: int) -> list[tuple[str, bool]]:
+    """Phase 2 of the naive → disclosed design, after every phase-1 trial: each of the slot's phase-1 items once
+    more (``disclosed:<image key>``; no repeats), in phase 1's order of first showings (``disclosed_order =
+    "same"``) or in a fresh per-slot shuffle (``"fresh"``). Empty for every other design."""
+    if study.design != "naive_disclosed":
+        return []
+    firsts = [key for key, repeat in trials if not repeat and key.startswith(NAIVE_PREFIX)]
+    keys = [DISCLOSED_PREFIX + key[len(NAIVE_PREFIX):] for key in firsts]
+    if study.disclosed_order == "fresh":
+        keys.sort(key=lambda key: (_h("disclosed", base, slot, key), key))
+    return [(key, False) for key in keys]
 
 
 def catch_count(catch_rate: float, n_trials: int) -> int:

@@ -208,7 +208,8 @@ class ResearchDesk:
         marks = self.storage.marks_frame(key)
         page = build_report(df, title, progress=progress, n_boot=n_boot, models=models,
                             marks=marks if len(marks) else None, pool=pool,
-                            metrics=load_metrics(self.config.data_dir, key))  # from `p2p metrics`
+                            metrics=load_metrics(self.config.data_dir, key),  # from `p2p metrics`
+                            notice_words=getattr(st, "notice_words", None))  # naive → disclosed: the keyword rule
         return page, len(df)
 
     def overview(self, key: str) -> Overview:

@@ -71,6 +71,9 @@ EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
         "active_seconds": "seconds the page was visible and not idle (idle = no input for over 30 s) between shown "
         "and answered, measured by the page and capped at seconds; empty when unknown (older answers, API clients)",
         "practice": "true for a practice item (shown first to learn the scale; left out of every statistic)",
+        "phase": 'naive → disclosed design: "naive" (phase 1, before the rater is told that some images are '
+        'synthetic; question "unusual" holds the "anything unusual?" text in comment) or "disclosed" (phase 2, '
+        'question "real_or_synthetic": 1–3 synthetic, 4–6 real, 1 and 6 the surest); empty in other designs',
     }
 )
 """Long format (``write_long_csv``, ``write_parquet``): column → meaning, in file order."""

@@ -13,7 +13,7 @@ from generators.base import too_many_tokens
 
 from .blinding import panel_label
 from .storage import Answer, MarkPoint, TrialInfo
-from .study import Question
+from .study import UNUSUAL_KEY, Question
 from .text import clean_comment, display_name
 from .tidy import CHOSEN_REAL, MARK_CONFIDENCES, RANK_PREFIX
 
@@ -104,7 +104,9 @@ def build_answers(
     its label, "Image B"), stored as ``chosen_real`` 1 on it and 0 on every other panel; the questions are
     asked per panel as usual. ``design = "ranking"``: every scale question is a full ranking instead of a
     score: ``answers[pos]["rank_<key>"]`` is the panel's rank (1 = best), a permutation of 1..n over the
-    panels; the other questions are asked per panel."""
+    panels; the other questions are asked per panel. Text questions are the panel's ``comment``; the one stored as
+    its own row is "anything unusual?" (``unusual``, the naive → disclosed design's phase 1): a row per image,
+    even when empty, so that every image shown has its (possibly empty) text."""
     if design == "forced_choice":
         design_answers = _forced_choice_answers(trial, answers)
     elif design == "ranking":
@@ -131,6 +133,8 @@ def build_answers(
         for q in questions:
             raw = given.get(q.key)
             if q.kind == "text":
+                if q.key == UNUSUAL_KEY:  # naive → disclosed, phase 1: one row per image, its text the comment
+                    out.append(Answer(image_id, q.key, None, (), cant_judge, comment))
                 continue
             if cant_judge:
                 out.append(Answer(image_id, q.key, None, (), True, comment))

@@ -8,7 +8,7 @@ every table and label.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ from .analysis import (
     score_level_columns,
 )
 from . import contextual_bt
+from .analysis.disclosure import disclosure_table, has_disclosure, rule_text, unusual_texts
+from .study import DEFAULT_NOTICE_WORDS
 from .tidy import without_practice
 
 ALPHA_RELIABLE = 0.8
@@ -576,6 +578,33 @@ def render_html(
     return "\n".join(parts)
 
 
+DISCLOSURE_NOTE = (
+    "Phase 1 (naive): raters read every image with no mention of synthesis, answering the study's questions and "
+    "'Anything unusual about this image?'. Phase 2 (disclosed): told that some images were made by a computer "
+    "model, they called each image again on a 6-point scale (1-3 synthetic, 4-6 real). noticed: share of images "
+    "whose phase-1 text matches the keyword rule below (for real images: real images flagged, a false alarm); "
+    "detected: share called correctly after disclosure (generated: sensitivity; real: specificity; all images: "
+    "accuracy); difference: detected - noticed on the same raters. 95% CIs with raters random: the rater-clustered "
+    "Korn-Graubard interval of the forced-choice analysis, and for the difference the cluster-robust variance of "
+    "the paired difference with t on raters - 1 df; images are treated as fixed. The keyword rule is a screen, not a "
+    "reading: every phase-1 text is listed below (and in the long export, question 'unusual') for manual coding."
+)
+
+
+def disclosure_section(df: pd.DataFrame, words: Sequence[str], ci_level: float = 0.95) -> str:
+    """The report section of the naive → disclosed design: the table per model, the rule, the texts."""
+    table = disclosure_table(df, words, ci_level)
+    texts = unusual_texts(df, words)
+    return "\n".join([
+        '<section><h2>Detection before and after disclosure (naive → disclosed)</h2>',
+        f"<p>{html.escape(DISCLOSURE_NOTE)}</p>",
+        f"<p><b>Keyword rule:</b> {html.escape(rule_text(words))}.</p>",
+        _table_html("disclosure", table),
+        _table_html("unusual_texts", texts),
+        "</section>",
+    ])
+
+
 def build_report(
     df: pd.DataFrame,
     title: str = "Prompt to Polyp: evaluation report",
@@ -588,6 +617,7 @@ def build_report(
     marks: pd.DataFrame | None = None,
     pool: Mapping[str, tuple[pd.DataFrame, float]] | None = None,
     metrics=None,
+    notice_words: Sequence[str] | None = None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
@@ -612,6 +642,9 @@ def build_report(
     if progress is not None:
         extra["progress"] = progress
     page = render_html(analysis, figures(analysis, df, progress), title, extra)
+    if has_disclosure(df):  # the naive → disclosed design; notice_words: the study's keyword rule
+        page = page.replace("</body></html>", disclosure_section(df, notice_words or DEFAULT_NOTICE_WORDS,
+                                                                 analysis.ci_level) + "\n</body></html>")
     if metrics is None:
         return page
     from .metrics_report import PLOTLY_MARK, section_html

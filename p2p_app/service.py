@@ -72,7 +72,7 @@ from .storage import (
     unreachable,
 )
 from . import assignment
-from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
+from .study import ALIGNMENT, REALISM, Question, StudyDefinition, item_phase, study_key
 from .text import clean_line
 
 log = logging.getLogger(__name__)
@@ -532,7 +532,10 @@ class P2PApp:
                     is_repeat=a.is_repeat,
                     practice=a.practice,
                 )
-            return self.shown(t, study.questions, **counts, mark_artifacts=study.mark_artifacts)
+            phase = item_phase(a.item_key) if study.design == "naive_disclosed" else ""
+            first = next((b for b in sequence if item_phase(b.item_key) == "disclosed"), None) if phase else None
+            return self.shown(t, study.questions_for(a.item_key), **counts, mark_artifacts=study.mark_artifacts,
+                              phase=phase, disclose=first is a)
         return None
 
     def previous_trial(
@@ -550,7 +553,7 @@ class P2PApp:
             raise UserError("There is no earlier answered item.")
         t = max(earlier, key=lambda t: t.order_index)
         sequence = rater_plan(study, row.design_hash, self._slot_of(session))[0]
-        return self.shown(t, study.questions, **_progress_counts(sequence, answered),
+        return self.shown(t, study.questions_for(t.item_key), **_progress_counts(sequence, answered),
                           answers=self.storage.trial_answers(t.id, session.rater_pk),
                           mark_artifacts=study.mark_artifacts,
                           marks=self.storage.trial_marks(t.id, session.rater_pk) if study.mark_artifacts else None)
@@ -590,7 +593,7 @@ class P2PApp:
         if trial.submitted_at is not None and not allow_changes:
             return SubmitResult("duplicate", (), ALREADY_ANSWERED)
         points = check_marks(trial, marks, study.mark_artifacts, study.mark_confidence)
-        stored = build_answers(trial, study.questions, answers, design=study.design)
+        stored = build_answers(trial, study.questions_for(trial.item_key), answers, design=study.design)
         result = self.record(trial, session.rater_pk, stored, allow_changes=allow_changes, active_seconds=active,
                              marks=points)
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
@@ -639,6 +642,8 @@ class P2PApp:
         practice_total: int = 0,
         mark_artifacts: bool = False,
         marks: Mapping[int, Sequence[tuple[float, float]]] | None = None,
+        phase: str = "",
+        disclose: bool = False,
     ) -> ShownTrial:
         infos = []
         for image_id in trial.shown_order:
@@ -667,6 +672,8 @@ class P2PApp:
             practice_total=practice_total,
             mark_artifacts=mark_artifacts,
             marks=marks or {},
+            phase=phase,
+            disclose=disclose,
         )
 
 

@@ -101,6 +101,8 @@ class ShownTrial:
     practice_total: int = 0  # practice items in the rater's sequence
     mark_artifacts: bool = False  # the study asks raters to mark points where an image looks wrong
     marks: Mapping[int, Sequence[tuple[float, float]]] = field(default_factory=dict)  # position → stored marks
+    phase: str = ""  # naive → disclosed design: "naive" (phase 1) or "disclosed" (phase 2); "" otherwise
+    disclose: bool = False  # the first phase-2 screen: the disclosure comes before it
 
     @property
     def practice_number(self) -> int:

@@ -453,7 +453,7 @@ def _with_rating_catch(out, rng, catch_rate, raters, latent_real, namespace):
         "seconds": (secs_ns / 1e9)[c_trial], "is_repeat": False,
         "catch": np.where(is_real, CATCH_REAL, CATCH_BROKEN),
         "catch_kind": np.where(is_real, "", np.array(CATCH_KINDS)[rng.integers(0, len(CATCH_KINDS), len(r))]),
-        "rater_group": "", "active_seconds": np.nan, "practice": False,
+        "rater_group": "", "active_seconds": np.nan, "practice": False, "phase": "",
     })  # fmt: skip
     return _renumber(pd.concat([out, rows.astype(dict(TIDY_DTYPES))], ignore_index=True))
 
@@ -653,7 +653,7 @@ def _design_frame(rng, t, panels, value, names, include_real, question, groups, 
         "is_repeat": np.zeros(n_rows, dtype=bool), "catch": _strings(("", CATCH_REAL, CATCH_BROKEN), catch_code),
         "catch_kind": _strings(("",) + CATCH_KINDS, kind_code),
         "rater_group": _strings(groups, r_group[t.rater[r_trial]]), "active_seconds": np.full(n_rows, np.nan),
-        "practice": np.zeros(n_rows, dtype=bool),
+        "practice": np.zeros(n_rows, dtype=bool), "phase": _strings([""], zeros),
     })  # fmt: skip
     return out.astype(dict(TIDY_DTYPES)).loc[:, list(TIDY_COLUMNS)]
 

@@ -39,6 +39,8 @@ TIDY_DTYPES: Mapping[str, str] = types.MappingProxyType(
         # added by issue 13 (reading screen): at the end, each with a default (TIDY_DEFAULTS)
         "active_seconds": "float64",
         "practice": "bool",
+        # added by issue 22 (naive → disclosed design): at the end, with a default (TIDY_DEFAULTS)
+        "phase": "str",
     }
 )
 """Columns of the tidy ratings frame, in contract order, with their dtypes."""
@@ -63,7 +65,8 @@ RANK_PREFIX = "rank_"
 """Questions ``rank_<q>`` of the ranking design: value = rank of the panel on that screen (1 = best)."""
 
 TIDY_DEFAULTS: Mapping[str, object] = types.MappingProxyType(
-    {"catch": "", "catch_kind": "", "rater_group": "", "active_seconds": float("nan"), "practice": False}
+    {"catch": "", "catch_kind": "", "rater_group": "", "active_seconds": float("nan"), "practice": False,
+     "phase": ""}
 )
 """Default of every column added after the first release of the contract: a frame without such a column (an older
 export, a hand-built frame) gets it filled with this value by :func:`with_tidy_defaults`."""

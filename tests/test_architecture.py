@@ -127,7 +127,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["p2p_app", "text", "tidy", "config", "blinding", "limits", "serving", "study", "assignment",
          "designs", "mrmc", "hrauc", "analysis", "contextual_bt", "rtools", "metrics", "metrics_run", "metrics_report",
-         "export", "simulate", "report", "plan", "readiness"], 0),
+         "export", "simulate", "simulate_disclosure", "report", "plan", "readiness"], 0),
     # storage
     **dict.fromkeys(["storage", "budget", "migrations"], 1),
     # service: the rater's surface and its parts (form checks, sessions, the image cache, catch images)

@@ -38,6 +38,7 @@ def frame(rows: list[dict]) -> pd.DataFrame:
             "seconds": 5.0, "is_repeat": r.get("repeat", False), "catch": r.get("catch", ""),
             "catch_kind": r.get("kind", ""), "rater_group": r.get("group", ""),
             "active_seconds": r.get("active", float("nan")), "practice": r.get("practice", False),
+            "phase": r.get("phase", ""),
         })  # fmt: skip
     return pd.DataFrame(out).astype(dict(TIDY_DTYPES))
 

@@ -57,6 +57,8 @@ def optional(app) -> set[str]:
             out.add(study(i).pick)
         if not st.mark_artifacts:
             out.add(study(i).marks)
+        if st.design != "naive_disclosed":
+            out |= {study(i).call, study(i).interlude, study(i).interlude_ok}
     return out
 
 

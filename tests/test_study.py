@@ -132,8 +132,8 @@ def _registry(modality: str) -> list[str]:
 def test_shipped_studies_are_found_and_load():
     found = find_studies(STUDIES)
     assert [p.parent.name for p in found] == [
-        "colonoscopy_artifacts", "colonoscopy_forced_choice", "colonoscopy_pilot", "colonoscopy_ranking",
-        "radiology_pilot",
+        "colonoscopy_artifacts", "colonoscopy_forced_choice", "colonoscopy_naive_disclosed", "colonoscopy_pilot",
+        "colonoscopy_ranking", "radiology_pilot",
     ]
     for path in [p for p in found if p.parent.name.endswith("_pilot")]:  # the design examples: test_design_screens
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

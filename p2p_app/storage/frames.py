@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import pandas as pd
 from sqlalchemy import Select, false, func, select
 
+from ..study import item_phase
 from ..text import name_key
 from ..tidy import MARK_COLUMNS, MARK_DTYPES, TIDY_COLUMNS, TIDY_DEFAULTS, TIDY_DTYPES
 from .engine import Database
@@ -146,6 +147,7 @@ def rating_record(row: Any, groups_of: Mapping[str, Mapping[str, str]]) -> dict[
         "rater_group": groups_of.get(study, {}).get(name_key(name), ""),
         "active_seconds": float(active) if active is not None else float("nan"),
         "practice": bool(practice),
+        "phase": item_phase(item or ""),
         "rater_name": name,
     }
 

@@ -16,7 +16,10 @@ file, the line (where known) and the reason. ``studies/README.md`` documents the
     instructions = '''...'''        # required; shown to raters before the first item
     modality = "colonoscopy"        # required; "colonoscopy" or "radiology"
     design = "single"               # required; "single" (one image per screen), "side_by_side",
-                                    # "forced_choice" (real + one per model) or "ranking" (one per model)
+                                    # "forced_choice" (real + one per model), "ranking" (one per model)
+                                    # or "naive_disclosed" (one image; asked again after disclosure)
+    disclosed_order = "fresh"       # naive_disclosed only (fresh): phase 2 in a "fresh" shuffle or the "same" order
+    notice_words = ["synthe*", "AI"] # naive_disclosed only: the "noticed" keyword rule (* = any ending; not hashed)
     catch_rate = 0.1                # optional (0.0); catch screens per design trial (ceil(rate x n)), [0, 0.3]; needs catch_kinds
     catch_kinds = ["real", "noise"] # optional; some of "real", "noise", "flipped", "blank", "wrong_anatomy"
     models = ["colon-msdm-tiny"]    # required; registry names, at least one, no duplicates
@@ -59,6 +62,8 @@ Items (what one screen shows):
 * ``single``: one item per model x prompt x seed (key ``<prompt_id>/<model>/s<seed>``), one per
   prompt real image (``<prompt_id>/real``) and one per control (``control:<control_id>``; a
   control's ``prompt_id`` is that same ``control:<control_id>`` and its prompt is the caption).
+* ``naive_disclosed``: phase 1 ("naive") has the items of ``single`` with keys ``naive:<key>``; phase 2
+  ("disclosed") shows each of them again after a disclosure, keys ``disclosed:<key>``.
 * ``side_by_side``: one item per prompt x seed (key ``<prompt_id>/s<seed>``). Every screen has
   exactly one panel per model (``len(models)`` panels), whether or not it holds a real image: a
   panel count that grows on real screens would tell the rater a real image is there. A screen
@@ -90,7 +95,21 @@ from .model import (
     CATCH_REAL_KIND,
     COMMENT,
     CONTROL_PREFIX,
+    DEFAULT_NOTICE_WORDS,
     DEFAULT_QUESTIONS,
+    DISCLOSED_ORDERS,
+    DISCLOSED_PREFIX,
+    DISCLOSURE_TEXT,
+    NAIVE_PREFIX,
+    SOURCE_CALL,
+    SOURCE_CALL_KEY,
+    SOURCE_CALL_REAL_FROM,
+    UNUSUAL,
+    UNUSUAL_KEY,
+    item_phase,
+    notice_pattern,
+    priming_word,
+
     DESIGNS,
     HASH_FORMAT,
     MAX_CATCH_RATE,
@@ -112,6 +131,19 @@ from .model import (
 from .write import toml_value, write_study
 
 __all__ = [
+    "DEFAULT_NOTICE_WORDS",
+    "DISCLOSED_ORDERS",
+    "DISCLOSED_PREFIX",
+    "DISCLOSURE_TEXT",
+    "NAIVE_PREFIX",
+    "SOURCE_CALL",
+    "SOURCE_CALL_KEY",
+    "SOURCE_CALL_REAL_FROM",
+    "UNUSUAL",
+    "UNUSUAL_KEY",
+    "item_phase",
+    "notice_pattern",
+    "priming_word",
     "ALIGNMENT",
     "ARTIFACTS",
     "BROKEN_KINDS",

@@ -22,17 +22,22 @@ from .model import (
     BUILTIN_QUESTIONS,
     CATCH_KINDS,
     CATCH_REAL_KIND,
+    DEFAULT_NOTICE_WORDS,
     DEFAULT_QUESTIONS,
     DESIGNS,
+    DISCLOSED_ORDERS,
     MAX_CATCH_RATE,
     MAX_REPEAT_FRACTION,
     QKEY_RE,
     REAL_MODEL,
+    SOURCE_CALL_KEY,
+    UNUSUAL_KEY,
     ControlImage,
     PromptRow,
     Question,
     StudyDefinition,
     StudyError,
+    priming_word,
     scale_levels,
     squash,
     study_key,
@@ -70,6 +75,8 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "rater_groups": dict,
     "mark_artifacts": bool,
     "mark_confidence": bool,
+    "disclosed_order": str,
+    "notice_words": list,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
@@ -197,6 +204,7 @@ def load_study(
     if data.get("mark_confidence", False) and not data.get("mark_artifacts", False):
         raise toml.error("mark_confidence", "mark_confidence = true needs mark_artifacts = true (a confidence is "
                          "given per artifact mark)")
+    disclosure = _check_naive_disclosed(toml, header, questions, prompts_path, prompts, controls)
 
     return StudyDefinition(
         **header,
@@ -216,6 +224,7 @@ def load_study(
         rater_groups=rater_groups,
         mark_artifacts=data.get("mark_artifacts", False),
         mark_confidence=data.get("mark_confidence", False),
+        **disclosure,
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,
@@ -299,6 +308,55 @@ def _check_design_needs(
                                  f"prompt; prompt {row.prompt_id!r} has none")
     if design == "ranking" and len(models) < 2:
         raise toml.error("models", "design = \"ranking\" needs at least two models to rank")
+
+
+def _check_naive_disclosed(
+    toml: _Toml, header: Mapping[str, Any], questions: Sequence[Question], prompts_path: Path,
+    prompts: Sequence[PromptRow], controls: Sequence[ControlImage],
+) -> dict[str, Any]:
+    """The naive → disclosed design's options (``disclosed_order``, ``notice_words``) and its rule: nothing a rater
+    reads in phase 1 (title, instructions, questions, prompts, captions) mentions synthesis, models or "real"; no
+    catch screens (broken images prime), no artifact marks, no answer changes (a naive answer changed after the
+    disclosure is no longer naive)."""
+    data = toml.data
+    if header["design"] != "naive_disclosed":
+        for key in ("disclosed_order", "notice_words"):
+            if key in data:
+                raise toml.error(key, f"{key} belongs to design = \"naive_disclosed\" only")
+        return {}
+    order = data.get("disclosed_order", "fresh")
+    if order not in DISCLOSED_ORDERS:
+        raise toml.error("disclosed_order", f"disclosed_order must be one of {', '.join(DISCLOSED_ORDERS)}, "
+                         f"not {order!r}")
+    words = data.get("notice_words", list(DEFAULT_NOTICE_WORDS))
+    if not words or not all(isinstance(w, str) and w.strip(" *") for w in words):
+        raise toml.error("notice_words", "notice_words must be a non-empty list of words (\"*\" = any ending)")
+    for key in ("allow_answer_changes", "mark_artifacts"):
+        if data.get(key):
+            raise toml.error(key, f"design = \"naive_disclosed\" cannot use {key} (phase 1 must stay naive)")
+    if float(data.get("catch_rate", 0)) > 0:
+        raise toml.error("catch_rate", "design = \"naive_disclosed\" has no catch screens (a broken image primes "
+                         "the reader): leave catch_rate out")
+    texts = [(header["title"], "title"), (header["instructions"], "instructions")]
+    for q in questions:
+        if q.key in (UNUSUAL_KEY, SOURCE_CALL_KEY):
+            raise toml.error("questions", f"question key {q.key!r} is reserved by design = \"naive_disclosed\"")
+        texts += [(t, f"question {q.key!r}") for t in (q.label, *q.options, *(label for _, label in q.levels))]
+    for text, where in texts:
+        if word := priming_word(text):
+            hint = " (the default questions ask about realism: give your own [[questions]])" if "question" in where else ""
+            raise toml.error("questions" if "question" in where else where, f"design = \"naive_disclosed\": the "
+                             f"{where} mentions {word!r}; nothing in phase 1 may mention synthesis, models or "
+                             f"\"real\"{hint}")
+    for row in prompts:
+        if word := priming_word(row.prompt):
+            raise StudyError(prompts_path, row.line, f"design = \"naive_disclosed\": prompt {row.prompt_id!r} "
+                             f"mentions {word!r}, which phase 1 shows; reword it")
+    for control in controls:
+        if word := priming_word(control.caption):
+            raise StudyError(control.path, control.line, f"design = \"naive_disclosed\": the caption of "
+                             f"{control.control_id!r} mentions {word!r}, which phase 1 shows; reword it")
+    return {"disclosed_order": order, "notice_words": tuple(w.strip() for w in words)}
 
 
 def find_studies(root: Path | str) -> tuple[Path, ...]:

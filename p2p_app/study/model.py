@@ -17,7 +17,7 @@ from ..text import name_key
 
 REAL_MODEL = "real"
 CONTROL_PREFIX = "control:"
-DESIGNS = ("single", "side_by_side", "forced_choice", "ranking")
+DESIGNS = ("single", "side_by_side", "forced_choice", "ranking", "naive_disclosed")
 CATCH_PREFIX = "catch:"
 CATCH_REAL_KIND = "real"
 BROKEN_KINDS = ("noise", "flipped", "blank", "wrong_anatomy")
@@ -31,6 +31,41 @@ CANT_JUDGE_LABEL = "Can't judge / image failed to load"
 HASH_FORMAT = 4  # 2: side-by-side controls are shown beside the models' images for their caption;
 #                 3: side by side, a real image takes the place of one model's image (constant panel count);
 #                 4: forced_choice and ranking designs, catch trials (catch_rate, catch_kinds), rater_groups
+
+# naive → disclosed design: phase 1 ("naive") never mentions synthesis; phase 2 ("disclosed") asks real or synthetic
+NAIVE_PREFIX = "naive:"
+DISCLOSED_PREFIX = "disclosed:"
+DISCLOSED_ORDERS = ("fresh", "same")
+UNUSUAL_KEY = "unusual"
+SOURCE_CALL_KEY = "real_or_synthetic"
+SOURCE_CALL_REAL_FROM = 4  # a source call >= 4 says "real", <= 3 "synthetic"
+DEFAULT_NOTICE_WORDS = ("artificial*", "synthe*", "generat*", "fake*", "AI", "computer*", "render*", "CGI",
+                        "not real", "unreal")
+"""The default keyword rule of "noticed" (``notice_words``): whole words, case-insensitive, ``*`` = any ending."""
+PRIMING_RE = re.compile(r"\b(?:synthe\w*|generat\w*|artificial\w*|fake\w*|real\w*|ai|models?|computer\w*|"
+                        r"render\w*|cgi|gan|diffusion)\b", re.IGNORECASE)
+"""Words that would tell a phase-1 reader that some images are made by a computer (refused in phase-1 text)."""
+
+
+def priming_word(text: str) -> str | None:
+    """The first word of ``text`` that mentions synthesis, models or "real" (:data:`PRIMING_RE`), None if none."""
+    found = PRIMING_RE.search(text or "")
+    return found.group(0) if found else None
+
+
+def notice_pattern(words: Collection[str]) -> re.Pattern[str]:
+    """The "noticed" keyword rule as a regex: any of ``words`` as a whole word (``*`` = any word ending)."""
+    parts = [r"\s+".join(re.escape(w) for w in word.rstrip("*").split()) + (r"\w*" if word.endswith("*") else "")
+             for word in words]
+    return re.compile(r"\b(?:" + "|".join(parts) + r")\b", re.IGNORECASE)
+
+
+def item_phase(item_key: str) -> str:
+    """``"naive"`` / ``"disclosed"`` for an item of the naive → disclosed design, ``""`` for any other item."""
+    if item_key.startswith(NAIVE_PREFIX):
+        return "naive"
+    return "disclosed" if item_key.startswith(DISCLOSED_PREFIX) else ""
+
 
 QKEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _MAX_LEVELS = 11
@@ -146,6 +181,21 @@ ARTIFACTS = Question(
     required=False,
 )
 COMMENT = Question(key="comment", kind="text", label="Comment (optional)", required=False)
+UNUSUAL = Question(key=UNUSUAL_KEY, kind="text", label="Anything unusual about this image? (optional)",
+                   required=False)
+"""Asked in phase 1 of the naive → disclosed design about every image (its text is the panel's comment)."""
+SOURCE_CALL = Question(
+    key=SOURCE_CALL_KEY,
+    kind="scale",
+    label="Real or synthetic?",
+    levels=scale_levels("Certainly synthetic", "Probably synthetic", "Possibly synthetic",
+                        "Possibly real", "Probably real", "Certainly real"),
+)
+"""Phase 2 of the naive → disclosed design: the call (>= 4 real) with its confidence, one 6-point scale (an ROC)."""
+DISCLOSURE_TEXT = (
+    "Some of the images you have just seen were made by a computer model; the others are real. You will now see "
+    "the same images again. For each one, say whether you think it is real or synthetic, and how sure you are."
+)
 
 DEFAULT_QUESTIONS: tuple[Question, ...] = (REALISM, ALIGNMENT)
 BUILTIN_QUESTIONS: Mapping[str, Question] = MappingProxyType(
@@ -250,6 +300,8 @@ class StudyDefinition:
     rater_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, rater names), in file order
     mark_artifacts: bool = False  # raters may click points on an image where it looks wrong
     mark_confidence: bool = False  # each mark carries a confidence 1-5 (needs mark_artifacts): the inferred ROC
+    disclosed_order: str = "fresh"  # naive_disclosed: phase 2 in a fresh shuffle or phase 1's order
+    notice_words: tuple[str, ...] = DEFAULT_NOTICE_WORDS  # naive_disclosed: the "noticed" keyword rule (not hashed)
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -268,6 +320,21 @@ class StudyDefinition:
             if any(name_key(n) == wanted for n in names):
                 return group
         return ""
+
+    def questions_for(self, item_key: str) -> tuple[Question, ...]:
+        """The questions of one screen: the study's, except in the naive → disclosed design (phase 1: the study's
+        and "anything unusual?"; phase 2: the source call alone)."""
+        phase = item_phase(item_key) if self.design == "naive_disclosed" else ""
+        if phase == "disclosed":
+            return (SOURCE_CALL,)
+        return (*self.questions, UNUSUAL) if phase == "naive" else self.questions
+
+    def disclosed_items(self) -> tuple[StudyItem, ...]:
+        """Phase 2 of the naive → disclosed design: every design item again (key ``disclosed:<image key>``)."""
+        if self.design != "naive_disclosed":
+            return ()
+        return tuple(StudyItem(DISCLOSED_PREFIX + i.key[len(NAIVE_PREFIX):], i.prompt_id, i.prompt, i.slots)
+                     for i in self.items())
 
     def _real_slot(self, row: PromptRow) -> ImageSlot | None:
         if row.real_image is None:
@@ -301,19 +368,21 @@ class StudyDefinition:
                         for seed in self.seeds]
             elif self.design == "forced_choice":  # the prompt's real image beside one image per model
                 out += self._forced_choice(row.prompt_id, row.prompt, real)
-            elif self.design == "single":
+            elif self.design in ("single", "naive_disclosed"):
+                pre = NAIVE_PREFIX if self.design == "naive_disclosed" else ""
                 for model in self.models:
                     for seed in self.seeds:
                         slot = ImageSlot(model, row.prompt_id, seed, row.prompt)
-                        out.append(StudyItem(slot.key, row.prompt_id, row.prompt, (slot,)))
+                        out.append(StudyItem(pre + slot.key, row.prompt_id, row.prompt, (slot,)))
                 if real is not None:
-                    out.append(StudyItem(real.key, row.prompt_id, row.prompt, (real,)))
+                    out.append(StudyItem(pre + real.key, row.prompt_id, row.prompt, (real,)))
             else:
                 out += self._side_by_side(row.prompt_id, row.prompt, real, real_count)
         for control in controls:
             slot = self._control_slot(control)
-            if self.design == "single":
-                out.append(StudyItem(slot.key, slot.prompt_id, slot.prompt, (slot,)))
+            if self.design in ("single", "naive_disclosed"):
+                pre = NAIVE_PREFIX if self.design == "naive_disclosed" else ""
+                out.append(StudyItem(pre + slot.key, slot.prompt_id, slot.prompt, (slot,)))
             elif self.design == "ranking":
                 continue  # no real panel on a ranking screen: controls only feed catch screens
             elif self.design == "forced_choice":
@@ -416,7 +485,8 @@ class StudyDefinition:
 
     def item_map(self) -> dict[str, StudyItem]:
         """Item key -> item, the practice items, the design's items and the catch screens."""
-        return {item.key: item for item in (*self.practice_items(), *self.items(), *self.catch_items())}
+        return {item.key: item for item in (*self.practice_items(), *self.items(), *self.catch_items(),
+                                            *self.disclosed_items())}
 
     def design_dict(self) -> dict[str, Any]:
         """The canonical content the design hash is taken over (text with whitespace runs collapsed)."""
@@ -447,6 +517,8 @@ class StudyDefinition:
                if any(p.practice for p in self.prompts) else {}),
             **({"mark_artifacts": True} if self.mark_artifacts else {}),
             **({"mark_confidence": True} if self.mark_confidence else {}),
+            # the keyword rule (notice_words) is analysis, not design: editable after freezing, so not hashed
+            **({"disclosed_order": self.disclosed_order} if self.design == "naive_disclosed" else {}),
             **({"wrong_anatomy": WRONG_ANATOMY_METHOD} if "wrong_anatomy" in self.catch_kinds else {}),
         }
 

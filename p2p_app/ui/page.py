@@ -203,6 +203,9 @@ class StudyIds(_Screen):
     submit: str = ""
     done: str = ""
     back: str = ""
+    call: str = ""  # naive → disclosed, phase 2: the call (study.design == "naive_disclosed" only)
+    interlude: str = ""  # naive → disclosed: the screen between the phases, and its Continue
+    interlude_ok: str = ""
 
 
 @dataclass(frozen=True)

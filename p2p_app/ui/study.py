@@ -9,10 +9,10 @@ import gradio as gr
 from ..blinding import panel_label
 from ..service import INVITE_ONLY, P2PApp, ShownTrial
 from ..tidy import CHOSEN_REAL
-from ..study import StudyDefinition, study_key
+from ..study import DISCLOSURE_TEXT, SOURCE_CALL, SOURCE_CALL_KEY, UNUSUAL, StudyDefinition, study_key
 from .common import (
-    NEXT_ITEM, address_of, build_panels, build_pick, guarded_method, marks_text, md_escape, page_field, page_measures,
-    read_answers, resume_note, show_trial,
+    NEXT_ITEM, address_of, build_panels, build_pick, choices_for, guarded_method, marks_text, md_escape, page_field,
+    page_measures, read_answers, resume_note, show_trial,
 )
 from .page import LANDING, Css, Field, StudyIds, study as study_ids
 
@@ -77,6 +77,8 @@ class StudyScreen:
         self.app, self.st, self.ids = app, st, ids
         self.n_panels = max(item.n_panels for item in st.items())
         self.forced_choice = st.design == "forced_choice"
+        self.two_phase = st.design == "naive_disclosed"
+        self.phase = gr.State("")  # naive → disclosed: the phase of the item on screen
         self.session = gr.State(None)
         self.trial = gr.State(None)
         self.n_shown = gr.State(0)
@@ -86,6 +88,7 @@ class StudyScreen:
         # hidden again on success: notices.js
         self.message = gr.Markdown(visible=False, elem_classes=[Css.MESSAGE], elem_id=ids.message)
         self._work_box()
+        self._interlude()
         self.done_box = gr.Markdown(visible=False, elem_id=ids.done)
         self.back_btn = gr.Button("← Previous item (change an answer)", visible=False, size="sm",
                                   elem_classes=[NEXT_ITEM], elem_id=ids.back)  # fmt: skip
@@ -98,6 +101,8 @@ class StudyScreen:
             "Open your personal invite link; or type your name to start (you get a personal resume code), "
             "or your resume code to continue." if st.open else INVITE_ONLY
         )
+        if self.two_phase:  # phase 1 never mentions models, not even the live arena's
+            invite = invite.split(" Anyone can try the models")[0]
         with gr.Column(elem_id=ids.signin_box) as self.signin_box:
             self.header = gr.Markdown(f"### {html.escape(st.title)}\n{invite}", elem_id=ids.header)
             # "being prepared: 37 / 114 images" while start-up prepares the study
@@ -136,8 +141,47 @@ class StudyScreen:
             self.active_field = page_field(Field.ACTIVE, ids.active)
             # JSON, assets/marks.js
             self.marks_field = page_field(Field.MARKS, ids.marks) if st.mark_artifacts else gr.State("")
+            # naive → disclosed, phase 2: the call; its label and choices come with the first phase-2 screen, so
+            # nothing in the page's config mentions synthesis before the disclosure
+            self.call = (gr.Radio(choices=[], value=None, visible=False, elem_id=ids.call) if self.two_phase
+                         else gr.State(None))
             self.submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary",
                                         elem_classes=[NEXT_ITEM, Css.SUBMIT], elem_id=ids.submit)  # fmt: skip
+
+    def _interlude(self) -> None:
+        """Naive → disclosed: the screen between the phases (its text comes with the first phase-2 screen)."""
+        if not self.two_phase:
+            self.interlude_box = self.interlude_md = self.interlude_btn = None
+            return
+        with gr.Column(visible=False, elem_id=self.ids.interlude) as self.interlude_box:
+            self.interlude_md = gr.Markdown()
+            self.interlude_btn = gr.Button("Continue", variant="primary", elem_id=self.ids.interlude_ok)
+
+    def _phase_updates(self, shown: ShownTrial) -> dict:
+        """Naive → disclosed: phase 1 asks the study's questions and "anything unusual?" (the comment box); phase 2
+        hides them and asks the call; the first phase-2 screen waits behind the disclosure."""
+        disclosed = shown.phase == "disclosed"
+        updates: dict = {self.phase: shown.phase}
+        for position, p in enumerate(self.panels, start=1):
+            for key, w in p.inputs.items():
+                value = None if disclosed else shown.answers.get(position, {}).get(key)
+                empty = [] if isinstance(w, gr.CheckboxGroup) else None
+                updates[w] = w.__class__(value=empty if value is None else value, visible=not disclosed)
+            text = "" if disclosed else shown.answers.get(position, {}).get("comment") or ""
+            updates[p.comment] = gr.Textbox(value=text, label=UNUSUAL.label, visible=not disclosed)
+        stored = shown.answers.get(1, {}).get(SOURCE_CALL_KEY)
+        updates[self.call] = gr.Radio(choices=choices_for(SOURCE_CALL), label=SOURCE_CALL.label, value=stored,
+                                      visible=True) if disclosed else gr.Radio(choices=[], value=None, visible=False)
+        updates[self.interlude_md] = gr.Markdown(f"### Before you continue\n\n{DISCLOSURE_TEXT}" if shown.disclose
+                                                 else "")
+        updates[self.interlude_box] = gr.Column(visible=shown.disclose)
+        if shown.disclose:
+            updates[self.work_box] = gr.Column(visible=False)
+        return updates
+
+    def on_continue(self) -> dict:
+        """Naive → disclosed: past the disclosure to the first phase-2 screen (nothing is stored)."""
+        return {self.interlude_box: gr.Column(visible=False), self.work_box: gr.Column(visible=True)}
 
     # -------------------------------------------------------------------------------------------- handlers
     def show_next(self, rater) -> dict:
@@ -157,8 +201,10 @@ class StudyScreen:
                 self.done_box: gr.Markdown("### All items are done. Thank you!", visible=True),
                 self.back_btn: gr.Button(visible=can_go_back),
                 self.message: gr.Markdown(visible=False),
+                **({self.interlude_box: gr.Column(visible=False)} if self.two_phase else {}),
             }  # fmt: skip
         revisiting = bool(shown.answers)
+        word = "Description" if self.two_phase else "Prompt"  # naive → disclosed: nothing that says "generated"
         return {
             self.trial: shown.trial_id, self.n_shown: len(shown.panels), self.position: shown.order_index,
             self.reopened: revisiting,
@@ -172,11 +218,12 @@ class StudyScreen:
             self.prompt_md: gr.Markdown(
                 _practice_note(shown)
                 + ("*You are changing an earlier answer; changes are kept with the old answer.*\n\n" if revisiting else "")
-                + f"**Prompt:** {html.escape(shown.prompt)}"  # one word for every item: no tell
+                + f"**{word}:** {html.escape(shown.prompt)}"  # one word for every item: no tell
             ),
             self.message: gr.Markdown(visible=False),
             **({self.pick: gr.Radio(value=_picked(shown))} if self.forced_choice else {}),
             **show_trial(self.panels, shown),
+            **(self._phase_updates(shown) if self.two_phase else {}),
         }  # fmt: skip
 
     @guarded_method
@@ -215,6 +262,8 @@ class StudyScreen:
     @guarded_method
     def on_submit(self, data: dict) -> dict:
         answers = read_answers(self.panels, data, data[self.n_shown], self.pick if self.forced_choice else None)
+        if self.two_phase and data[self.phase] == "disclosed":
+            answers[1][SOURCE_CALL_KEY] = data[self.call]
         active, marks = page_measures(data[self.active_field], data[self.marks_field])
         result = self.app.submit_trial(
             self.st, data[self.session], data[self.trial], answers, shown=data[self.shown_field],
@@ -244,9 +293,10 @@ class StudyScreen:
     def item_outputs(self) -> list:
         """What showing an item (or the end) updates: :meth:`show`'s keys, plus the error message."""
         panel_outputs = [c for p in self.panels for c in (p.column, p.image, *p.all_inputs())]
+        phase = [self.phase, self.call, self.interlude_box, self.interlude_md] if self.two_phase else []
         return [self.trial, self.n_shown, self.position, self.reopened, self.shown_field, self.back_btn, self.work_box,
                 self.done_box, self.progress, self.prompt_md, self.message, self.pick, self.active_field,
-                self.marks_field, *panel_outputs]  # fmt: skip
+                self.marks_field, *panel_outputs, *phase]  # fmt: skip
 
     def signin_outputs(self) -> list:
         # only sign-in opens or closes the instructions
@@ -260,9 +310,13 @@ class StudyScreen:
         for trigger in (self.signin_btn.click, self.name.submit, self.resume.submit):
             trigger(self.on_sign_in, [self.name, self.resume], self.signin_outputs(), **private)
         submit_inputs = {self.session, self.trial, self.n_shown, self.reopened, self.shown_field, self.pick,
-                         self.active_field, self.marks_field, *(w for p in self.panels for w in p.all_inputs())}
+                         self.active_field, self.marks_field, *(w for p in self.panels for w in p.all_inputs()),
+                         *((self.phase, self.call) if self.two_phase else ())}
         # the next item comes into view with the focus on its first scale: assets/reading.js (the NEXT_ITEM buttons)
         self.submit_btn.click(self.on_submit, submit_inputs, self.item_outputs(), concurrency_limit=None, **private)
+        if self.two_phase:
+            self.interlude_btn.click(self.on_continue, None, [self.interlude_box, self.work_box], queue=False,
+                                     **private)  # fmt: skip
         self.back_btn.click(self.on_back, [self.session, self.position], self.item_outputs(), **private)
         self.availability_timer.tick(self.on_availability_tick, None, self.availability_outputs(), queue=False,
                                      **private)  # fmt: skip
