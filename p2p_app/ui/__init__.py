@@ -23,34 +23,43 @@ ARENA_TAB, STUDIES_TAB = "arena", "studies"
 
 def build_rater_app(app: P2PApp) -> gr.Blocks:
     cfg = app.config
+    # A naive → disclosed study must not mention image generation before its disclosure: the page that serves one
+    # has no live arena and no demo-models banner (docs/studies.md: serve it with a neutral title, on its own).
+    naive = any(st.design == "naive_disclosed" for st in app.studies.values())
     with gr.Blocks(title=cfg.title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {cfg.title}", elem_id=LANDING.title)
-        if cfg.demo_models:
+        if cfg.demo_models and not naive:
             gr.Markdown(
                 "**Demo models:** the models here are tiny random-weight stand-ins, so every image is noise. "
                 "The app works the same with real checkpoints.",
                 elem_classes=[Css.DEMO_BANNER], elem_id=LANDING.demo_banner,
             )
-        if app.studies:
-            # Landing: the first tab is one every visitor can use (the live arena); a link that names a study
-            # (?token= invite, ?study=<key>) opens that study's tab instead (build_study picks the study).
-            with gr.Tabs(selected=ARENA_TAB, elem_id=LANDING.tabs) as top_tabs:
-                with gr.Tab("Live arena", id=ARENA_TAB, elem_id=LANDING.arena_tab):
-                    build_arena(app)
-                with gr.Tab("Reader study", id=STUDIES_TAB, elem_id=LANDING.studies_tab):
-                    build_study(app, demo)
-
-            def on_landing(request: gr.Request) -> dict:
-                query = request.query_params if request else {}
-                named = app.linked_study(token=query.get("token") or "", study=query.get("study") or "",
-                                         address=address_of(app, request))
-                return {top_tabs: gr.Tabs(selected=STUDIES_TAB if named else ARENA_TAB)}
-
-            demo.load(on_landing, None, top_tabs, api_visibility="private", queue=False)
+        if naive:
+            build_study(app, demo)
+        elif app.studies:
+            _arena_and_studies(app, demo)
         else:
             build_arena(app)
     demo.queue(default_concurrency_limit=None)
     return demo
+
+
+def _arena_and_studies(app: P2PApp, demo: gr.Blocks) -> None:
+    """Landing: the first tab is one every visitor can use (the live arena); a link that names a study (?token=
+    invite, ?study=<key>) opens that study's tab instead (build_study picks the study)."""
+    with gr.Tabs(selected=ARENA_TAB, elem_id=LANDING.tabs) as top_tabs:
+        with gr.Tab("Live arena", id=ARENA_TAB, elem_id=LANDING.arena_tab):
+            build_arena(app)
+        with gr.Tab("Reader study", id=STUDIES_TAB, elem_id=LANDING.studies_tab):
+            build_study(app, demo)
+
+    def on_landing(request: gr.Request) -> dict:
+        query = request.query_params if request else {}
+        named = app.linked_study(token=query.get("token") or "", study=query.get("study") or "",
+                                 address=address_of(app, request))
+        return {top_tabs: gr.Tabs(selected=STUDIES_TAB if named else ARENA_TAB)}
+
+    demo.load(on_landing, None, top_tabs, api_visibility="private", queue=False)
 
 
 def build_admin_app(app: P2PApp) -> gr.Blocks:
