@@ -110,93 +110,126 @@ def _movq(dtype):
 
 def build_full_size(family: str, device: str, dtype):
     """A pipeline of ``family`` with full-size random weights, created on ``device`` in ``dtype``."""
-    import diffusers
-    import torch
-
-    from generators.tiny import _bert_tokenizer, _clip_tokenizer, _t5_tokenizer
+    import diffusers  # noqa: F401 - imported before _building, as it always was: its import runs off the device
 
     with _building(device, dtype):
         if family in ("sd", "msdm"):
-            if family == "msdm":  # Stable Diffusion UNet conditioned on a BERT-base clinical encoder
-                from transformers import BertConfig, BertModel
-
-                tokenizer = _bert_tokenizer(512)
-                text_encoder = _ready(BertModel(BertConfig(vocab_size=28996, max_position_embeddings=512)), dtype)
-            else:
-                tokenizer = _clip_tokenizer(77)
-                text_encoder = _clip_l_text(tokenizer, dtype)
-            unet = _ready(diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768), dtype)
-            return diffusers.StableDiffusionPipeline(
-                vae=_sd_vae(dtype), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                scheduler=diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                                  clip_sample=False, set_alpha_to_one=False, steps_offset=1),
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            )
+            return _full_sd(family, dtype)
         if family == "flux":  # FLUX.1-dev: 12B transformer, CLIP-L, T5-XXL
-            tokenizer, tokenizer_2 = _clip_tokenizer(77), _t5_tokenizer(512)
-            transformer = _ready(
-                diffusers.FluxTransformer2DModel(
-                    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-                    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
-                    guidance_embeds=True, axes_dims_rope=(16, 56, 56),
-                ),
-                dtype,
-            )
-            return diffusers.FluxPipeline(
-                scheduler=diffusers.FlowMatchEulerDiscreteScheduler(
-                    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                    base_image_seq_len=256, max_image_seq_len=4096,
-                ),
-                vae=_sd_vae(dtype, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
-                            scaling_factor=0.3611, shift_factor=0.1159),
-                text_encoder=_clip_l_text(tokenizer, dtype), tokenizer=tokenizer,
-                text_encoder_2=_t5_encoder(dtype, d_model=4096, d_ff=10240, d_kv=64, heads=64, layers=24,
-                                           act="gated-gelu"),
-                tokenizer_2=tokenizer_2, transformer=transformer,
-            )
+            return _full_flux(dtype)
         if family == "kandinsky22":
-            from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-            tokenizer = _clip_tokenizer(77)
-            prior = diffusers.PriorTransformer(num_attention_heads=32, attention_head_dim=64, num_layers=20,
-                                               embedding_dim=1280, num_embeddings=77, additional_embeddings=4)
-            prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))
-            image_encoder = CLIPVisionModelWithProjection(
-                CLIPVisionConfig(hidden_size=1664, intermediate_size=8192, num_attention_heads=16,
-                                 num_hidden_layers=48, projection_dim=1280, image_size=224, patch_size=14,
-                                 hidden_act="gelu")
-            )
-            unet = diffusers.UNet2DConditionModel(
-                in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=1280,
-                encoder_hid_dim_type="image_proj", cross_attention_dim=768, attention_head_dim=64,
-                block_out_channels=(384, 768, 1152, 1536), layers_per_block=3,
-                down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * 3,
-                up_block_types=("SimpleCrossAttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",),
-                mid_block_type="UNetMidBlock2DSimpleCrossAttn", resnet_time_scale_shift="scale_shift",
-                class_embed_type=None,
-            )
-            return diffusers.KandinskyV22CombinedPipeline(
-                unet=_ready(unet, dtype), movq=_movq(dtype),
-                scheduler=diffusers.DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
-                                                  clip_sample=False, steps_offset=1, variance_type="fixed_small"),
-                prior_prior=_ready(prior, dtype), prior_image_encoder=_ready(image_encoder, dtype),
-                prior_text_encoder=_clip_l_text(tokenizer, dtype, with_projection=True, big_g=True),
-                prior_tokenizer=tokenizer,
-                prior_scheduler=diffusers.UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
-                                                          clip_sample=True, clip_sample_range=10.0),
-                prior_image_processor=CLIPImageProcessor(crop_size=224, size=224),
-            )
+            return _full_kandinsky22(dtype)
         if family == "kandinsky3":  # 3B UNet + FLAN-UL2 encoder
-            return diffusers.Kandinsky3Pipeline(
-                tokenizer=_t5_tokenizer(128),
-                text_encoder=_t5_encoder(dtype, d_model=4096, d_ff=16384, d_kv=256, heads=16, layers=32,
-                                         act="gated-silu"),
-                unet=_ready(diffusers.Kandinsky3UNet(), dtype),  # its defaults are the released sizes
-                scheduler=diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                                  beta_schedule="squaredcos_cap_v2", clip_sample=True),
-                movq=_movq(dtype),
-            )
+            return _full_kandinsky3(dtype)
     raise ValueError(f"unknown family {family!r}")
+
+
+def _full_sd(family: str, dtype):
+    """Stable Diffusion 1.5 (``sd``) or MSDM (``msdm``: its UNet conditioned on a BERT-base clinical encoder)."""
+    import diffusers
+
+    from generators.tiny import _bert_tokenizer, _clip_tokenizer
+
+    if family == "msdm":  # Stable Diffusion UNet conditioned on a BERT-base clinical encoder
+        from transformers import BertConfig, BertModel
+
+        tokenizer = _bert_tokenizer(512)
+        text_encoder = _ready(BertModel(BertConfig(vocab_size=28996, max_position_embeddings=512)), dtype)
+    else:
+        tokenizer = _clip_tokenizer(77)
+        text_encoder = _clip_l_text(tokenizer, dtype)
+    unet = _ready(diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768), dtype)
+    return diffusers.StableDiffusionPipeline(
+        vae=_sd_vae(dtype), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                          clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def _full_flux(dtype):
+    """FLUX.1-dev: 12B transformer, CLIP-L, T5-XXL."""
+    import diffusers
+
+    from generators.tiny import _clip_tokenizer, _t5_tokenizer
+
+    tokenizer, tokenizer_2 = _clip_tokenizer(77), _t5_tokenizer(512)
+    transformer = _ready(
+        diffusers.FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+            guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+        ),
+        dtype,
+    )
+    return diffusers.FluxPipeline(
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+            base_image_seq_len=256, max_image_seq_len=4096,
+        ),
+        vae=_sd_vae(dtype, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False,
+                    scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=_clip_l_text(tokenizer, dtype), tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(dtype, d_model=4096, d_ff=10240, d_kv=64, heads=64, layers=24,
+                                   act="gated-gelu"),
+        tokenizer_2=tokenizer_2, transformer=transformer,
+    )
+
+
+def _full_kandinsky22(dtype):
+    """Kandinsky 2.2: the prior (bigG text tower, CLIP vision encoder) and the decoder UNet + MoVQ, combined."""
+    import diffusers
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from generators.tiny import _clip_tokenizer
+
+    tokenizer = _clip_tokenizer(77)
+    prior = diffusers.PriorTransformer(num_attention_heads=32, attention_head_dim=64, num_layers=20,
+                                       embedding_dim=1280, num_embeddings=77, additional_embeddings=4)
+    prior.clip_std = torch.nn.Parameter(torch.ones(prior.clip_std.shape))
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(hidden_size=1664, intermediate_size=8192, num_attention_heads=16,
+                         num_hidden_layers=48, projection_dim=1280, image_size=224, patch_size=14,
+                         hidden_act="gelu")
+    )
+    unet = diffusers.UNet2DConditionModel(
+        in_channels=4, out_channels=8, addition_embed_type="image", encoder_hid_dim=1280,
+        encoder_hid_dim_type="image_proj", cross_attention_dim=768, attention_head_dim=64,
+        block_out_channels=(384, 768, 1152, 1536), layers_per_block=3,
+        down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * 3,
+        up_block_types=("SimpleCrossAttnUpBlock2D",) * 3 + ("ResnetUpsampleBlock2D",),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
+    )
+    return diffusers.KandinskyV22CombinedPipeline(
+        unet=_ready(unet, dtype), movq=_movq(dtype),
+        scheduler=diffusers.DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012,
+                                          clip_sample=False, steps_offset=1, variance_type="fixed_small"),
+        prior_prior=_ready(prior, dtype), prior_image_encoder=_ready(image_encoder, dtype),
+        prior_text_encoder=_clip_l_text(tokenizer, dtype, with_projection=True, big_g=True),
+        prior_tokenizer=tokenizer,
+        prior_scheduler=diffusers.UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                                  clip_sample=True, clip_sample_range=10.0),
+        prior_image_processor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+
+
+def _full_kandinsky3(dtype):
+    """Kandinsky 3: 3B UNet + FLAN-UL2 encoder."""
+    import diffusers
+
+    from generators.tiny import _t5_tokenizer
+
+    return diffusers.Kandinsky3Pipeline(
+        tokenizer=_t5_tokenizer(128),
+        text_encoder=_t5_encoder(dtype, d_model=4096, d_ff=16384, d_kv=256, heads=16, layers=32,
+                                 act="gated-silu"),
+        unet=_ready(diffusers.Kandinsky3UNet(), dtype),  # its defaults are the released sizes
+        scheduler=diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                          beta_schedule="squaredcos_cap_v2", clip_sample=True),
+        movq=_movq(dtype),
+    )
 
 
 def _sync(device: str) -> None:

@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
@@ -80,7 +81,7 @@ def browse(url: str, r: Browser, stop_event: threading.Event, db_url: str, image
     """Sign in (by name, or with the resume code after a reload), answer until every item is done."""
     import httpx
 
-    from browser_client import BrowserSession, study
+    from browser_client import BrowserSession
 
     r.cookies = r.cookies or httpx.Cookies()
     for load in range(max_loads):
@@ -90,64 +91,16 @@ def browse(url: str, r: Browser, stop_event: threading.Event, db_url: str, image
         try:
             page = BrowserSession(url, query=f"token={r.code}" if r.code else "", cookies=r.cookies)
             r.servers.append(page.config_headers.get("x-p2p-upstream", url))
-            ids = study(0)  # the site's one study
-            start = page.by_id(ids.signin)
-            submit = page.by_id(ids.submit)
-            name = page.by_id(ids.name)
-            submit_fn = page.event_for(submit)
-            shown_field = page.by_id(ids.shown)
-            images = page.images(ids)
-            scales = page.answers(ids, REALISM) + page.answers(ids, ALIGNMENT)
-            page.set(name, f"rater {r.index}")
-            out = page.trigger(start)
-            text = " ".join(str(v) for v in out.values())
-            if "⚠️" in text and any(m in text for m in RETRY_MARKS):  # e.g. the database is restarting
-                r.retries += 1
-                time.sleep(0.5)
-                raise _Reload(text)
-            if not r.code:
-                m = CODE.search(text)
-                if not m:
-                    r.errors.append(f"no resume code at sign-in: {text[:160]}")
-                    return
-                r.code = m.group(1)
-            elif load > 0:  # a page loaded again: it must show the first unanswered item
-                expected = first_open(db_url, image_dir, r.code)
-                shown = str(page.values.get(shown_field) or "")
-                if _order_of(db_url, image_dir, shown) == expected:
-                    r.resumed_right += 1
-                else:
-                    r.resumed_wrong.append(f"shown {shown!r}, first unanswered is order {expected}")
+            form = _form(page)
+            if not _sign_in(page, form, r, load, db_url, image_dir):
+                return
             while True:
                 if any("All items are done" in str(v) for v in page.values.values()):
                     r.done = True
                     return
                 if stop_event.is_set():
                     return
-                for c in scales:
-                    page.set(c, 3)
-                n_rows = sum(1 for c in images if page.values.get(c)) * 2
-                trial_id = int(page.values[shown_field])
-                dep = page.dependency(submit_fn)
-                data = [page.values.get(i) for i in dep["inputs"]]
-                t0 = time.perf_counter()
-                out = page.call(submit_fn, data)
-                ms = (time.perf_counter() - t0) * 1000
-                text = " ".join(str(v) for v in out.values())
-                if "⚠️" not in text and "⛔" not in text:
-                    r.submit_ms.append(ms)
-                    r.acked.append((trial_id, n_rows))
-                elif "already answered" in text:  # the earlier try was stored after all: the next item is shown
-                    r.acked.append((trial_id, n_rows))
-                elif any(m in text for m in RETRY_MARKS):
-                    r.retries += 1
-                    time.sleep(0.5)
-                    page.values.update(dict(zip(dep["inputs"], data)))  # the same answers, pressed again
-                elif any(m in text for m in MOVED_MARKS):
-                    r.foreign += "different app server" in text
-                    raise _Reload(text)
-                else:
-                    r.errors.append(text[text.find("⚠"):][:160] if "⚠" in text else text[:160])
+                if not _submit(page, form, r):
                     return
         except _Reload:
             r.reloads += 1
@@ -164,6 +117,88 @@ def browse(url: str, r: Browser, stop_event: threading.Event, db_url: str, image
                 r.cookies = page.http.cookies
                 page.close()
     r.errors.append(f"gave up after {max_loads} page loads")
+
+
+class _Form(NamedTuple):
+    """The study screen's components on one loaded page."""
+
+    start: int
+    name: int
+    submit_fn: int
+    shown_field: int
+    images: list[int]
+    scales: list[int]
+
+
+def _form(page) -> _Form:
+    from browser_client import study
+
+    ids = study(0)  # the site's one study
+    start = page.by_id(ids.signin)
+    submit = page.by_id(ids.submit)
+    name = page.by_id(ids.name)
+    submit_fn = page.event_for(submit)
+    shown_field = page.by_id(ids.shown)
+    images = page.images(ids)
+    scales = page.answers(ids, REALISM) + page.answers(ids, ALIGNMENT)
+    return _Form(start, name, submit_fn, shown_field, images, scales)
+
+
+def _sign_in(page, form: _Form, r: Browser, load: int, db_url: str, image_dir: Path) -> bool:
+    """Sign in by name; keep the resume code, or (on a page loaded again) check it shows the first unanswered
+    item. False: give up (no resume code). Raises _Reload when the page asks to try again."""
+    page.set(form.name, f"rater {r.index}")
+    out = page.trigger(form.start)
+    text = " ".join(str(v) for v in out.values())
+    if "⚠️" in text and any(m in text for m in RETRY_MARKS):  # e.g. the database is restarting
+        r.retries += 1
+        time.sleep(0.5)
+        raise _Reload(text)
+    if not r.code:
+        m = CODE.search(text)
+        if not m:
+            r.errors.append(f"no resume code at sign-in: {text[:160]}")
+            return False
+        r.code = m.group(1)
+    elif load > 0:  # a page loaded again: it must show the first unanswered item
+        expected = first_open(db_url, image_dir, r.code)
+        shown = str(page.values.get(form.shown_field) or "")
+        if _order_of(db_url, image_dir, shown) == expected:
+            r.resumed_right += 1
+        else:
+            r.resumed_wrong.append(f"shown {shown!r}, first unanswered is order {expected}")
+    return True
+
+
+def _submit(page, form: _Form, r: Browser) -> bool:
+    """Answer the item shown and submit it, counting what came back. False: give up (an unexpected answer).
+    Raises _Reload when the page says the session is elsewhere."""
+    for c in form.scales:
+        page.set(c, 3)
+    n_rows = sum(1 for c in form.images if page.values.get(c)) * 2
+    trial_id = int(page.values[form.shown_field])
+    dep = page.dependency(form.submit_fn)
+    data = [page.values.get(i) for i in dep["inputs"]]
+    t0 = time.perf_counter()
+    out = page.call(form.submit_fn, data)
+    ms = (time.perf_counter() - t0) * 1000
+    text = " ".join(str(v) for v in out.values())
+    if "⚠️" not in text and "⛔" not in text:
+        r.submit_ms.append(ms)
+        r.acked.append((trial_id, n_rows))
+    elif "already answered" in text:  # the earlier try was stored after all: the next item is shown
+        r.acked.append((trial_id, n_rows))
+    elif any(m in text for m in RETRY_MARKS):
+        r.retries += 1
+        time.sleep(0.5)
+        page.values.update(dict(zip(dep["inputs"], data)))  # the same answers, pressed again
+    elif any(m in text for m in MOVED_MARKS):
+        r.foreign += "different app server" in text
+        raise _Reload(text)
+    else:
+        r.errors.append(text[text.find("⚠"):][:160] if "⚠" in text else text[:160])
+        return False
+    return True
 
 
 class _Reload(Exception):
@@ -299,16 +334,7 @@ def run(servers: int = 3, n_raters: int = 100, prompts: int = 4, slots: int = 4,
             image_dir = site.data / "images"
             refs: dict = {}
             if "single" in phases:
-                db = pg.create_database("p2p_single", template="p2p_template")
-                proc, url = start_app_server(site.config, site.data, db, site.models, work / "single.log")
-                procs.append(proc)
-                raters = [Browser(i) for i in range(n_raters)]
-                secs = drive(url, raters, db, image_dir)
-                figs["single"] = summary("single (1 app server, no proxy)", raters, secs, db, image_dir)
-                single = assignments(db, image_dir, [r.code for r in raters])
-                refs = {slot: seq for slot, seq in single.values()}
-                figs["single"]["raters_per_slot"] = dict(sorted(Counter(slot for slot, _ in single.values()).items()))
-                stop(proc)
+                figs["single"], refs = single_phase(pg, site, work, image_dir, n_raters, procs)
             db = pg.create_database("p2p_multi", template="p2p_template")
             t1 = time.perf_counter()
             apps = [start_app_server(site.config, site.data, db, site.models, work / f"app{i}.log")
@@ -317,74 +343,19 @@ def run(servers: int = 3, n_raters: int = 100, prompts: int = 4, slots: int = 4,
             echo(f"started {servers} app servers in {time.perf_counter() - t1:.0f} s")
             upstreams = [u.removeprefix("http://") for _, u in apps]
             with nginx_proxy(upstreams) as proxy:
+                stage = Stage(pg, db, image_dir, proxy, apps, items, echo)
                 offset = 1000
                 if "multi" in phases:
-                    raters = [Browser(offset + i) for i in range(n_raters)]
-                    secs = drive(proxy, raters, db, image_dir)
-                    figs["multi"] = fig = summary(f"multi ({servers} app servers behind nginx)", raters, secs, db,
-                                                  image_dir)  # fmt: skip
-                    got = assignments(db, image_dir, [r.code for r in raters])
-                    fig["raters_per_slot"] = dict(sorted(Counter(slot for slot, _ in got.values()).items()))
-                    fig["assignment_mismatches"] = sum(1 for slot, seq in got.values() if slot in refs and refs[slot] != seq)
-                    fig["slots_compared"] = len({slot for slot, _ in got.values()} & set(refs))
-                    if "single" in figs:
-                        for q in ("p50", "p95"):
-                            fig[f"ratio_{q}"] = round(fig[f"submit_{q}_ms"] / figs["single"][f"submit_{q}_ms"], 2)
-                    echo(f"  assignments identical to the single run: {len(got) - fig['assignment_mismatches']}/"
-                         f"{len(got)} raters ({fig['slots_compared']} slots); raters per slot {fig['raters_per_slot']} "
-                         f"(single run: {figs.get('single', {}).get('raters_per_slot')}); submit time ÷ single run: p50 "
-                         f"{fig.get('ratio_p50')}×, p95 {fig.get('ratio_p95')}×")  # fmt: skip
+                    figs["multi"] = multi_phase(stage, [Browser(offset + i) for i in range(n_raters)], refs, figs)
                     offset += 1000
                 if "pg" in phases:
-                    raters = [Browser(offset + i) for i in range(n_raters)]
-                    outage = {}
-
-                    def restart_postgres(rs: list[Browser]) -> None:
-                        wait_for_progress(rs, 0.3, items)
-                        outage["start"] = time.perf_counter()
-                        pg.stop("fast")
-                        time.sleep(2.0)
-                        pg.start()
-                        outage["seconds"] = round(time.perf_counter() - outage["start"], 1)
-
-                    secs = drive(proxy, raters, db, image_dir, fault=restart_postgres)
-                    figs["pg"] = fig = summary("pg (PostgreSQL restarted mid-load)", raters, secs, db, image_dir)
-                    fig["outage_seconds"] = outage.get("seconds")
-                    echo(f"  PostgreSQL was down {fig['outage_seconds']} s; app servers still up: "
-                         f"{sum(p.poll() is None for p, _ in apps)}/{servers}")  # fmt: skip
+                    figs["pg"] = pg_phase(stage, [Browser(offset + i) for i in range(n_raters)])
                     offset += 1000
                 if "nonsticky" in phases:
                     figs["nonsticky"] = nonsticky(upstreams, [work / f"app{i}.log" for i in range(servers)],
                                                   min(n_raters, 10), echo)  # fmt: skip
                 if "kill" in phases:
-                    raters = [Browser(offset + i) for i in range(n_raters)]
-                    victim_proc, victim_url = apps[0]
-                    victim = victim_url.removeprefix("http://")
-                    killed = {}
-
-                    def kill_one(rs: list[Browser]) -> None:
-                        wait_for_progress(rs, 0.3, items)
-                        victim_proc.kill()  # SIGKILL: no shutdown, nothing flushed
-                        victim_proc.wait()
-                        killed["at"] = time.monotonic()
-
-                    secs = drive(proxy, raters, db, image_dir, fault=kill_one)
-                    figs["kill"] = fig = summary(f"kill (kill -9 one of {servers} app servers mid-load)", raters,
-                                                 secs, db, image_dir)  # fmt: skip
-                    on_victim = [r for r in raters if r.servers and r.servers[0] == victim]
-                    others = [r for r in raters if r not in on_victim]
-                    fig["raters_on_killed_server"] = len(on_victim)
-                    fig["killed_raters_reloaded"] = sum(1 for r in on_victim if r.reloads)
-                    fig["killed_raters_complete"] = sum(1 for r in on_victim if r.done)
-                    fig["killed_raters_resumed_right"] = sum(1 for r in on_victim if r.resumed_right)
-                    fig["other_raters_disturbed"] = sum(1 for r in others if r.reloads or r.errors)
-                    moved = [r.moved_at - killed["at"] for r in on_victim if r.moved_at and "at" in killed]
-                    echo(f"  raters on the killed server {len(on_victim)}: reloaded {fig['killed_raters_reloaded']}, "
-                         f"resumed at their first unanswered item {fig['killed_raters_resumed_right']}, finished "
-                         f"{fig['killed_raters_complete']}; raters of the other servers disturbed "
-                         f"{fig['other_raters_disturbed']}/{len(others)}")  # fmt: skip
-                    if moved:
-                        fig["noticed_kill_within_s"] = round(max(moved), 1)
+                    figs["kill"] = kill_phase(stage, [Browser(offset + i) for i in range(n_raters)])
     finally:
         for p in procs:
             stop(p)
@@ -392,6 +363,107 @@ def run(servers: int = 3, n_raters: int = 100, prompts: int = 4, slots: int = 4,
             shutil.rmtree(work, ignore_errors=True)
     figs["checks"] = checks(figs)
     return figs
+
+
+@dataclass
+class Stage:
+    """What the phases behind nginx share: the PostgreSQL cluster, the database, the proxy's URL, the app servers
+    ((process, URL) each), the number of submits a phase expects, and where progress is reported."""
+
+    pg: object
+    db: str
+    image_dir: Path
+    proxy: str
+    apps: list
+    items: int
+    echo: object
+
+
+def single_phase(pg, site, work: Path, image_dir: Path, n_raters: int, procs: list) -> tuple[dict, dict]:
+    """One app server, no proxy: the reference. Returns its figures and {slot: assignment} of its raters."""
+    db = pg.create_database("p2p_single", template="p2p_template")
+    proc, url = start_app_server(site.config, site.data, db, site.models, work / "single.log")
+    procs.append(proc)
+    raters = [Browser(i) for i in range(n_raters)]
+    secs = drive(url, raters, db, image_dir)
+    fig = summary("single (1 app server, no proxy)", raters, secs, db, image_dir)
+    single = assignments(db, image_dir, [r.code for r in raters])
+    refs = {slot: seq for slot, seq in single.values()}
+    fig["raters_per_slot"] = dict(sorted(Counter(slot for slot, _ in single.values()).items()))
+    stop(proc)
+    return fig, refs
+
+
+def multi_phase(stage: Stage, raters: list[Browser], refs: dict, figs: dict) -> dict:
+    """The app servers behind nginx; each rater's assignment compared with the single run's (``refs``)."""
+    servers, db, image_dir = len(stage.apps), stage.db, stage.image_dir
+    secs = drive(stage.proxy, raters, db, image_dir)
+    fig = summary(f"multi ({servers} app servers behind nginx)", raters, secs, db, image_dir)
+    got = assignments(db, image_dir, [r.code for r in raters])
+    fig["raters_per_slot"] = dict(sorted(Counter(slot for slot, _ in got.values()).items()))
+    fig["assignment_mismatches"] = sum(1 for slot, seq in got.values() if slot in refs and refs[slot] != seq)
+    fig["slots_compared"] = len({slot for slot, _ in got.values()} & set(refs))
+    if "single" in figs:
+        for q in ("p50", "p95"):
+            fig[f"ratio_{q}"] = round(fig[f"submit_{q}_ms"] / figs["single"][f"submit_{q}_ms"], 2)
+    stage.echo(f"  assignments identical to the single run: {len(got) - fig['assignment_mismatches']}/"
+               f"{len(got)} raters ({fig['slots_compared']} slots); raters per slot {fig['raters_per_slot']} "
+               f"(single run: {figs.get('single', {}).get('raters_per_slot')}); submit time ÷ single run: p50 "
+               f"{fig.get('ratio_p50')}×, p95 {fig.get('ratio_p95')}×")  # fmt: skip
+    return fig
+
+
+def pg_phase(stage: Stage, raters: list[Browser]) -> dict:
+    """PostgreSQL restarted (stop, 2 s down, start) once 30% of the submits are in."""
+    outage = {}
+
+    def restart_postgres(rs: list[Browser]) -> None:
+        wait_for_progress(rs, 0.3, stage.items)
+        outage["start"] = time.perf_counter()
+        stage.pg.stop("fast")
+        time.sleep(2.0)
+        stage.pg.start()
+        outage["seconds"] = round(time.perf_counter() - outage["start"], 1)
+
+    secs = drive(stage.proxy, raters, stage.db, stage.image_dir, fault=restart_postgres)
+    fig = summary("pg (PostgreSQL restarted mid-load)", raters, secs, stage.db, stage.image_dir)
+    fig["outage_seconds"] = outage.get("seconds")
+    stage.echo(f"  PostgreSQL was down {fig['outage_seconds']} s; app servers still up: "
+               f"{sum(p.poll() is None for p, _ in stage.apps)}/{len(stage.apps)}")  # fmt: skip
+    return fig
+
+
+def kill_phase(stage: Stage, raters: list[Browser]) -> dict:
+    """kill -9 of the first app server once 30% of the submits are in: its raters must reload and resume, the
+    other servers' raters must notice nothing."""
+    servers = len(stage.apps)
+    victim_proc, victim_url = stage.apps[0]
+    victim = victim_url.removeprefix("http://")
+    killed = {}
+
+    def kill_one(rs: list[Browser]) -> None:
+        wait_for_progress(rs, 0.3, stage.items)
+        victim_proc.kill()  # SIGKILL: no shutdown, nothing flushed
+        victim_proc.wait()
+        killed["at"] = time.monotonic()
+
+    secs = drive(stage.proxy, raters, stage.db, stage.image_dir, fault=kill_one)
+    fig = summary(f"kill (kill -9 one of {servers} app servers mid-load)", raters, secs, stage.db, stage.image_dir)
+    on_victim = [r for r in raters if r.servers and r.servers[0] == victim]
+    others = [r for r in raters if r not in on_victim]
+    fig["raters_on_killed_server"] = len(on_victim)
+    fig["killed_raters_reloaded"] = sum(1 for r in on_victim if r.reloads)
+    fig["killed_raters_complete"] = sum(1 for r in on_victim if r.done)
+    fig["killed_raters_resumed_right"] = sum(1 for r in on_victim if r.resumed_right)
+    fig["other_raters_disturbed"] = sum(1 for r in others if r.reloads or r.errors)
+    moved = [r.moved_at - killed["at"] for r in on_victim if r.moved_at and "at" in killed]
+    stage.echo(f"  raters on the killed server {len(on_victim)}: reloaded {fig['killed_raters_reloaded']}, "
+               f"resumed at their first unanswered item {fig['killed_raters_resumed_right']}, finished "
+               f"{fig['killed_raters_complete']}; raters of the other servers disturbed "
+               f"{fig['other_raters_disturbed']}/{len(others)}")  # fmt: skip
+    if moved:
+        fig["noticed_kill_within_s"] = round(max(moved), 1)
+    return fig
 
 
 def nonsticky(upstreams: list[str], logs: list[Path], n: int, echo=print) -> dict:

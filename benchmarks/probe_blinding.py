@@ -172,14 +172,24 @@ def main() -> None:
         repeats_probe(args.model_dir)
         return
 
+    coin = random.Random(args.seed)
+    app, st, trials, screens = probe(args.trials, args.model_dir)
+    config_order = [m.name for m in app.config.models_for("colonoscopy")]
+    print_served([p for t in trials + screens for p in t["panels"]])
+    live_attacks(trials, config_order, coin)
+    study_attacks(screens, st, coin)
+
+
+def probe(n_trials: int, model_dir: str) -> tuple:
+    """Set up the demo app with the radiology pilot frozen, serve it, and collect what a browser receives: the
+    live trials and the study's screens. Returns (app, study, trials, screens); the app is closed."""
     from p2p_app import reader
     from p2p_app.study import study_key
     from p2p_app.startup import create
 
-    coin = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        app = create(data_dir=tmp, arena_limits="off", **({"model_dir": args.model_dir} if args.model_dir else {}))
+        app = create(data_dir=tmp, arena_limits="off", **({"model_dir": model_dir} if model_dir else {}))
         st = next(s for s in app.studies.values() if s.id == "radiology_pilot")
         app.studies = {study_key(st): st}
         report = reader.prepare_study(app, st)
@@ -187,20 +197,25 @@ def main() -> None:
         print(f"setup: models loaded and {st.id} frozen in {time.perf_counter() - t0:.0f} s")
         srv, thread, url = start_server(app)
         try:
-            trials = live_trials(app, url, args.trials)
+            trials = live_trials(app, url, n_trials)
             screens = study_screens(app, st, url)
         finally:
             srv.should_exit = True
             thread.join(timeout=10)
             app.close()
+    return app, st, trials, screens
 
-    config_order = [m.name for m in app.config.models_for("colonoscopy")]
-    everything = [p for t in trials + screens for p in t["panels"]]
+
+def print_served(everything: list[dict]) -> None:
+    """What every served image looked like to the browser: byte lengths, pixel sizes, headers."""
     print(f"\nserved: {len(everything)} images; distinct byte lengths {sorted({p['bytes'] for p in everything})}; "
           f"pixel sizes {sorted({p['pixels'] for p in everything})}; distinct header-name sets "
           f"{len({p['headers'] for p in everything})}; Last-Modified present on {sum(p['last_modified'] is not None for p in everything)}, "
           f"ETag on {sum(p['etag'] is not None for p in everything)}")
 
+
+def live_attacks(trials: list[dict], config_order: list[str], coin: random.Random) -> None:
+    """The live arena: (a) header order and (b) byte size, each scored against the reveals."""
     # ---- live: (a) header order
     n_panels = sum(len(t["panels"]) for t in trials)
     hits = 0
@@ -225,7 +240,10 @@ def main() -> None:
             hits += guess == m
     print(f"  (b) byte size names the model:    {hits}/{n_panels} = {hits / n_panels:.0%}")
 
-    # ---- study
+
+def study_attacks(screens: list[dict], st, coin: random.Random) -> None:
+    """The frozen study: (a) is the newest panel the real image, are pairs in generation order; (b) is the
+    odd-sized panel the real image."""
     study_order = list(st.models) + ["real"]  # generated in config order, real images imported last
     real_screens = [s for s in screens if "real" in s["models"]]
     newest_real = 0
