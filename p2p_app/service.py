@@ -33,6 +33,7 @@ from .forms import (  # noqa: F401 - re-exported: callers import these names fro
     UserError,
     build_answers,
     check_active_seconds,
+    check_model_guesses,
     check_marks,
     check_name,
     has_real_score,
@@ -595,6 +596,25 @@ class P2PApp:
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
                     "changed": "Your changed answers were saved."}
         return SubmitResult(result.status, (), messages[result.status])
+
+    def submit_guesses(
+        self, study: StudyDefinition, session: RaterSession, trial_id: int | None, guesses: Mapping[int, Any],
+    ) -> SubmitResult:
+        """Store the model question's answers of a study with ``blinding_index`` (position → an option of
+        ``study.guess_options()`` or ``dont_know``) for the session's trial, only once its ratings are stored;
+        refused (nothing written) otherwise, or for another's trial; a trial that has its guesses keeps them
+        ("duplicate")."""
+        check_study_session(study, session)
+        if not study.blinding_index:
+            raise UserError("This study does not ask which model made an image; nothing was saved.")
+        row = self.study_record(study)
+        trial = self.own_trial(session, trial_id)
+        if trial.study_pk != row.pk:
+            raise AccessDenied("This trial is not part of this study.")
+        checked = check_model_guesses(trial, guesses, study.guess_options())
+        result = self.storage.record_guesses(trial.id, session.rater_pk, checked)
+        return SubmitResult(result.status, (), "Saved." if result.status == "stored" else
+                            "Already saved; a model guess is never changed.")
 
     # ------------------------------------------------------------------ shared helpers
     def record(self, trial: TrialInfo, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False,

@@ -38,8 +38,8 @@ def declared_rater_ids(data: dict) -> list[str]:
     for panels in arena["panels"].values():
         out += panel_ids(panels)
     for st in ids["studies"]:
-        out += [v for k, v in st.items() if k != "panels"]
-        out += panel_ids(st["panels"])
+        out += [v for k, v in st.items() if k not in ("panels", "guesses")]
+        out += panel_ids(st["panels"]) + st.get("guesses", [])
     return out
 
 
@@ -57,6 +57,8 @@ def optional(app) -> set[str]:
             out.add(study(i).pick)
         if not st.mark_artifacts:
             out.add(study(i).marks)
+        if not st.blinding_index:
+            out |= {study(i).guess_box, study(i).guess_submit}
     return out
 
 

@@ -4,7 +4,7 @@ After a screen's ratings are stored, a study with ``blinding_index = true`` asks
 think made this image?" with the study's options (its models, plus "a real image" where it has real images) and
 "Don't know". Each image is an arm (the model that made it, or ``real``); each guess is correct, incorrect (another
 option) or don't know. The guesses frame (``Storage.guesses_frame``, ``tidy.GUESS_COLUMNS``) has one row per guess:
-``rater_id``, ``truth`` (the image's arm) and ``guess`` (an arm, or ``""`` for don't know).
+``rater_id``, ``truth`` (the image's arm) and ``guess`` (an arm, or ``dont_know``).
 
 * **James' index** (James et al. 1996, Stat Med 15:1421) over the whole (K + 1) x K table (rows: the guesses, the
   last one don't know; columns: the true arms): a weighted kappa with James' weights (0 correct, 1/2 incorrect, 1
@@ -33,8 +33,8 @@ import pandas as pd
 from scipy.stats import binomtest, norm
 from statsmodels.stats.multitest import multipletests
 
-DONT_KNOW = ""
-"""The stored guess for "Don't know"."""
+DONT_KNOW = "dont_know"
+"""The stored guess for "Don't know" (no study option may be called this: ``study.load`` refuses it)."""
 FLAG_ALPHA = 0.05
 JAMES_COLUMNS = ("n_guesses", "n_dont_know", "james", "se", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high", "note")
 BANG_COLUMNS = ("arm", "n_images", "n_correct", "n_incorrect", "n_dont_know", "bang", "se", "ci_low", "ci_high",

@@ -69,6 +69,7 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "catch_kinds": list,
     "rater_groups": dict,
     "mark_artifacts": bool,
+    "blinding_index": bool,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
@@ -206,6 +207,7 @@ def load_study(
         catch_kinds=catch_kinds,
         rater_groups=rater_groups,
         mark_artifacts=data.get("mark_artifacts", False),
+        blinding_index=data.get("blinding_index", False),
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,
@@ -304,6 +306,8 @@ def _check_models(toml: _Toml, models: list[Any], known: Collection[str] | None)
             raise toml.error("models", f"model name {name!r} must be letters, digits, '_', '.' or '-'")
         if name == REAL_MODEL:
             raise toml.error("models", f"{REAL_MODEL!r} is reserved for real images and cannot be a model")
+        if name == "dont_know":  # the stored "Don't know" of the model question (blinding_index)
+            raise toml.error("models", "'dont_know' is reserved for the model question's \"Don't know\"")
     duplicates = sorted({m for m in models if models.count(m) > 1})
     if duplicates:
         raise toml.error("models", f"models listed twice: {', '.join(duplicates)}")

@@ -249,6 +249,7 @@ class StudyDefinition:
     catch_kinds: tuple[str, ...] = ()
     rater_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group, rater names), in file order
     mark_artifacts: bool = False  # raters may click points on an image where it looks wrong
+    blinding_index: bool = False  # after each screen's ratings: "Which model do you think made this image?"
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -344,6 +345,11 @@ class StudyDefinition:
         return [StudyItem(f"{prompt_id}/s{seed}", prompt_id, prompt,
                           tuple(ImageSlot(m, prompt_id, seed, prompt) for m in self.models) + (real,))
                 for seed in self.seeds]
+
+    def guess_options(self) -> tuple[str, ...]:
+        """The arms of the model question (``blinding_index``): the study's models in file order, then ``real``
+        when the study shows real images (prompt real images or controls). The same on every screen."""
+        return self.models + ((REAL_MODEL,) if self.known_real_slots() else ())
 
     def known_real_slots(self) -> tuple[ImageSlot, ...]:
         """The real images a "real" catch screen may show: prompt real images, then controls."""
@@ -445,6 +451,7 @@ class StudyDefinition:
             **({"practice": [p.prompt_id for p in self.prompts if p.practice]}
                if any(p.practice for p in self.prompts) else {}),
             **({"mark_artifacts": True} if self.mark_artifacts else {}),
+            **({"blinding_index": True} if self.blinding_index else {}),
             **({"wrong_anatomy": WRONG_ANATOMY_METHOD} if "wrong_anatomy" in self.catch_kinds else {}),
         }
 

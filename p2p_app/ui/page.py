@@ -199,6 +199,12 @@ class StudyIds(_Screen):
     submit: str = ""
     done: str = ""
     back: str = ""
+    guess_box: str = ""  # blinding_index: the model question after a screen's ratings are stored (ui/guesses.py)
+    guess_submit: str = ""
+
+    def guess(self, i: int) -> str:
+        """The model question of the ``i``-th panel (0-based)."""
+        return f"{self.prefix}-guess-{i}"
 
 
 @dataclass(frozen=True)
@@ -279,7 +285,8 @@ def page_data(app=None) -> dict[str, Any]:
         keys = [("rank_" if st.design == "ranking" and q.kind == "scale" else "") + q.key for q in st.questions
                 if q.kind in ("scale", "multi")]
         ids = study(i)
-        studies.append(ids.as_dict() | {"panels": [ids.panel(p).as_dict(keys) for p in range(n)]})
+        studies.append(ids.as_dict() | {"panels": [ids.panel(p).as_dict(keys) for p in range(n)]}
+                       | ({"guesses": [ids.guess(p) for p in range(n)]} if st.blinding_index else {}))
     data["ids"] |= {"arena": arena, "studies": studies}
     return data
 
