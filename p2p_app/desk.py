@@ -23,7 +23,7 @@ from .service import P2PApp, RaterSession, UserError
 from .storage import LIVE_STUDY, AccessDenied, RaterInfo, Storage
 from .study import StudyDefinition, load_study, rater_group_map, study_key
 
-EXPORT_TABLES = ("long", "wide", "parquet", "marks", "metrics", "metrics-models")
+EXPORT_TABLES = ("long", "wide", "parquet", "marks", "guesses", "metrics", "metrics-models")
 DOWNLOADS = {"long": "ratings_long.csv", "wide": "ratings_wide.csv", "parquet": "ratings.parquet",
              "marks": "marks.csv", "report": "report.html"}  # admin download kind → file name after the study
 
@@ -142,7 +142,7 @@ class ResearchDesk:
         comes from ``out``'s suffix (.csv, .xlsx, .parquet). Returns the line to print."""
         from . import export as exporter
 
-        table = fmt if fmt in ("wide", "marks") else "long"
+        table = fmt if fmt in ("wide", "marks", "guesses") else "long"
         kind = exporter.export_file_type(out, table)  # a name that says another format is refused before any work
         if fmt == "parquet" and kind != "parquet":
             raise UserError(f"--format parquet writes Parquet: name OUT .parquet, not {Path(out).name!r}")
@@ -153,6 +153,10 @@ class ResearchDesk:
             marks = self.storage.marks_frame(study)
             exporter.write_export(marks, out, "marks")
             return f"Wrote {len(marks)} marks ({kind}) to {out}"
+        if table == "guesses":  # the model question of a study with blinding_index
+            guesses = self.storage.guesses_frame(key)
+            exporter.write_export(guesses, out, "guesses")
+            return f"Wrote {len(guesses)} model guesses ({kind}) to {out}"
         df = self.ratings(study)
         exporter.write_export(df, out, table)
         return f"Wrote {len(df)} answers ({table}, {kind}) to {out}"
@@ -208,8 +212,23 @@ class ResearchDesk:
         marks = self.storage.marks_frame(key)
         page = build_report(df, title, progress=progress, n_boot=n_boot, models=models,
                             marks=marks if len(marks) else None, pool=pool,
-                            metrics=load_metrics(self.config.data_dir, key))  # from `p2p metrics`
+                            metrics=load_metrics(self.config.data_dir, key),  # from `p2p metrics`
+                            blinding=self.blinding(st, df, n_boot) if st is not None else None)
         return page, len(df)
+
+    def blinding(self, st: StudyDefinition, ratings: pd.DataFrame, n_boot: int = 1000):
+        """The blinding index of ``st``'s model guesses (None: the study does not ask, or nothing is guessed yet),
+        practice items and catch screens left out (``ratings``: the study's tidy frame, which marks catch trials)."""
+        from .analysis.blinding_index import blinding_index
+
+        if not st.blinding_index:
+            return None
+        guesses = self.storage.guesses_frame(study_key(st))
+        catch = set(ratings.loc[ratings["catch"].astype(str) != "", "trial_id"]) if len(ratings) else set()
+        guesses = guesses[~guesses["practice"] & ~guesses["trial_id"].isin(catch)]
+        if guesses.empty:
+            return None
+        return blinding_index(guesses, st.guess_options(), n_boot=n_boot)
 
     def overview(self, key: str) -> Overview:
         """The admin screen's tables and figures for ``key`` (a served study or ``live``)."""

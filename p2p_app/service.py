@@ -72,6 +72,7 @@ from .storage import (
     TrialInfo,
     unreachable,
 )
+from .storage.guesses import NOT_RATED_YET
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
 from .text import clean_line
@@ -608,6 +609,8 @@ class P2PApp:
         if not study.blinding_index:
             raise UserError("This study does not ask which model made an image; nothing was saved.")
         row = self.study_record(study)
+        if trial_id is None:  # no screen's ratings stored in this session yet
+            raise AccessDenied(NOT_RATED_YET)
         trial = self.own_trial(session, trial_id)
         if trial.study_pk != row.pk:
             raise AccessDenied("This trial is not part of this study.")

@@ -4,6 +4,9 @@ same on every screen; the guesses reach the export and the report."""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
+
 import pytest
 from conftest import make_app
 from test_reader_study import small_study
@@ -17,10 +20,15 @@ from p2p_app.study import load_study, study_key
 MODELS = ["colon-msdm-tiny", "colon-flux-tiny"]
 
 
-@pytest.fixture()
-def guess_app(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", blinding_index=True), known_models=[m.name for m in app.config.models])
+OPEN = {"raters": [], "open": True, "n_raters": 4, "blinding_index": True}
+
+
+@pytest.fixture(scope="module")
+def guess_app(tmp_path_factory, demo_registry):
+    """One prepared open study with the question (preparing is slow): each test signs in new raters."""
+    root = tmp_path_factory.mktemp("guesses")
+    app = make_app(root / "data", demo_registry)
+    st = load_study(small_study(root / "mini", **OPEN), known_models=[m.name for m in app.config.models])
     app.studies = {study_key(st): st}
     reader.prepare_study(app, st)
     yield app, st
@@ -28,8 +36,7 @@ def guess_app(tmp_path, demo_registry):
 
 
 def signed_in(app, st, name):
-    _, token = reader.add_rater(app, st, name)
-    return app.study_sign_in(st, token=token)
+    return app.study_sign_in(st, name=f"{name} {uuid.uuid4().hex[:6]}")
 
 
 def rate(app, st, session, shown):
@@ -61,10 +68,10 @@ def test_guesses_only_after_the_ratings_and_never_changed(guess_app):
     again = app.submit_guesses(st, ann, shown.trial_id, {1: MODELS[1]})
     assert again.status == "duplicate" and "never changed" in again.message
     assert app.storage.trial_guesses(shown.trial_id, ann.rater_pk) == first
-    frame = app.storage.guesses_frame(study_key(st))
-    assert len(frame) == 1 and frame.loc[0, "guess"] == MODELS[0]
+    frame = app.storage.guesses_frame(study_key(st)).set_index("trial_id").loc[shown.trial_id]
+    assert frame["guess"] == MODELS[0] and frame["position"] == 1
     truth = app.storage.trial_models(shown.trial_id, ann.rater_pk)[0]
-    assert frame.loc[0, "truth"] == ("real" if truth.source == "real" else truth.model)
+    assert frame["truth"] == ("real" if truth.source == "real" else truth.model)
 
 
 @pytest.mark.parametrize("guesses, message", [
@@ -87,7 +94,7 @@ def test_bad_guesses_are_refused_with_nothing_written(guess_app, guesses, messag
     assert app.submit_guesses(st, ann, shown.trial_id, {1: DONT_KNOW}).status == "stored"  # still askable
 
 
-def test_another_raters_trial_and_a_study_without_the_question(guess_app, tmp_path, demo_registry):
+def test_another_raters_trial_and_a_study_without_the_question(guess_app):
     app, st = guess_app
     ann, ben = signed_in(app, st, "ann"), signed_in(app, st, "ben")
     shown = app.next_trial(st, ann)
@@ -95,14 +102,10 @@ def test_another_raters_trial_and_a_study_without_the_question(guess_app, tmp_pa
     with pytest.raises(AccessDenied):
         app.submit_guesses(st, ben, shown.trial_id, {1: DONT_KNOW})
     assert app.storage.trial_guesses(shown.trial_id, ann.rater_pk) == {}
-    plain = load_study(small_study(tmp_path / "plain", id="plain"), known_models=[m.name for m in app.config.models])
-    app.studies[study_key(plain)] = plain
-    reader.prepare_study(app, plain)
-    cat = signed_in(app, plain, "cat")
-    other = app.next_trial(plain, cat)
-    rate(app, plain, cat, other)
+    plain = dataclasses.replace(st, blinding_index=False)  # the same study's screens without the question
     with pytest.raises(UserError, match="does not ask which model"):
-        app.submit_guesses(plain, cat, other.trial_id, {1: DONT_KNOW})
+        app.submit_guesses(plain, ann, shown.trial_id, {1: DONT_KNOW})
+    assert app.storage.trial_guesses(shown.trial_id, ann.rater_pk) == {}
 
 
 def test_the_option_enters_the_design_hash(tmp_path):
