@@ -621,8 +621,8 @@ BLINDING_TEXT = (
     "with its upper limit below 0.5 means raters recognised models. Bang's index (Bang et al. 2004) per arm: "
     "(correct - incorrect) / images, 1 = every image of that model recognised; with K options, random guessing "
     "gives bang_chance = (1 - share don't know)(2/K - 1), not 0. ci_low/high: the published (Wald) intervals, which "
-    "treat guesses as independent; boot_ci_low/high: raters resampled with replacement (read these: a rater makes "
-    "many guesses). Raters: correct guesses among answered ones against chance 1/K (exact one-sided binomial, "
+    "treat guesses as independent; boot_ci_low/high: raters resampled with replacement, estimate +/- t(raters - 1) "
+    "x bootstrap SE (read these: a rater makes many guesses). Raters: correct guesses among answered ones against chance 1/K (exact one-sided binomial, "
     "Holm across raters); flagged when the adjusted p is below 0.05. Practice items and catch screens are left out."
 )
 

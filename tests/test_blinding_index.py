@@ -158,7 +158,8 @@ def test_rater_clustered_bootstrap_covers():
     """Raters differ in how well they recognise model A (skill ~ Beta(2, 2) per rater: guesses cluster by rater).
     An A image: recognised with the rater's skill, else 80 % a uniform guess, 20 % don't know; B and C images the
     same without recognition. True Bang for A = E[s] + (1 - E[s]) 0.8 (1/3 - 2/3) = 0.5 - 0.4/3. Over 150 simulated
-    studies of 20 raters the bootstrap interval covers it ~95 %; Wald's (independent guesses) covers less."""
+    studies of 20 raters the bootstrap interval covers it ~95 % (measured: 96 %); Wald's (independent guesses)
+    less (81 %)."""
     rng = np.random.default_rng(7)
     arms = np.array(["A", "B", "C"])
     n_raters, per_arm, sims = 20, 12, 150

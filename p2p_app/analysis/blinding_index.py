@@ -17,8 +17,9 @@ option) or don't know. The guesses frame (``Storage.guesses_frame``, ``tidy.GUES
   Bang's index; with K arms random guessing does not give 0 but ``bang_chance`` = (1 - p_dk)(2/K - 1), the value
   expected when a rater who answers picks an option at random.
 * Raters give many guesses, so the Wald intervals above (which assume independent answers) are shown next to a
-  **rater-clustered bootstrap** (raters resampled with replacement; percentile interval); the report's reading
-  uses the bootstrap.
+  **rater-clustered bootstrap** (raters resampled with replacement; the interval of ``designs.rater_interval``:
+  estimate ± t(raters − 1) · bootstrap SE · sqrt(R / (R − 1)), kept inside the index's range); the report's
+  reading uses the bootstrap.
 * **Raters who identify models**: per rater, an exact one-sided binomial test of the correct guesses among those
   that are not don't know against chance 1/K; Holm's correction across raters; ``flagged`` at adjusted p < 0.05.
 """
@@ -32,6 +33,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm
 from statsmodels.stats.multitest import multipletests
+
+from ..designs import rater_interval
 
 DONT_KNOW = "dont_know"
 """The stored guess for "Don't know" (no study option may be called this: ``study.load`` refuses it)."""
@@ -135,13 +138,14 @@ def _bootstrap(tables: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, 
     return james, bang
 
 
-def _percentile(values: np.ndarray, ci_level: float) -> tuple[float, float]:
-    ok = values[np.isfinite(values)]
-    if ok.size < 2:
+def _interval(point: float, reps: np.ndarray, n_raters: int, ci_level: float,
+              bounds: tuple[float, float]) -> tuple[float, float]:
+    """The rater-bootstrap interval (``designs.rater_interval``) of ``point``, inside ``bounds``."""
+    ok = reps[np.isfinite(reps)]
+    if ok.size < 2 or n_raters < 2 or not np.isfinite(point):
         return float("nan"), float("nan")
-    a = (1 - ci_level) / 2
-    lo, hi = np.quantile(ok, [a, 1 - a])
-    return float(lo), float(hi)
+    lo, hi = rater_interval(point, ok, n_raters, ci_level)
+    return float(max(lo, bounds[0])), float(min(hi, bounds[1]))
 
 
 def rater_table(guesses: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
@@ -192,13 +196,15 @@ def blinding_index(guesses: pd.DataFrame, arms: Sequence[str], *, n_boot: int = 
     j, j_se = james_index(table)
     james = pd.DataFrame([{"n_guesses": int(table.sum()), "n_dont_know": int(table[k].sum()), "james": j,
                            "se": j_se, "ci_low": j - z * j_se, "ci_high": j + z * j_se,
-                           **dict(zip(("boot_ci_low", "boot_ci_high"), _percentile(boot_j, ci_level))),
+                           **dict(zip(("boot_ci_low", "boot_ci_high"),
+                                      _interval(j, boot_j, len(raters), ci_level, (0.0, 1.0)))),
                            "note": note_few}], columns=list(JAMES_COLUMNS))
     est, se = bang_index(table)
     chance = bang_chance(table)
     rows = []
     for i, arm in enumerate(arms):
-        lo, hi = _percentile(boot_b[:, i], ci_level) if len(boot_b) else (float("nan"), float("nan"))
+        lo, hi = (_interval(est[i], boot_b[:, i], len(raters), ci_level, (-1.0, 1.0)) if len(boot_b)
+                  else (float("nan"), float("nan")))
         n = int(table[:, i].sum())
         rows.append({"arm": arm, "n_images": n, "n_correct": int(table[i, i]),
                      "n_incorrect": int(table[:k, i].sum() - table[i, i]), "n_dont_know": int(table[k, i]),
