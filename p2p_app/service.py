@@ -101,6 +101,7 @@ ALREADY_ANSWERED = (
     "This item was already answered (perhaps in another tab or window), so these answers were not saved. "
     "Your next item is shown."
 )
+ASK_MODELS_FIRST = "Which model made each image? Answer below first; then the models are named."
 UNKNOWN_OUTCOME = (
     "The server could not confirm that your answers were saved. Press Submit again: an item is never stored twice."
 )
@@ -389,6 +390,8 @@ class P2PApp:
         reveal: tuple[tuple[str, str], ...] = ()
         saved = "Ranking saved." if judgement == "ranking" else "Ratings saved."
         message = saved if result.status == "stored" else "This trial was already submitted; nothing changed."
+        if self.config.arena_blinding_index:  # the model question first: reveal() / submit_arena_guesses() name them
+            return SubmitResult(result.status, (), message + " " + ASK_MODELS_FIRST)
         if self.config.reveal_after_rating:
             # what was just stored is the trial's answers (a duplicate keeps the earlier ones: read them back)
             scored = (any(a.value is not None and not a.cant_judge for a in stored_answers) if result.status == "stored"
@@ -407,7 +410,37 @@ class P2PApp:
         rows = self.storage.trial_models(trial_id, session.rater_pk)  # refuses another's or an unsubmitted trial
         if not has_real_score(self.storage.trial_answers(trial_id, session.rater_pk)):
             raise AccessDenied(NO_SCORE_NO_REVEAL)
+        if (self.config.arena_blinding_index and session.study_key == LIVE_STUDY
+                and not self.storage.trial_guesses(trial_id, session.rater_pk)):
+            raise AccessDenied(ASK_MODELS_FIRST)  # a guess made after the reveal would measure nothing
         return _labelled(rows)
+
+    def arena_guess_options(self, modality: str) -> tuple[str, ...]:
+        """The model question's options in the arena (``arena_blinding_index``): the modality's configured models
+        in config order — the same for every trial of the modality, whatever it shows."""
+        return tuple(m.name for m in self.config.models_for(modality))
+
+    def submit_arena_guesses(self, session: RaterSession, trial_id: int | None,
+                             guesses: Mapping[int, Any]) -> SubmitResult:
+        """Store the arena's model question (position → a model of the trial's modality or ``dont_know``), only once
+        the trial's ratings are stored and before anything is revealed; then the reveal (when
+        ``reveal_after_rating`` and the ratings hold a real score). Stored guesses never change."""
+        check_live_session(session)
+        if not self.config.arena_blinding_index:
+            raise UserError("This arena does not ask which model made an image; nothing was saved.")
+        if trial_id is None:
+            raise AccessDenied(NOT_RATED_YET)
+        trial = self.own_trial(session, trial_id)
+        checked = check_model_guesses(trial, guesses, self.arena_guess_options(trial.modality))
+        result = self.storage.record_guesses(trial.id, session.rater_pk, checked)
+        message = "Saved." if result.status == "stored" else "Already saved; a model guess is never changed."
+        reveal: tuple[tuple[str, str], ...] = ()
+        if self.config.reveal_after_rating:
+            if has_real_score(self.storage.trial_answers(trial.id, session.rater_pk)):
+                reveal = self.reveal(session, trial.id)
+            else:
+                message += " " + NO_SCORE_NO_REVEAL
+        return SubmitResult(result.status, reveal, message)
 
     # ------------------------------------------------------------------ reader studies (rater side)
     def study_record(self, study: StudyDefinition) -> StudyRecord:

@@ -118,3 +118,11 @@ def test_the_option_enters_the_design_hash(tmp_path):
 def test_a_model_named_dont_know_is_refused(tmp_path):
     with pytest.raises(Exception, match="dont_know"):
         load_study(small_study(tmp_path / "a", models=["dont_know", MODELS[0]]), known_models=None)
+
+
+def test_the_question_has_its_declared_ids_once(guess_app):
+    """tests/test_page.py's check on a page whose study asks the model question: every declared id (the box, one
+    question per panel, its button) is in the page once, and nothing undeclared."""
+    from test_page import check_rater_page
+
+    check_rater_page(guess_app[0])

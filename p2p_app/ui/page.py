@@ -175,6 +175,12 @@ class ArenaIds(_Screen):
     submit: str = ""
     reveal: str = ""
     noop: str = ""  # a hidden no-op button: the load benchmark's baseline (common.add_noop)
+    guess_box: str = ""  # arena_blinding_index: the model question before the reveal (ui/guesses.py)
+    guess_submit: str = ""
+
+    def guess(self, i: int) -> str:
+        """The model question of the ``i``-th panel (0-based)."""
+        return f"{self.prefix}-guess-{i}"
 
 
 @dataclass(frozen=True)
@@ -275,6 +281,8 @@ def page_data(app=None) -> dict[str, Any]:
     cfg = app.config
     n_arena = max(len(cfg.models_for(m)) for m in cfg.modalities())
     arena = ARENA.as_dict() | {"panels": {}}
+    if cfg.arena_blinding_index:
+        arena["guesses"] = [ARENA.guess(i) for i in range(n_arena)]
     for j in cfg.arena_judgements:
         keys = [("rank_" if j == "ranking" and q.kind == "scale" else "") + q.key for q in LIVE_QUESTIONS
                 if q.kind in ("scale", "multi")]

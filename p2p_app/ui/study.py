@@ -14,7 +14,7 @@ from .common import (
     NEXT_ITEM, address_of, build_panels, build_pick, guarded_method, marks_text, md_escape, page_field, page_measures,
     read_answers, resume_note, show_trial,
 )
-from .guesses import GuessBox
+from .guesses import GuessBox, guess_choices
 from .page import LANDING, Css, Field, StudyIds, study as study_ids
 
 
@@ -137,7 +137,7 @@ class StudyScreen:
             self.submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary",
                                         elem_classes=[NEXT_ITEM, Css.SUBMIT], elem_id=ids.submit)  # fmt: skip
             # blinding_index: "Which model do you think made this image?" once the ratings are stored
-            self.guesses = GuessBox(st, self.n_panels, ids) if st.blinding_index else None
+            self.guesses = GuessBox(guess_choices(st), self.n_panels, ids) if st.blinding_index else None
 
     # -------------------------------------------------------------------------------------------- handlers
     def show_next(self, rater) -> dict:
