@@ -213,7 +213,7 @@ class ResearchDesk:
         page = build_report(df, title, progress=progress, n_boot=n_boot, models=models,
                             marks=marks if len(marks) else None, pool=pool,
                             metrics=load_metrics(self.config.data_dir, key),  # from `p2p metrics`
-                            blinding=self.blinding(st, df, n_boot) if st is not None else None)
+                            blinding=self.blinding(st, df, n_boot) if st is not None else self.arena_blinding(n_boot))
         return page, len(df)
 
     def blinding(self, st: StudyDefinition, ratings: pd.DataFrame, n_boot: int = 1000):
@@ -229,6 +229,24 @@ class ResearchDesk:
         if guesses.empty:
             return None
         return blinding_index(guesses, st.guess_options(), n_boot=n_boot)
+
+    def arena_blinding(self, n_boot: int = 1000):
+        """The live arena's blinding index (``arena_blinding_index``): one per modality (its models are the
+        options), the tables stacked with a ``modality`` column; None when nothing is guessed."""
+        from .analysis.blinding_index import BlindingIndex, blinding_index
+
+        guesses = self.storage.guesses_frame(LIVE_STUDY)
+        parts = []
+        for modality in self.config.modalities():
+            options = tuple(m.name for m in self.config.models_for(modality))
+            mine = guesses[guesses["truth"].isin(options)]
+            if len(options) >= 2 and len(mine):
+                bi = blinding_index(mine, options, n_boot=n_boot)
+                parts.append({k: t.assign(modality=modality)[["modality", *t.columns]] for k, t in bi.tables().items()})
+        if not parts:
+            return None
+        stacked = {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
+        return BlindingIndex(stacked["blinding_james"], stacked["blinding_bang"], stacked["blinding_raters"])
 
     def overview(self, key: str) -> Overview:
         """The admin screen's tables and figures for ``key`` (a served study or ``live``)."""

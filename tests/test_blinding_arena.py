@@ -79,3 +79,21 @@ def test_the_arena_page_has_the_question_ids_once(arena):
     from test_page import check_rater_page
 
     check_rater_page(arena)
+
+
+def test_the_arena_report_has_the_blinding_index(arena):
+    from p2p_app.desk import ResearchDesk
+
+    app = arena
+    options = app.arena_guess_options("colonoscopy")
+    for name in ("Dr One", "Dr Two"):
+        rater = app.sign_in(name)
+        trial = app.live_generate(rater, "colonoscopy", PROMPT)
+        app.submit(rater, trial.trial_id, scores(trial))
+        app.submit_arena_guesses(rater, trial.trial_id, {p.position: options[0] for p in trial.panels})
+    desk = ResearchDesk(app)
+    bi = desk.arena_blinding(n_boot=50)
+    assert bi.james["modality"].tolist() == ["colonoscopy"] and bi.james.loc[0, "n_guesses"] == 2 * len(options)
+    assert set(bi.bang["arm"]) == set(options)
+    page, _ = desk.report("live", n_boot=50)
+    assert "<h2>Blinding index</h2>" in page
