@@ -33,7 +33,6 @@ from .forms import (  # noqa: F401 - re-exported: callers import these names fro
     UserError,
     build_answers,
     check_active_seconds,
-    check_model_guesses,
     check_marks,
     check_name,
     has_real_score,
@@ -72,7 +71,7 @@ from .storage import (
     TrialInfo,
     unreachable,
 )
-from .storage.guesses import NOT_RATED_YET
+from .model_question import ASK_MODELS_FIRST, ModelQuestion  # noqa: F401 - ASK_MODELS_FIRST re-exported
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, study_key
 from .text import clean_line
@@ -101,14 +100,13 @@ ALREADY_ANSWERED = (
     "This item was already answered (perhaps in another tab or window), so these answers were not saved. "
     "Your next item is shown."
 )
-ASK_MODELS_FIRST = "Which model made each image? Answer below first; then the models are named."
 UNKNOWN_OUTCOME = (
     "The server could not confirm that your answers were saved. Press Submit again: an item is never stored twice."
 )
 
 
 @dataclass
-class P2PApp:
+class P2PApp(ModelQuestion):
     config: AppConfig
     storage: Storage
     registry: Registry
@@ -415,33 +413,6 @@ class P2PApp:
             raise AccessDenied(ASK_MODELS_FIRST)  # a guess made after the reveal would measure nothing
         return _labelled(rows)
 
-    def arena_guess_options(self, modality: str) -> tuple[str, ...]:
-        """The model question's options in the arena (``arena_blinding_index``): the modality's configured models
-        in config order — the same for every trial of the modality, whatever it shows."""
-        return tuple(m.name for m in self.config.models_for(modality))
-
-    def submit_arena_guesses(self, session: RaterSession, trial_id: int | None,
-                             guesses: Mapping[int, Any]) -> SubmitResult:
-        """Store the arena's model question (position → a model of the trial's modality or ``dont_know``), only once
-        the trial's ratings are stored and before anything is revealed; then the reveal (when
-        ``reveal_after_rating`` and the ratings hold a real score). Stored guesses never change."""
-        check_live_session(session)
-        if not self.config.arena_blinding_index:
-            raise UserError("This arena does not ask which model made an image; nothing was saved.")
-        if trial_id is None:
-            raise AccessDenied(NOT_RATED_YET)
-        trial = self.own_trial(session, trial_id)
-        checked = check_model_guesses(trial, guesses, self.arena_guess_options(trial.modality))
-        result = self.storage.record_guesses(trial.id, session.rater_pk, checked)
-        message = "Saved." if result.status == "stored" else "Already saved; a model guess is never changed."
-        reveal: tuple[tuple[str, str], ...] = ()
-        if self.config.reveal_after_rating:
-            if has_real_score(self.storage.trial_answers(trial.id, session.rater_pk)):
-                reveal = self.reveal(session, trial.id)
-            else:
-                message += " " + NO_SCORE_NO_REVEAL
-        return SubmitResult(result.status, reveal, message)
-
     # ------------------------------------------------------------------ reader studies (rater side)
     def study_record(self, study: StudyDefinition) -> StudyRecord:
         """The study's stored, frozen record; a UserError says why raters cannot open it yet (with start-up
@@ -630,27 +601,6 @@ class P2PApp:
         messages = {"stored": "Saved.", "duplicate": "Already saved; nothing changed.",
                     "changed": "Your changed answers were saved."}
         return SubmitResult(result.status, (), messages[result.status])
-
-    def submit_guesses(
-        self, study: StudyDefinition, session: RaterSession, trial_id: int | None, guesses: Mapping[int, Any],
-    ) -> SubmitResult:
-        """Store the model question's answers of a study with ``blinding_index`` (position → an option of
-        ``study.guess_options()`` or ``dont_know``) for the session's trial, only once its ratings are stored;
-        refused (nothing written) otherwise, or for another's trial; a trial that has its guesses keeps them
-        ("duplicate")."""
-        check_study_session(study, session)
-        if not study.blinding_index:
-            raise UserError("This study does not ask which model made an image; nothing was saved.")
-        row = self.study_record(study)
-        if trial_id is None:  # no screen's ratings stored in this session yet
-            raise AccessDenied(NOT_RATED_YET)
-        trial = self.own_trial(session, trial_id)
-        if trial.study_pk != row.pk:
-            raise AccessDenied("This trial is not part of this study.")
-        checked = check_model_guesses(trial, guesses, study.guess_options())
-        result = self.storage.record_guesses(trial.id, session.rater_pk, checked)
-        return SubmitResult(result.status, (), "Saved." if result.status == "stored" else
-                            "Already saved; a model guess is never changed.")
 
     # ------------------------------------------------------------------ shared helpers
     def record(self, trial: TrialInfo, rater_pk: int, answers: Sequence[Answer], allow_changes: bool = False,
