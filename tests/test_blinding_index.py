@@ -139,8 +139,12 @@ def test_rater_flags_with_holm():
     rows += [("shy", t, DONT_KNOW) for t in arms]
     r = rater_table(_frame(rows), arms).set_index("rater_id")
     assert bool(r.loc["sharp", "flagged"]) and not bool(r.loc["coin", "flagged"]) and not bool(r.loc["shy", "flagged"])
-    assert r.loc["sharp", "p_value"] == pytest.approx(0.25**40)
-    assert r.loc["sharp", "p_holm"] == pytest.approx(2 * 0.25**40)  # Holm: smallest of two testable p times 2
+    assert r.loc["sharp", "p_value"] == pytest.approx(0.25**40, rel=1e-9, abs=0)
+    assert r.loc["sharp", "p_holm"] == pytest.approx(2 * 0.25**40, rel=1e-9, abs=0)
+    # the coin-flipper: 12 of 40 right (j = 0, 4, 8 per arm), P(X >= 12) for X ~ Binomial(40, 1/4), summed here
+    assert r.loc["coin", "n_correct"] == 12
+    tail = sum(math.comb(40, i) * 0.25**i * 0.75 ** (40 - i) for i in range(12, 41))
+    assert r.loc["coin", "p_value"] == pytest.approx(tail, rel=1e-9)  # Holm: smallest of two testable p times 2
     assert r.loc["coin", "chance"] == 0.25 and math.isnan(r.loc["shy", "p_value"])
 
 
