@@ -115,6 +115,12 @@ def test_the_option_enters_the_design_hash(tmp_path):
     assert "blinding_index" not in without.design_dict()  # a study without it keeps its hash
 
 
+def test_real_is_an_option_only_where_screens_show_real_images(tmp_path):
+    with_real = load_study(small_study(tmp_path / "a", blinding_index=True), known_models=MODELS)
+    ranking = load_study(small_study(tmp_path / "b", blinding_index=True, design="ranking"), known_models=MODELS)
+    assert with_real.guess_options() == (*MODELS, "real") and ranking.guess_options() == tuple(MODELS)
+
+
 def test_a_model_named_dont_know_is_refused(tmp_path):
     with pytest.raises(Exception, match="dont_know"):
         load_study(small_study(tmp_path / "a", models=["dont_know", MODELS[0]]), known_models=None)

@@ -348,8 +348,10 @@ class StudyDefinition:
 
     def guess_options(self) -> tuple[str, ...]:
         """The arms of the model question (``blinding_index``): the study's models in file order, then ``real``
-        when the study shows real images (prompt real images or controls). The same on every screen."""
-        return self.models + ((REAL_MODEL,) if self.known_real_slots() else ())
+        when the study's screens show real images (prompt real images or controls; a ranking screen never does,
+        only its catch screens, which the index leaves out). The same on every screen."""
+        shows_real = self.design != "ranking" and bool(self.known_real_slots())
+        return self.models + ((REAL_MODEL,) if shows_real else ())
 
     def known_real_slots(self) -> tuple[ImageSlot, ...]:
         """The real images a "real" catch screen may show: prompt real images, then controls."""
