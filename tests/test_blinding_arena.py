@@ -97,3 +97,33 @@ def test_the_arena_report_has_the_blinding_index(arena):
     assert set(bi.bang["arm"]) == set(options)
     page, _ = desk.report("live", n_boot=50)
     assert "<h2>Blinding index</h2>" in page
+
+
+def test_through_the_arena_page_guess_then_reveal(tmp_path, demo_registry):
+    """Sign in → Generate → rate → Submit: the question, no model named; the answers → the reveal
+    (tests/browser_client.py, parts found by their declared ids)."""
+    from browser_client import ARENA, BrowserSession
+    from conftest import running_server
+
+    app = make_app(tmp_path / "data", demo_registry, arena_blinding_index=True)
+    with running_server(app) as url:
+        page = BrowserSession(url)
+        page.set(page.by_id(ARENA.name), "Dr Page")
+        page.trigger(page.by_id(ARENA.signin))
+        page.set(page.by_id(ARENA.prompt), PROMPT)
+        page.trigger(page.by_id(ARENA.generate))
+        for c in page.answers(ARENA, "realism", "scores") + page.answers(ARENA, "alignment", "scores"):
+            page.set(c, 3)
+        page.trigger(page.by_id(ARENA.submit))
+        box, reveal = page.by_id(ARENA.guess_box), page.by_id(ARENA.reveal)
+        models = app.arena_guess_options("colonoscopy")
+        assert page.visible[box] is True
+        assert not any(m in page.text_of(reveal) for m in models), "a model is named before the guesses"
+        n = len(models)
+        for i in range(n):
+            page.set(page.by_id(ARENA.guess(i)), DONT_KNOW)
+        page.trigger(page.by_id(ARENA.guess_submit))
+        assert page.visible[box] is False and "was made by" in page.text_of(reveal)
+        assert app.storage.guesses_frame("live")["guess"].tolist() == [DONT_KNOW] * n
+        page.close()
+    app.storage.close()
