@@ -139,10 +139,11 @@ def serve_models(config_path, host, port, batching) -> None:
 @click.argument("out", type=click.Path(dir_okay=False))
 @_common
 @click.option("--study", default=None, help="Only this study (id, id@vN, or 'live'). Default: everything.")
-@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks", "metrics", "metrics-models"]),
+@click.option("--format", "fmt", type=click.Choice(["long", "wide", "parquet", "marks", "guesses", "metrics",
+                                                     "metrics-models"]),
               default=None,
               help="long (one row per answer), wide (one row per image), parquet (the long table as Parquet), "
-                   "marks (one row per artifact mark), or the tables of `p2p metrics` (metrics: one row per generated "
+                   "marks (one row per artifact mark), guesses (one row per image's model guess, blinding_index), or the tables of `p2p metrics` (metrics: one row per generated "
                    "image and encoder; metrics-models: one row per model, encoder and metric; .csv or .parquet; needs "
                    "--study). The file type comes from OUT's name: .csv, .xlsx (Excel) or .parquet. Default: long.")
 @_domain_errors

@@ -55,6 +55,12 @@ SETTINGS: tuple[Setting, ...] = (
         "In the live arena, show which model made which image once the trial's ratings are stored.",
     ),
     Setting(
+        "arena_blinding_index",
+        False,
+        "In the live arena, after a trial's ratings are stored and before the reveal, ask which model made each image "
+        "(the modality's models or \"don't know\"); the report's blinding index. The reveal waits for the answers.",
+    ),
+    Setting(
         "arena_judgement",
         "scores",
         "How the live arena asks for judgements: \"scores\" (1-5 realism and alignment per image), \"ranking\" "
@@ -185,6 +191,7 @@ class AppConfig:
     disk_reserve_mb: int = 1024
     behind_proxy: bool = False
     admin_trusted_networks: tuple[str, ...] = ()
+    arena_blinding_index: bool = False
 
     @property
     def arena_limited(self) -> bool:

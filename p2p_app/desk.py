@@ -23,7 +23,7 @@ from .service import P2PApp, RaterSession, UserError
 from .storage import LIVE_STUDY, AccessDenied, RaterInfo, Storage
 from .study import StudyDefinition, load_study, rater_group_map, study_key
 
-EXPORT_TABLES = ("long", "wide", "parquet", "marks", "metrics", "metrics-models")
+EXPORT_TABLES = ("long", "wide", "parquet", "marks", "guesses", "metrics", "metrics-models")
 DOWNLOADS = {"long": "ratings_long.csv", "wide": "ratings_wide.csv", "parquet": "ratings.parquet",
              "marks": "marks.csv", "report": "report.html"}  # admin download kind → file name after the study
 
@@ -142,7 +142,7 @@ class ResearchDesk:
         comes from ``out``'s suffix (.csv, .xlsx, .parquet). Returns the line to print."""
         from . import export as exporter
 
-        table = fmt if fmt in ("wide", "marks") else "long"
+        table = fmt if fmt in ("wide", "marks", "guesses") else "long"
         kind = exporter.export_file_type(out, table)  # a name that says another format is refused before any work
         if fmt == "parquet" and kind != "parquet":
             raise UserError(f"--format parquet writes Parquet: name OUT .parquet, not {Path(out).name!r}")
@@ -153,6 +153,10 @@ class ResearchDesk:
             marks = self.storage.marks_frame(study)
             exporter.write_export(marks, out, "marks")
             return f"Wrote {len(marks)} marks ({kind}) to {out}"
+        if table == "guesses":  # the model question of a study with blinding_index
+            guesses = self.storage.guesses_frame(key)
+            exporter.write_export(guesses, out, "guesses")
+            return f"Wrote {len(guesses)} model guesses ({kind}) to {out}"
         df = self.ratings(study)
         exporter.write_export(df, out, table)
         return f"Wrote {len(df)} answers ({table}, {kind}) to {out}"
@@ -209,8 +213,41 @@ class ResearchDesk:
         page = build_report(df, title, progress=progress, n_boot=n_boot, models=models,
                             marks=marks if len(marks) else None, pool=pool,
                             metrics=load_metrics(self.config.data_dir, key),  # from `p2p metrics`
-                            notice_words=getattr(st, "notice_words", None))  # naive → disclosed: the keyword rule
+                            notice_words=getattr(st, "notice_words", None),  # naive → disclosed: the keyword rule
+                            blinding=self.blinding(st, df, n_boot) if st is not None else self.arena_blinding(n_boot))
         return page, len(df)
+
+    def blinding(self, st: StudyDefinition, ratings: pd.DataFrame, n_boot: int = 1000):
+        """The blinding index of ``st``'s model guesses (None: the study does not ask, or nothing is guessed yet),
+        practice items and catch screens left out (``ratings``: the study's tidy frame, which marks catch trials)."""
+        from .analysis.blinding_index import blinding_index
+
+        if not st.blinding_index:
+            return None
+        guesses = self.storage.guesses_frame(study_key(st))
+        catch = set(ratings.loc[ratings["catch"].astype(str) != "", "trial_id"]) if len(ratings) else set()
+        guesses = guesses[~guesses["practice"] & ~guesses["trial_id"].isin(catch)]
+        if guesses.empty:
+            return None
+        return blinding_index(guesses, st.guess_options(), n_boot=n_boot)
+
+    def arena_blinding(self, n_boot: int = 1000):
+        """The live arena's blinding index (``arena_blinding_index``): one per modality (its models are the
+        options), the tables stacked with a ``modality`` column; None when nothing is guessed."""
+        from .analysis.blinding_index import BlindingIndex, blinding_index
+
+        guesses = self.storage.guesses_frame(LIVE_STUDY)
+        parts = []
+        for modality in self.config.modalities():
+            options = tuple(m.name for m in self.config.models_for(modality))
+            mine = guesses[guesses["truth"].isin(options)]
+            if len(options) >= 2 and len(mine):
+                bi = blinding_index(mine, options, n_boot=n_boot)
+                parts.append({k: t.assign(modality=modality)[["modality", *t.columns]] for k, t in bi.tables().items()})
+        if not parts:
+            return None
+        stacked = {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
+        return BlindingIndex(stacked["blinding_james"], stacked["blinding_bang"], stacked["blinding_raters"])
 
     def overview(self, key: str) -> Overview:
         """The admin screen's tables and figures for ``key`` (a served study or ``live``)."""

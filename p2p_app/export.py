@@ -27,6 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from .tidy import (
+    GUESS_COLUMNS,
+    GUESS_DTYPES,
     MARK_COLUMNS,
     MARK_DTYPES,
     TIDY_COLUMNS,
@@ -114,11 +116,32 @@ MARK_EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
 )
 """Marks (``write_marks_csv``, ``marks.csv`` of the export bundle): one row per marked point; column → meaning."""
 
+GUESS_EXPORT_COLUMNS: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": 'study id ("id@vN")',
+        "rater_id": "stable, pseudonymous rater id",
+        "trial_id": "database id of the screen the guess was made on (joins the long export's trial_id)",
+        "item_id": "stable item key within the study",
+        "image_id": "opaque image id of the image guessed about (joins the long export's image_id)",
+        "model": 'model name, unblinded; "real" for real images',
+        "source": '"generated" or "real"',
+        "truth": 'the image\'s arm: its model, or "real" for a real image',
+        "position": '1-based panel position of the image on that screen (1 = "Image A")',
+        "guess": 'the rater\'s answer to "Which model do you think made this image?": a model, "real", or '
+                 '"dont_know"',
+        "practice": "true when guessed on a practice item (left out of the blinding index)",
+        "guessed_at": "when the guess was stored, after the screen's ratings (ISO 8601, UTC)",
+    }
+)
+"""Model guesses (``write_export(..., "guesses")``; studies with ``blinding_index``): one row per image; column →
+meaning."""
+
 COLUMN_TABLES: Mapping[str, tuple[Mapping[str, str], Mapping[str, str]]] = types.MappingProxyType(
     {
         "long": (EXPORT_COLUMNS, TIDY_DTYPES),
         "wide": (WIDE_COLUMNS, {**TIDY_DTYPES, f"<rater_id>{WIDE_SEPARATOR}<question>": "float64"}),
         "marks": (MARK_EXPORT_COLUMNS, MARK_DTYPES),
+        "guesses": (GUESS_EXPORT_COLUMNS, GUESS_DTYPES),
     }
 )
 """Each export table's columns (column → meaning) and their types: the one description of the export columns;
@@ -244,13 +267,17 @@ def write_wide_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return _write_csv(pa.Table.from_pandas(wide_frame(df), preserve_index=False), path)
 
 
-def _marks_table(marks: pd.DataFrame) -> pa.Table:
-    missing = [c for c in MARK_COLUMNS if c not in marks.columns]
+def _marks_table(marks: pd.DataFrame, kind: str = "marks") -> pa.Table:
+    """The marks frame (or, ``kind="guesses"``, the guesses frame) as the export writes it: its columns in order,
+    times as ISO 8601 UTC text."""
+    columns, dtypes, times = ((MARK_COLUMNS, MARK_DTYPES, ("marked_at", "replaced_at")) if kind == "marks"
+                              else (GUESS_COLUMNS, GUESS_DTYPES, ("guessed_at",)))
+    missing = [c for c in columns if c not in marks.columns]
     if missing:
-        raise ValueError(f"marks frame is missing columns: {', '.join(missing)}")
-    data = marks.loc[:, list(MARK_COLUMNS)].astype(dict(MARK_DTYPES))
+        raise ValueError(f"{kind} frame is missing columns: {', '.join(missing)}")
+    data = marks.loc[:, list(columns)].astype(dict(dtypes))
     table = pa.Table.from_pandas(data, preserve_index=False)
-    for name in ("marked_at", "replaced_at"):
+    for name in times:
         table = table.set_column(table.schema.get_field_index(name), name, _iso_utc(data[name]))
     return table
 
@@ -263,7 +290,7 @@ def write_marks_csv(marks: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 FILE_TYPES: Mapping[str, str] = types.MappingProxyType({".csv": "csv", ".xlsx": "xlsx", ".parquet": "parquet"})
 """File name suffix → the file type ``write_export`` writes."""
-EXPORT_TABLES = ("long", "wide", "marks")
+EXPORT_TABLES = ("long", "wide", "marks", "guesses")
 EXCEL_MAX_ROWS = 1_048_576
 """Rows of one Excel worksheet, the header included."""
 
@@ -294,7 +321,7 @@ def write_export(frame: pd.DataFrame, path: str | os.PathLike, table: str = "lon
     if table == "wide":
         data = pa.Table.from_pandas(wide_frame(frame), preserve_index=False)
     else:
-        data = _long_table(frame) if table == "long" else _marks_table(frame)
+        data = _long_table(frame) if table == "long" else _marks_table(frame, table)
     return _write_csv(data, path) if kind == "csv" else _write_xlsx(data, path, sheet=table)
 
 

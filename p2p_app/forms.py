@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from generators.base import too_many_tokens
 
+from .analysis.blinding_index import DONT_KNOW
 from .blinding import panel_label
 from .storage import Answer, MarkPoint, TrialInfo
 from .study import UNUSUAL_KEY, Question
@@ -313,3 +314,26 @@ def _scale_value(raw: Any, q: Question) -> int | None:
     if int(raw) not in allowed:
         raise UserError(f"{q.label}: {int(raw)} is out of range ({min(allowed)}–{max(allowed)}).")
     return int(raw)
+
+
+def check_model_guesses(trial: TrialInfo, guesses: Mapping[int, Any] | None, options: Sequence[str]) -> dict[int, str]:
+    """The model question's answers (position → an option of ``options`` or ``DONT_KNOW``), one for every image of
+    the trial; anything else is a UserError and nothing is stored."""
+    allowed = {*options, DONT_KNOW}
+    n = len(trial.shown_order)
+    if not isinstance(guesses, Mapping):
+        raise UserError("The model question's answers must map an image position to an option; nothing was saved.")
+    out: dict[int, str] = {}
+    for position, guess in guesses.items():
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= n:
+            raise UserError(f"An answer names image position {position!r}, which is not on this screen (1-{n}); "
+                            "nothing was saved.")
+        if not isinstance(guess, str) or guess not in allowed:
+            raise UserError(f"{panel_label(position)}: pick one of the listed models or \"Don't know\"; nothing was "
+                            "saved.")
+        out[position] = guess
+    missing = [panel_label(p) for p in range(1, n + 1) if p not in out]
+    if missing:
+        raise UserError(f"Answer the model question for {', '.join(missing)} (\"Don't know\" is an answer); "
+                        "nothing was saved.")
+    return out

@@ -618,6 +618,7 @@ def build_report(
     pool: Mapping[str, tuple[pd.DataFrame, float]] | None = None,
     metrics=None,
     notice_words: Sequence[str] | None = None,
+    blinding=None,
 ) -> str:
     """Analyse ``df`` (or use ``analysis`` if given) and return one self-contained HTML page with every figure and the
     table behind it. ``progress``: optional per-rater progress table (e.g. ``rater_id`` plus numeric columns such as
@@ -627,8 +628,9 @@ def build_report(
     (``Storage.marks_frame``), drawn as per-model heat maps. ``pool``: source name → (tidy frame, weight) whose
     rankings are fitted together (``ranking_pooled``, :func:`p2p_app.contextual_bt.pooled_table`), e.g.
     ``{"study": (df, 1.0), "arena": (live, 0.5)}``. ``metrics``: the tables of ``p2p metrics``
-    (:class:`p2p_app.metrics_run.LoadedMetrics`), shown as "Do the metrics agree with the clinicians?". Practice
-    answers are left out of everything."""
+    (:class:`p2p_app.metrics_run.LoadedMetrics`), shown as "Do the metrics agree with the clinicians?".
+    ``blinding``: the study's blinding index (:class:`p2p_app.analysis.blinding_index.BlindingIndex`), shown as
+    "Blinding index". Practice answers are left out of everything."""
     df = without_practice(df)
     analysis = analysis if analysis is not None else analyze(df, n_boot=n_boot, seed=seed, models=models,
                                                              exclude_flagged_raters=exclude_flagged_raters,
@@ -645,6 +647,8 @@ def build_report(
     if has_disclosure(df):  # the naive → disclosed design; notice_words: the study's keyword rule
         page = page.replace("</body></html>", disclosure_section(df, notice_words or DEFAULT_NOTICE_WORDS,
                                                                  analysis.ci_level) + "\n</body></html>")
+    if blinding is not None:
+        page = page.replace("</body></html>", blinding_section(blinding) + "\n</body></html>")
     if metrics is None:
         return page
     from .metrics_report import PLOTLY_MARK, section_html
@@ -653,3 +657,23 @@ def build_report(
     section = section_html(metrics, summarize(metrics, df, n_boot=n_boot, seed=seed),
                            include_plotlyjs=PLOTLY_MARK not in page, table_html=_table_html)
     return page.replace("</body></html>", section + "\n</body></html>")
+
+
+BLINDING_TEXT = (
+    "After each screen's ratings were stored, raters were asked which model made each image (the study's models, "
+    "'a real image' where the study shows real images, or don't know). James' index (James et al. 1996) over all "
+    "guesses: 0 = every guess right, 0.5 = guesses unrelated to the truth, 1 = every answer don't know; below 0.5 "
+    "with its upper limit below 0.5 means raters recognised models. Bang's index (Bang et al. 2004) per arm: "
+    "(correct - incorrect) / images, 1 = every image of that model recognised; with K options, random guessing "
+    "gives bang_chance = (1 - share don't know)(2/K - 1), not 0. ci_low/high: the published (Wald) intervals, which "
+    "treat guesses as independent; boot_ci_low/high: raters resampled with replacement, estimate +/- t(raters - 1) "
+    "x bootstrap SE (read these: a rater makes many guesses). Raters: correct guesses among answered ones against chance 1/K (exact one-sided binomial, "
+    "Holm across raters); flagged when the adjusted p is below 0.05. Practice items and catch screens are left out."
+)
+
+
+def blinding_section(bi) -> str:
+    """The "Blinding index" section of a study with ``blinding_index``: James overall, Bang per arm, raters."""
+    tables = "".join(_table_html(name, table) for name, table in bi.tables().items())
+    return f"<section><h2>Blinding index</h2><p>{html.escape(BLINDING_TEXT)}</p>{tables}</section>"
+

@@ -71,6 +71,7 @@ from .storage import (
     TrialInfo,
     unreachable,
 )
+from .model_question import ASK_MODELS_FIRST, ModelQuestion  # noqa: F401 - ASK_MODELS_FIRST re-exported
 from . import assignment
 from .study import ALIGNMENT, REALISM, Question, StudyDefinition, item_phase, study_key
 from .text import clean_line
@@ -105,7 +106,7 @@ UNKNOWN_OUTCOME = (
 
 
 @dataclass
-class P2PApp:
+class P2PApp(ModelQuestion):
     config: AppConfig
     storage: Storage
     registry: Registry
@@ -387,6 +388,8 @@ class P2PApp:
         reveal: tuple[tuple[str, str], ...] = ()
         saved = "Ranking saved." if judgement == "ranking" else "Ratings saved."
         message = saved if result.status == "stored" else "This trial was already submitted; nothing changed."
+        if self.config.arena_blinding_index:  # the model question first: reveal() / submit_arena_guesses() name them
+            return SubmitResult(result.status, (), message + " " + ASK_MODELS_FIRST)
         if self.config.reveal_after_rating:
             # what was just stored is the trial's answers (a duplicate keeps the earlier ones: read them back)
             scored = (any(a.value is not None and not a.cant_judge for a in stored_answers) if result.status == "stored"
@@ -405,6 +408,9 @@ class P2PApp:
         rows = self.storage.trial_models(trial_id, session.rater_pk)  # refuses another's or an unsubmitted trial
         if not has_real_score(self.storage.trial_answers(trial_id, session.rater_pk)):
             raise AccessDenied(NO_SCORE_NO_REVEAL)
+        if (self.config.arena_blinding_index and session.study_key == LIVE_STUDY
+                and not self.storage.trial_guesses(trial_id, session.rater_pk)):
+            raise AccessDenied(ASK_MODELS_FIRST)  # a guess made after the reveal would measure nothing
         return _labelled(rows)
 
     # ------------------------------------------------------------------ reader studies (rater side)

@@ -100,6 +100,28 @@ MARK_CONFIDENCES: tuple[int, ...] = (1, 2, 3, 4, 5)
 
 MARK_COLUMNS: tuple[str, ...] = tuple(MARK_DTYPES)
 
+GUESS_DTYPES: Mapping[str, str] = types.MappingProxyType(
+    {
+        "study": "str",
+        "rater_id": "str",
+        "trial_id": "int64",
+        "item_id": "str",
+        "image_id": "str",
+        "model": "str",
+        "source": "str",
+        "truth": "str",
+        "position": "int64",
+        "guess": "str",
+        "practice": "bool",
+        "guessed_at": "datetime64[ns, UTC]",
+    }
+)
+"""Columns of the guesses frame (``Storage.guesses_frame``, ``export`` format ``guesses``): one row per image a rater
+answered "Which model do you think made this image?" for (studies with ``blinding_index``); ``truth`` is the
+image's arm (its model, or ``real``), ``guess`` the option picked (``dont_know`` for "Don't know")."""
+
+GUESS_COLUMNS: tuple[str, ...] = tuple(GUESS_DTYPES)
+
 
 def without_practice(df):
     """``df`` (a tidy ratings frame or a marks frame) without its practice rows — the one place statistics drop

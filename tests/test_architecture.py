@@ -131,7 +131,8 @@ LAYERS: dict[str, int] = {
     # storage
     **dict.fromkeys(["storage", "budget", "migrations"], 1),
     # service: the rater's surface and its parts (form checks, sessions, the image cache, catch images)
-    **dict.fromkeys(["service", "forms", "sessions", "image_store", "catch_images", "model_server"], 2),
+    **dict.fromkeys(["service", "forms", "sessions", "image_store", "catch_images", "model_server",
+                     "model_question"], 2),
     # operations
     **dict.fromkeys(["batch", "reader", "pack", "desk"], 3),
     # front ends, then the composition root that builds them, then the CLI that starts it

@@ -34,12 +34,12 @@ def declared_rater_ids(data: dict) -> list[str]:
     ids = data["ids"]
     out = [v for k, v in ids["landing"].items()]
     arena = ids["arena"]
-    out += [v for k, v in arena.items() if k != "panels"]
+    out += [v for k, v in arena.items() if k not in ("panels", "guesses")] + arena.get("guesses", [])
     for panels in arena["panels"].values():
         out += panel_ids(panels)
     for st in ids["studies"]:
-        out += [v for k, v in st.items() if k != "panels"]
-        out += panel_ids(st["panels"])
+        out += [v for k, v in st.items() if k not in ("panels", "guesses")]
+        out += panel_ids(st["panels"]) + st.get("guesses", [])
     return out
 
 
@@ -50,6 +50,8 @@ def optional(app) -> set[str]:
         out.add(LANDING.demo_banner)
     if len(app.config.arena_judgements) < 2:
         out.add(ARENA.judgement)
+    if not app.config.arena_blinding_index:
+        out |= {ARENA.guess_box, ARENA.guess_submit}
     if not app.studies:
         out |= {LANDING.tabs, LANDING.arena_tab, LANDING.studies_tab, LANDING.study_tabs}
     for i, st in enumerate(app.studies.values()):
@@ -59,6 +61,8 @@ def optional(app) -> set[str]:
             out.add(study(i).marks)
         if st.design != "naive_disclosed":
             out |= {study(i).call, study(i).interlude, study(i).interlude_ok}
+        if not st.blinding_index:
+            out |= {study(i).guess_box, study(i).guess_submit}
     return out
 
 

@@ -222,6 +222,7 @@ def test_an_old_database_is_upgraded(tmp_path):
         DROP TABLE raters;
         ALTER TABLE raters_old RENAME TO raters;
         DROP TABLE marks;
+        DROP TABLE guesses;
         ALTER TABLE ratings DROP COLUMN active_seconds;
         ALTER TABLE trials DROP COLUMN practice;
         DROP TABLE alembic_version;

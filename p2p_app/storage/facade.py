@@ -13,11 +13,12 @@ trial ownership; ``frames``: the tidy read-outs).
 from __future__ import annotations
 
 from .frames import FrameStore
+from .guesses import GuessStore
 from .images import ImageStore
 from .raters import RaterStore
 from .studies import StudyStore
 from .trials import TrialStore
 
 
-class Storage(RaterStore, ImageStore, StudyStore, TrialStore, FrameStore):
+class Storage(RaterStore, ImageStore, StudyStore, GuessStore, FrameStore):
     """Owns the engine and the image folder; exposes intent-named reads and writes."""

@@ -180,3 +180,20 @@ class RatingHistory(Base):
     answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     replaced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+
+
+class Guess(Base):
+    """A rater's answer to "Which model do you think made this image?" (studies with ``blinding_index``), asked
+    after the trial's ratings are stored: ``guess`` is an option (a model name, ``real``) or ``dont_know``.
+    One per trial and image, never changed (a guess made after a reveal would not measure the blinding)."""
+
+    __tablename__ = "guesses"
+    __table_args__ = (UniqueConstraint("trial_id", "image_id", name="uq_guess_trial_image"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
+    rater_pk: Mapped[int] = mapped_column(ForeignKey("raters.id"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    guess: Mapped[str] = mapped_column(String(200), default="")
+    guessed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -77,6 +77,7 @@ _TOP_KEYS: Mapping[str, Any] = MappingProxyType({
     "mark_confidence": bool,
     "disclosed_order": str,
     "notice_words": list,
+    "blinding_index": bool,
 })
 _REQUIRED_KEYS = ("id", "version", "title", "instructions", "modality", "design", "models", "seeds", "prompts", "overlap_k")
 _QUESTION_KEYS = ("key", "kind", "label", "levels", "options", "required")
@@ -225,6 +226,7 @@ def load_study(
         mark_artifacts=data.get("mark_artifacts", False),
         mark_confidence=data.get("mark_confidence", False),
         **disclosure,
+        blinding_index=data.get("blinding_index", False),
         source_path=path,
         prompts_path=prompts_path,
         controls_path=controls_path,
@@ -372,6 +374,8 @@ def _check_models(toml: _Toml, models: list[Any], known: Collection[str] | None)
             raise toml.error("models", f"model name {name!r} must be letters, digits, '_', '.' or '-'")
         if name == REAL_MODEL:
             raise toml.error("models", f"{REAL_MODEL!r} is reserved for real images and cannot be a model")
+        if name == "dont_know":  # the stored "Don't know" of the model question (blinding_index)
+            raise toml.error("models", "'dont_know' is reserved for the model question's \"Don't know\"")
     duplicates = sorted({m for m in models if models.count(m) > 1})
     if duplicates:
         raise toml.error("models", f"models listed twice: {', '.join(duplicates)}")

@@ -302,6 +302,7 @@ class StudyDefinition:
     mark_confidence: bool = False  # each mark carries a confidence 1-5 (needs mark_artifacts): the inferred ROC
     disclosed_order: str = "fresh"  # naive_disclosed: phase 2 in a fresh shuffle or phase 1's order
     notice_words: tuple[str, ...] = DEFAULT_NOTICE_WORDS  # naive_disclosed: the "noticed" keyword rule (not hashed)
+    blinding_index: bool = False  # after each screen's ratings: "Which model do you think made this image?"
     source_path: Path | None = None
     prompts_path: Path | None = None
     controls_path: Path | None = None
@@ -415,6 +416,13 @@ class StudyDefinition:
                           tuple(ImageSlot(m, prompt_id, seed, prompt) for m in self.models) + (real,))
                 for seed in self.seeds]
 
+    def guess_options(self) -> tuple[str, ...]:
+        """The arms of the model question (``blinding_index``): the study's models in file order, then ``real``
+        when the study's screens show real images (prompt real images or controls; a ranking screen never does,
+        only its catch screens, which the index leaves out). The same on every screen."""
+        shows_real = self.design != "ranking" and bool(self.known_real_slots())
+        return self.models + ((REAL_MODEL,) if shows_real else ())
+
     def known_real_slots(self) -> tuple[ImageSlot, ...]:
         """The real images a "real" catch screen may show: prompt real images, then controls."""
         reals = [self._real_slot(row) for row in self.prompts]
@@ -519,6 +527,7 @@ class StudyDefinition:
             **({"mark_confidence": True} if self.mark_confidence else {}),
             # the keyword rule (notice_words) is analysis, not design: editable after freezing, so not hashed
             **({"disclosed_order": self.disclosed_order} if self.design == "naive_disclosed" else {}),
+            **({"blinding_index": True} if self.blinding_index else {}),
             **({"wrong_anatomy": WRONG_ANATOMY_METHOD} if "wrong_anatomy" in self.catch_kinds else {}),
         }
 

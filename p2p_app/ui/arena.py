@@ -11,6 +11,7 @@ from .common import (
     NEXT_ITEM, add_noop, address_of, build_panels, guarded_method, md_escape, page_field, page_measures, read_answers,
     resume_note, show_trial,
 )
+from .guesses import GuessBox, option_choices
 from .page import ARENA, Css, Field
 
 MODALITY_LABELS = {"colonoscopy": "Colonoscopy", "radiology": "Radiology"}
@@ -40,6 +41,7 @@ class Arena:
         self.trial = gr.State(None)  # current trial id, server-side only
         self.n_shown = gr.State(0)
         self.judged = gr.State(self.judgements[0])  # the shown trial's judgement, server-side only
+        self.trial_modality = gr.State(None)  # the shown trial's modality (its model question's options)
         self._sign_in_box()
         self.message = gr.Markdown(visible=False, elem_classes=[Css.MESSAGE],  # hidden again on success: notices.js
                                    elem_id=ARENA.message)  # fmt: skip
@@ -104,6 +106,9 @@ class Arena:
         self.active_field = page_field(Field.ACTIVE, ARENA.active)  # seconds visible and not idle, measured by the page
         self.submit_btn = gr.Button("Submit ratings (Ctrl+Enter)", variant="primary", interactive=False,
                                     elem_classes=[Css.SUBMIT], elem_id=ARENA.submit)  # fmt: skip
+        # arena_blinding_index: "Which model made this image?" after the ratings, before the reveal
+        self.guesses = (GuessBox(option_choices(self.app.arena_guess_options(self.modalities[0])), self.n_panels,
+                                 ARENA) if self.app.config.arena_blinding_index else None)  # fmt: skip
         # scrolled into view when it fills: notices.js
         self.reveal_box = gr.Markdown(elem_classes=[Css.REVEAL], elem_id=ARENA.reveal)
 
@@ -151,6 +156,7 @@ class Arena:
         return {
             self.trial: shown.trial_id,
             self.judged: mode,
+            self.trial_modality: modality_value,
             self.shown_field: gr.Textbox(value=str(shown.trial_id)),
             self.active_field: gr.Textbox(value=""),
             self.n_shown: len(shown.panels),
@@ -159,6 +165,7 @@ class Arena:
             self.reveal_box: gr.Markdown(""),
             self.message: gr.Markdown(visible=False),
             **shown_panels,
+            **(self.guesses.hide() if self.guesses else {}),
         }
 
     @guarded_method
@@ -167,6 +174,21 @@ class Arena:
         active, _ = page_measures(data[self.active_field])
         result = self.app.submit(data[self.session], data[self.trial], answers, shown=data[self.shown_field],
                                  judgement=data[self.judged], active_seconds=active)  # fmt: skip
+        if self.guesses is not None and result.status == "stored":  # the model question, then the reveal
+            modality = data[self.trial_modality]
+            return {self.submit_btn: gr.Button(interactive=False), self.message: gr.Markdown(visible=False),
+                    self.reveal_box: gr.Markdown(f"✅ {result.message}"),
+                    **self.guesses.ask(data[self.n_shown], option_choices(self.app.arena_guess_options(modality)))}
+        return self._after(result)
+
+    @guarded_method
+    def on_guess(self, data: dict) -> dict:
+        result = self.app.submit_arena_guesses(data[self.session], data[self.trial],
+                                               self.guesses.read(data, data[self.n_shown]))
+        return self._after(result) | self.guesses.hide()
+
+    def _after(self, result) -> dict:
+        """Ratings (and model guesses) stored: the message, the reveal, what to do next."""
         lines = [f"✅ {result.message}"]
         if result.reveal:
             lines.append("\n".join(f"- **{label}** was made by `{model}`" for label, model in result.reveal))
@@ -197,10 +219,13 @@ class Arena:
             trigger(self.on_prompt, [self.modality, self.prompt], self.budget, queue=False,
                     trigger_mode="always_last", show_progress="hidden", **private)  # fmt: skip
         self._wire_generate()
-        submit_inputs = {self.session, self.trial, self.judged, self.shown_field, self.active_field, self.n_shown,
+        submit_inputs = {self.session, self.trial, self.judged, self.trial_modality, self.shown_field, self.active_field, self.n_shown,
                          *(w for p in self.panels for w in p.all_inputs())}  # fmt: skip
-        self.submit_btn.click(self.on_submit, submit_inputs, [self.submit_btn, self.reveal_box, self.message],
-                              concurrency_limit=None, **private)  # fmt: skip
+        after = [self.submit_btn, self.reveal_box, self.message, *(self.guesses.outputs() if self.guesses else [])]
+        self.submit_btn.click(self.on_submit, submit_inputs, after, concurrency_limit=None, **private)
+        if self.guesses is not None:
+            self.guesses.submit.click(self.on_guess, {self.session, self.trial, self.n_shown, *self.guesses.radios},
+                                      after, concurrency_limit=None, **private)  # fmt: skip
 
     def _wire_generate(self) -> None:
         """Generate: (1) at once, no queue: the button off, the progress block on; (2) the trial, its progress drawn
@@ -213,8 +238,9 @@ class Arena:
         ).then(
             self.on_generate,
             [self.session, self.modality, self.prompt, *([self.judgement] if self.judgement is not None else [])],
-            [self.trial, self.judged, self.shown_field, self.active_field, self.n_shown, self.trial_prompt,
-             self.submit_btn, self.reveal_box, self.message, *panel_outputs],
+            [self.trial, self.judged, self.trial_modality, self.shown_field, self.active_field, self.n_shown, self.trial_prompt,
+             self.submit_btn, self.reveal_box, self.message, *panel_outputs,
+             *(self.guesses.outputs() if self.guesses else [])],
             api_visibility="private",
             show_progress_on=[self.generating],
             # as many trials at once as there are devices; the backend's per-device locks keep two pipelines off one

@@ -179,6 +179,12 @@ class ArenaIds(_Screen):
     submit: str = ""
     reveal: str = ""
     noop: str = ""  # a hidden no-op button: the load benchmark's baseline (common.add_noop)
+    guess_box: str = ""  # arena_blinding_index: the model question before the reveal (ui/guesses.py)
+    guess_submit: str = ""
+
+    def guess(self, i: int) -> str:
+        """The model question of the ``i``-th panel (0-based)."""
+        return f"{self.prefix}-guess-{i}"
 
 
 @dataclass(frozen=True)
@@ -206,6 +212,12 @@ class StudyIds(_Screen):
     call: str = ""  # naive → disclosed, phase 2: the call (study.design == "naive_disclosed" only)
     interlude: str = ""  # naive → disclosed: the screen between the phases, and its Continue
     interlude_ok: str = ""
+    guess_box: str = ""  # blinding_index: the model question after a screen's ratings are stored (ui/guesses.py)
+    guess_submit: str = ""
+
+    def guess(self, i: int) -> str:
+        """The model question of the ``i``-th panel (0-based)."""
+        return f"{self.prefix}-guess-{i}"
 
 
 @dataclass(frozen=True)
@@ -276,6 +288,8 @@ def page_data(app=None) -> dict[str, Any]:
     cfg = app.config
     n_arena = max(len(cfg.models_for(m)) for m in cfg.modalities())
     arena = ARENA.as_dict() | {"panels": {}}
+    if cfg.arena_blinding_index:
+        arena["guesses"] = [ARENA.guess(i) for i in range(n_arena)]
     for j in cfg.arena_judgements:
         keys = [("rank_" if j == "ranking" and q.kind == "scale" else "") + q.key for q in LIVE_QUESTIONS
                 if q.kind in ("scale", "multi")]
@@ -286,7 +300,8 @@ def page_data(app=None) -> dict[str, Any]:
         keys = [("rank_" if st.design == "ranking" and q.kind == "scale" else "") + q.key for q in st.questions
                 if q.kind in ("scale", "multi")]
         ids = study(i)
-        studies.append(ids.as_dict() | {"panels": [ids.panel(p).as_dict(keys) for p in range(n)]})
+        studies.append(ids.as_dict() | {"panels": [ids.panel(p).as_dict(keys) for p in range(n)]}
+                       | ({"guesses": [ids.guess(p) for p in range(n)]} if st.blinding_index else {}))
     data["ids"] |= {"arena": arena, "studies": studies}
     return data
 

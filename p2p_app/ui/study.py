@@ -14,6 +14,7 @@ from .common import (
     NEXT_ITEM, address_of, build_panels, build_pick, choices_for, guarded_method, marks_text, md_escape, page_field,
     page_measures, read_answers, resume_note, show_trial,
 )
+from .guesses import GuessBox, guess_choices
 from .page import LANDING, Css, Field, StudyIds, study as study_ids
 
 
@@ -84,6 +85,7 @@ class StudyScreen:
         self.n_shown = gr.State(0)
         self.position = gr.State(None)  # order index of the item on screen (None when all are done)
         self.reopened = gr.State(False)  # the item on screen is an answered one this session reopened to change
+        self.guess_trial = gr.State(None)  # blinding_index: the stored trial whose model question is on screen
         self._sign_in_box()
         # hidden again on success: notices.js
         self.message = gr.Markdown(visible=False, elem_classes=[Css.MESSAGE], elem_id=ids.message)
@@ -147,6 +149,8 @@ class StudyScreen:
                          else gr.State(None))
             self.submit_btn = gr.Button("Submit and continue (Ctrl+Enter)", variant="primary",
                                         elem_classes=[NEXT_ITEM, Css.SUBMIT], elem_id=ids.submit)  # fmt: skip
+            # blinding_index: "Which model do you think made this image?" once the ratings are stored
+            self.guesses = GuessBox(guess_choices(st), self.n_panels, ids) if st.blinding_index else None
 
     def _interlude(self) -> None:
         """Naive → disclosed: the screen between the phases (its text comes with the first phase-2 screen)."""
@@ -222,6 +226,7 @@ class StudyScreen:
             ),
             self.message: gr.Markdown(visible=False),
             **({self.pick: gr.Radio(value=_picked(shown))} if self.forced_choice else {}),
+            **({self.submit_btn: gr.Button(visible=True), **self.guesses.hide()} if self.guesses else {}),
             **show_trial(self.panels, shown),
             **(self._phase_updates(shown) if self.two_phase else {}),
         }  # fmt: skip
@@ -269,11 +274,21 @@ class StudyScreen:
             self.st, data[self.session], data[self.trial], answers, shown=data[self.shown_field],
             reopened=data[self.reopened], active_seconds=active, marks=marks,
         )
+        if self.guesses is not None and result.status == "stored":  # the model question before the next item
+            return {self.guess_trial: data[self.trial], self.submit_btn: gr.Button(visible=False),
+                    self.back_btn: gr.Button(visible=False), self.message: gr.Markdown(visible=False),
+                    **self.guesses.ask(data[self.n_shown])}
         updates = self.show_next(data[self.session])
         if result.status == "duplicate":  # answered elsewhere (another tab): say so instead of moving on silently
             gr.Warning(result.message)
             updates[self.message] = gr.Markdown(f"⚠️ {result.message}", visible=True)
         return updates
+
+    @guarded_method
+    def on_guess(self, data: dict) -> dict:
+        self.app.submit_guesses(self.st, data[self.session], data[self.guess_trial],
+                                self.guesses.read(data, data[self.n_shown]))
+        return self.show_next(data[self.session])
 
     @guarded_method
     def on_back(self, rater, current) -> dict:
@@ -296,7 +311,8 @@ class StudyScreen:
         phase = [self.phase, self.call, self.interlude_box, self.interlude_md] if self.two_phase else []
         return [self.trial, self.n_shown, self.position, self.reopened, self.shown_field, self.back_btn, self.work_box,
                 self.done_box, self.progress, self.prompt_md, self.message, self.pick, self.active_field,
-                self.marks_field, *panel_outputs, *phase]  # fmt: skip
+                self.marks_field, *panel_outputs, *phase,
+                *([self.submit_btn, self.guess_trial, *self.guesses.outputs()] if self.guesses else [])]  # fmt: skip
 
     def signin_outputs(self) -> list:
         # only sign-in opens or closes the instructions
@@ -317,6 +333,9 @@ class StudyScreen:
         if self.two_phase:
             self.interlude_btn.click(self.on_continue, None, [self.interlude_box, self.work_box], queue=False,
                                      **private)  # fmt: skip
+        if self.guesses is not None:
+            self.guesses.submit.click(self.on_guess, {self.session, self.guess_trial, self.n_shown, *self.guesses.radios},
+                                      self.item_outputs(), concurrency_limit=None, **private)
         self.back_btn.click(self.on_back, [self.session, self.position], self.item_outputs(), **private)
         self.availability_timer.tick(self.on_availability_tick, None, self.availability_outputs(), queue=False,
                                      **private)  # fmt: skip
