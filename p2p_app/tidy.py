@@ -72,15 +72,20 @@ TIDY_DEFAULTS: Mapping[str, object] = types.MappingProxyType(
 export, a hand-built frame) gets it filled with this value by :func:`with_tidy_defaults`."""
 
 
+# The first columns of every per-image frame beside the ratings (marks, guesses): which study, rater, trial and image.
+_PER_IMAGE_DTYPES: dict[str, str] = {
+    "study": "str",
+    "rater_id": "str",
+    "trial_id": "int64",
+    "item_id": "str",
+    "image_id": "str",
+    "model": "str",
+    "source": "str",
+}
+
 MARK_DTYPES: Mapping[str, str] = types.MappingProxyType(
     {
-        "study": "str",
-        "rater_id": "str",
-        "trial_id": "int64",
-        "item_id": "str",
-        "image_id": "str",
-        "model": "str",
-        "source": "str",
+        **_PER_IMAGE_DTYPES,
         "prompt_id": "str",
         "position": "int64",
         "x": "float64",
@@ -102,13 +107,7 @@ MARK_COLUMNS: tuple[str, ...] = tuple(MARK_DTYPES)
 
 GUESS_DTYPES: Mapping[str, str] = types.MappingProxyType(
     {
-        "study": "str",
-        "rater_id": "str",
-        "trial_id": "int64",
-        "item_id": "str",
-        "image_id": "str",
-        "model": "str",
-        "source": "str",
+        **_PER_IMAGE_DTYPES,
         "truth": "str",
         "position": "int64",
         "guess": "str",

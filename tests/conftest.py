@@ -52,20 +52,31 @@ def app(tmp_path, demo_registry):
     a.storage.close()
 
 
-def invited_study_app(tmp_path: Path, registry):
-    """An app whose only study is the small test study (tests/test_reader_study.py), prepared and frozen,
-    with one invited rater "ann". Returns (app, study, ann's token)."""
+def invited_study_app(tmp_path: Path, registry, **overrides):
+    """An app whose only study is the small test study (tests/test_reader_study.py; ``overrides`` go to its
+    ``small_study``), prepared and frozen, with one invited rater "ann". Returns (app, study, ann's token)."""
     from test_reader_study import small_study
 
     from p2p_app import reader
     from p2p_app.study import load_study, study_key
 
     app = make_app(tmp_path / "data", registry)
-    st = load_study(small_study(tmp_path / "mini"), known_models=[m.name for m in app.config.models])
+    st = load_study(small_study(tmp_path / "mini", **overrides), known_models=[m.name for m in app.config.models])
     app.studies = {study_key(st): st}
-    reader.prepare_study(app, st)
+    assert reader.prepare_study(app, st).frozen
     _, token = reader.add_rater(app, st, "ann")
     return app, st, token
+
+
+@contextmanager
+def running_study(tmp_path: Path, registry, **overrides):
+    """:func:`invited_study_app` served on 127.0.0.1: yields (app, study, ann's token, the server's URL)."""
+    app, st, token = invited_study_app(tmp_path, registry, **overrides)
+    try:
+        with running_server(app) as url:
+            yield app, st, token, url
+    finally:
+        app.storage.close()
 
 
 def free_port() -> int:
@@ -163,3 +174,15 @@ def db_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'db.sqlite'}"
     return request.getfixturevalue("pg_url")
+
+
+def exported_long(study_id: str, data_dir: Path, out: Path):
+    """``p2p export OUT --study STUDY`` read back (empty cells as "")."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from p2p_app.cli import main
+
+    res = CliRunner().invoke(main, ["export", str(out), "--study", study_id, "--data-dir", str(data_dir)])
+    assert res.exit_code == 0, res.output
+    return pd.read_csv(out, keep_default_na=False)

@@ -20,16 +20,15 @@ from pathlib import Path
 import httpx
 import pytest
 from browser_client import ARENA, BrowserSession, study
-from conftest import make_app, running_server
+from conftest import make_app, running_server, running_study
 from PIL import Image
 from scipy.stats import chisquare
 from test_e2e import PROMPT, arena
-from test_reader_study import small_study
 
 from p2p_app import reader
 from p2p_app.blinding import PRESENTATION_MTIME, presentation_png_size
 from p2p_app.storage import LIVE_STUDY
-from p2p_app.study import load_study, study_key
+from p2p_app.study import study_key
 
 pytestmark = pytest.mark.e2e
 
@@ -227,15 +226,8 @@ def test_live_positions_are_uniform_per_model_over_1000_trials(tmp_path, demo_re
 @pytest.fixture()
 def side_by_side_server(tmp_path, demo_registry):
     """The small test study as side by side (3 prompts, one with a real image, + 1 control; 2 models), frozen."""
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", design="side_by_side", repeat_fraction=0.25),
-                    known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
-    assert reader.prepare_study(app, st).frozen
-    _, token = reader.add_rater(app, st, "ann")
-    with running_server(app) as url:
-        yield app, st, token, url
-    app.storage.close()
+    with running_study(tmp_path, demo_registry, design="side_by_side", repeat_fraction=0.25) as served:
+        yield served
 
 
 def test_study_screens_all_have_the_same_panels_and_the_stored_order(side_by_side_server):

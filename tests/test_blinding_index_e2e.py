@@ -10,12 +10,10 @@ import pandas as pd
 import pytest
 from browser_client import BrowserSession, study
 from click.testing import CliRunner
-from conftest import make_app, running_server
-from test_reader_study import small_study
+from conftest import running_study
 
 from p2p_app import reader
 from p2p_app.analysis.blinding_index import DONT_KNOW
-from p2p_app.study import load_study, study_key
 from p2p_app.ui.guesses import guess_choices
 
 IDS = study(0)
@@ -23,14 +21,8 @@ IDS = study(0)
 
 @pytest.fixture()
 def server(tmp_path, demo_registry):
-    app = make_app(tmp_path / "data", demo_registry)
-    st = load_study(small_study(tmp_path / "mini", blinding_index=True), known_models=[m.name for m in app.config.models])
-    app.studies = {study_key(st): st}
-    assert reader.prepare_study(app, st).frozen
-    _, token = reader.add_rater(app, st, "ann")
-    with running_server(app) as url:
-        yield app, st, token, url
-    app.storage.close()
+    with running_study(tmp_path, demo_registry, blinding_index=True) as served:
+        yield served
 
 
 def test_rate_then_guess_then_next_export_and_report(server, tmp_path):

@@ -241,12 +241,9 @@ def test_ranking_end_to_end_refuses_incomplete_rankings(design_app, tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize("design", ["forced_choice", "ranking"])
 def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_path, design):
-    import pandas as pd
     from browser_client import BrowserSession, study
-    from click.testing import CliRunner
-    from conftest import running_server
+    from conftest import exported_long, running_server
 
-    from p2p_app.cli import main
     from p2p_app.report import build_report
 
     app = design_app
@@ -297,10 +294,7 @@ def test_design_over_the_browser_protocol_to_export_and_report(design_app, tmp_p
                 page.trigger(submit)
             assert any("All items are done" in str(v) for v in page.values.values())
             page.close()
-    out_csv = tmp_path / "ratings.csv"
-    res = CliRunner().invoke(main, ["export", str(out_csv), "--study", st.id, "--data-dir", str(tmp_path / "data")])
-    assert res.exit_code == 0, res.output
-    df = pd.read_csv(out_csv, keep_default_na=False)
+    df = exported_long(st.id, tmp_path / "data", tmp_path / "ratings.csv")
     assert "" in set(df["catch"]) and set(df["catch"]) - {""} and set(df["catch"]) <= {"", "real", "broken"}
     question = "chosen_real" if design == "forced_choice" else "rank_realism"
     assert question in set(df["question"])

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from browser_client import ADMIN, ARENA, BrowserSession, study
 from click.testing import CliRunner
-from conftest import invited_study_app, make_app, running_server
+from conftest import make_app, running_server, running_study
 
 pytestmark = pytest.mark.e2e
 
@@ -219,10 +219,8 @@ def test_replayed_arena_submit_never_lands_on_the_new_trial(server):
 @pytest.fixture()
 def study_server(tmp_path, demo_registry):
     """A server whose only study is the small test study, prepared and frozen, with one invited rater."""
-    app, st, token = invited_study_app(tmp_path, demo_registry)
-    with running_server(app) as url:
-        yield app, st, token, url
-    app.storage.close()
+    with running_study(tmp_path, demo_registry) as served:
+        yield served
 
 
 def test_one_rater_through_a_whole_study(study_server, tmp_path):

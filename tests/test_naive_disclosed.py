@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
@@ -271,10 +270,8 @@ def _primes(texts) -> list[str]:
 @pytest.mark.e2e
 def test_naive_disclosed_over_the_browser_protocol_to_export_and_report(naive_app, tmp_path):
     from browser_client import BrowserSession, study
-    from click.testing import CliRunner
-    from conftest import running_server
+    from conftest import exported_long, running_server
 
-    from p2p_app.cli import main
     from p2p_app.desk import ResearchDesk
     from p2p_app.ui.page import page_data
 
@@ -315,10 +312,7 @@ def test_naive_disclosed_over_the_browser_protocol_to_export_and_report(naive_ap
                 page.trigger(page.by_id(ids.submit))
             assert any("All items are done" in str(v) for v in page.values.values())
             page.close()
-    out_csv = tmp_path / "ratings.csv"
-    res = CliRunner().invoke(main, ["export", str(out_csv), "--study", st.id, "--data-dir", str(tmp_path / "data")])
-    assert res.exit_code == 0, res.output
-    df = pd.read_csv(out_csv, keep_default_na=False)
+    df = exported_long(st.id, tmp_path / "data", tmp_path / "ratings.csv")
     assert set(df["phase"]) == {"naive", "disclosed"}
     unusual = df[df["question"] == UNUSUAL_KEY]
     assert len(unusual) == 12 and (unusual["comment"] == "looks artificial").sum() == 4
