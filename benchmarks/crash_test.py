@@ -26,7 +26,9 @@ from bench_load import Rater, make_site, study_rater  # noqa: E402
 
 
 def crash_round(proc, url: str, raters: list[Rater], items: int, after: float) -> None:
-    """Run the raters on the running server (resuming with their codes), kill -9 it after ``after`` seconds."""
+    """Run the raters on the running server (resuming with their codes), kill -9 it ``after`` seconds after the
+    round's first acknowledged submit (at most 60 s of waiting for it): a kill before any submit is acknowledged
+    would check nothing."""
     stop = threading.Event()
     threads = []
     for r in raters:
@@ -35,6 +37,9 @@ def crash_round(proc, url: str, raters: list[Rater], items: int, after: float) -
         threads.append(threading.Thread(target=study_rater, args=(url, r, items, stop, r.code), daemon=True))
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 60
+    while not any(r.acked for r in raters) and time.monotonic() < deadline:
+        time.sleep(0.05)
     time.sleep(after)
     proc.kill()  # SIGKILL: no shutdown, no flush
     proc.wait()
@@ -106,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raters", type=int, default=20)
     parser.add_argument("--kills", type=int, default=2)
-    parser.add_argument("--after", type=float, default=3.0, help="seconds of load before each kill -9")
+    parser.add_argument("--after", type=float, default=3.0,
+                        help="seconds of load after the round's first acknowledged submit before each kill -9")
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--work", default=None)
@@ -127,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"raters resuming at the right item {resumed}/{n_codes}")  # fmt: skip
             for p in problems[:5]:
                 print("  problem:", p)
-            bad |= bool(problems)
+            if n == 0:
+                print("  problem: no submit was acknowledged before the kill: this round checked nothing")
+            bad |= bool(problems) or n == 0
         proc.kill()
         proc.wait()
         print(f"total {time.perf_counter() - t0:.0f} s")
