@@ -10,6 +10,8 @@ simulation that the rater-clustered bootstrap covers ~95 %.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -159,25 +161,12 @@ def test_blinding_index_tables():
 
 
 def test_rater_clustered_bootstrap_covers():
-    """Raters differ in how well they recognise model A (skill ~ Beta(2, 2) per rater: guesses cluster by rater).
-    An A image: recognised with the rater's skill, else 80 % a uniform guess, 20 % don't know; B and C images the
-    same without recognition. True Bang for A = E[s] + (1 - E[s]) 0.8 (1/3 - 2/3) = 0.5 - 0.4/3. Over 150 simulated
-    studies of 20 raters the bootstrap interval covers it ~95 % (measured: 96 %); Wald's (independent guesses)
-    less (81 %)."""
-    rng = np.random.default_rng(7)
-    arms = np.array(["A", "B", "C"])
-    n_raters, per_arm, sims = 20, 12, 150
-    true_bang = 0.5 - 0.4 / 3
-    covered_boot = covered_wald = 0
-    for s in range(sims):
-        skill = rng.beta(2, 2, size=n_raters)
-        rater = np.repeat(np.arange(n_raters), 3 * per_arm)
-        truth = np.tile(np.repeat(arms, per_arm), n_raters)
-        guess = np.where(rng.random(rater.size) < 0.8, arms[rng.integers(3, size=rater.size)], DONT_KNOW)
-        guess = np.where((truth == "A") & (rng.random(rater.size) < skill[rater]), "A", guess)
-        frame = pd.DataFrame({"rater_id": rater.astype(str), "truth": truth, "guess": guess})
-        res = blinding_index(frame, list(arms), n_boot=200, seed=s).bang.set_index("arm").loc["A"]
-        covered_boot += res["boot_ci_low"] <= true_bang <= res["boot_ci_high"]
-        covered_wald += res["ci_low"] <= true_bang <= res["ci_high"]
-    assert 0.90 <= covered_boot / sims <= 0.99, covered_boot / sims
-    assert covered_wald < covered_boot, (covered_wald, covered_boot)
+    """Raters differ in how well they recognise model A (guesses cluster by rater; the design is in
+    benchmarks/bench_blinding_index.py, whose 150 studies of 20 raters give 96 % for the rater-resampled interval and
+    81 % for Wald's). Here 60 seeded studies: the rater-resampled interval covers about 95 %, Wald's clearly less."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_blinding_index import coverage
+
+    boot, wald = coverage(sims=60, n_raters=20)
+    assert 0.88 <= boot <= 1.0, boot
+    assert wald < boot - 0.05, (wald, boot)
